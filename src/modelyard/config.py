@@ -1,0 +1,166 @@
+"""Settings: defaults < modelyard.yaml < MODELYARD_* environment < explicit overrides; built once, passed down."""
+
+from __future__ import annotations
+
+import os
+import re
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+DEFAULT_CONFIG_NAME = "modelyard.yaml"
+_config_path: ContextVar[Path | None] = ContextVar("modelyard_config_path", default=None)
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class DeploymentConfig(BaseModel):
+    """Where one copy of a model runs: a backend kind plus its settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None
+    backend: Literal["llama_cpp", "openai"]
+    # upstream (openai-compatible)
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str | None = Field(default=None, description="the model name the upstream knows")
+    headers: dict[str, str] = Field(default_factory=dict)
+    # local runtimes
+    path: str | None = Field(default=None, description="weights on disk (a GGUF file for llama_cpp)")
+    n_ctx: int = 4096
+    n_threads: int | None = None
+    chat_format: str | None = None
+    # shared
+    region: str | None = None
+    weight: float = 1.0
+    max_concurrency: int = 64
+    max_queue: int = 64
+    timeout: float = 600.0
+    connect_timeout: float = 10.0
+
+
+class ModelConfig(BaseModel):
+    """A public model id and the deployments that serve it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    type: Literal["text", "embedding", "rerank", "image", "audio", "video", "pii", "moderation"] = "text"
+    tasks: list[str] | None = None
+    owned_by: str | None = None
+    description: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    created: int | None = Field(default=None, description="unix time shown in /v1/models; defaults to server start")
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+
+
+class Settings(BaseSettings):
+    """Everything the server needs to start; see README 'Configuration'."""
+
+    model_config = SettingsConfigDict(env_prefix="MODELYARD_", env_nested_delimiter="__", extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    data_dir: Path = Path("modelyard-data")
+    database_url: str | None = None
+    admin_key: str | None = None
+    log_level: str = "info"
+    builtin_models: bool = True
+    models: list[ModelConfig] = Field(default_factory=list)
+    # the auth cache trades revocation latency for no per-request DB reads
+    auth_cache_ttl: float = 10.0
+    max_body_bytes: int = 32 * 1024 * 1024
+    # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
+    bootstrap_on_startup: bool = True
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _expand(cls, v: Path) -> Path:
+        return v.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return normalize_database_url(self.database_url or f"sqlite:///{(self.data_dir / 'modelyard.db').resolve()}")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSource(settings_cls))
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """Reads the YAML config file that load_settings resolved for this build."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_path.get()
+        return read_config_file(path) if path else {}
+
+
+def normalize_database_url(url: str) -> str:
+    """Accept the URL forms people paste and pick the async driver for them."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+asyncpg://" + url[len(prefix):]
+    if url.startswith("sqlite:///") and not url.startswith("sqlite+"):
+        return "sqlite+aiosqlite:///" + url[len("sqlite:///"):]
+    return url
+
+
+def _interpolate(value: Any) -> Any:
+    """Replace ${VAR} and ${VAR:-default} in strings, so secrets stay in the environment."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [_interpolate(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _interpolate(v) for k, v in value.items()}
+    return value
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise SystemExit(f"config file not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise SystemExit(f"config file {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SystemExit(f"config file {path} must hold a mapping at the top level")
+    return _interpolate(data)
+
+
+def find_config_file(explicit: str | os.PathLike[str] | None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get("MODELYARD_CONFIG")
+    if env:
+        return Path(env)
+    local = Path(DEFAULT_CONFIG_NAME)
+    return local if local.exists() else None
+
+
+def load_settings(config_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    """Build Settings from the config file, the environment and explicit overrides (highest)."""
+    token = _config_path.set(find_config_file(config_file))
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    finally:
+        _config_path.reset(token)

@@ -1,0 +1,1 @@
+"""What every request passes through: auth, scopes, and (later) limits, filter, billing, usage."""

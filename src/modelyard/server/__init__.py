@@ -1,0 +1,1 @@
+"""The HTTP server: app factory, error rendering, thin routes per dialect."""

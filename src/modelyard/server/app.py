@@ -1,0 +1,88 @@
+"""The app factory: everything hangs off the app `create_app(settings)` builds, so every test builds its own."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+from .. import __version__
+from ..bootstrap import announce, bootstrap
+from ..catalog import Catalog, build_catalog
+from ..config import Settings, load_settings
+from ..pipeline.auth import Authenticator
+from ..routing import Router
+from ..store.db import Store
+from . import errors, openapi
+from .routes import openai as openai_routes
+from .routes import service as service_routes
+
+log = logging.getLogger(__name__)
+USAGE_FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    catalog: Catalog
+    store: Store
+    auth: Authenticator
+    router: Router | None = None
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+    catalog = build_catalog(settings)
+    store = Store(settings.resolved_database_url)
+    ctx = AppContext(settings=settings, catalog=catalog, store=store,
+                     auth=Authenticator(store, ttl=settings.auth_cache_ttl))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.bootstrap_on_startup:
+            announce(await bootstrap(settings, store))
+        ctx.router = Router(catalog)  # after the loop starts: pooled HTTP clients bind to it
+        flusher = asyncio.create_task(_flush_forever(ctx))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await ctx.auth.flush_usage()
+            await ctx.router.aclose()
+            await store.aclose()
+
+    app = FastAPI(
+        title="Modelyard",
+        version=__version__,
+        description=openapi.DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json",
+    )
+    app.state.ctx = ctx
+    errors.install(app)
+    app.include_router(openai_routes.router, prefix="/v1")
+    # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
+    for prefix in ("/openai/v1", "/api/v1"):
+        app.include_router(openai_routes.router, prefix=prefix, include_in_schema=False)
+    app.include_router(service_routes.router)
+    openapi.install(app)
+    return app
+
+
+async def _flush_forever(ctx: AppContext) -> None:
+    while True:
+        await asyncio.sleep(USAGE_FLUSH_SECONDS)
+        await ctx.auth.flush_usage()
+
+
+def app_from_env() -> FastAPI:
+    """Factory for `uvicorn --factory` and multi-worker serve: settings from the config file and environment."""
+    return create_app(load_settings())

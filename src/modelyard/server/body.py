@@ -1,0 +1,45 @@
+"""Request body parsing: size limit, one JSON parse straight into the pydantic model, errors naming the field."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+
+from ..errors import InvalidRequest, PayloadTooLarge
+from ..protocols.openai import describe_validation_error
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is larger than the {limit} byte limit.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body is larger than the {limit} byte limit.")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def parse_json(request: Request, model: type[M]) -> M:
+    body = await read_body(request, request.app.state.ctx.settings.max_body_bytes)
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False)
+        if errors and errors[0]["type"] == "json_invalid":
+            raise InvalidRequest(
+                f"We could not parse the JSON body of your request: {errors[0]['msg']}.", code="invalid_json"
+            ) from None
+        if errors and errors[0]["type"] == "model_type" and not errors[0]["loc"]:
+            raise InvalidRequest("The request body must be a JSON object.") from None
+        message, param = describe_validation_error(exc)
+        raise InvalidRequest(message, param=param) from None

@@ -1,0 +1,79 @@
+"""Renders every error once, in the envelope of the dialect the client spoke."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import orjson
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import InternalError, InvalidRequest, MethodNotAllowed, ModelyardError, NotFound
+from ..protocols import openai as oa
+
+log = logging.getLogger(__name__)
+
+Renderer = Callable[[ModelyardError], dict[str, Any]]
+
+# Longest prefix wins; dialects added later register their prefixes here.
+_DIALECT_PREFIXES: list[tuple[str, str]] = []
+_RENDERERS: dict[str, Renderer] = {"openai": oa.error_body}
+
+
+def register_dialect(name: str, renderer: Renderer, prefixes: list[str]) -> None:
+    _RENDERERS[name] = renderer
+    _DIALECT_PREFIXES.extend((p, name) for p in prefixes)
+    _DIALECT_PREFIXES.sort(key=lambda item: len(item[0]), reverse=True)
+
+
+def dialect_of(path: str) -> str:
+    for prefix, name in _DIALECT_PREFIXES:
+        if path.startswith(prefix):
+            return name
+    return "openai"
+
+
+def error_response(request: Request, exc: ModelyardError) -> Response:
+    body = _RENDERERS[dialect_of(request.url.path)](exc)
+    return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+async def _on_modelyard_error(request: Request, exc: ModelyardError) -> Response:
+    return error_response(request, exc)
+
+
+async def _on_http_exception(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 404:
+        err: ModelyardError = NotFound(f"Unknown route: {request.method} {request.url.path}", code="unknown_route")
+    elif exc.status_code == 405:
+        err = MethodNotAllowed(f"Method {request.method} is not allowed on {request.url.path}.")
+    else:
+        err = ModelyardError(str(exc.detail), status=exc.status_code, code=None)
+        err.type = "invalid_request_error" if exc.status_code < 500 else "api_error"
+    resp = error_response(request, err)
+    if exc.headers:
+        resp.headers.update(exc.headers)
+    return resp
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+    loc = [p for p in first.get("loc", ()) if p not in ("body", "query", "path", "header")]
+    param = oa.param_from_loc(loc)
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
+    return error_response(request, InvalidRequest(f"Invalid value for '{param}': {msg}" if param else msg, param=param))
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(request, InternalError("The server had an error while processing your request."))
+
+
+def install(app: Any) -> None:
+    app.add_exception_handler(ModelyardError, _on_modelyard_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(Exception, _on_unexpected)

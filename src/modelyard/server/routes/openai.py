@@ -1,0 +1,99 @@
+"""OpenAI routes: models and chat completions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ...backends.base import ChatChunk
+from ...catalog import Model
+from ...errors import InternalError, ModelyardError
+from ...pipeline import scopes as sc
+from ...protocols import openai as oa
+from ...protocols.sse import DONE, encode_data
+from ...types import ChatRequest, Task
+from ..body import parse_json
+from ..openapi import json_body
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["OpenAI"])
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+async def _model_entry(request: Request, model: Model) -> dict[str, Any]:
+    ctx = request.app.state.ctx
+    state = await ctx.router.model_state(model)
+    return oa.model_object(model.id, created=model.created, owned_by=model.owned_by, type_=model.type,
+                           tasks=sorted(t.value for t in model.tasks), aliases=list(model.aliases),
+                           status=state.value, description=model.description)
+
+
+@router.get("/models", summary="List models")
+async def list_models(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    await ctx.auth.authenticate(request, sc.USER_READ)
+    return json_response({"object": "list", "data": [await _model_entry(request, m) for m in ctx.catalog]})
+
+
+@router.get("/models/{model:path}", summary="Retrieve a model")
+async def get_model(request: Request, model: str) -> Response:
+    ctx = request.app.state.ctx
+    await ctx.auth.authenticate(request, sc.USER_READ)
+    return json_response(await _model_entry(request, ctx.catalog.get(model, param="model")))
+
+
+@router.post("/chat/completions", summary="Create a chat completion", openapi_extra=json_body(ChatRequest))
+async def chat_completions(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    await ctx.auth.authenticate(request, sc.USER_WRITE)
+    req = await parse_json(request, ChatRequest)
+    model = ctx.router.resolve(req.model, Task.CHAT)
+    if not req.stream:
+        resp, deployment = await ctx.router.chat(model, req)
+        return json_response(resp, headers=_served_by(model, deployment.name))
+    stream, deployment = ctx.router.chat_stream(model, req)
+    # Pull the first chunk before answering, so failures to start (overload, upstream down) keep their HTTP status.
+    first = await _first(stream)
+    return StreamingResponse(_sse(first, stream), media_type="text/event-stream",
+                             headers={**SSE_HEADERS, **_served_by(model, deployment.name)})
+
+
+def _served_by(model: Model, deployment: str) -> dict[str, str]:
+    return {"X-Modelyard-Model": model.id, "X-Modelyard-Deployment": deployment}
+
+
+async def _first(stream: AsyncIterator[ChatChunk]) -> ChatChunk | None:
+    try:
+        return await stream.__anext__()
+    except StopAsyncIteration:
+        return None
+    except BaseException:
+        await stream.aclose()  # type: ignore[attr-defined]
+        raise
+
+
+async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk]) -> AsyncIterator[bytes]:
+    """Relay chunks as they come; an error after the first byte goes out as a final error event."""
+    try:
+        if first is not None:
+            yield encode_data(first)
+            async for chunk in stream:
+                yield encode_data(chunk)
+        yield DONE
+    except ModelyardError as exc:
+        yield encode_data(oa.error_body(exc))
+    except Exception:
+        log.exception("stream failed")
+        yield encode_data(oa.error_body(InternalError("The stream failed on the server.")))
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]

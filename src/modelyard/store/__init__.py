@@ -1,0 +1,5 @@
+"""The SQL store: tables, engine, migrations and repositories."""
+
+from .db import Store
+
+__all__ = ["Store"]

@@ -1,0 +1,185 @@
+"""Repositories for organizations and API tokens; the only code that writes these tables."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from .db import Store
+from .tables import api_tokens, organizations
+
+TOKEN_PREFIX = "myd_"  # recognizable in logs and by secret scanners
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+def new_secret() -> str:
+    """256 bits of randomness behind a recognizable prefix."""
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def display_of(secret: str) -> str:
+    return f"{secret[:8]}...{secret[-4:]}"
+
+
+def _aware(dt: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; everything stored is UTC
+    if dt is not None and dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt
+
+
+@dataclass(frozen=True)
+class Org:
+    id: str
+    name: str
+    plan: str
+    status: str
+    created_at: datetime
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def public(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "plan": self.plan, "status": self.status,
+                "profile": self.profile, "created_at": self.created_at.isoformat()}
+
+
+@dataclass(frozen=True)
+class Token:
+    id: str
+    org_id: str
+    name: str
+    display: str
+    scopes: tuple[str, ...]
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @property
+    def expired(self) -> bool:
+        return self.expires_at is not None and self.expires_at <= utcnow()
+
+    def public(self) -> dict[str, Any]:
+        iso = lambda d: d.isoformat() if d else None  # noqa: E731
+        return {"id": self.id, "object": "api_token", "org_id": self.org_id, "name": self.name,
+                "display": self.display, "scopes": list(self.scopes), "status": self.status,
+                "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
+                "revoked_at": iso(self.revoked_at), "last_used_at": iso(self.last_used_at)}
+
+
+def _org(m: Mapping[str, Any]) -> Org:
+    return Org(id=m["id"], name=m["name"], plan=m["plan"], status=m["status"],
+               created_at=_aware(m["created_at"]), profile=m["profile"] or {})
+
+
+def _token(m: Mapping[str, Any]) -> Token:
+    return Token(id=m["id"], org_id=m["org_id"], name=m["name"], display=m["display"], scopes=tuple(m["scopes"]),
+                 status=m["status"], created_at=_aware(m["created_at"]), expires_at=_aware(m["expires_at"]),
+                 revoked_at=_aware(m["revoked_at"]), last_used_at=_aware(m["last_used_at"]))
+
+
+class Conflict(Exception):
+    """A unique value (an org name) is already taken."""
+
+
+class OrgRepo:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    async def create(self, name: str, plan: str = "free", *, org_id: str | None = None) -> Org:
+        row = {"id": org_id or new_id("org"), "name": name, "plan": plan, "status": "active",
+               "profile": {}, "created_at": utcnow()}
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(organizations).values(**row))
+        except IntegrityError as exc:
+            raise Conflict(f"an organization named '{name}' already exists") from exc
+        return _org(row)
+
+    async def get(self, org_id_or_name: str) -> Org | None:
+        q = select(organizations).where(
+            (organizations.c.id == org_id_or_name) | (organizations.c.name == org_id_or_name))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return _org(row._mapping) if row else None
+
+    async def list(self) -> list[Org]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(organizations).order_by(organizations.c.created_at))).all()
+        return [_org(r._mapping) for r in rows]
+
+    async def count(self) -> int:
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(select(func.count()).select_from(organizations))).scalar_one())
+
+
+class TokenRepo:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    async def create(self, org_id: str, name: str, scopes: list[str], *, expires_at: datetime | None = None,
+                     secret: str | None = None) -> tuple[Token, str]:
+        """Returns the token and its secret; the secret is never stored and cannot be read back."""
+        secret = secret or new_secret()
+        row = {"id": new_id("tok"), "org_id": org_id, "name": name, "secret_hash": hash_secret(secret),
+               "display": display_of(secret), "scopes": list(scopes), "status": "active", "created_at": utcnow(),
+               "expires_at": expires_at, "revoked_at": None, "last_used_at": None, "request_count": 0}
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(api_tokens).values(**row))
+        return _token(row), secret
+
+    async def by_secret(self, secret: str) -> Token | None:
+        q = select(api_tokens).where(api_tokens.c.secret_hash == hash_secret(secret))
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return _token(row._mapping) if row else None
+
+    async def get(self, token_id: str, *, org_id: str | None = None) -> Token | None:
+        q = select(api_tokens).where(api_tokens.c.id == token_id)
+        if org_id is not None:
+            q = q.where(api_tokens.c.org_id == org_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return _token(row._mapping) if row else None
+
+    async def list(self, org_id: str | None = None) -> list[Token]:
+        q = select(api_tokens).order_by(api_tokens.c.created_at)
+        if org_id is not None:
+            q = q.where(api_tokens.c.org_id == org_id)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [_token(r._mapping) for r in rows]
+
+    async def revoke(self, token_id: str, *, org_id: str | None = None) -> Token | None:
+        q = update(api_tokens).where(api_tokens.c.id == token_id, api_tokens.c.status == "active")
+        if org_id is not None:
+            q = q.where(api_tokens.c.org_id == org_id)
+        async with self.engine.begin() as conn:
+            await conn.execute(q.values(status="revoked", revoked_at=utcnow()))
+        return await self.get(token_id, org_id=org_id)
+
+    async def record_use(self, counts: dict[str, tuple[int, datetime]]) -> None:
+        """Batched from the auth layer off the request path: request counts and last use per token."""
+        if not counts:
+            return
+        async with self.engine.begin() as conn:
+            for token_id, (n, last) in counts.items():
+                await conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(
+                    request_count=api_tokens.c.request_count + n, last_used_at=last))
