@@ -124,7 +124,12 @@ class Running:
     url: str
     settings: Settings
     app: Any
+    thread: ServerThread
     admin_key: str = ADMIN_KEY
+
+    def on_server_loop(self, coro: Any, timeout: float = 30) -> Any:
+        """Run a coroutine on the server's own event loop (for the app's loop-bound objects)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.thread.loop).result(timeout)
 
     @property
     def v1(self) -> str:
@@ -138,7 +143,7 @@ class Running:
 def running(settings: Settings) -> Iterator[Running]:
     app = create_app(settings)
     with ServerThread(app) as srv:
-        yield Running(url=srv.url, settings=settings, app=app)
+        yield Running(url=srv.url, settings=settings, app=app, thread=srv)
 
 
 @pytest.fixture(scope="module")

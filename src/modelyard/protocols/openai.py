@@ -17,18 +17,17 @@ def error_body(exc: ModelyardError) -> dict[str, Any]:
     return {"error": {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}}
 
 
+def _field_parts(loc: Iterable[Any]) -> list[int | str]:
+    # union members and validators appear in locations as type names; they are not fields
+    return [p for p in loc if isinstance(p, int) or not (
+        "[" in str(p) or "(" in str(p) or str(p).lower() in _TYPE_SEGMENTS or str(p).startswith("function-"))]
+
+
 def param_from_loc(loc: Iterable[Any]) -> str | None:
     """Turn pydantic's error location into OpenAI's `param` form: messages[0].content."""
     out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-            continue
-        seg = str(part)
-        # union members and validators appear in locations as type names; they are not fields
-        if "[" in seg or "(" in seg or seg.lower() in _TYPE_SEGMENTS or seg.startswith("function-"):
-            continue
-        out += ("." if out else "") + seg
+    for part in _field_parts(loc):
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
     return out or None
 
 
@@ -36,7 +35,7 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, str | None]:
     """The first error, worded for a person, and the field it concerns."""
     errors = exc.errors(include_url=False)
     # prefer the error at the deepest real field: unions report one error per member
-    first = max(errors, key=lambda e: len([p for p in e["loc"] if not isinstance(p, str) or "[" not in p]))
+    first = max(errors, key=lambda e: len(_field_parts(e["loc"])))
     param = param_from_loc(first["loc"])
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "missing":

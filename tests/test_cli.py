@@ -1,0 +1,147 @@
+"""The `modelyard` command as a user runs it: first start, admin key, orgs and keys from the shell."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from .support.servers import free_port
+
+CLI = [sys.executable, "-m", "modelyard.cli"]
+
+
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**os.environ, **(env or {})})
+
+
+def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
+        try:
+            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError("server did not become ready")
+
+
+def serve(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    proc = subprocess.Popen([*CLI, "serve", "--port", str(port), *extra], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**clean_env, **(env or {})})
+    url = f"http://127.0.0.1:{port}"
+    wait_ready(url, proc)
+    return proc, url
+
+
+def stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    out, _ = proc.communicate(timeout=30)
+    return out
+
+
+@pytest.mark.slow
+def test_first_start_creates_data_dir_and_shows_admin_key_once(tmp_path):
+    proc, url = serve(tmp_path)
+    try:
+        data = tmp_path / "modelyard-data"
+        key_file = data / "admin-key"
+        key = key_file.read_text().strip()
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert (data / "media").is_dir()
+        with sqlite3.connect(data / "modelyard.db") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        models = openai.OpenAI(base_url=url + "/v1", api_key=key).models.list()
+        assert any(m.id == "smollm2-135m-instruct" for m in models.data)
+    finally:
+        first_output = stop(proc)
+    assert first_output.count(key) == 1
+    proc, url = serve(tmp_path)
+    second_output = stop(proc)
+    assert key not in second_output and "shown once" not in second_output
+
+
+@pytest.mark.slow
+def test_admin_key_from_env_data_dir_flag_and_workers(tmp_path):
+    key = "myd_env-provided-admin-key-123456"
+    proc, url = serve(tmp_path, "--data-dir", "elsewhere", "--workers", "2", env={"MODELYARD_ADMIN_KEY": key})
+    try:
+        assert not (tmp_path / "elsewhere" / "admin-key").exists()
+        assert (tmp_path / "elsewhere" / "modelyard.db").exists()
+        for _ in range(4):  # both worker processes answer with the same store
+            r = httpx.get(url + "/v1/models", headers={"Authorization": f"Bearer {key}"})
+            assert r.status_code == 200
+    finally:
+        out = stop(proc)
+    assert key not in out
+
+
+@pytest.mark.slow
+def test_config_file_adds_an_upstream(tmp_path, stub_server, stub):
+    srv, _ = stub_server
+    (tmp_path / "modelyard.yaml").write_text(
+        "models:\n"
+        "  - id: my-upstream\n"
+        "    deployments:\n"
+        f"      - backend: openai\n        base_url: {srv.url}/v1\n        api_key: ${{UPSTREAM_KEY}}\n"
+        "        model: stub-model\n")
+    proc, url = serve(tmp_path, "--config", "modelyard.yaml",
+                      env={"UPSTREAM_KEY": "from-env", "MODELYARD_ADMIN_KEY": "myd_cfg-test-key-0123456789"})
+    try:
+        client = openai.OpenAI(base_url=url + "/v1", api_key="myd_cfg-test-key-0123456789")
+        resp = client.chat.completions.create(model="my-upstream", messages=[{"role": "user", "content": "hi"}])
+        assert resp.choices[0].message.content == stub.reply
+        assert stub.headers[-1]["authorization"] == "Bearer from-env"
+    finally:
+        stop(proc)
+
+
+def test_orgs_and_keys_commands(tmp_path, database_url):
+    env = {"MODELYARD_DATABASE_URL": database_url, "MODELYARD_DATA_DIR": str(tmp_path / "d")}
+    r = cli("orgs", "create", "acme", "--plan", "pro", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    org = json.loads(r.stdout)[0]
+    assert org["name"] == "acme" and org["plan"] == "pro"
+    assert cli("orgs", "create", "acme", env=env).returncode == 1  # names are unique
+
+    r = cli("keys", "create", "--org", "acme", "--name", "ci", "--scopes", "user:read,admin:read", "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)
+    secret = created["secret"]
+    assert secret.startswith("myd_") and created["scopes"] == ["user:read", "admin:read"]
+
+    listing = cli("keys", "list", "--org", "acme", "--json", env=env)
+    assert secret not in listing.stdout  # never shown again
+    rows = json.loads(listing.stdout)
+    assert [r["id"] for r in rows] == [created["id"]] and rows[0]["status"] == "active"
+
+    assert cli("keys", "create", "--scopes", "root", env=env).returncode == 2
+    assert cli("keys", "create", "--org", "nobody", env=env).returncode == 1
+
+    r = cli("keys", "revoke", created["id"], env=env)
+    assert r.returncode == 0 and "revoked" in r.stdout
+    rows = json.loads(cli("keys", "list", "--org", "acme", "--json", env=env).stdout)
+    assert rows[0]["status"] == "revoked" and rows[0]["revoked_at"]
+    orgs = json.loads(cli("orgs", "list", "--json", env=env).stdout)
+    assert [o["name"] for o in orgs] == ["acme"]
+
+
+def test_models_command_lists_builtin(tmp_path):
+    r = cli("models", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert any(m["id"] == "smollm2-135m-instruct" for m in json.loads(r.stdout))
