@@ -146,9 +146,15 @@ def running(settings: Settings) -> Iterator[Running]:
         yield Running(url=srv.url, settings=settings, app=app, thread=srv)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, stub_server: tuple[ServerThread, StubControl]) -> Iterator[Running]:
-    """One server per test module: SQLite, built-in models, and upstream deployments on the stub."""
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           stub_server: tuple[ServerThread, StubControl], postgres_problem: str | None) -> Iterator[Running]:
+    """One server per test module and database: built-in models and upstream deployments on the stub."""
     tmp = tmp_path_factory.mktemp("server")
-    with running(make_settings(tmp, models=upstream_models(stub_server[0].url))) as srv:
+    models = upstream_models(stub_server[0].url)
+    if request.param == "sqlite":
+        with running(make_settings(tmp, models=models)) as srv:
+            yield srv
+        return
+    with fresh_postgres_database(postgres_problem) as url, running(make_settings(tmp, database_url=url, models=models)) as srv:
         yield srv

@@ -33,7 +33,6 @@ class DeploymentConfig(BaseModel):
     path: str | None = Field(default=None, description="weights on disk (a GGUF file for llama_cpp)")
     n_ctx: int = 4096
     n_threads: int | None = None
-    chat_format: str | None = None
     # shared
     region: str | None = None
     weight: float = 1.0
