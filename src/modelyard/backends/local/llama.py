@@ -138,7 +138,8 @@ class LlamaCppBackend(LocalRuntime):
         room = loaded.n_ctx - prompt_tokens
         limit = min(req.token_limit or room, room)
         stops = [s for s in ([formatted.stop] if isinstance(formatted.stop, str) else (formatted.stop or [])) if s]
-        kwargs: dict[str, Any] = {"max_tokens": limit, "stop": stops + req.stop_list}
+        kwargs: dict[str, Any] = self.deployment.config.sampling.model_dump(exclude_none=True)
+        kwargs.update(max_tokens=limit, stop=stops + req.stop_list)
         for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
             value = getattr(req, name)
             if value is not None:
