@@ -115,3 +115,12 @@ def test_usage_counters_are_flushed_in_batches(srv):
     token = _store_do(srv, fn)
     assert token.last_used_at is not None
 
+
+
+def test_rotating_the_configured_admin_key_retires_the_old_one(tmp_path, database_url):
+    old, new = "myd_old-admin-key-0123456789ab", "myd_new-admin-key-0123456789ab"
+    with running(make_settings(tmp_path, database_url=database_url).model_copy(update={"admin_key": old})) as srv:
+        assert _call(srv, headers={"Authorization": f"Bearer {old}"}).status_code == 200
+    with running(make_settings(tmp_path, database_url=database_url).model_copy(update={"admin_key": new})) as srv:
+        assert _call(srv, headers={"Authorization": f"Bearer {new}"}).status_code == 200
+        assert _call(srv, headers={"Authorization": f"Bearer {old}"}).status_code == 401

@@ -31,3 +31,27 @@ def test_reference_works_offline(server):
         r = httpx.get(f"{server.url}/reference/assets/{asset}")
         assert r.status_code == 200 and len(r.content) > 10_000
     assert httpx.get(server.url + "/reference/assets/../../etc/passwd").status_code == 404
+
+
+def test_every_response_has_a_request_id(server, stub):
+    r = httpx.get(server.url + "/healthz")
+    assert r.headers["x-request-id"].startswith("req_")
+    r = httpx.post(server.v1 + "/chat/completions", headers={**server.headers(), "X-Request-Id": "trace-42"},
+                   json={"model": "stub-gpt", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.headers["x-request-id"] == "trace-42"
+    r = httpx.post(server.v1 + "/chat/completions", headers=server.headers(), content=b"{")
+    assert r.status_code == 400 and r.headers["x-request-id"].startswith("req_")
+
+
+def test_cors_is_off_by_default_and_configurable(server, tmp_path):
+    from .conftest import make_settings, running
+
+    pre = {"Origin": "https://app.example", "Access-Control-Request-Method": "POST",
+           "Access-Control-Request-Headers": "authorization,content-type"}
+    assert "access-control-allow-origin" not in httpx.options(server.v1 + "/chat/completions", headers=pre).headers
+    with running(make_settings(tmp_path, cors_origins=["https://app.example"])) as srv:
+        r = httpx.options(srv.v1 + "/chat/completions", headers=pre)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example"
+        r = httpx.get(srv.v1 + "/models", headers={**srv.headers(), "Origin": "https://app.example"})
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert "x-request-id" in r.headers["access-control-expose-headers"]

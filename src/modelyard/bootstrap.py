@@ -17,6 +17,7 @@ log = logging.getLogger(__name__)
 DEFAULT_ORG = "default"
 OPERATOR_PLAN = "unlimited"
 ADMIN_KEY_FILE = "admin-key"
+CONFIGURED_ADMIN = "admin (from configuration)"
 
 
 @dataclass
@@ -38,8 +39,14 @@ async def bootstrap(settings: Settings, store: Store) -> BootstrapResult:
     if settings.admin_key:
         if len(settings.admin_key) < 16:
             log.warning("MODELYARD_ADMIN_KEY is shorter than 16 characters; anyone who guesses it is an admin")
-        if await tokens.by_secret(settings.admin_key) is None:
-            await tokens.create(org.id, "admin (from configuration)", [sc.ADMIN_WRITE], secret=settings.admin_key)
+        current = await tokens.by_secret(settings.admin_key)
+        if current is None:
+            current, _ = await tokens.create(org.id, CONFIGURED_ADMIN, [sc.ADMIN_WRITE], secret=settings.admin_key)
+        # Rotating the configured key must retire the one it replaces.
+        for old in await tokens.list(org.id):
+            if old.name == CONFIGURED_ADMIN and old.id != current.id and old.status == "active":
+                await tokens.revoke(old.id)
+                log.info("revoked %s: the configured admin key changed", old.id)
         return BootstrapResult(org.id, None, None)
     if any(t.name == "admin" for t in await tokens.list(org.id)):
         return BootstrapResult(org.id, None, None)

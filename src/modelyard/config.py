@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     # the auth cache trades revocation latency for no per-request DB reads
     auth_cache_ttl: float = 10.0
     max_body_bytes: int = 32 * 1024 * 1024
+    # browser origins allowed to call the API (CORS); empty means none, ["*"] means any
+    cors_origins: list[str] = Field(default_factory=list)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
 

@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from .. import __version__
 from ..bootstrap import announce, bootstrap
@@ -18,6 +19,7 @@ from ..pipeline.auth import Authenticator
 from ..routing import Router
 from ..store.db import Store
 from . import errors, openapi
+from .fastlane import FastLane
 from .routes import openai as openai_routes
 from .routes import service as service_routes
 
@@ -74,7 +76,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(openai_routes.router, prefix=prefix, include_in_schema=False)
     app.include_router(service_routes.router)
     openapi.install(app)
-    return app
+    hot = {("POST", f"{prefix}/chat/completions"): openai_routes.chat_completions
+           for prefix in ("/v1", "/openai/v1", "/api/v1")}
+    cors = None
+    if settings.cors_origins:
+        def cors(inner: Any) -> Any:
+            return CORSMiddleware(inner, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"],
+                                  expose_headers=["x-request-id", "x-modelyard-model", "x-modelyard-deployment",
+                                                  "retry-after"])
+    return FastLane(app, hot, outer=cors)  # type: ignore[return-value]
 
 
 async def _flush_forever(ctx: AppContext) -> None:
