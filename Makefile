@@ -9,13 +9,24 @@ ifeq ($(shell uname -m),x86_64)
 export CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
 endif
 
-.PHONY: serve test bench clean
+# piper-tts is GPL-3.0: leave it out with `make serve EXTRAS=local`
+EXTRAS ?= local,piper
 
-serve: $(VENV)/.stamp-local
+.PHONY: serve test bench clean system-deps
+
+serve: system-deps $(VENV)/.stamp-local
 	$(BIN)/modelyard serve $(ARGS)
 
-test: $(VENV)/.stamp-dev
+test: system-deps $(VENV)/.stamp-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The espeak-ng speech engine is a Debian program, not a Python package; install it when we can.
+system-deps:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null)) \
+	      && echo "installed espeak-ng"; \
+	  else echo "note: espeak-ng is not installed; the espeak-ng speech model will be offline (apt-get install espeak-ng)"; fi; }
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/overhead.py
@@ -25,11 +36,13 @@ $(VENV)/bin/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.stamp-local: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install -e '.[local]'
+	$(BIN)/python -m pip install 'torch==2.13.0'
+	$(BIN)/python -m pip install -e '.[$(EXTRAS)]'
 	touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(VENV)/bin/python
-	$(BIN)/python -m pip install -e '.[local,postgres,redis,dev]'
+	$(BIN)/python -m pip install 'torch==2.13.0'
+	$(BIN)/python -m pip install -e '.[$(EXTRAS),postgres,redis,dev]'
 	touch $@ $(VENV)/.stamp-local
 
 clean:

@@ -37,17 +37,22 @@ class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
-    backend: Literal["llama_cpp", "openai"]
+    backend: Literal["llama_cpp", "openai", "sentence_transformers", "cross_encoder", "piper", "espeak",
+                     "faster_whisper", "presidio", "diffusers"]
     # upstream (openai-compatible)
     base_url: str | None = None
     api_key: str | None = None
     model: str | None = Field(default=None, description="the model name the upstream knows")
     headers: dict[str, str] = Field(default_factory=dict)
     # local runtimes
-    path: str | None = Field(default=None, description="weights on disk (a GGUF file for llama_cpp)")
+    path: str | None = Field(default=None, description="weights on disk: a GGUF file, a Hugging Face / diffusers / "
+                                                      "CTranslate2 folder, a Piper .onnx voice")
     n_ctx: int = 4096
     n_threads: int | None = None
     sampling: SamplingDefaults = Field(default_factory=lambda: SamplingDefaults())
+    options: dict[str, Any] = Field(default_factory=dict, description="runtime-specific settings")
+    preload: bool = Field(default=False, description="load at start instead of on first use")
+    idle_unload_seconds: float = Field(default=900.0, ge=0, description="free memory after this idle time; 0 = never")
     # shared
     region: str | None = None
     weight: float = 1.0
@@ -91,6 +96,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = 32 * 1024 * 1024
     # browser origins allowed to call the API (CORS); empty means none, ["*"] means any
     cors_origins: list[str] = Field(default_factory=list)
+    # signing key for media URLs; generated into the data dir when unset (set it when replicas share media)
+    media_secret: str | None = None
+    media_url_ttl: int = Field(default=3600, ge=1, description="seconds a signed media URL stays valid")
+    # base URL used in media links, when clients reach us through a proxy (else the request's own)
+    public_url: str | None = None
+    max_upload_bytes: int = 25 * 1024 * 1024
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
 

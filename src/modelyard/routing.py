@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from .backends import BaseBackend, create_backend
-from .backends.base import ChatChunk
+from .backends.base import METHOD_FOR_TASK, ChatChunk
 from .catalog import Catalog, Deployment, Model
 from .errors import InvalidRequest, Overloaded
 from .types import ChatRequest, ChatResponse, ModelState, Task
@@ -54,12 +55,13 @@ class Router:
         )
         return best, self.backends[best.key]
 
-    async def chat(self, model: Model, req: ChatRequest) -> tuple[ChatResponse, Deployment]:
+    async def run(self, model: Model, task: Task, req: Any) -> tuple[Any, Deployment]:
+        """Call the backend method serving `task` on a chosen deployment of `model`."""
         deployment, backend = self.pick(model)
         stats = self.stats[deployment.key]
         stats.in_flight += 1
         try:
-            resp = await backend.chat(req, model.id)
+            resp = await getattr(backend, METHOD_FOR_TASK[task])(req, model.id)
         except Exception:
             stats.failures += 1
             raise
@@ -67,6 +69,9 @@ class Router:
             stats.in_flight -= 1
         stats.successes += 1
         return resp, deployment
+
+    async def chat(self, model: Model, req: ChatRequest) -> tuple[ChatResponse, Deployment]:
+        return await self.run(model, Task.CHAT, req)
 
     def chat_stream(self, model: Model, req: ChatRequest) -> tuple[AsyncIterator[ChatChunk], Deployment]:
         deployment, backend = self.pick(model)
@@ -95,6 +100,22 @@ class Router:
             if s in states:
                 return s
         return ModelState.OFFLINE
+
+    async def unload_idle(self) -> None:
+        now = time.monotonic()
+        for backend in self.backends.values():
+            await backend.unload_if_idle(now)
+
+    async def preload(self) -> None:
+        """Load the deployments configured with `preload: true` now rather than on first use."""
+        for model in self.catalog:
+            for d in model.deployments:
+                load = getattr(self.backends[d.key], "model", None)
+                if d.config.preload and load is not None:
+                    try:
+                        await load()
+                    except Exception:
+                        log.exception("preloading %s failed; it will be offline", d.key)
 
     async def aclose(self) -> None:
         for backend in self.backends.values():

@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ..catalog import Deployment
 from .base import BaseBackend
+
+# kind -> "module:Class", imported only when a deployment uses it (heavy runtimes load lazily)
+KINDS = {
+    "openai": "upstream_openai:OpenAIUpstream",
+    "llama_cpp": "local.llama:LlamaCppBackend",
+    "sentence_transformers": "local.embed:SentenceTransformersBackend",
+    "cross_encoder": "local.embed:CrossEncoderBackend",
+    "piper": "local.tts:PiperBackend",
+    "espeak": "local.tts:EspeakBackend",
+    "faster_whisper": "local.stt:FasterWhisperBackend",
+    "presidio": "local.pii:PresidioBackend",
+    "diffusers": "local.image:DiffusersBackend",
+}
 
 
 def create_backend(deployment: Deployment, *, shared: dict) -> BaseBackend:
     """`shared` holds resources backends pool across deployments (one HTTP client per upstream)."""
     kind = deployment.config.backend
+    if kind not in KINDS:
+        raise ValueError(f"unknown backend kind '{kind}' for deployment {deployment.key}")
+    module_name, class_name = KINDS[kind].split(":")
+    cls = getattr(importlib.import_module(f"{__package__}.{module_name}"), class_name)
     if kind == "openai":
-        from .upstream_openai import OpenAIUpstream
-
-        return OpenAIUpstream(deployment, shared=shared)
-    if kind == "llama_cpp":
-        from .local.llama import LlamaCppBackend
-
-        return LlamaCppBackend(deployment)
-    raise ValueError(f"unknown backend kind '{kind}' for deployment {deployment.key}")
+        return cls(deployment, shared=shared)
+    return cls(deployment)

@@ -74,6 +74,10 @@ class Catalog:
     def find(self, name: str) -> Model | None:
         return self._names.get(name)
 
+    def first_for(self, task: Task) -> Model | None:
+        """The model a request that names none gets (moderation, PII): the first one serving the task."""
+        return next((m for m in self._models.values() if task in m.tasks), None)
+
     def get(self, name: str, *, param: str | None = "model") -> Model:
         model = self._names.get(name)
         if model is None:
@@ -108,6 +112,10 @@ def build_catalog(settings: Settings) -> Catalog:
     created = int(time.time())
     configs = list(settings.models)
     if settings.builtin_models:
-        configured = {m.id for m in configs}
-        configs += [m for m in builtin_models() if m.id not in configured]
+        taken = {name for m in configs for name in (m.id, *m.aliases)}
+        for builtin in builtin_models(settings.data_dir):
+            if builtin.id in taken:
+                continue  # the operator's own definition wins
+            builtin.aliases = [a for a in builtin.aliases if a not in taken]
+            configs.append(builtin)
     return Catalog([_model_from_config(c, created) for c in configs])

@@ -15,16 +15,20 @@ from .. import __version__
 from ..bootstrap import announce, bootstrap
 from ..catalog import Catalog, build_catalog
 from ..config import Settings, load_settings
+from ..media import MediaStore
 from ..pipeline.auth import Authenticator
 from ..routing import Router
 from ..store.db import Store
 from . import errors, openapi
 from .fastlane import FastLane
 from .routes import openai as openai_routes
+from .routes import openai_media as openai_media_routes
+from .routes import platform as platform_routes
 from .routes import service as service_routes
 
 log = logging.getLogger(__name__)
 USAGE_FLUSH_SECONDS = 5.0
+IDLE_CHECK_SECONDS = 10.0
 
 
 @dataclass
@@ -33,6 +37,7 @@ class AppContext:
     catalog: Catalog
     store: Store
     auth: Authenticator
+    media: MediaStore
     router: Router | None = None
 
 
@@ -41,20 +46,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     catalog = build_catalog(settings)
     store = Store(settings.resolved_database_url)
     ctx = AppContext(settings=settings, catalog=catalog, store=store,
-                     auth=Authenticator(store, ttl=settings.auth_cache_ttl))
+                     auth=Authenticator(store, ttl=settings.auth_cache_ttl),
+                     media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.bootstrap_on_startup:
             announce(await bootstrap(settings, store))
         ctx.router = Router(catalog)  # after the loop starts: pooled HTTP clients bind to it
-        flusher = asyncio.create_task(_flush_forever(ctx))
+        await ctx.router.preload()
+        tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await ctx.auth.flush_usage()
             await ctx.router.aclose()
             await store.aclose()
@@ -70,10 +78,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
-    app.include_router(openai_routes.router, prefix="/v1")
-    # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
-    for prefix in ("/openai/v1", "/api/v1"):
-        app.include_router(openai_routes.router, prefix=prefix, include_in_schema=False)
+    for r in (openai_routes.router, openai_media_routes.router):
+        app.include_router(r, prefix="/v1")
+        # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
+        for prefix in ("/openai/v1", "/api/v1"):
+            app.include_router(r, prefix=prefix, include_in_schema=False)
+    app.include_router(platform_routes.router)
     app.include_router(service_routes.router)
     openapi.install(app)
     hot = {("POST", f"{prefix}/chat/completions"): openai_routes.chat_completions
@@ -85,6 +95,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                   expose_headers=["x-request-id", "x-modelyard-model", "x-modelyard-deployment",
                                                   "retry-after"])
     return FastLane(app, hot, outer=cors)  # type: ignore[return-value]
+
+
+async def _unload_idle_forever(ctx: AppContext) -> None:
+    while True:
+        await asyncio.sleep(IDLE_CHECK_SECONDS)
+        try:
+            await ctx.router.unload_idle()  # type: ignore[union-attr]
+        except Exception:
+            log.exception("idle unload failed")
 
 
 async def _flush_forever(ctx: AppContext) -> None:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
@@ -40,6 +42,7 @@ class LocalRuntime(BaseBackend):
         self._load_error: str | None = None
         self._loading: asyncio.Task | None = None
         self._state = ModelState.STANDBY if self.available() else ModelState.OFFLINE
+        self._last_used = time.monotonic()
 
     # -- to implement
     def available(self) -> bool:
@@ -94,6 +97,7 @@ class LocalRuntime(BaseBackend):
             yield
         finally:
             self._pending -= 1
+            self._last_used = time.monotonic()
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
@@ -135,6 +139,16 @@ class LocalRuntime(BaseBackend):
             stop.set()
             with contextlib.suppress(BaseException):
                 await asyncio.shield(future)
+
+    async def unload_if_idle(self, now: float) -> bool:
+        idle = self.deployment.config.idle_unload_seconds
+        if not idle or self._model is None or self._pending or now - self._last_used < idle:
+            return False
+        self._model = None
+        self._state = ModelState.STANDBY
+        await self.run(gc.collect)  # after the model's own thread let go of it
+        log.info("unloaded %s after %.0f s idle", self.name, now - self._last_used)
+        return True
 
     async def aclose(self) -> None:
         self._model = None

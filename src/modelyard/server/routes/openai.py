@@ -60,15 +60,15 @@ async def chat_completions(request: Request) -> Response:
     model = ctx.router.resolve(req.model, Task.CHAT)
     if not req.stream:
         resp, deployment = await ctx.router.chat(model, req)
-        return json_response(resp, headers=_served_by(model, deployment.name))
+        return json_response(resp, headers=served_by(model, deployment.name))
     stream, deployment = ctx.router.chat_stream(model, req)
     # Pull the first chunk before answering, so failures to start (overload, upstream down) keep their HTTP status.
     first = await _first(stream)
     return StreamingResponse(_sse(first, stream), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **_served_by(model, deployment.name)})
+                             headers={**SSE_HEADERS, **served_by(model, deployment.name)})
 
 
-def _served_by(model: Model, deployment: str) -> dict[str, str]:
+def served_by(model: Model, deployment: str) -> dict[str, str]:
     return {"X-Modelyard-Model": model.id, "X-Modelyard-Deployment": deployment}
 
 

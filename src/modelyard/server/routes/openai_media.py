@@ -1,0 +1,219 @@
+"""OpenAI routes beyond chat: embeddings, rerank, score, PII, moderations, audio, images, videos."""
+
+from __future__ import annotations
+
+import base64
+import time
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...catalog import Model
+from ...errors import InvalidRequest, NotFound
+from ...pipeline import scopes as sc
+from ...protocols.transcripts import render as render_transcript
+from ...types import Task
+from ...types_media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest, PIIRequest,
+                            RerankRequest, ScoreRequest, SpeechRequest, VideoRequest, parse_size)
+from ..body import parse_json
+from ..forms import file_field, multipart_doc, number_field, read_form, text_field
+from ..openapi import json_body
+from .openai import json_response, served_by
+
+router = APIRouter(tags=["OpenAI"])
+TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+
+
+async def _authorized(request: Request) -> Any:
+    ctx = request.app.state.ctx
+    await ctx.auth.authenticate(request, sc.USER_WRITE)
+    return ctx
+
+
+def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
+    if name:
+        return ctx.router.resolve(name, task)
+    model = ctx.catalog.first_for(task)
+    if model is None:
+        raise NotFound(f"No model here serves {task.value}; name one in 'model'.", param="model", code="model_not_found")
+    return model
+
+
+async def _run(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> tuple[Any, dict[str, str]]:
+    model = _model_for(ctx, name, task)
+    result, deployment = await ctx.router.run(model, task, req)
+    return result, served_by(model, deployment.name)
+
+
+def _base_url(request: Request) -> str:
+    return request.app.state.ctx.settings.public_url or str(request.base_url)
+
+
+@router.post("/embeddings", summary="Create embeddings", openapi_extra=json_body(EmbeddingRequest))
+async def embeddings(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, EmbeddingRequest)
+    result, headers = await _run(request, ctx, req.model, Task.EMBEDDING, req)
+    return json_response(result, headers=headers)
+
+
+@router.post("/rerank", summary="Rerank documents against a query", openapi_extra=json_body(RerankRequest))
+async def rerank(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, RerankRequest)
+    result, headers = await _run(request, ctx, req.model, Task.RERANK, req)
+    return json_response(result, headers=headers)
+
+
+@router.post("/score", summary="Score text pairs", openapi_extra=json_body(ScoreRequest))
+async def score(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, ScoreRequest)
+    result, headers = await _run(request, ctx, req.model, Task.SCORE, req)
+    return json_response(result, headers=headers)
+
+
+@router.post("/pii", summary="Detect and redact personal data", openapi_extra=json_body(PIIRequest))
+async def pii(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, PIIRequest)
+    result, headers = await _run(request, ctx, req.model, Task.PII, req)
+    return json_response(result, headers=headers)
+
+
+@router.post("/moderations", summary="Classify text for policy violations", openapi_extra=json_body(ModerationRequest))
+async def moderations(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, ModerationRequest)
+    result, headers = await _run(request, ctx, req.model, Task.MODERATION, req)
+    return json_response(result, headers=headers)
+
+
+@router.post("/audio/speech", summary="Text to speech", openapi_extra=json_body(SpeechRequest))
+async def speech(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, SpeechRequest)
+    result, headers = await _run(request, ctx, req.model, Task.SPEECH, req)
+    return Response(result.data, media_type=result.content_type, headers=headers)
+
+
+_AUDIO_FIELDS = {"file": {"type": "string", "format": "binary"}, "model": {"type": "string"},
+                 "language": {"type": "string"}, "prompt": {"type": "string"},
+                 "response_format": {"type": "string", "enum": list(TRANSCRIPT_FORMATS)},
+                 "temperature": {"type": "number"}}
+
+
+async def _audio_input(request: Request, translation: bool) -> AudioInput:
+    form = await read_form(request)
+    data, filename = await file_field(form, "file", request.app.state.ctx.settings.max_upload_bytes)  # type: ignore[misc]
+    grans = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
+             if isinstance(g, str)]
+    for g in grans:
+        if g not in ("word", "segment"):
+            raise InvalidRequest("timestamp_granularities takes 'word' and/or 'segment'.", param="timestamp_granularities")
+    response_format = text_field(form, "response_format", choices=TRANSCRIPT_FORMATS, default="json")
+    if grans and response_format != "verbose_json":
+        raise InvalidRequest("timestamp_granularities needs response_format 'verbose_json'.", param="timestamp_granularities")
+    language = None if translation else text_field(form, "language")
+    if language is not None and not (2 <= len(language) <= 3 and language.isalpha()):
+        raise InvalidRequest("'language' is an ISO-639-1 code such as 'en'.", param="language")
+    return AudioInput(model=text_field(form, "model", required=True), data=data, filename=filename,  # type: ignore[arg-type]
+                      language=language, prompt=text_field(form, "prompt"), response_format=response_format,  # type: ignore[arg-type]
+                      temperature=number_field(form, "temperature", float, default=0.0, low=0, high=1),
+                      timestamp_granularities=grans or ["segment"])
+
+
+async def _transcribe(request: Request, task: Task) -> Response:
+    ctx = await _authorized(request)
+    req = await _audio_input(request, translation=task == Task.TRANSLATION)
+    result, headers = await _run(request, ctx, req.model, task, req)
+    body, media_type = render_transcript(result, req.response_format)
+    if isinstance(body, dict):
+        return json_response(body, headers=headers)
+    return Response(body, media_type=media_type, headers=headers)
+
+
+@router.post("/audio/transcriptions", summary="Speech to text",
+             openapi_extra=multipart_doc({**_AUDIO_FIELDS, "timestamp_granularities[]": {"type": "array", "items": {
+                 "type": "string", "enum": ["word", "segment"]}}}, ["file", "model"]))
+async def transcriptions(request: Request) -> Response:
+    return await _transcribe(request, Task.TRANSCRIPTION)
+
+
+@router.post("/audio/translations", summary="Speech to English text",
+             openapi_extra=multipart_doc({k: v for k, v in _AUDIO_FIELDS.items() if k != "language"}, ["file", "model"]))
+async def translations(request: Request) -> Response:
+    return await _transcribe(request, Task.TRANSLATION)
+
+
+def _image_data(request: Request, images: list[bytes], response_format: str, revised: str | None) -> dict[str, Any]:
+    media = request.app.state.ctx.media
+    data = []
+    for png in images:
+        item: dict[str, Any] = {"revised_prompt": revised}
+        if response_format == "b64_json":
+            item["b64_json"] = base64.b64encode(png).decode()
+        else:
+            item["url"] = media.url(media.save(png, "png", "img").name, _base_url(request))
+        data.append(item)
+    return {"created": int(time.time()), "data": data}
+
+
+@router.post("/images/generations", summary="Create images", openapi_extra=json_body(ImageRequest))
+async def image_generations(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, ImageRequest)
+    result, headers = await _run(request, ctx, req.model, Task.TEXT_TO_IMAGE, req)
+    return json_response(_image_data(request, result.images, req.response_format, result.revised_prompt), headers=headers)
+
+
+@router.post("/images/edits", summary="Edit an image (optionally within a mask)",
+             openapi_extra=multipart_doc({"image": {"type": "string", "format": "binary"},
+                                          "mask": {"type": "string", "format": "binary"}, "prompt": {"type": "string"},
+                                          "model": {"type": "string"}, "n": {"type": "integer"},
+                                          "size": {"type": "string"},
+                                          "response_format": {"type": "string", "enum": ["url", "b64_json"]}},
+                                         ["image", "prompt", "model"]))
+async def image_edits(request: Request) -> Response:
+    from ...backends.local.image import decode_image
+
+    ctx = await _authorized(request)
+    form = await read_form(request)
+    limit = ctx.settings.max_upload_bytes
+    image_field = "image" if form.get("image") is not None else "image[]"
+    image_bytes, _ = await file_field(form, image_field, limit)  # type: ignore[misc]
+    mask = await file_field(form, "mask", limit, required=False)
+    size = text_field(form, "size", default="auto")
+    if size != "auto":
+        try:
+            parse_size(size)  # type: ignore[arg-type]
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param="size") from None
+    prompt = text_field(form, "prompt", required=True)
+    if len(prompt) > 4000:  # type: ignore[arg-type]
+        raise InvalidRequest("'prompt' is longer than 4000 characters.", param="prompt")
+    edit = ImageEdit(
+        model=text_field(form, "model", required=True), prompt=prompt,  # type: ignore[arg-type]
+        image=decode_image(image_bytes, "image"), mask=decode_image(mask[0], "mask") if mask else None,
+        n=number_field(form, "n", int, default=1, low=1, high=10), size=size,  # type: ignore[arg-type]
+        response_format=text_field(form, "response_format", choices=("url", "b64_json"), default="url"),  # type: ignore[arg-type]
+        seed=number_field(form, "seed", int, default=None, low=0, high=2**32 - 1),
+        strength=number_field(form, "strength", float, default=0.75, low=0.05, high=1.0))
+    result, headers = await _run(request, ctx, edit.model, Task.IMAGE_TO_IMAGE, edit)
+    return json_response(_image_data(request, result.images, edit.response_format, result.revised_prompt), headers=headers)
+
+
+@router.post("/videos/generations", summary="Create a video (blocks until it is ready)",
+             openapi_extra=json_body(VideoRequest))
+async def video_generations(request: Request) -> Response:
+    ctx = await _authorized(request)
+    req = await parse_json(request, VideoRequest)
+    task = Task.IMAGE_TO_VIDEO if req.image else Task.TEXT_TO_VIDEO
+    result, headers = await _run(request, ctx, req.model, task, req)
+    stored = ctx.media.save(result.data, "mp4", "video")
+    return json_response({"created": int(time.time()), "data": [{
+        "url": ctx.media.url(stored.name, _base_url(request)), "content_type": "video/mp4",
+        "duration_seconds": result.duration_seconds, "width": result.width, "height": result.height,
+        "fps": result.fps, "frames": result.frames}]}, headers=headers)

@@ -1,0 +1,59 @@
+"""Platform routes: model status, voices, and signed media downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from ...pipeline import scopes as sc
+from ...types import ModelState, Task
+from .openai import json_response
+
+router = APIRouter(tags=["Platform"])
+
+
+async def _status_entry(ctx: Any, model: Any) -> dict[str, Any]:
+    deployments = []
+    for d in model.deployments:
+        backend = ctx.router.backends[d.key]
+        stats = ctx.router.stats[d.key]
+        deployments.append({"name": d.name, "backend": d.config.backend, "region": d.config.region,
+                            "status": (await backend.status()).value, "in_flight": stats.in_flight,
+                            "successes": stats.successes, "failures": stats.failures, **backend.describe()})
+    state = await ctx.router.model_state(model)
+    return {"model_id": model.id, "type": model.type, "status": state.value, "enabled": state != ModelState.OFFLINE,
+            "tasks": sorted(t.value for t in model.tasks), "aliases": list(model.aliases),
+            "description": model.description, "deployments": deployments}
+
+
+@router.get("/api/model-status", summary="Every model's state (online, warming, standby, offline), tasks and deployments")
+async def model_status(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    await ctx.auth.authenticate(request, sc.USER_READ)
+    return json_response({"models": [await _status_entry(ctx, m) for m in ctx.catalog]})
+
+
+@router.get("/api/voice/models", summary="Speech models and their voices")
+async def voice_models(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    await ctx.auth.authenticate(request, sc.USER_READ)
+    out = []
+    for model in ctx.catalog:
+        if Task.SPEECH not in model.tasks:
+            continue
+        backend = ctx.router.backends[model.deployments[0].key]
+        voices = getattr(backend, "voices", lambda: [])
+        if hasattr(backend, "model") and (await backend.status()) != ModelState.OFFLINE and model.deployments[0].config.backend == "espeak":
+            await backend.model()  # espeak lists its voices on load (a quick subprocess)
+        out.append({"model_id": model.id, "status": (await backend.status()).value, "voices": voices(),
+                    **{k: v for k, v in backend.describe().items() if k != "voices"}})
+    return json_response({"models": out})
+
+
+@router.api_route("/media/{name}", methods=["GET", "HEAD"], include_in_schema=False)
+async def media(request: Request, name: str) -> Response:
+    item = request.app.state.ctx.media.open(name, request.query_params.get("expires"), request.query_params.get("sig"))
+    return FileResponse(item.path, media_type=item.content_type, headers={"Cache-Control": "private, max-age=300"})
