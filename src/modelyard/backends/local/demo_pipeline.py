@@ -66,7 +66,7 @@ def build_demo_pipeline(target: Path, seed: int = 0) -> Path:
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
         sample_size=256)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=EulerDiscreteScheduler(), safety_checker=None, feature_extractor=None,
+                                   scheduler=EulerDiscreteScheduler(steps_offset=1), safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
     pipe.save_pretrained(str(tmp))
     shutil.rmtree(tmp / "tok")

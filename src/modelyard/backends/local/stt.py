@@ -88,16 +88,19 @@ class FasterWhisperBackend(LocalRuntime):
                     beam_size=5, condition_on_previous_text=False)
                 out_segments, out_words = [], []
                 for seg in segments:
-                    out_segments.append({"id": seg.id, "seek": seg.seek, "start": round(seg.start, 3),
-                                         "end": round(seg.end, 3), "text": seg.text, "tokens": list(seg.tokens),
-                                         "temperature": seg.temperature, "avg_logprob": seg.avg_logprob,
-                                         "compression_ratio": seg.compression_ratio,
-                                         "no_speech_prob": seg.no_speech_prob})
+                    out_segments.append({"id": int(seg.id), "seek": int(seg.seek), "start": round(float(seg.start), 3),
+                                         "end": round(float(seg.end), 3), "text": seg.text,
+                                         "tokens": [int(t) for t in seg.tokens],
+                                         "temperature": float(seg.temperature or 0.0),
+                                         "avg_logprob": float(seg.avg_logprob),
+                                         "compression_ratio": float(seg.compression_ratio),
+                                         "no_speech_prob": float(seg.no_speech_prob)})
                     for w in seg.words or []:
-                        out_words.append({"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3)})
+                        out_words.append({"word": w.word.strip(), "start": round(float(w.start), 3),
+                                          "end": round(float(w.end), 3)})
                 result: dict[str, Any] = {
                     "task": "translate" if task == "translate" else "transcribe",
-                    "language": _language_name(info.language), "duration": round(info.duration, 3),
+                    "language": _language_name(info.language), "duration": round(float(info.duration), 3),
                     "text": "".join(s["text"] for s in out_segments).strip(), "segments": out_segments}
                 if words:
                     result["words"] = out_words
