@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 from typing import Any
 
@@ -74,6 +75,7 @@ class PresidioBackend(LocalRuntime):
         from presidio_analyzer.nlp_engine import NlpEngineProvider
 
         tld.TLD_EXTRACTOR.suffix_list_urls = ()  # use the bundled suffix list; never fetch one at run time
+        logging.getLogger("presidio-analyzer").setLevel(logging.ERROR)  # one warning per non-English recognizer
         provider = NlpEngineProvider(nlp_configuration={
             "nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": self.spacy_model}]})
         return AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"])
