@@ -21,8 +21,9 @@ def test_no_operation_answers_500(server, stub):
         def fuzz(case):
             # a fresh connection per call: a reused keep-alive socket that the server has just timed out would
             # fail the POST on the client side, which says nothing about the server
+            # generous timeout: a valid body can be the first call of a local model, which then loads (spaCy, ...)
             response = case.call_and_validate(base_url=server.url, headers={**server.headers(), "Connection": "close"},
-                                              checks=[not_a_server_error])
+                                              checks=[not_a_server_error], timeout=180)
             calls[op.path] = calls.get(op.path, 0) + 1
             if response.status_code >= 400:
                 assert "error" in response.json(), (op.path, response.text)

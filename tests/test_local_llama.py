@@ -14,6 +14,7 @@ import pytest
 from modelyard.catalog.builtin import SMOLLM2_ID, smollm2_gguf_path
 
 from .conftest import make_settings, running
+from .support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
 ASK = [{"role": "user", "content": "Name three colors."}]
@@ -27,8 +28,10 @@ def local(tmp_path_factory):
     mine = tmp / "weights" / "my-model.Q4_1.gguf"
     mine.parent.mkdir()
     shutil.copy(gguf, mine)
+    tiny = write_tiny_gguf(tmp / "weights" / "tiny.gguf")
     models = [
         {"id": "my-gguf", "deployments": [{"backend": "llama_cpp", "path": str(mine), "n_ctx": 1024}]},
+        {"id": "tiny-gguf", "deployments": [{"backend": "llama_cpp", "path": str(tiny), "n_ctx": 256}]},
         {"id": "tight", "deployments": [{"backend": "llama_cpp", "path": str(gguf), "n_ctx": 512,
                                          "max_concurrency": 1, "max_queue": 0}]},
         {"id": "missing-weights", "deployments": [{"backend": "llama_cpp", "path": str(tmp / "nope.gguf")}]},
@@ -143,6 +146,14 @@ def test_user_supplied_gguf_is_a_model(client):
     assert "my-gguf" in ids and ids["my-gguf"].type == "text"
     resp = client.chat.completions.create(model="my-gguf", messages=ASK, max_tokens=8)
     assert resp.choices[0].message.content
+
+
+def test_gguf_built_in_the_test_serves_chat_and_streams(client):
+    resp = client.chat.completions.create(model="tiny-gguf", messages=ASK, max_tokens=6, temperature=0)
+    assert resp.usage.completion_tokens == 6 and resp.choices[0].finish_reason == "length"
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="tiny-gguf", messages=ASK, max_tokens=6, temperature=0, stream=True) if c.choices)
+    assert streamed == resp.choices[0].message.content
 
 
 def test_missing_weights_are_offline_not_500(client, local):

@@ -250,6 +250,9 @@ def test_bad_audio_uploads(local):
     err(post(local, "/audio/transcriptions", json={"model": "whisper-1"}), 400)
     err(post(local, "/audio/transcriptions", data={"model": "whisper-1", "language": "english!"},
              files={"file": ("a.wav", b"RIFF")}), 400, "language")
+    big = {"file": ("big.wav", b"\0" * (local.settings.max_upload_bytes + 1))}
+    e = err(post(local, "/audio/transcriptions", data={"model": "whisper-1"}, files=big), 413)
+    assert "limit" in e["message"]
     err(post(local, "/audio/transcriptions", data={"model": "whisper-1", "response_format": "xml"},
              files={"file": ("a.wav", b"RIFF")}), 400, "response_format")
 

@@ -74,6 +74,7 @@ class ModelConfig(BaseModel):
     description: str | None = None
     aliases: list[str] = Field(default_factory=list)
     created: int | None = Field(default=None, description="unix time shown in /v1/models; defaults to server start")
+    fallbacks: list[str] = Field(default_factory=list, description="models to try, in order, when every deployment fails")
     deployments: list[DeploymentConfig] = Field(min_length=1)
 
 
@@ -102,6 +103,11 @@ class Settings(BaseSettings):
     # base URL used in media links, when clients reach us through a proxy (else the request's own)
     public_url: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024
+    # routing: a deployment failing this many times in a row sits out `cooldown_seconds`, then gets one probe
+    cooldown_failures: int = Field(default=3, ge=1)
+    cooldown_seconds: float = Field(default=30.0, gt=0)
+    # Host header -> region (api.eu.example.com: eu); wins over a client's X-Region header
+    region_hosts: dict[str, str] = Field(default_factory=dict)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
 

@@ -1,4 +1,4 @@
-"""Router: picks a deployment of the requested model and runs the call on its backend."""
+"""Router: picks a healthy deployment of the requested model, retries elsewhere, falls back, cools down."""
 
 from __future__ import annotations
 
@@ -11,31 +11,52 @@ from typing import Any, AsyncIterator
 from .backends import BaseBackend, create_backend
 from .backends.base import METHOD_FOR_TASK, ChatChunk
 from .catalog import Catalog, Deployment, Model
-from .errors import InvalidRequest, Overloaded
-from .types import ChatRequest, ChatResponse, ModelState, Task
+from .errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
+from .types import ChatRequest, ModelState, Task
 
 log = logging.getLogger(__name__)
+
+# Failures that say "this deployment, now" rather than "this request": another deployment may well succeed.
+RETRYABLE = (UpstreamError, Overloaded, RateLimited)
 
 
 @dataclass
 class DeploymentStats:
+    """Counters for /metrics, and the health state behind cooldown."""
+
     in_flight: int = 0
     successes: int = 0
     failures: int = 0
+    latency_total: float = 0.0
+    consecutive_failures: int = 0
+    cooldown_until: float = 0.0
+    probing: bool = False  # half-open: one request is testing a deployment whose cooldown ended
+
+    def usable(self, now: float) -> bool:
+        if self.cooldown_until <= 0:
+            return True
+        return now >= self.cooldown_until and not self.probing
 
 
 class Router:
-    """Least in-flight choice among a model's deployments, weights breaking ties.
+    """Least in-flight choice (weights break ties) among a model's healthy deployments in the client's region.
 
-    Retries, fallbacks, cooldown and regions arrive with the routing issue; the call shape here stays.
+    A retryable failure moves the call to the next deployment, then to the model's fallbacks. A deployment that
+    fails `cooldown_failures` times in a row sits out `cooldown_seconds`; then one request probes it (half-open)
+    and its result decides whether it is trusted again. A stream is only retried before its first chunk.
     """
 
-    def __init__(self, catalog: Catalog) -> None:
+    def __init__(self, catalog: Catalog, *, cooldown_failures: int = 3, cooldown_seconds: float = 30.0) -> None:
         self.catalog = catalog
+        self.cooldown_failures = cooldown_failures
+        self.cooldown_seconds = cooldown_seconds
         self.shared: dict = {}  # pooled clients, shared across backends
         self.backends: dict[str, BaseBackend] = {}
         self.stats: dict[str, DeploymentStats] = {}
         for model in catalog:
+            for name in model.fallbacks:
+                if catalog.find(name) is None:
+                    raise ValueError(f"model '{model.id}' falls back to '{name}', which is not a model")
             for d in model.deployments:
                 self.backends[d.key] = create_backend(d, shared=self.shared)
                 self.stats[d.key] = DeploymentStats()
@@ -46,53 +67,137 @@ class Router:
             raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="model", code="unsupported_task")
         return model
 
-    def pick(self, model: Model) -> tuple[Deployment, BaseBackend]:
-        if not model.deployments:
-            raise Overloaded(f"Model '{model.id}' has no deployment available.", retry_after=5)
-        best = min(
-            model.deployments,
-            key=lambda d: (self.stats[d.key].in_flight / max(d.config.weight, 1e-6), -d.config.weight, random.random()),
-        )
+    # ---------------------------------------------------------------- choosing
+
+    def candidates(self, model: Model, region: str | None) -> list[Deployment]:
+        """Deployments to try, best first. Raises when none can serve (region, cooldown)."""
+        pool = [d for d in model.deployments if region is None or (d.config.region or "").lower() == region]
+        if not pool:
+            raise Overloaded(f"No deployment of model '{model.id}' serves region '{region}'.", code="region_unavailable",
+                             retry_after=30)
+        now = time.monotonic()
+        usable = [d for d in pool if self.stats[d.key].usable(now)]
+        if not usable:
+            wait = min(self.stats[d.key].cooldown_until for d in pool) - now
+            raise Overloaded(f"Every deployment of model '{model.id}' is cooling down after failures.",
+                             code="deployments_cooling_down", retry_after=max(wait, 1.0))
+        return sorted(usable, key=lambda d: (self.stats[d.key].in_flight / max(d.config.weight, 1e-6),
+                                             -d.config.weight, random.random()))
+
+    def _chain(self, model: Model, task: Task) -> list[Model]:
+        chain = [model]
+        for name in model.fallbacks:
+            fallback = self.catalog.get(name)
+            if task in fallback.tasks and fallback not in chain:
+                chain.append(fallback)
+        return chain
+
+    def pick(self, model: Model, region: str | None = None) -> tuple[Deployment, BaseBackend]:
+        best = self.candidates(model, region)[0]
         return best, self.backends[best.key]
 
-    async def run(self, model: Model, task: Task, req: Any) -> tuple[Any, Deployment]:
-        """Call the backend method serving `task` on a chosen deployment of `model`."""
-        deployment, backend = self.pick(model)
-        stats = self.stats[deployment.key]
+    # ---------------------------------------------------------------- health bookkeeping
+
+    def _begin(self, d: Deployment) -> tuple[DeploymentStats, float]:
+        stats = self.stats[d.key]
+        if stats.cooldown_until and time.monotonic() >= stats.cooldown_until:
+            stats.probing = True
         stats.in_flight += 1
-        try:
-            resp = await getattr(backend, METHOD_FOR_TASK[task])(req, model.id)
-        except Exception:
-            stats.failures += 1
-            raise
-        finally:
-            stats.in_flight -= 1
+        return stats, time.monotonic()
+
+    def _succeeded(self, stats: DeploymentStats, started: float) -> None:
+        stats.in_flight -= 1
         stats.successes += 1
-        return resp, deployment
+        stats.latency_total += time.monotonic() - started
+        stats.consecutive_failures = 0
+        stats.cooldown_until = 0.0
+        stats.probing = False
 
-    async def chat(self, model: Model, req: ChatRequest) -> tuple[ChatResponse, Deployment]:
-        return await self.run(model, Task.CHAT, req)
+    def _failed(self, d: Deployment, stats: DeploymentStats, exc: BaseException) -> None:
+        stats.in_flight -= 1
+        if not isinstance(exc, RETRYABLE):  # the request's fault (or a cancel), not the deployment's
+            stats.probing = False
+            return
+        stats.failures += 1
+        stats.consecutive_failures += 1
+        if stats.probing or stats.consecutive_failures >= self.cooldown_failures:
+            stats.cooldown_until = time.monotonic() + self.cooldown_seconds
+            log.warning("deployment %s cools down for %.1f s after %d failure(s): %s", d.key, self.cooldown_seconds,
+                        stats.consecutive_failures, exc)
+        stats.probing = False
 
-    def chat_stream(self, model: Model, req: ChatRequest) -> tuple[AsyncIterator[ChatChunk], Deployment]:
-        deployment, backend = self.pick(model)
-        return self._counted(deployment, backend.chat_stream(req, model.id)), deployment
+    # ---------------------------------------------------------------- calling
 
-    async def _counted(self, deployment: Deployment, stream: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
-        stats = self.stats[deployment.key]
-        stats.in_flight += 1
+    async def run(self, model: Model, task: Task, req: Any, region: str | None = None) -> tuple[Any, Deployment]:
+        """Call the backend method serving `task`; returns the result and the deployment that served it."""
+        last: ModelyardError | None = None
+        for target in self._chain(model, task):
+            try:
+                deployments = self.candidates(target, region)
+            except Overloaded as exc:
+                last = exc
+                continue
+            for d in deployments:
+                stats, started = self._begin(d)
+                try:
+                    result = await getattr(self.backends[d.key], METHOD_FOR_TASK[task])(req, target.id)
+                except BaseException as exc:
+                    self._failed(d, stats, exc)
+                    if not isinstance(exc, RETRYABLE):
+                        raise
+                    log.info("%s failed on %s, trying the next deployment: %s", task.value, d.key, exc)
+                    last = exc
+                    continue
+                self._succeeded(stats, started)
+                return result, d
+        assert last is not None
+        raise last
+
+    async def chat(self, model: Model, req: ChatRequest, region: str | None = None) -> tuple[Any, Deployment]:
+        return await self.run(model, Task.CHAT, req, region)
+
+    async def open_stream(self, model: Model, req: ChatRequest, region: str | None = None
+                          ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk], Deployment]:
+        """Start a chat stream: deployments are tried until one yields its first chunk, then it is committed."""
+        last: ModelyardError | None = None
+        for target in self._chain(model, Task.CHAT):
+            try:
+                deployments = self.candidates(target, region)
+            except Overloaded as exc:
+                last = exc
+                continue
+            for d in deployments:
+                stats, started = self._begin(d)
+                stream = self.backends[d.key].chat_stream(req, target.id)
+                try:
+                    first = await stream.__anext__()
+                except StopAsyncIteration:
+                    first = None
+                except BaseException as exc:
+                    self._failed(d, stats, exc)
+                    await _aclose(stream)
+                    if not isinstance(exc, RETRYABLE):
+                        raise
+                    last = exc
+                    continue
+                return first, self._committed(d, stats, started, stream), d
+        assert last is not None
+        raise last
+
+    async def _committed(self, d: Deployment, stats: DeploymentStats, started: float,
+                         stream: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
         try:
             async for chunk in stream:
                 yield chunk
-        except Exception:
-            stats.failures += 1
+        except BaseException as exc:
+            self._failed(d, stats, exc)
             raise
         else:
-            stats.successes += 1
+            self._succeeded(stats, started)
         finally:
-            stats.in_flight -= 1
-            aclose = getattr(stream, "aclose", None)
-            if aclose is not None:
-                await aclose()
+            await _aclose(stream)
+
+    # ---------------------------------------------------------------- state
 
     async def model_state(self, model: Model) -> ModelState:
         states = [await self.backends[d.key].status() for d in model.deployments]
@@ -127,3 +232,9 @@ class Router:
             close = getattr(resource, "close", None)
             if close is not None:
                 await close()
+
+
+async def _aclose(stream: AsyncIterator[Any]) -> None:
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        await close()

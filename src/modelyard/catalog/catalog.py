@@ -45,6 +45,7 @@ class Model:
     description: str | None = None
     aliases: tuple[str, ...] = ()
     deployments: list[Deployment] = field(default_factory=list)
+    fallbacks: tuple[str, ...] = ()
 
 
 class Catalog:
@@ -105,6 +106,7 @@ def _model_from_config(cfg: ModelConfig, created: int) -> Model:
         description=cfg.description,
         aliases=tuple(cfg.aliases),
         deployments=deployments,
+        fallbacks=tuple(cfg.fallbacks),
     )
 
 

@@ -53,7 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.bootstrap_on_startup:
             announce(await bootstrap(settings, store))
-        ctx.router = Router(catalog)  # after the loop starts: pooled HTTP clients bind to it
+        # after the loop starts: pooled HTTP clients bind to it
+        ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         await ctx.router.preload()
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         try:

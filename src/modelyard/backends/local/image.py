@@ -107,7 +107,7 @@ class DiffusersBackend(LocalRuntime):
             torch.set_num_threads(self.deployment.config.n_threads)
         if self.demo:
             build_demo_pipeline(self.path)  # type: ignore[arg-type]
-        t2i = AutoPipelineForText2Image.from_pretrained(str(self.path), local_files_only=True, torch_dtype=torch.float32)
+        t2i = AutoPipelineForText2Image.from_pretrained(str(self.path), local_files_only=True)  # float32 on CPU
         t2i.set_progress_bar_config(disable=True)
         i2i = AutoPipelineForImage2Image.from_pipe(t2i)
         i2i.set_progress_bar_config(disable=True)

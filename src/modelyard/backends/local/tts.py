@@ -58,6 +58,9 @@ class PiperBackend(LocalRuntime):
     def voices(self) -> list[str]:
         return [self.voice_name]
 
+    async def list_voices(self) -> list[str]:
+        return self.voices()
+
     def describe(self) -> dict[str, Any]:
         return {"engine": "piper", "voices": self.voices(), "default_voice": self.voice_name, "license": "GPL-3.0"}
 
@@ -106,6 +109,10 @@ class EspeakBackend(LocalRuntime):
 
     def voices(self) -> list[str]:
         return self._voices or [self.default_voice]
+
+    async def list_voices(self) -> list[str]:
+        """espeak-ng lists its voices when 'loaded' (one quick subprocess)."""
+        return await self.model() if self.available() else []
 
     def describe(self) -> dict[str, Any]:
         return {"engine": "espeak-ng", "voices": self.voices(), "default_voice": self.default_voice}

@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ...backends.base import ChatChunk
-from ...catalog import Model
+from ...catalog import Deployment, Model
 from ...errors import InternalError, ModelyardError
 from ...pipeline import scopes as sc
+from ...pipeline.regions import region_for
 from ...protocols import openai as oa
 from ...protocols.sse import DONE, encode_data
 from ...types import ChatRequest, Task
@@ -58,28 +59,19 @@ async def chat_completions(request: Request) -> Response:
     await ctx.auth.authenticate(request, sc.USER_WRITE)
     req = await parse_json(request, ChatRequest)
     model = ctx.router.resolve(req.model, Task.CHAT)
+    region = region_for(request, ctx.settings.region_hosts)
     if not req.stream:
-        resp, deployment = await ctx.router.chat(model, req)
-        return json_response(resp, headers=served_by(model, deployment.name))
-    stream, deployment = ctx.router.chat_stream(model, req)
-    # Pull the first chunk before answering, so failures to start (overload, upstream down) keep their HTTP status.
-    first = await _first(stream)
+        resp, deployment = await ctx.router.chat(model, req, region)
+        return json_response(resp, headers=served_by(deployment))
+    # The router pulls the first chunk before we answer: failures to start keep their HTTP status, and may move
+    # to another deployment; after that first chunk the stream is committed.
+    first, stream, deployment = await ctx.router.open_stream(model, req, region)
     return StreamingResponse(_sse(first, stream), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **served_by(model, deployment.name)})
+                             headers={**SSE_HEADERS, **served_by(deployment)})
 
 
-def served_by(model: Model, deployment: str) -> dict[str, str]:
-    return {"X-Modelyard-Model": model.id, "X-Modelyard-Deployment": deployment}
-
-
-async def _first(stream: AsyncIterator[ChatChunk]) -> ChatChunk | None:
-    try:
-        return await stream.__anext__()
-    except StopAsyncIteration:
-        return None
-    except BaseException:
-        await stream.aclose()  # type: ignore[attr-defined]
-        raise
+def served_by(deployment: Deployment) -> dict[str, str]:
+    return {"X-Modelyard-Model": deployment.model_id, "X-Modelyard-Deployment": deployment.name}
 
 
 async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk]) -> AsyncIterator[bytes]:

@@ -13,6 +13,7 @@ from starlette.responses import Response
 from ...catalog import Model
 from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
+from ...pipeline.regions import region_for
 from ...protocols.transcripts import render as render_transcript
 from ...types import Task
 from ...types_media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest, PIIRequest,
@@ -43,52 +44,35 @@ def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
 
 async def _run(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> tuple[Any, dict[str, str]]:
     model = _model_for(ctx, name, task)
-    result, deployment = await ctx.router.run(model, task, req)
-    return result, served_by(model, deployment.name)
+    result, deployment = await ctx.router.run(model, task, req, region_for(request, ctx.settings.region_hosts))
+    return result, served_by(deployment)
 
 
 def _base_url(request: Request) -> str:
     return request.app.state.ctx.settings.public_url or str(request.base_url)
 
 
-@router.post("/embeddings", summary="Create embeddings", openapi_extra=json_body(EmbeddingRequest))
-async def embeddings(request: Request) -> Response:
-    ctx = await _authorized(request)
-    req = await parse_json(request, EmbeddingRequest)
-    result, headers = await _run(request, ctx, req.model, Task.EMBEDDING, req)
-    return json_response(result, headers=headers)
+def _json_task(path: str, body: type, task: Task, summary: str) -> None:
+    """Register a route that reads a JSON body of type `body`, runs `task`, and answers the backend's JSON."""
+
+    async def handler(request: Request) -> Response:
+        ctx = await _authorized(request)
+        req = await parse_json(request, body)
+        result, headers = await _run(request, ctx, req.model, task, req)
+        return json_response(result, headers=headers)
+
+    handler.__name__ = task.value.replace("-", "_")
+    router.add_api_route(path, handler, methods=["POST"], summary=summary, openapi_extra=json_body(body))
 
 
-@router.post("/rerank", summary="Rerank documents against a query", openapi_extra=json_body(RerankRequest))
-async def rerank(request: Request) -> Response:
-    ctx = await _authorized(request)
-    req = await parse_json(request, RerankRequest)
-    result, headers = await _run(request, ctx, req.model, Task.RERANK, req)
-    return json_response(result, headers=headers)
-
-
-@router.post("/score", summary="Score text pairs", openapi_extra=json_body(ScoreRequest))
-async def score(request: Request) -> Response:
-    ctx = await _authorized(request)
-    req = await parse_json(request, ScoreRequest)
-    result, headers = await _run(request, ctx, req.model, Task.SCORE, req)
-    return json_response(result, headers=headers)
-
-
-@router.post("/pii", summary="Detect and redact personal data", openapi_extra=json_body(PIIRequest))
-async def pii(request: Request) -> Response:
-    ctx = await _authorized(request)
-    req = await parse_json(request, PIIRequest)
-    result, headers = await _run(request, ctx, req.model, Task.PII, req)
-    return json_response(result, headers=headers)
-
-
-@router.post("/moderations", summary="Classify text for policy violations", openapi_extra=json_body(ModerationRequest))
-async def moderations(request: Request) -> Response:
-    ctx = await _authorized(request)
-    req = await parse_json(request, ModerationRequest)
-    result, headers = await _run(request, ctx, req.model, Task.MODERATION, req)
-    return json_response(result, headers=headers)
+for _path, _body, _task, _summary in (
+    ("/embeddings", EmbeddingRequest, Task.EMBEDDING, "Create embeddings"),
+    ("/rerank", RerankRequest, Task.RERANK, "Rerank documents against a query"),
+    ("/score", ScoreRequest, Task.SCORE, "Score text pairs"),
+    ("/pii", PIIRequest, Task.PII, "Detect and redact personal data"),
+    ("/moderations", ModerationRequest, Task.MODERATION, "Classify text for policy violations"),
+):
+    _json_task(_path, _body, _task, _summary)
 
 
 @router.post("/audio/speech", summary="Text to speech", openapi_extra=json_body(SpeechRequest))

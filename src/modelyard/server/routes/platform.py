@@ -45,10 +45,9 @@ async def voice_models(request: Request) -> Response:
         if Task.SPEECH not in model.tasks:
             continue
         backend = ctx.router.backends[model.deployments[0].key]
-        voices = getattr(backend, "voices", lambda: [])
-        if hasattr(backend, "model") and (await backend.status()) != ModelState.OFFLINE and model.deployments[0].config.backend == "espeak":
-            await backend.model()  # espeak lists its voices on load (a quick subprocess)
-        out.append({"model_id": model.id, "status": (await backend.status()).value, "voices": voices(),
+        list_voices = getattr(backend, "list_voices", None)
+        voices = await list_voices() if list_voices is not None else []
+        out.append({"model_id": model.id, "status": (await backend.status()).value, "voices": voices,
                     **{k: v for k, v in backend.describe().items() if k != "voices"}})
     return json_response({"models": out})
 
