@@ -190,3 +190,16 @@ def test_client_disconnect_stops_generation(local):
     while backend._pending and time.monotonic() < deadline:
         time.sleep(0.05)
     assert backend._pending == 0
+
+
+def test_client_disconnect_stops_a_non_stream_generation(local):
+    backend = local.app.state.ctx.router.backends["tight/llama_cpp"]
+    started = time.monotonic()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(local.v1 + "/chat/completions", headers=local.headers(), timeout=0.5,
+                   json={"model": "tight", "messages": ASK, "max_tokens": 450, "temperature": 1.0,
+                         "logit_bias": {"2": -100}})  # no end-of-turn token: it would run all 450 tokens
+    while backend._pending and time.monotonic() - started < 10:
+        time.sleep(0.05)
+    assert backend._pending == 0
+    assert time.monotonic() - started < 3.0  # 450 tokens would take several seconds more

@@ -114,3 +114,42 @@ def test_sdk_sees_the_healthy_answer(routed, stub):
     client = openai.OpenAI(base_url=routed.v1, api_key=routed.admin_key, max_retries=0)
     resp = client.chat.completions.create(model="pair", messages=MSG)
     assert resp.choices[0].message.content == "Hello from upstream B"
+
+
+def _wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.02)
+    return predicate()
+
+
+def test_client_disconnect_cancels_the_upstream_call(routed, stub, stub_b):
+    stub.delay = stub_b.delay = 3.0
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(routed.v1 + "/chat/completions", headers=routed.headers(), timeout=0.5,
+                   json={"model": "pair", "messages": MSG})
+    assert _wait_for(lambda: stub.disconnects + stub_b.disconnects == 1), "the upstream never saw the hang-up"
+
+
+def test_client_disconnect_mid_stream_closes_the_upstream_stream(routed, stub, stub_b):
+    for s in (stub, stub_b):
+        s.chunk_delay, s.reply = 0.2, "one two three four five six seven eight"
+    with httpx.stream("POST", routed.v1 + "/chat/completions", headers=routed.headers(), timeout=10,
+                      json={"model": "pair", "messages": MSG, "stream": True}) as r:
+        next(line for line in r.iter_lines() if '"content": "one"' in line or '"content":"one"' in line)
+    assert _wait_for(lambda: stub.disconnects + stub_b.disconnects == 1)
+    stats = routed.app.state.ctx.router.stats
+    assert _wait_for(lambda: stats["pair/a"].in_flight == 0 and stats["pair/b"].in_flight == 0)
+
+
+def test_first_byte_timeout_moves_to_the_next_deployment(tmp_path, stub_server, stub_server_b, stub, stub_b):
+    models = [{"id": "impatient", "deployments": [
+        {"name": "slow", "backend": "openai", "base_url": stub_server[0].url + "/v1", "first_byte_timeout": 0.3},
+        {"name": "fast", "backend": "openai", "base_url": stub_server_b[0].url + "/v1", "weight": 0.001}]}]
+    stub.delay = 2.0
+    with running(make_settings(tmp_path, models=models)) as srv:
+        started = time.monotonic()
+        for _ in range(3):
+            r = chat(srv, model="impatient")
+            assert r.status_code == 200 and r.headers["x-modelyard-deployment"] == "fast"
+        assert time.monotonic() - started < 2.5

@@ -60,6 +60,8 @@ class DeploymentConfig(BaseModel):
     max_queue: int = 64
     timeout: float = 600.0
     connect_timeout: float = 10.0
+    first_byte_timeout: float | None = Field(default=None, gt=0, description="seconds until the upstream's response "
+                                             "headers arrive; a timeout before the first byte is retried elsewhere")
 
 
 class ModelConfig(BaseModel):

@@ -25,6 +25,7 @@ class StubControl:
     requests: list[dict[str, Any]] = field(default_factory=list)
     headers: list[dict[str, str]] = field(default_factory=list)
     chunk_sent_at: list[float] = field(default_factory=list)
+    disconnects: int = 0  # requests whose client (the gateway) hung up before the stub finished
 
 
 def create_stub(control: StubControl) -> Starlette:
@@ -33,7 +34,12 @@ def create_stub(control: StubControl) -> Starlette:
         control.requests.append(body)
         control.headers.append(dict(request.headers))
         if control.delay:
-            await asyncio.sleep(control.delay)
+            deadline = time.monotonic() + control.delay
+            while time.monotonic() < deadline:
+                if await request.is_disconnected():
+                    control.disconnects += 1
+                    return Response(status_code=499)
+                await asyncio.sleep(0.02)
         failure = _failure(control.mode)
         if failure is not None:
             return failure
@@ -70,6 +76,17 @@ def _failure(mode: str) -> Response | None:
 
 
 async def _stream(control: StubControl, model: str, words: list[str], body: dict[str, Any]):
+    finished = False
+    try:
+        async for piece in _chunks(control, model, words, body):
+            yield piece
+        finished = True
+    finally:
+        if not finished:
+            control.disconnects += 1
+
+
+async def _chunks(control: StubControl, model: str, words: list[str], body: dict[str, Any]):
     created = int(time.time())
     base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": created, "model": model}
     first = {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, AsyncIterator
 
@@ -80,7 +81,26 @@ class OpenAIUpstream(BaseBackend):
         if cfg.api_key:
             self._headers["Authorization"] = f"Bearer {cfg.api_key}"
         self._timeout = aiohttp.ClientTimeout(total=cfg.timeout, sock_connect=cfg.connect_timeout)
+        self._first_byte = cfg.first_byte_timeout
         self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout)
+
+    @contextlib.asynccontextmanager
+    async def _post(self, url: str, body: bytes, timeout: aiohttp.ClientTimeout) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST with the deployment's first-byte limit on the wait for response headers."""
+        cm = self._session.post(url, data=body, headers=self._headers, timeout=timeout)
+        limit = asyncio.timeout(self._first_byte)
+        try:
+            async with limit:
+                resp = await cm.__aenter__()
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise  # aiohttp's own timeouts are mapped by the caller
+            raise UpstreamError(f"Upstream {self.name} sent nothing within {self._first_byte:g} s.",
+                                code="upstream_timeout") from exc
+        try:
+            yield resp
+        finally:
+            resp.release()
 
     def _body(self, req: ChatRequest) -> bytes:
         payload = req.model_dump(mode="json", exclude_unset=True)
@@ -90,7 +110,7 @@ class OpenAIUpstream(BaseBackend):
     async def chat(self, req: ChatRequest, model: str) -> ChatResponse:
         url = self.base_url + "/chat/completions"
         try:
-            async with self._session.post(url, data=self._body(req), headers=self._headers, timeout=self._timeout) as resp:
+            async with self._post(url, self._body(req), self._timeout) as resp:
                 body = await resp.read()
                 if resp.status != 200:
                     raise map_upstream_status(resp.status, body, resp.headers, self.name)
@@ -112,7 +132,7 @@ class OpenAIUpstream(BaseBackend):
         old_b = old_a.replace(b'":"', b'": "', 1)
         new = orjson.dumps({"model": model})[1:-1]
         try:
-            async with self._session.post(url, data=self._body(req), headers=self._headers, timeout=self._stream_timeout) as resp:
+            async with self._post(url, self._body(req), self._stream_timeout) as resp:
                 if resp.status != 200:
                     raise map_upstream_status(resp.status, await resp.read(), resp.headers, self.name)
                 if "event-stream" not in resp.headers.get("content-type", ""):

@@ -72,7 +72,14 @@ async def _on_unexpected(request: Request, exc: Exception) -> Response:
     return error_response(request, InternalError("The server had an error while processing your request."))
 
 
+async def _on_client_gone(request: Request, exc: Exception) -> Response:
+    return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+
+
 def install(app: Any) -> None:
+    from .disconnect import ClientGone
+
+    app.add_exception_handler(ClientGone, _on_client_gone)
     app.add_exception_handler(ModelyardError, _on_modelyard_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InternalError, ModelyardError
+from .disconnect import ClientGone
 from .errors import error_response
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ class FastLane:
                 request = Request(scope, receive)
                 try:
                     response = await handler(request)
+                except ClientGone:
+                    return  # nobody to answer
                 except ModelyardError as exc:
                     response = error_response(request, exc)
                 except Exception:

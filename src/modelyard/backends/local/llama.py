@@ -192,17 +192,14 @@ class LlamaCppBackend(LocalRuntime):
             stream.close()
         yield "", finish or "stop", counter.n
 
-    def _complete_blocking(self, loaded: Loaded, plan: Plan, n: int) -> list[tuple[str, str, int]]:
-        out = []
-        for i in range(n):
-            text, finish, tokens = "", "stop", 0
-            for piece, fin, count in self._generate(loaded, plan, i, None):
-                text += piece
-                tokens = count
-                if fin:
-                    finish = fin
-            out.append((text, finish, tokens))
-        return out
+    async def _complete(self, loaded: Loaded, plan: Plan, index: int) -> tuple[str, str, int]:
+        """One whole completion, through the same stoppable path as a stream (a cancelled call stops generating)."""
+        text, finish, tokens = "", "stop", 0
+        async for piece, fin, count in self.iterate(lambda stop: self._generate(loaded, plan, index, stop)):
+            text += piece
+            tokens = count
+            finish = fin or finish
+        return text, finish, tokens
 
     # ---------------------------------------------------------------- Backend API
 
@@ -210,7 +207,7 @@ class LlamaCppBackend(LocalRuntime):
         async with self.admitted():
             loaded = await self.model()
             plan = self._plan(loaded, req)
-            results = await self.run(self._complete_blocking, loaded, plan, req.n or 1)
+            results = [await self._complete(loaded, plan, i) for i in range(req.n or 1)]
         choices = []
         completion_tokens = 0
         for index, (text, finish, tokens) in enumerate(results):

@@ -19,6 +19,7 @@ from ...protocols import openai as oa
 from ...protocols.sse import DONE, encode_data
 from ...types import ChatRequest, Task
 from ..body import parse_json
+from ..disconnect import unless_disconnected
 from ..openapi import json_body
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ async def chat_completions(request: Request) -> Response:
     model = ctx.router.resolve(req.model, Task.CHAT)
     region = region_for(request, ctx.settings.region_hosts)
     if not req.stream:
-        resp, deployment = await ctx.router.chat(model, req, region)
+        resp, deployment = await unless_disconnected(request, ctx.router.chat(model, req, region))
         return json_response(resp, headers=served_by(deployment))
     # The router pulls the first chunk before we answer: failures to start keep their HTTP status, and may move
     # to another deployment; after that first chunk the stream is committed.

@@ -19,6 +19,7 @@ from ...types import Task
 from ...types_media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest, PIIRequest,
                             RerankRequest, ScoreRequest, SpeechRequest, VideoRequest, parse_size)
 from ..body import parse_json
+from ..disconnect import unless_disconnected
 from ..forms import file_field, multipart_doc, number_field, read_form, text_field
 from ..openapi import json_body
 from .openai import json_response, served_by
@@ -44,7 +45,8 @@ def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
 
 async def _run(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> tuple[Any, dict[str, str]]:
     model = _model_for(ctx, name, task)
-    result, deployment = await ctx.router.run(model, task, req, region_for(request, ctx.settings.region_hosts))
+    region = region_for(request, ctx.settings.region_hosts)
+    result, deployment = await unless_disconnected(request, ctx.router.run(model, task, req, region))
     return result, served_by(deployment)
 
 
