@@ -37,7 +37,7 @@ class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
-    backend: Literal["llama_cpp", "openai", "sentence_transformers", "cross_encoder", "piper", "espeak",
+    backend: Literal["llama_cpp", "openai", "anthropic", "gemini", "sentence_transformers", "cross_encoder", "piper", "espeak",
                      "faster_whisper", "presidio", "diffusers"]
     # upstream (openai-compatible)
     base_url: str | None = None

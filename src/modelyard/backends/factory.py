@@ -10,6 +10,8 @@ from .base import BaseBackend
 # kind -> "module:Class", imported only when a deployment uses it (heavy runtimes load lazily)
 KINDS = {
     "openai": "upstream_openai:OpenAIUpstream",
+    "anthropic": "upstream_anthropic:AnthropicUpstream",
+    "gemini": "upstream_gemini:GeminiUpstream",
     "llama_cpp": "local.llama:LlamaCppBackend",
     "sentence_transformers": "local.embed:SentenceTransformersBackend",
     "cross_encoder": "local.embed:CrossEncoderBackend",
@@ -28,6 +30,6 @@ def create_backend(deployment: Deployment, *, shared: dict) -> BaseBackend:
         raise ValueError(f"unknown backend kind '{kind}' for deployment {deployment.key}")
     module_name, class_name = KINDS[kind].split(":")
     cls = getattr(importlib.import_module(f"{__package__}.{module_name}"), class_name)
-    if kind == "openai":
+    if kind in ("openai", "anthropic", "gemini"):
         return cls(deployment, shared=shared)
     return cls(deployment)

@@ -96,7 +96,8 @@ def _model_from_config(cfg: ModelConfig, created: int) -> Model:
             raise ValueError(f"model '{cfg.id}' has two deployments named '{name}'")
         seen.add(name)
         deployments.append(Deployment(model_id=cfg.id, name=name, config=d))
-    owned_by = cfg.owned_by or ("modelyard" if all(d.backend != "openai" for d in cfg.deployments) else "upstream")
+    upstream = {"openai", "anthropic", "gemini"}
+    owned_by = cfg.owned_by or ("upstream" if any(d.backend in upstream for d in cfg.deployments) else "modelyard")
     return Model(
         id=cfg.id,
         type=cfg.type,

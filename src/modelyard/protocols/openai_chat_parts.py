@@ -1,0 +1,58 @@
+"""Pieces of an OpenAI chat request that every provider converter needs: data URLs, tool arguments, finish reasons."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from ..errors import InvalidRequest
+
+
+def split_data_url(url: str, param: str) -> tuple[str, str]:
+    """'data:image/png;base64,AAAA' -> ('image/png', 'AAAA')."""
+    head, sep, data = url.partition(",")
+    if not sep or not head.startswith("data:") or ";base64" not in head:
+        raise InvalidRequest("Image data URLs must look like data:image/png;base64,....", param=param)
+    return head[5:].split(";", 1)[0] or "application/octet-stream", data
+
+
+def guess_mime(url: str) -> str:
+    lower = url.lower().split("?", 1)[0]
+    for ext, mime in ((".png", "image/png"), (".jpg", "image/jpeg"), (".jpeg", "image/jpeg"), (".webp", "image/webp"),
+                      (".gif", "image/gif")):
+        if lower.endswith(ext):
+            return mime
+    return "image/jpeg"
+
+
+def parse_arguments(arguments: str, param: str) -> dict[str, Any]:
+    """OpenAI carries tool arguments as a JSON string; the other providers want the object."""
+    if not arguments:
+        return {}
+    try:
+        value = json.loads(arguments)
+    except ValueError:
+        raise InvalidRequest("Tool call arguments must be a JSON object string.", param=param) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("Tool call arguments must be a JSON object.", param=param)
+    return value
+
+
+def call_id() -> str:
+    return "call_" + secrets.token_hex(12)
+
+
+def tool_call(id_: str, name: str, arguments: Any) -> dict[str, Any]:
+    args = arguments if isinstance(arguments, str) else json.dumps(arguments, separators=(",", ":"))
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": args}}
+
+
+def json_instruction(response_format: Any) -> str | None:
+    """For providers without a JSON mode: the instruction that asks for one."""
+    if response_format is None or response_format.type == "text":
+        return None
+    if response_format.type == "json_schema":
+        schema = json.dumps(response_format.json_schema.get("schema", {}))
+        return f"Respond with only a JSON value that matches this JSON schema: {schema}"
+    return "Respond with only a valid JSON object."
