@@ -62,6 +62,38 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- worker
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import socket
+
+    import uvicorn
+
+    from .config import WorkerSettings
+    from .server.app import create_app
+
+    token = args.token or os.environ.get("MODELYARD_WORKER_TOKEN")
+    if not token:
+        print("error: give the worker token with --token or MODELYARD_WORKER_TOKEN "
+              "(create one with `modelyard keys create --scopes worker`)", file=sys.stderr)
+        return 2
+    host, port = args.host or "127.0.0.1", args.port or 8001
+    shown_host = socket.gethostname() if host in ("0.0.0.0", "::") else host
+    worker = WorkerSettings(control_plane=args.control_plane, token=token,
+                            models=[m.strip() for m in args.models.split(",") if m.strip()],
+                            name=args.name or f"{socket.gethostname()}-{port}",
+                            advertise_url=args.advertise_url or f"http://{shown_host}:{port}", region=args.region,
+                            heartbeat_seconds=args.heartbeat)
+    settings = load_settings(args.config, data_dir=args.data_dir or "modelyard-worker-data", host=host, port=port,
+                             worker=worker, log_level=args.log_level)
+    _setup_logging(settings.log_level)
+    app = create_app(settings)
+    print(f"Modelyard worker '{worker.name}' serving {', '.join(worker.models)} on {worker.advertise_url} for "
+          f"{worker.control_plane}", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False)
+    return 0
+
+
 # ---------------------------------------------------------------- migrate
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -211,6 +243,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true", help="log every request")
     s.set_defaults(fn=cmd_serve)
+
+    w = sub.add_parser("worker", help="host models for a control plane (registers, then sends heartbeats)")
+    _common(w)
+    w.add_argument("--control-plane", required=True, help="the gateway's base URL, e.g. http://gateway:8000")
+    w.add_argument("--token", help="a key with the 'worker' scope (or set MODELYARD_WORKER_TOKEN)")
+    w.add_argument("--models", required=True, help="comma-separated model ids this worker hosts")
+    w.add_argument("--name", help="unique worker name (default: <hostname>-<port>)")
+    w.add_argument("--region", help="region of this worker's deployments")
+    w.add_argument("--host", help="bind address (default 127.0.0.1)")
+    w.add_argument("--port", type=int, help="port (default 8001)")
+    w.add_argument("--advertise-url", help="URL the control plane calls (default http://<host>:<port>)")
+    w.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
+    w.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    w.set_defaults(fn=cmd_worker)
 
     m = sub.add_parser("migrate", help="bring the database schema up to date")
     _common(m)

@@ -37,7 +37,7 @@ class DeploymentConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = None
-    backend: Literal["llama_cpp", "openai", "anthropic", "gemini", "sentence_transformers", "cross_encoder", "piper", "espeak",
+    backend: Literal["llama_cpp", "openai", "anthropic", "gemini", "worker", "sentence_transformers", "cross_encoder", "piper", "espeak",
                      "faster_whisper", "presidio", "diffusers"]
     # upstream (openai-compatible)
     base_url: str | None = None
@@ -80,6 +80,20 @@ class ModelConfig(BaseModel):
     deployments: list[DeploymentConfig] = Field(min_length=1)
 
 
+class WorkerSettings(BaseModel):
+    """Set when this process is a `modelyard worker`: a model host serving a control plane."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    control_plane: str
+    token: str
+    models: list[str] = Field(min_length=1)
+    name: str
+    advertise_url: str
+    region: str | None = None
+    heartbeat_seconds: float = Field(default=2.0, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything the server needs to start; see README 'Configuration'."""
 
@@ -110,6 +124,10 @@ class Settings(BaseSettings):
     cooldown_seconds: float = Field(default=30.0, gt=0)
     # Host header -> region (api.eu.example.com: eu); wins over a client's X-Region header
     region_hosts: dict[str, str] = Field(default_factory=dict)
+    # control plane: how often workers beat, and how long a silent worker keeps its traffic
+    worker_heartbeat_seconds: float = Field(default=2.0, gt=0)
+    worker_timeout_seconds: float = Field(default=6.0, gt=0)
+    worker: WorkerSettings | None = None
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
 

@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator
 from .backends import BaseBackend, create_backend
 from .backends.base import METHOD_FOR_TASK, ChatChunk
 from .catalog import Catalog, Deployment, Model
+from .config import DeploymentConfig
 from .errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
 from .types import ChatRequest, ModelState, Task
 
@@ -53,6 +54,7 @@ class Router:
         self.shared: dict = {}  # pooled clients, shared across backends
         self.backends: dict[str, BaseBackend] = {}
         self.stats: dict[str, DeploymentStats] = {}
+        self.worker_keys: dict[str, tuple] = {}  # deployment key -> (url, secret, region) of a live worker
         for model in catalog:
             for name in model.fallbacks:
                 if catalog.find(name) is None:
@@ -69,9 +71,10 @@ class Router:
 
     # ---------------------------------------------------------------- choosing
 
-    def candidates(self, model: Model, region: str | None) -> list[Deployment]:
+    def candidates(self, model: Model, region: str | None, task: Task | None = None) -> list[Deployment]:
         """Deployments to try, best first. Raises when none can serve (region, cooldown)."""
-        pool = [d for d in model.deployments if region is None or (d.config.region or "").lower() == region]
+        pool = [d for d in model.deployments if (region is None or (d.config.region or "").lower() == region)
+                and (task is None or task in self.backends[d.key].tasks)]
         if not pool:
             raise Overloaded(f"No deployment of model '{model.id}' serves region '{region}'.", code="region_unavailable",
                              retry_after=30)
@@ -133,7 +136,7 @@ class Router:
         last: ModelyardError | None = None
         for target in self._chain(model, task):
             try:
-                deployments = self.candidates(target, region)
+                deployments = self.candidates(target, region, task)
             except Overloaded as exc:
                 last = exc
                 continue
@@ -162,7 +165,7 @@ class Router:
         last: ModelyardError | None = None
         for target in self._chain(model, Task.CHAT):
             try:
-                deployments = self.candidates(target, region)
+                deployments = self.candidates(target, region, Task.CHAT)
             except Overloaded as exc:
                 last = exc
                 continue
@@ -196,6 +199,52 @@ class Router:
             self._succeeded(stats, started)
         finally:
             await _aclose(stream)
+
+    # ---------------------------------------------------------------- remote workers
+
+    def set_workers(self, alive: list[Any]) -> None:
+        """Make the deployments of live workers match `alive` (rows from the workers table).
+
+        A worker is one more deployment of each model it hosts, named `worker:<name>`; a model only a worker
+        knows is added to the catalog. Deployments of workers that went silent are withdrawn at once.
+        """
+        wanted: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for w in alive:
+            for entry in w.models:
+                wanted[f"{entry['id']}/worker:{w.name}"] = (w, entry)
+        for key in [k for k in self.worker_keys if k not in wanted]:
+            model_id = key.split("/worker:", 1)[0]
+            model = self.catalog.find(model_id)
+            if model is not None:
+                model.deployments = [d for d in model.deployments if d.key != key]
+            self.worker_keys.pop(key)
+            log.info("withdrew deployment %s", key)
+        for key, (w, entry) in wanted.items():
+            signature = (w.url, w.secret, w.region)
+            if self.worker_keys.get(key) == signature:
+                continue
+            model = self.catalog.find(entry["id"]) or self._announce(entry)
+            if model is None:
+                continue
+            config = DeploymentConfig(name=f"worker:{w.name}", backend="worker", base_url=w.url.rstrip("/") + "/v1",
+                                      api_key=w.secret, model=entry["id"], region=w.region, timeout=600)
+            deployment = Deployment(model_id=model.id, name=config.name, config=config)  # type: ignore[arg-type]
+            model.deployments = [d for d in model.deployments if d.key != key] + [deployment]
+            self.backends[key] = create_backend(deployment, shared=self.shared)
+            self.stats.setdefault(key, DeploymentStats())
+            self.worker_keys[key] = signature
+            log.info("added deployment %s at %s", key, w.url)
+
+    def _announce(self, entry: dict[str, Any]) -> Model | None:
+        try:
+            tasks = frozenset(Task(t) for t in entry.get("tasks") or ())
+            model = Model(id=entry["id"], type=str(entry.get("type") or "text"), tasks=tasks, owned_by="worker",
+                          created=int(time.time()), description=entry.get("description"))
+            self.catalog.add(model)
+        except (ValueError, KeyError) as exc:
+            log.warning("ignoring a worker's model %r: %s", entry, exc)
+            return None
+        return model
 
     # ---------------------------------------------------------------- state
 

@@ -12,6 +12,7 @@ KINDS = {
     "openai": "upstream_openai:OpenAIUpstream",
     "anthropic": "upstream_anthropic:AnthropicUpstream",
     "gemini": "upstream_gemini:GeminiUpstream",
+    "worker": "worker:WorkerBackend",
     "llama_cpp": "local.llama:LlamaCppBackend",
     "sentence_transformers": "local.embed:SentenceTransformersBackend",
     "cross_encoder": "local.embed:CrossEncoderBackend",
@@ -30,6 +31,6 @@ def create_backend(deployment: Deployment, *, shared: dict) -> BaseBackend:
         raise ValueError(f"unknown backend kind '{kind}' for deployment {deployment.key}")
     module_name, class_name = KINDS[kind].split(":")
     cls = getattr(importlib.import_module(f"{__package__}.{module_name}"), class_name)
-    if kind in ("openai", "anthropic", "gemini"):
+    if kind in ("openai", "anthropic", "gemini", "worker"):
         return cls(deployment, shared=shared)
     return cls(deployment)

@@ -75,6 +75,15 @@ class Catalog:
     def find(self, name: str) -> Model | None:
         return self._names.get(name)
 
+    def add(self, model: Model) -> None:
+        """A model announced at run time (by a worker); its names must be free."""
+        for name in (model.id, *model.aliases):
+            if name in self._names:
+                raise ValueError(f"model name '{name}' is already taken")
+        self._models[model.id] = model
+        for name in (model.id, *model.aliases):
+            self._names[name] = model
+
     def first_for(self, task: Task) -> Model | None:
         """The model a request that names none gets (moderation, PII): the first one serving the task."""
         return next((m for m in self._models.values() if task in m.tasks), None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from dataclasses import dataclass
@@ -124,3 +125,26 @@ class Authenticator:
             await self.tokens.record_use(uses)
         except Exception:  # a failed flush must not take the server down; the counts are advisory
             log.exception("could not record token usage; %d tokens' counts dropped", len(uses))
+
+
+class StaticKeyAuthenticator:
+    """A worker's auth: exactly one key (the serving key it gave the control plane) may call it."""
+
+    def __init__(self, key: str) -> None:
+        self._key = key.encode()
+        self._principal = Principal(token_id="control-plane", org_id="control-plane", org_name="control-plane",
+                                    plan="unlimited", scopes=sc.expand([sc.USER_WRITE]), expires_at=None)
+
+    async def authenticate(self, conn: HTTPConnection, scope: str | None = None) -> Principal:
+        key = extract_key(conn)
+        if not key or not hmac.compare_digest(key.encode(), self._key):
+            raise AuthenticationError("This worker only answers its control plane.")
+        if scope:
+            self._principal.require(scope)
+        return self._principal
+
+    def forget(self, token_id: str | None = None) -> None:
+        return None
+
+    async def flush_usage(self) -> None:
+        return None

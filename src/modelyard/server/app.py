@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
@@ -16,14 +17,17 @@ from ..bootstrap import announce, bootstrap
 from ..catalog import Catalog, build_catalog
 from ..config import Settings, load_settings
 from ..media import MediaStore
-from ..pipeline.auth import Authenticator
+from ..errors import ModelyardError
+from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..routing import Router
+from ..workers import WorkerAgent, WorkerRegistry
 from ..store.db import Store
 from . import errors, openapi
 from .fastlane import FastLane
 from .routes import openai as openai_routes
 from .routes import openai_media as openai_media_routes
 from .routes import platform as platform_routes
+from .routes import workers as worker_routes
 from .routes import service as service_routes
 
 log = logging.getLogger(__name__)
@@ -39,24 +43,38 @@ class AppContext:
     auth: Authenticator
     media: MediaStore
     router: Router | None = None
+    workers: WorkerRegistry | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     catalog = build_catalog(settings)
     store = Store(settings.resolved_database_url)
-    ctx = AppContext(settings=settings, catalog=catalog, store=store,
-                     auth=Authenticator(store, ttl=settings.auth_cache_ttl),
+    serving_key = secrets.token_urlsafe(32)
+    if settings.worker is not None:  # a model host: its models only, answering only its control plane
+        catalog = _worker_catalog(catalog, settings.worker.models)
+        auth: Any = StaticKeyAuthenticator(serving_key)
+    else:
+        auth = Authenticator(store, ttl=settings.auth_cache_ttl)
+    ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth,
                      media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if settings.bootstrap_on_startup:
+        if settings.bootstrap_on_startup and settings.worker is None:
             announce(await bootstrap(settings, store))
         # after the loop starts: pooled HTTP clients bind to it
         ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         await ctx.router.preload()
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
+        agent = None
+        if settings.worker is not None:
+            agent = WorkerAgent(settings.worker, serving_key, _announced(catalog), ctx.router)
+            tasks.append(asyncio.create_task(agent.run_forever()))
+        else:
+            ctx.workers = WorkerRegistry(store, ctx.router, timeout=settings.worker_timeout_seconds,
+                                         interval=settings.worker_heartbeat_seconds)
+            tasks.append(asyncio.create_task(ctx.workers.run_forever()))
         try:
             yield
         finally:
@@ -64,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if agent is not None:
+                await agent.sign_off()
             await ctx.auth.flush_usage()
             await ctx.router.aclose()
             await store.aclose()
@@ -85,6 +105,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for prefix in ("/openai/v1", "/api/v1"):
             app.include_router(r, prefix=prefix, include_in_schema=False)
     app.include_router(platform_routes.router)
+    app.include_router(worker_routes.router)
     app.include_router(service_routes.router)
     openapi.install(app)
     hot = {("POST", f"{prefix}/chat/completions"): openai_routes.chat_completions
@@ -96,6 +117,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                   expose_headers=["x-request-id", "x-modelyard-model", "x-modelyard-deployment",
                                                   "retry-after"])
     return FastLane(app, hot, outer=cors)  # type: ignore[return-value]
+
+
+def _worker_catalog(catalog: Catalog, names: list[str]) -> Catalog:
+    try:
+        chosen = {catalog.get(name).id for name in names}
+    except ModelyardError as exc:
+        raise SystemExit(f"worker: {exc.message} (known: {', '.join(m.id for m in catalog)})") from None
+    return Catalog([m for m in catalog if m.id in chosen])
+
+
+def _announced(catalog: Catalog) -> list[dict[str, Any]]:
+    return [{"id": m.id, "type": m.type, "tasks": sorted(t.value for t in m.tasks), "description": m.description}
+            for m in catalog]
 
 
 async def _unload_idle_forever(ctx: AppContext) -> None:

@@ -42,3 +42,19 @@ api_tokens = Table(
     Column("request_count", BigInteger, nullable=False, default=0),
     Index("ix_api_tokens_org_id", "org_id"),
 )
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("url", String(500), nullable=False),
+    Column("region", String(64), nullable=True),
+    Column("models", JSON, nullable=False),  # [{id, type, tasks, state}]
+    Column("secret", String(200), nullable=False),  # the worker's serving key, which the gateway presents to it
+    Column("status", String(20), nullable=False),  # online | offline
+    Column("registered_at", DateTime(timezone=True), nullable=False),
+    Column("last_heartbeat", DateTime(timezone=True), nullable=False),
+    Index("uq_workers_org_id_name", "org_id", "name", unique=True),
+)

@@ -1,0 +1,148 @@
+"""Remote workers: two real `modelyard worker` processes and a control plane; kill one, restart it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from modelyard.store.db import Store
+from modelyard.store.repo import OrgRepo, TokenRepo
+
+from .conftest import make_settings, running
+from .support.servers import free_port
+from .support.tiny_gguf import write_tiny_gguf
+
+pytestmark = pytest.mark.slow
+
+
+def _token(srv, org_name: str, scopes: list[str]) -> str:
+    async def go() -> str:
+        store = Store(srv.settings.resolved_database_url)
+        try:
+            org = await OrgRepo(store).get(org_name) or await OrgRepo(store).create(org_name)
+            _, secret = await TokenRepo(store).create(org.id, "w", scopes)
+            return secret
+        finally:
+            await store.aclose()
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def plane(tmp_path):
+    settings = make_settings(tmp_path / "cp", builtin_models=False, worker_heartbeat_seconds=0.5,
+                             worker_timeout_seconds=2.0, cooldown_failures=1_000_000)
+    with running(settings) as srv:
+        yield srv
+
+
+class Worker:
+    def __init__(self, tmp, plane, token: str, name: str, region: str | None = None) -> None:
+        self.port = free_port()
+        self.name = name
+        gguf = write_tiny_gguf(tmp / f"{name}.gguf")
+        cfg = tmp / f"{name}.yaml"
+        cfg.write_text(f"builtin_models: false\nmodels:\n  - id: tiny\n    deployments:\n"
+                       f"      - backend: llama_cpp\n        path: {gguf}\n        n_ctx: 256\n")
+        self.args = [sys.executable, "-m", "modelyard.cli", "worker", "--control-plane", plane.url,
+                     "--models", "tiny", "--name", name, "--port", str(self.port), "--heartbeat", "0.5",
+                     "--config", str(cfg), "--data-dir", str(tmp / f"{name}-data"), "--log-level", "warning"]
+        if region:
+            self.args += ["--region", region]
+        self.env = {**os.environ, "MODELYARD_WORKER_TOKEN": token}
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Worker":
+        self.proc = subprocess.Popen(self.args, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return self
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def deployments(plane) -> dict[str, str]:
+    r = httpx.get(plane.url + "/api/model-status", headers=plane.headers())
+    for m in r.json()["models"]:
+        if m["model_id"] == "tiny":
+            return {d["name"]: d["status"] for d in m["deployments"]}
+    return {}
+
+
+def wait_until(predicate, timeout: float = 40.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def chat(plane) -> httpx.Response:
+    return httpx.post(plane.v1 + "/chat/completions", headers=plane.headers(), timeout=30,
+                      json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
+
+
+def test_traffic_follows_workers_that_come_and_go(plane, tmp_path):
+    token = _token(plane, "default", ["worker"])
+    w1, w2 = Worker(tmp_path, plane, token, "w1").start(), Worker(tmp_path, plane, token, "w2").start()
+    try:
+        assert wait_until(lambda: set(deployments(plane)) == {"worker:w1", "worker:w2"}), deployments(plane)
+        served = {chat(plane).headers["x-modelyard-deployment"] for _ in range(16)}
+        assert served == {"worker:w1", "worker:w2"}
+
+        w1.kill()
+        started = time.monotonic()
+        for _ in range(10):  # no failed request in the gap: a refused connection moves to w2
+            r = chat(plane)
+            assert r.status_code == 200 and r.headers["x-modelyard-deployment"] == "worker:w2"
+        assert wait_until(lambda: set(deployments(plane)) == {"worker:w2"}, timeout=10)
+        assert time.monotonic() - started < 8  # withdrawn within seconds of its last heartbeat
+
+        w1.start()
+        assert wait_until(lambda: set(deployments(plane)) == {"worker:w1", "worker:w2"})
+        served = {chat(plane).headers["x-modelyard-deployment"] for _ in range(16)}
+        assert "worker:w1" in served
+
+        listed = httpx.get(plane.url + "/api/workers", headers=plane.headers()).json()["data"]
+        assert {w["name"]: w["status"] for w in listed} == {"w1": "online", "w2": "online"}
+    finally:
+        w1.kill()
+        w2.kill()
+
+
+def test_worker_tokens_are_isolated(plane, tmp_path):
+    worker_token = _token(plane, "default", ["worker"])
+    user_token = _token(plane, "default", ["user:write"])
+    foreign_worker = _token(plane, "someone-else", ["worker"])
+    assert httpx.get(plane.v1 + "/models", headers={"Authorization": f"Bearer {worker_token}"}).status_code == 403
+    body = {"name": "x", "url": "http://127.0.0.1:1", "models": [{"id": "tiny"}], "secret": "s" * 40}
+    for token, status in ((user_token, 403), (foreign_worker, 403), (None, 401)):
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        assert httpx.post(plane.url + "/api/workers/register", json=body, headers=headers).status_code == status
+    r = httpx.post(plane.url + "/api/workers/register", headers={"Authorization": f"Bearer {worker_token}"},
+                   json={**body, "url": "not a url"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "url"
+
+
+def test_a_worker_answers_only_its_control_plane(plane, tmp_path):
+    token = _token(plane, "default", ["worker"])
+    w = Worker(tmp_path, plane, token, "solo", region="eu").start()
+    try:
+        assert wait_until(lambda: deployments(plane).get("worker:solo") is not None)
+        url = f"http://127.0.0.1:{w.port}/v1/chat/completions"
+        r = httpx.post(url, headers={"Authorization": f"Bearer {token}"}, json={"model": "tiny", "messages": []})
+        assert r.status_code == 401
+        assert chat(plane).status_code == 200
+        r = httpx.post(plane.v1 + "/chat/completions", headers={**plane.headers(), "X-Region": "us"},
+                       json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 503  # the only worker is in eu
+    finally:
+        w.kill()
