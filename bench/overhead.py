@@ -1,7 +1,8 @@
-"""Gateway overhead: the same load against a stub upstream, directly and through Modelyard.
+"""Gateway overhead: the same load against a stub upstream, directly and through Modelyard (and LiteLLM).
 
-Prints requests/s and latency percentiles for each, and the latency Modelyard adds. Run: `make bench`
-(or `python bench/overhead.py --concurrency 1,16 --duration 10 --stream`).
+Prints requests/s and latency percentiles for each target, the latency each gateway adds over the direct stub,
+and each gateway's peak RSS. Run: `make bench`, or
+`python bench/overhead.py --concurrency 1,16,64 --duration 10 --stream [--litellm /path/to/venv/bin/litellm]`.
 """
 
 from __future__ import annotations
@@ -9,18 +10,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 
 HERE = Path(__file__).parent
 KEY = "myd_bench-admin-key-0123456789abcdef"
+LITELLM_KEY = "sk-bench-master-key"
 
 
 def free_port() -> int:
@@ -29,7 +33,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, timeout: float = 60) -> None:
+def wait_port(port: int, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with socket.socket() as s:
@@ -39,25 +43,52 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise SystemExit(f"nothing listening on {port}")
 
 
-async def load(url: str, headers: dict, body: bytes, concurrency: int, duration: float, stream: bool) -> list[float]:
+def peak_rss_mb(pid: int) -> float:
+    """VmHWM of the process and its children (uvicorn/litellm may fork workers)."""
+    total = 0.0
+    pids = [pid] + [int(p) for p in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) / 1024
+        except OSError:
+            pass
+    return total
+
+
+@dataclass
+class Target:
+    name: str
+    url: str
+    headers: dict[str, str]
+    model: bytes
+    pid: int | None = None
+
+
+async def load(t: Target, concurrency: int, duration: float, stream: bool) -> list[float]:
+    body = b'{"model":"%s","messages":[{"role":"user","content":"hi"}]' % t.model + (b',"stream":true}' if stream else b"}")
+    url = t.url + "/chat/completions"
     latencies: list[float] = []
-    stop_at = time.perf_counter() + duration
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(connector=connector, headers={**t.headers, "Content-Type": "application/json"}) as session:
+        async def once() -> None:
+            async with session.post(url, data=body) as resp:
+                if resp.status != 200:
+                    raise SystemExit(f"{t.name}: HTTP {resp.status}: {await resp.text()}")
+                await resp.read()
+
+        warm_until = time.perf_counter() + 1.0
+        while time.perf_counter() < warm_until:
+            await asyncio.gather(*(once() for _ in range(concurrency)))
+        stop_at = time.perf_counter() + duration
+
         async def worker() -> None:
             while time.perf_counter() < stop_at:
                 t0 = time.perf_counter()
-                async with session.post(url, data=body, headers=headers) as resp:
-                    if resp.status != 200:
-                        raise SystemExit(f"{url}: HTTP {resp.status}: {await resp.text()}")
-                    await resp.read()
+                await once()
                 latencies.append(time.perf_counter() - t0)
-        # warm-up: open connections, load code paths
-        warm_until = time.perf_counter() + 0.5
-        while time.perf_counter() < warm_until:
-            async with session.post(url, data=body, headers=headers) as resp:
-                await resp.read()
-        stop_at = time.perf_counter() + duration
+
         await asyncio.gather(*(worker() for _ in range(concurrency)))
     return latencies
 
@@ -67,11 +98,27 @@ def summarize(lat: list[float], duration: float) -> dict[str, float]:
     return {"rps": len(lat) / duration, "p50": statistics.median(lat) * 1000, "p99": q[98] * 1000}
 
 
+def start_litellm(binary: str, stub_port: int, tmp: str) -> tuple[subprocess.Popen, Target]:
+    port = free_port()
+    cfg = Path(tmp) / "litellm.yaml"
+    cfg.write_text(f"model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench-model\n"
+                   f"      api_base: http://127.0.0.1:{stub_port}/v1\n      api_key: x\n"
+                   f"general_settings:\n  master_key: {LITELLM_KEY}\n")
+    proc = subprocess.Popen([binary, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
+                            env={**os.environ, "LITELLM_LOG": "ERROR"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    wait_port(port, timeout=180)
+    time.sleep(2)
+    return proc, Target("litellm", f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {LITELLM_KEY}"},
+                        b"bench", proc.pid)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--concurrency", default="1,16", help="comma-separated connection counts")
+    ap.add_argument("--concurrency", default="1,16,64", help="comma-separated connection counts")
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     ap.add_argument("--stream", action="store_true", help="also measure streaming chat")
+    ap.add_argument("--litellm", default=shutil.which("litellm"), help="a litellm executable to compare with")
     args = ap.parse_args()
 
     stub_port, gw_port = free_port(), free_port()
@@ -82,31 +129,40 @@ def main() -> int:
                    f"        base_url: http://127.0.0.1:{stub_port}/v1\n        model: bench-model\n"
                    f"        max_concurrency: 256\n")
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
-    procs.append(subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
-                                   "--config", str(cfg), "--data-dir", data], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    gateway = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
+                                "--config", str(cfg), "--data-dir", data], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs.append(gateway)
     try:
         wait_port(stub_port)
         wait_port(gw_port)
-        modes = [False, True] if args.stream else [False]
-        print(f"{'mode':<7} {'conns':>5} | {'direct rps':>10} {'p50 ms':>7} {'p99 ms':>7} | "
-              f"{'gateway rps':>11} {'p50 ms':>7} {'p99 ms':>7} | {'added p50':>9} {'added p99':>9}")
-        for stream in modes:
-            body = (b'{"model":"%s","messages":[{"role":"user","content":"hi"}]' + (b',"stream":true}' if stream else b"}"))
+        direct = Target("direct", f"http://127.0.0.1:{stub_port}/v1", {}, b"bench-model")
+        targets = [Target("modelyard", f"http://127.0.0.1:{gw_port}/v1", {"Authorization": f"Bearer {KEY}"},
+                          b"bench", gateway.pid)]
+        if args.litellm and Path(args.litellm).exists():
+            proc, target = start_litellm(args.litellm, stub_port, data)
+            procs.append(proc)
+            targets.append(target)
+        print(f"{'mode':<6} {'conns':>5} {'target':<10} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8}")
+        for stream in ([False, True] if args.stream else [False]):
             for c in [int(x) for x in args.concurrency.split(",")]:
-                direct = summarize(asyncio.run(load(f"http://127.0.0.1:{stub_port}/v1/chat/completions", {},
-                                                    body % b"bench-model", c, args.duration, stream)), args.duration)
-                gw = summarize(asyncio.run(load(f"http://127.0.0.1:{gw_port}/v1/chat/completions",
-                                                {"Authorization": f"Bearer {KEY}"}, body % b"bench", c,
-                                                args.duration, stream)), args.duration)
-                print(f"{'stream' if stream else 'json':<7} {c:>5} | {direct['rps']:>10.0f} {direct['p50']:>7.2f} "
-                      f"{direct['p99']:>7.2f} | {gw['rps']:>11.0f} {gw['p50']:>7.2f} {gw['p99']:>7.2f} | "
-                      f"{gw['p50'] - direct['p50']:>9.2f} {gw['p99'] - direct['p99']:>9.2f}", flush=True)
+                base = summarize(asyncio.run(load(direct, c, args.duration, stream)), args.duration)
+                mode = "stream" if stream else "json"
+                print(f"{mode:<6} {c:>5} {'direct':<10} {base['rps']:>7.0f} {base['p50']:>7.2f} {base['p99']:>7.2f}")
+                for t in targets:
+                    r = summarize(asyncio.run(load(t, c, args.duration, stream)), args.duration)
+                    print(f"{mode:<6} {c:>5} {t.name:<10} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
+                          f"{r['p50'] - base['p50']:>8.2f} {r['p99'] - base['p99']:>8.2f}", flush=True)
+        for t in targets:
+            print(f"peak RSS {t.name}: {peak_rss_mb(t.pid):.0f} MB")  # type: ignore[arg-type]
     finally:
         for p in procs:
             p.terminate()
         for p in procs:
-            p.wait(timeout=10)
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 
 class Task(str, Enum):
@@ -119,6 +119,9 @@ class StreamOptions(_Open):
 
 class ChatRequest(_Open):
     """POST /v1/chat/completions, as OpenAI defines it."""
+
+    # the client's body as it arrived: pass-through upstreams forward it rather than re-serializing the model
+    _raw: bytes | None = PrivateAttr(default=None)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)

@@ -32,7 +32,7 @@ async def parse_json(request: Request, model: type[M]) -> M:
     if not body.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if errors and errors[0]["type"] == "json_invalid":
@@ -43,3 +43,6 @@ async def parse_json(request: Request, model: type[M]) -> M:
             raise InvalidRequest("The request body must be a JSON object.") from None
         message, param = describe_validation_error(exc)
         raise InvalidRequest(message, param=param) from None
+    if "_raw" in getattr(parsed, "__private_attributes__", ()):
+        parsed._raw = body  # type: ignore[attr-defined]
+    return parsed
