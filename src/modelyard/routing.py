@@ -95,10 +95,6 @@ class Router:
                 chain.append(fallback)
         return chain
 
-    def pick(self, model: Model, region: str | None = None) -> tuple[Deployment, BaseBackend]:
-        best = self.candidates(model, region)[0]
-        return best, self.backends[best.key]
-
     # ---------------------------------------------------------------- health bookkeeping
 
     def _begin(self, d: Deployment) -> tuple[DeploymentStats, float]:
