@@ -29,7 +29,7 @@ system-deps:
 	  else echo "note: espeak-ng is not installed; the espeak-ng speech model will be offline (apt-get install espeak-ng)"; fi; }
 
 bench: $(VENV)/.stamp-dev
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/overhead.py --stream $(BENCH_ARGS)
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
