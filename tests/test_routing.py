@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import httpx
@@ -153,3 +154,22 @@ def test_first_byte_timeout_moves_to_the_next_deployment(tmp_path, stub_server, 
             r = chat(srv, model="impatient")
             assert r.status_code == 200 and r.headers["x-modelyard-deployment"] == "fast"
         assert time.monotonic() - started < 2.5
+
+
+def test_metrics_expose_deployment_counters(routed, stub, stub_b):
+    stub.mode = "error500"
+    stats = routed.app.state.ctx.router.stats
+    for _ in range(50):  # ties are broken at random: go on until deployment a has failed at least once
+        assert chat(routed).status_code == 200
+        if stats["pair/a"].failures:
+            break
+    assert httpx.get(routed.url + "/metrics").status_code == 401  # admin:read unless metrics_public
+    text = httpx.get(routed.url + "/metrics", headers=routed.headers()).text
+    assert "# TYPE modelyard_deployment_requests_total counter" in text
+    b_ok = stats["pair/b"].successes
+    assert b_ok >= 1 and ('modelyard_deployment_requests_total{model="pair",deployment="b",backend="openai",'
+                          f'region="us",outcome="success"}} {b_ok}\n') in text
+    failures = re.search(r'modelyard_deployment_requests_total\{model="pair",deployment="a",.*outcome="failure"\} (\d+)',
+                         text)
+    assert failures and int(failures.group(1)) == stats["pair/a"].failures >= 1
+    assert 'modelyard_model_state{model="pair",state="online"} 1' in text

@@ -113,6 +113,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = 32 * 1024 * 1024
     # browser origins allowed to call the API (CORS); empty means none, ["*"] means any
     cors_origins: list[str] = Field(default_factory=list)
+    # /metrics needs an admin:read key unless made public (for a scraper on a private network)
+    metrics_public: bool = False
     # signing key for media URLs; generated into the data dir when unset (set it when replicas share media)
     media_secret: str | None = None
     media_url_ttl: int = Field(default=3600, ge=1, description="seconds a signed media URL stays valid")

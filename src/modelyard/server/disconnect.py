@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Awaitable, TypeVar
 
 from starlette.requests import Request
@@ -16,26 +15,29 @@ class ClientGone(Exception):
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work`, cancelling it if the client disconnects first. Call after the body has been read."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_disconnect(request))
+    """Await `work` in this task, cancelling it if the client disconnects first. Call after the body was read.
+
+    One watcher task per call (no second task, no asyncio.wait): on a hang-up it cancels the task running `work`,
+    which reaches the upstream call (its connection closes) or the local generation (it stops between tokens).
+    """
+    me = asyncio.current_task()
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        if me is not None:
+            me.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
     except asyncio.CancelledError:
-        task.cancel()
+        if gone and me is not None:
+            me.uncancel()  # the cancel was ours, and is answered by ClientGone
+            raise ClientGone() from None
         raise
     finally:
         watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()  # reaches the upstream call (its connection closes) or the local generation (it stops)
-    with contextlib.suppress(BaseException):
-        await task
-    raise ClientGone()
-
-
-async def _wait_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

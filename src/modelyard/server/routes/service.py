@@ -10,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 
 from ...errors import NotFound
+from ...pipeline import scopes as sc
+from ..metrics import render as render_metrics
 from .openai import json_response
 
 router = APIRouter(include_in_schema=False)
@@ -53,6 +55,14 @@ async def readyz(request: Request) -> Response:
     ready = all(v == "ok" for v in checks.values()) and ctx.router is not None
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks,
                           "models": len(ctx.catalog)}, status=200 if ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    if not ctx.settings.metrics_public:
+        await ctx.auth.authenticate(request, sc.ADMIN_READ)
+    return Response(await render_metrics(ctx.router), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/reference")
