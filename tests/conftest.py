@@ -120,6 +120,10 @@ def upstream_models(stub_url: str) -> list[dict[str, Any]]:
         {"id": "stub-gpt", "type": "text", "aliases": ["gpt-stub"],
          "deployments": [{"name": "stub-eu", "backend": "openai", "base_url": stub_url + "/v1",
                           "api_key": "upstream-secret", "model": "stub-model", "timeout": 5, "region": "eu"}]},
+        {"id": "stub-embed", "type": "embedding",
+         "deployments": [{"backend": "openai", "base_url": stub_url + "/v1", "model": "stub-embedder"}]},
+        {"id": "stub-tts", "type": "audio", "tasks": ["speech"],  # declared, but OpenAI upstreams only proxy JSON tasks
+         "deployments": [{"backend": "openai", "base_url": stub_url + "/v1"}]},
         {"id": "stub-slow", "type": "text",
          "deployments": [{"backend": "openai", "base_url": stub_url + "/v1", "model": "stub-model", "timeout": 0.5}]},
         {"id": "stub-dead", "type": "text",

@@ -128,3 +128,17 @@ async def test_async_client_stream_and_not(server, stub):
             parts.append(chunk.choices[0].delta.content)
     assert "".join(parts) == stub.reply
     await client.close()
+
+
+def test_embeddings_pass_through_an_openai_upstream(server, stub, client):
+    resp = client.embeddings.create(model="stub-embed", input=["abc", "hello"])
+    assert [d.embedding[0] for d in resp.data] == [3.0, 5.0] and resp.model == "stub-embed"
+    assert stub.requests[-1]["model"] == "stub-embedder" and stub.requests[-1]["input"] == ["abc", "hello"]
+
+
+def test_a_task_no_deployment_can_serve_is_a_clear_400(server):
+    r = httpx.post(server.v1 + "/score", headers=server.headers(),
+                   json={"model": "stub-gpt", "text_1": "a", "text_2": "b"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "model"
+    r = httpx.post(server.v1 + "/audio/speech", headers=server.headers(), json={"model": "stub-tts", "input": "hi"})
+    assert r.status_code == 400 and "can serve speech" in r.json()["error"]["message"]

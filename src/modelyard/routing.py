@@ -73,8 +73,11 @@ class Router:
 
     def candidates(self, model: Model, region: str | None, task: Task | None = None) -> list[Deployment]:
         """Deployments to try, best first. Raises when none can serve (region, cooldown)."""
-        pool = [d for d in model.deployments if (region is None or (d.config.region or "").lower() == region)
-                and (task is None or task in self.backends[d.key].tasks)]
+        able = [d for d in model.deployments if task is None or task in self.backends[d.key].tasks]
+        if not able:
+            raise InvalidRequest(f"No deployment of model '{model.id}' can serve {task.value if task else 'this'}.",
+                                 param="model", code="unsupported_task")
+        pool = [d for d in able if region is None or (d.config.region or "").lower() == region]
         if not pool:
             raise Overloaded(f"No deployment of model '{model.id}' serves region '{region}'.", code="region_unavailable",
                              retry_after=30)

@@ -54,11 +54,24 @@ def create_stub(control: StubControl) -> Starlette:
             "usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)},
         })
 
+    async def embeddings(request: Request) -> Response:
+        body = await request.json()
+        control.requests.append(body)
+        control.headers.append(dict(request.headers))
+        failure = _failure(control.mode)
+        if failure is not None:
+            return failure
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        data = [{"object": "embedding", "index": i, "embedding": [float(len(t)), 1.0, 0.0]} for i, t in enumerate(texts)]
+        return JSONResponse({"object": "list", "data": data, "model": body["model"],
+                             "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
+
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub-model", "object": "model", "created": 0,
                                                           "owned_by": "stub"}]})
 
-    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]), Route("/v1/models", models)])
+    return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
+                             Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/v1/models", models)])
 
 
 def _failure(mode: str) -> Response | None:

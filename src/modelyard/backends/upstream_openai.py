@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 import orjson
 
@@ -13,7 +13,32 @@ from .upstream_http import HTTPUpstream, upstream_message
 
 
 class OpenAIUpstream(HTTPUpstream):
-    tasks = frozenset({Task.CHAT})
+    """Chat, and the JSON tasks OpenAI-compatible servers offer (OpenAI: embeddings, moderations; vLLM: also
+    rerank and score). Which of them a given upstream really serves is the operator's to declare in the model's
+    `type`/`tasks`; an upstream that lacks one answers 404, which surfaces as a 502."""
+
+    tasks = frozenset({Task.CHAT, Task.EMBEDDING, Task.RERANK, Task.SCORE, Task.MODERATION})
+    _JSON_TASKS = {Task.EMBEDDING: "/embeddings", Task.RERANK: "/rerank", Task.SCORE: "/score",
+                   Task.MODERATION: "/moderations", Task.PII: "/pii"}
+
+    async def _json(self, task: Task, req: Any, model: str) -> dict[str, Any]:
+        payload = req.model_dump(mode="json", exclude_unset=True)
+        payload["model"] = self.upstream_model
+        data = await self.post_json(self.base_url + self._JSON_TASKS[task], payload)
+        data["model"] = model
+        return data
+
+    async def embed(self, req: Any, model: str) -> dict[str, Any]:
+        return await self._json(Task.EMBEDDING, req, model)
+
+    async def rerank(self, req: Any, model: str) -> dict[str, Any]:
+        return await self._json(Task.RERANK, req, model)
+
+    async def score(self, req: Any, model: str) -> dict[str, Any]:
+        return await self._json(Task.SCORE, req, model)
+
+    async def moderate(self, req: Any, model: str) -> dict[str, Any]:
+        return await self._json(Task.MODERATION, req, model)
 
     def _body(self, req: ChatRequest) -> bytes:
         # the client's own JSON, unknown fields and all; only `model` changes (a plain dict round trip is several
