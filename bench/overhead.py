@@ -129,9 +129,9 @@ def main() -> int:
                    f"        base_url: http://127.0.0.1:{stub_port}/v1\n        model: bench-model\n"
                    f"        max_concurrency: 256\n")
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
+    log = open(os.environ.get("MODELYARD_BENCH_LOG", os.devnull), "w")
     gateway = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
-                                "--config", str(cfg), "--data-dir", data], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                "--config", str(cfg), "--data-dir", data], env=env, stdout=log, stderr=log)
     procs.append(gateway)
     try:
         wait_port(stub_port)

@@ -7,26 +7,25 @@ import contextlib
 import logging
 from typing import Any, AsyncIterator
 
-import aiohttp
 import orjson
 
 from ..catalog import Deployment
 from ..errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
 from ..protocols.sse import SSEDecoder
 from .base import BaseBackend
+from .transport import Pool, Response, TransportError
 
 log = logging.getLogger(__name__)
 
 
-def shared_session(shared: dict, base_url: str, *, limit: int) -> aiohttp.ClientSession:
+def shared_pool(shared: dict, base_url: str, *, limit: int) -> Pool:
     """One connection pool per upstream base URL, however many deployments point at it."""
-    key = ("aiohttp", base_url)
-    session = shared.get(key)
-    if session is None or session.closed:
-        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=limit, keepalive_timeout=60, ttl_dns_cache=300)
-        session = aiohttp.ClientSession(connector=connector, auto_decompress=True)
-        shared[key] = session
-    return session
+    key = ("pool", base_url)
+    pool = shared.get(key)
+    if pool is None or pool.closed:
+        pool = Pool(base_url, limit=limit)
+        shared[key] = pool
+    return pool
 
 
 def upstream_message(body: bytes) -> tuple[str, str | None]:
@@ -77,46 +76,54 @@ class HTTPUpstream(BaseBackend):
         self.name = deployment.key
         self.base_url = cfg.base_url.rstrip("/")
         self.upstream_model = cfg.model or deployment.model_id
-        self._session = shared_session(shared, self.base_url, limit=max(cfg.max_concurrency, 8))
-        self._headers = {"Content-Type": "application/json", **self.auth_headers(cfg.api_key), **cfg.headers}
-        self._timeout = aiohttp.ClientTimeout(total=cfg.timeout, sock_connect=cfg.connect_timeout)
-        self._stream_timeout = aiohttp.ClientTimeout(total=None, sock_connect=cfg.connect_timeout, sock_read=cfg.timeout)
+        self._pool = shared_pool(shared, self.base_url, limit=max(cfg.max_concurrency, 8))
+        self._headers = {"Content-Type": "application/json", "Accept": "*/*", **self.auth_headers(cfg.api_key),
+                         **cfg.headers}
+        self._timeout = cfg.timeout
+        self._connect_timeout = cfg.connect_timeout
         self._first_byte = cfg.first_byte_timeout
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     @contextlib.asynccontextmanager
-    async def _post(self, url: str, body: bytes, *, stream: bool) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST; connection errors and timeouts become UpstreamError, HTTP errors the mapped error."""
-        cm = self._session.post(url, data=body, headers=self._headers,
-                                timeout=self._stream_timeout if stream else self._timeout)
+    async def _post(self, url: str, body: bytes, *, stream: bool) -> AsyncIterator[Response]:
+        """POST; connection failures and timeouts become UpstreamError, HTTP errors the mapped error."""
+        path = url[len(self.base_url):]
         limit = asyncio.timeout(self._first_byte)
         try:
-            try:
-                async with limit:
-                    resp = await cm.__aenter__()
-            except TimeoutError as exc:
-                if limit.expired():
-                    raise UpstreamError(f"Upstream {self.name} sent nothing within {self._first_byte:g} s.",
-                                        code="upstream_timeout") from exc
-                raise
-            try:
-                if resp.status != 200:
-                    raise map_upstream_status(resp.status, await resp.read(), resp.headers, self.name)
-                if stream and "event-stream" not in resp.headers.get("content-type", ""):
-                    raise UpstreamError(f"Upstream {self.name} answered a stream request with "
-                                        f"'{resp.headers.get('content-type', 'no content type')}', not server-sent events.")
-                yield resp
-            finally:
-                resp.release()
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"Upstream {self.name} failed: {type(exc).__name__} {exc}".strip()) from exc
+            async with limit:
+                resp = await self._pool.post(path, body, self._headers, connect_timeout=self._connect_timeout)
+        except TimeoutError as exc:
+            raise UpstreamError(f"Upstream {self.name} sent nothing within {self._first_byte:g} s.",
+                                code="upstream_timeout") from exc
+        except TransportError as exc:
+            raise UpstreamError(f"Upstream {self.name} failed: {exc}") from exc
+        try:
+            if resp.status != 200:
+                raise map_upstream_status(resp.status, await self._read(resp), resp.headers, self.name)
+            if stream and "event-stream" not in resp.headers.get("content-type", ""):
+                raise UpstreamError(f"Upstream {self.name} answered a stream request with "
+                                    f"'{resp.headers.get('content-type', 'no content type')}', not server-sent events.")
+            yield resp
+        finally:
+            resp.release()
+
+    async def _read(self, resp: Response) -> bytes:
+        try:
+            return await resp.read()
+        except TransportError as exc:
+            raise UpstreamError(f"Upstream {self.name} failed: {exc}") from exc
 
     async def post_json(self, url: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
-        async with self._post(url, body, stream=False) as resp:
-            raw = await resp.read()
+        try:
+            async with asyncio.timeout(self._timeout):
+                async with self._post(url, body, stream=False) as resp:
+                    raw = await self._read(resp)
+        except TimeoutError as exc:
+            raise UpstreamError(f"Upstream {self.name} did not answer within {self._timeout:g} s.",
+                                code="upstream_timeout") from exc
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -132,11 +139,11 @@ class HTTPUpstream(BaseBackend):
         try:
             async with self._post(url, body, stream=True) as resp:
                 decoder = SSEDecoder()
-                async for piece in resp.content.iter_any():
+                async for piece in resp.iter_any(idle_timeout=self._timeout):
                     for event in decoder.feed(piece):
                         seen = True
                         yield event
-        except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-            raise UpstreamError(f"Upstream {self.name} failed mid-stream: {type(exc).__name__} {exc}".strip()) from exc
+        except TransportError as exc:
+            raise UpstreamError(f"Upstream {self.name} failed mid-stream: {exc}") from exc
         if not seen:
             raise UpstreamError(f"Upstream {self.name} closed the stream without sending anything.")

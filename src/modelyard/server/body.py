@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from ..errors import InvalidRequest, PayloadTooLarge
+from .disconnect import ClientGone
 from ..protocols.openai import describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
@@ -19,11 +20,14 @@ async def read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"Request body is larger than the {limit} byte limit.")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"Request body is larger than the {limit} byte limit.")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"Request body is larger than the {limit} byte limit.")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientGone() from None  # hung up while sending: nobody to answer
     return b"".join(chunks)
 
 
