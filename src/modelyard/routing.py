@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from .backends import BaseBackend, create_backend
 from .backends.base import METHOD_FOR_TASK, ChatChunk
@@ -16,6 +16,7 @@ from .errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, Ups
 from .types import ChatRequest, ModelState, Task
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Failures that say "this deployment, now" rather than "this request": another deployment may well succeed.
 RETRYABLE = (UpstreamError, Overloaded, RateLimited)
@@ -130,8 +131,13 @@ class Router:
 
     # ---------------------------------------------------------------- calling
 
-    async def run(self, model: Model, task: Task, req: Any, region: str | None = None) -> tuple[Any, Deployment]:
-        """Call the backend method serving `task`; returns the result and the deployment that served it."""
+    async def _first_success(self, model: Model, task: Task, region: str | None,
+                             attempt: Callable[[Deployment, str, DeploymentStats, float], Awaitable[T]]
+                             ) -> tuple[T, Deployment]:
+        """Try `model`'s deployments, then its fallbacks', until `attempt` succeeds on one.
+
+        A retryable failure moves on to the next deployment; any other failure is raised at once.
+        """
         last: ModelyardError | None = None
         for target in self._chain(model, task):
             try:
@@ -142,18 +148,24 @@ class Router:
             for d in deployments:
                 stats, started = self._begin(d)
                 try:
-                    result = await getattr(self.backends[d.key], METHOD_FOR_TASK[task])(req, target.id)
+                    return await attempt(d, target.id, stats, started), d
                 except BaseException as exc:
                     self._failed(d, stats, exc)
                     if not isinstance(exc, RETRYABLE):
                         raise
                     log.info("%s failed on %s, trying the next deployment: %s", task.value, d.key, exc)
                     last = exc
-                    continue
-                self._succeeded(stats, started)
-                return result, d
         assert last is not None
         raise last
+
+    async def run(self, model: Model, task: Task, req: Any, region: str | None = None) -> tuple[Any, Deployment]:
+        """Call the backend method serving `task`; returns the result and the deployment that served it."""
+        async def call(d: Deployment, model_id: str, stats: DeploymentStats, started: float) -> Any:
+            result = await getattr(self.backends[d.key], METHOD_FOR_TASK[task])(req, model_id)
+            self._succeeded(stats, started)
+            return result
+
+        return await self._first_success(model, task, region, call)
 
     async def chat(self, model: Model, req: ChatRequest, region: str | None = None) -> tuple[Any, Deployment]:
         return await self.run(model, Task.CHAT, req, region)
@@ -161,30 +173,20 @@ class Router:
     async def open_stream(self, model: Model, req: ChatRequest, region: str | None = None
                           ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk], Deployment]:
         """Start a chat stream: deployments are tried until one yields its first chunk, then it is committed."""
-        last: ModelyardError | None = None
-        for target in self._chain(model, Task.CHAT):
+        async def start(d: Deployment, model_id: str, stats: DeploymentStats, started: float
+                        ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk]]:
+            stream = self.backends[d.key].chat_stream(req, model_id)
             try:
-                deployments = self.candidates(target, region, Task.CHAT)
-            except Overloaded as exc:
-                last = exc
-                continue
-            for d in deployments:
-                stats, started = self._begin(d)
-                stream = self.backends[d.key].chat_stream(req, target.id)
-                try:
-                    first = await stream.__anext__()
-                except StopAsyncIteration:
-                    first = None
-                except BaseException as exc:
-                    self._failed(d, stats, exc)
-                    await _aclose(stream)
-                    if not isinstance(exc, RETRYABLE):
-                        raise
-                    last = exc
-                    continue
-                return first, self._committed(d, stats, started, stream), d
-        assert last is not None
-        raise last
+                first = await stream.__anext__()
+            except StopAsyncIteration:
+                first = None
+            except BaseException:
+                await _aclose(stream)
+                raise
+            return first, self._committed(d, stats, started, stream)
+
+        (first, stream), deployment = await self._first_success(model, Task.CHAT, region, start)
+        return first, stream, deployment
 
     async def _committed(self, d: Deployment, stats: DeploymentStats, started: float,
                          stream: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
@@ -248,11 +250,7 @@ class Router:
     # ---------------------------------------------------------------- state
 
     async def model_state(self, model: Model) -> ModelState:
-        states = [await self.backends[d.key].status() for d in model.deployments]
-        for s in (ModelState.ONLINE, ModelState.WARMING, ModelState.STANDBY):
-            if s in states:
-                return s
-        return ModelState.OFFLINE
+        return best_state([await self.backends[d.key].status() for d in model.deployments])
 
     async def unload_idle(self) -> None:
         now = time.monotonic()
@@ -280,6 +278,14 @@ class Router:
             close = getattr(resource, "close", None)
             if close is not None:
                 await close()
+
+
+def best_state(states: list[ModelState]) -> ModelState:
+    """A model is as available as its most available deployment."""
+    for state in (ModelState.ONLINE, ModelState.WARMING, ModelState.STANDBY):
+        if state in states:
+            return state
+    return ModelState.OFFLINE
 
 
 async def _aclose(stream: AsyncIterator[Any]) -> None:

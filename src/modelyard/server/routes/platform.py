@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from ...pipeline import scopes as sc
+from ...routing import best_state
 from ...types import ModelState, Task
 from .openai import json_response
 
@@ -16,14 +17,15 @@ router = APIRouter(tags=["Platform"])
 
 
 async def _status_entry(ctx: Any, model: Any) -> dict[str, Any]:
-    deployments = []
+    deployments, states = [], []
     for d in model.deployments:
         backend = ctx.router.backends[d.key]
         stats = ctx.router.stats[d.key]
+        states.append(await backend.status())
         deployments.append({"name": d.name, "backend": d.config.backend, "region": d.config.region,
-                            "status": (await backend.status()).value, "in_flight": stats.in_flight,
+                            "status": states[-1].value, "in_flight": stats.in_flight,
                             "successes": stats.successes, "failures": stats.failures, **backend.describe()})
-    state = await ctx.router.model_state(model)
+    state = best_state(states)
     return {"model_id": model.id, "type": model.type, "status": state.value, "enabled": state != ModelState.OFFLINE,
             "tasks": sorted(t.value for t in model.tasks), "aliases": list(model.aliases),
             "description": model.description, "deployments": deployments}
