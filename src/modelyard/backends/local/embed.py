@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import base64
-import importlib.util
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,11 +14,7 @@ from ...protocols import openai as oa
 from ...types import Task
 from ...types_media import EmbeddingRequest, RerankRequest, ScoreRequest
 from .batching import DynamicBatcher
-from .runtime import LocalRuntime
-
-
-def st_available() -> bool:
-    return importlib.util.find_spec("sentence_transformers") is not None
+from .runtime import LocalRuntime, installed
 
 
 def _quiet_offline() -> None:
@@ -51,17 +45,12 @@ def _score_response(model: str, scores: list[float], tokens: int) -> dict[str, A
 
 
 class _STBase(LocalRuntime):
-    def __init__(self, deployment: Deployment) -> None:
-        self.path = Path(deployment.config.path) if deployment.config.path else None
-        super().__init__(deployment)
-
-    def available(self) -> bool:
-        return st_available() and self.path is not None and self.path.exists()
-
-    def unavailable_reason(self) -> str:
-        if not st_available():
+    def missing(self) -> str | None:
+        if not installed("sentence_transformers"):
             return "sentence-transformers is not installed (pip install 'modelyard[local]')"
-        return f"model folder not found at {self.path}"
+        if self.path is None or not self.path.exists():
+            return f"model folder not found at {self.path}"
+        return None
 
     def _count_tokens(self, model: Any, texts: list[str]) -> list[int]:
         enc = model.tokenizer(texts, add_special_tokens=True, truncation=True)

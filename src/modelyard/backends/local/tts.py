@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import re
 import shutil
 from pathlib import Path
@@ -16,7 +15,7 @@ from ...errors import InvalidRequest, UpstreamError
 from ...types import ModelState, Task
 from ...types_media import AudioResult, SpeechRequest
 from . import audio
-from .runtime import LocalRuntime
+from .runtime import LocalRuntime, installed
 
 # OpenAI SDK users send these; they mean "the default voice" on engines that have other names.
 OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer",
@@ -38,17 +37,15 @@ class PiperBackend(LocalRuntime):
     tasks = frozenset({Task.SPEECH})
 
     def __init__(self, deployment: Deployment) -> None:
-        self.path = Path(deployment.config.path) if deployment.config.path else None
         super().__init__(deployment)
         self.voice_name = str(deployment.config.options.get("voice") or (self.path.name.split(".")[0] if self.path else "default"))
 
-    def available(self) -> bool:
-        return importlib.util.find_spec("piper") is not None and self.path is not None and self.path.is_file()
-
-    def unavailable_reason(self) -> str:
-        if importlib.util.find_spec("piper") is None:
+    def missing(self) -> str | None:
+        if not installed("piper"):
             return "piper-tts is not installed (pip install 'modelyard[piper]'; it is GPL-3.0)"
-        return f"Piper voice not found at {self.path}"
+        if self.path is None or not self.path.is_file():
+            return f"Piper voice not found at {self.path}"
+        return None
 
     def _load(self) -> Any:
         from piper import PiperVoice
@@ -93,10 +90,9 @@ class EspeakBackend(LocalRuntime):
         self.default_voice = str(deployment.config.options.get("voice", self.DEFAULT_VOICE))
         self._voices: list[str] | None = None
 
-    def available(self) -> bool:
-        return bool(self.binary) and Path(self.binary).exists()  # type: ignore[arg-type]
-
-    def unavailable_reason(self) -> str:
+    def missing(self) -> str | None:
+        if self.binary and Path(self.binary).exists():
+            return None
         return "the espeak-ng program is not installed (apt-get install espeak-ng)"
 
     def _load(self) -> list[str]:
