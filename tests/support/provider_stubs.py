@@ -20,6 +20,16 @@ class ProviderControl:
     paths: list[str] = field(default_factory=list)
 
 
+async def _record(request: Request) -> tuple[ProviderControl, dict[str, Any]]:
+    """Keep what the gateway sent, for the tests to inspect."""
+    control: ProviderControl = request.app.state.control
+    body = await request.json()
+    control.requests.append(body)
+    control.headers.append(dict(request.headers))
+    control.paths.append(request.url.path + ("?" + request.url.query if request.url.query else ""))
+    return control, body
+
+
 def _sse(events: list[tuple[str | None, dict[str, Any]]]):
     async def gen():
         for name, data in events:
@@ -54,11 +64,7 @@ def _anthropic_error(mode: str) -> Response | None:
 
 
 async def anthropic_messages(request: Request) -> Response:
-    control: ProviderControl = request.app.state.control
-    body = await request.json()
-    control.requests.append(body)
-    control.headers.append(dict(request.headers))
-    control.paths.append(request.url.path)
+    control, body = await _record(request)
     failure = _anthropic_error(control.mode)
     if failure is not None:
         return failure
@@ -118,11 +124,7 @@ def _gemini_error(mode: str) -> Response | None:
 
 
 async def gemini_generate(request: Request) -> Response:
-    control: ProviderControl = request.app.state.control
-    body = await request.json()
-    control.requests.append(body)
-    control.headers.append(dict(request.headers))
-    control.paths.append(request.url.path + ("?" + request.url.query if request.url.query else ""))
+    control, body = await _record(request)
     failure = _gemini_error(control.mode)
     if failure is not None:
         return failure
