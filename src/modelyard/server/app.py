@@ -19,6 +19,7 @@ from ..config import Settings, load_settings
 from ..media import MediaStore
 from ..errors import ModelyardError
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
+from ..pipeline.gate import Gate
 from ..routing import Router
 from ..workers import WorkerAgent, WorkerRegistry
 from ..store.db import Store
@@ -42,6 +43,7 @@ class AppContext:
     store: Store
     auth: Authenticator
     media: MediaStore
+    gate: Gate
     router: Router | None = None
     workers: WorkerRegistry | None = None
 
@@ -56,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth: Any = StaticKeyAuthenticator(serving_key)
     else:
         auth = Authenticator(store, ttl=settings.auth_cache_ttl)
-    ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth,
+    ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=Gate(settings, store),
                      media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
 
     @contextlib.asynccontextmanager
@@ -66,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # after the loop starts: pooled HTTP clients bind to it
         ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         await ctx.router.preload()
+        await ctx.gate.start()
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         agent = None
         if settings.worker is not None:
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if agent is not None:
                 await agent.sign_off()
             await ctx.auth.flush_usage()
+            await ctx.gate.aclose()
             await ctx.router.aclose()
             await store.aclose()
 

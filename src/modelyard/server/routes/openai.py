@@ -14,6 +14,7 @@ from ...backends.base import ChatChunk
 from ...catalog import Deployment, Model
 from ...errors import InternalError, ModelyardError
 from ...pipeline import scopes as sc
+from ...pipeline.gate import Ticket
 from ...pipeline.regions import region_for
 from ...protocols import openai as oa
 from ...protocols.sse import DONE, encode_data
@@ -57,31 +58,42 @@ async def get_model(request: Request, model: str) -> Response:
 @router.post("/chat/completions", summary="Create a chat completion", openapi_extra=json_body(ChatRequest))
 async def chat_completions(request: Request) -> Response:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
     req = await parse_json(request, ChatRequest)
     model = ctx.router.resolve(req.model, Task.CHAT)
     region = region_for(request, ctx.settings.region_hosts)
+    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat")
+    try:
+        if not req.stream:
+            resp, deployment = await unless_disconnected(request, ctx.router.chat(model, req, region))
+        else:
+            # The router pulls the first chunk before we answer: failures to start keep their HTTP status, and may
+            # move to another deployment; after that first chunk the stream is committed.
+            first, stream, deployment = await ctx.router.open_stream(model, req, region)
+    except BaseException:
+        ticket.fail()
+        raise
     if not req.stream:
-        resp, deployment = await unless_disconnected(request, ctx.router.chat(model, req, region))
-        return json_response(resp, headers=served_by(deployment))
-    # The router pulls the first chunk before we answer: failures to start keep their HTTP status, and may move
-    # to another deployment; after that first chunk the stream is committed.
-    first, stream, deployment = await ctx.router.open_stream(model, req, region)
-    return StreamingResponse(_sse(first, stream), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **served_by(deployment)})
+        ticket.settle(None, deployment)
+        return json_response(resp, headers={**served_by(deployment), **ticket.headers})
+    return StreamingResponse(_sse(first, stream, ticket, deployment), media_type="text/event-stream",
+                             headers={**SSE_HEADERS, **served_by(deployment), **ticket.headers})
 
 
 def served_by(deployment: Deployment) -> dict[str, str]:
     return {"X-Modelyard-Model": deployment.model_id, "X-Modelyard-Deployment": deployment.name}
 
 
-async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk]) -> AsyncIterator[bytes]:
+async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket: Ticket,
+               deployment: Deployment) -> AsyncIterator[bytes]:
     """Relay chunks as they come; an error after the first byte goes out as a final error event."""
+    ok = False
     try:
         if first is not None:
             yield encode_data(first)
             async for chunk in stream:
                 yield encode_data(chunk)
+        ok = True
         yield DONE
     except ModelyardError as exc:
         yield encode_data(oa.error_body(exc))
@@ -89,4 +101,8 @@ async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk]) -> Asy
         log.exception("stream failed")
         yield encode_data(oa.error_body(InternalError("The stream failed on the server.")))
     finally:
+        if ok:
+            ticket.settle(None, deployment)
+        else:
+            ticket.fail()
         await stream.aclose()  # type: ignore[attr-defined]

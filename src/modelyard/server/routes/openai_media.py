@@ -26,11 +26,15 @@ from .openai import json_response, served_by
 
 router = APIRouter(tags=["OpenAI"])
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+# The rate-limit kind each task counts against (plans limit e.g. images per minute separately from chat).
+KIND_OF_TASK = {Task.TEXT_TO_IMAGE: "images", Task.IMAGE_TO_IMAGE: "images", Task.TEXT_TO_VIDEO: "videos",
+                Task.IMAGE_TO_VIDEO: "videos", Task.SPEECH: "audio", Task.TRANSCRIPTION: "audio",
+                Task.TRANSLATION: "audio", Task.EMBEDDING: "embeddings"}
 
 
 async def _authorized(request: Request) -> Any:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_WRITE)
+    request.state.principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
     return ctx
 
 
@@ -46,8 +50,14 @@ def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
 async def _run(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> tuple[Any, dict[str, str]]:
     model = _model_for(ctx, name, task)
     region = region_for(request, ctx.settings.region_hosts)
-    result, deployment = await unless_disconnected(request, ctx.router.run(model, task, req, region))
-    return result, served_by(deployment)
+    ticket = await ctx.gate.admit(request.state.principal, model, task, kind=KIND_OF_TASK.get(task))
+    try:
+        result, deployment = await unless_disconnected(request, ctx.router.run(model, task, req, region))
+    except BaseException:
+        ticket.fail()
+        raise
+    ticket.settle(None, deployment)
+    return result, {**served_by(deployment), **ticket.headers}
 
 
 def _base_url(request: Request) -> str:
