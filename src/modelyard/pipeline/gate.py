@@ -14,7 +14,10 @@ Routes of every dialect use it the same way, so limits, prices and usage apply a
 
 `admit` raises (403 plan / banned, 429 limit with Retry-After, 402 insufficient balance, 400 content filter);
 `settle`/`fail` are synchronous and cheap: they queue work for a background flush, so the hot path does no DB I/O.
-A job submission passes `job=True` (the `job` rate-limit class); the job runner settles when the job finishes.
+
+Jobs outlive the request (and may finish on another machine): a job submission passes `job=True` (the `job`
+rate-limit class), stores `ticket.hold()` (JSON) in the job row instead of settling, and whichever runner finishes
+the job calls `await gate.settle_hold(hold, units, ok=...)` - charged on success, refunded on failure or cancel.
 """
 
 from __future__ import annotations
@@ -60,6 +63,12 @@ class Ticket:
     def fail(self, status: int = 502) -> None:
         self.closed = True
 
+    def hold(self) -> dict[str, Any]:
+        """The reservation as JSON, to settle later from a job runner (see `Gate.settle_hold`)."""
+        self.closed = True
+        return {"org_id": self.principal.org_id, "token_id": self.principal.token_id, "model_id": self.model_id,
+                "task": self.task.value, "reserved_micros": 0}
+
 
 class Gate:
     """Pass-through gate: admits every call. Plans, limits, prices and wallets replace this (issue #5)."""
@@ -72,6 +81,10 @@ class Gate:
                     kind: str | None = None, job: bool = False, text: str | None = None) -> Ticket:
         """`text` is what the content filter inspects (prompt text), when the caller has it at hand."""
         return Ticket(principal=principal, model_id=getattr(model, "id", str(model)), task=task)
+
+    async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
+                          deployment: Any = None) -> None:
+        """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise."""
 
     async def start(self) -> None:
         """Begin background flushing (called from the app's lifespan)."""
