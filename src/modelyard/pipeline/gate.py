@@ -44,6 +44,7 @@ class Units:
     characters: int = 0
     audio_seconds: float = 0.0
     requests: int = 1
+    mode: str | None = None  # a studio mode (t2i, i2v_pro, ...): priced from the studio table, not the model's
 
 
 @dataclass(slots=True)
