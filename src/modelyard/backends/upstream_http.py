@@ -132,18 +132,27 @@ class HTTPUpstream(BaseBackend):
             raise UpstreamError(f"Upstream {self.name} returned an unexpected body.")
         return data
 
-    async def post_events(self, url: str, payload: dict[str, Any] | bytes) -> AsyncIterator[tuple[str | None, bytes]]:
-        """Server-sent events of a streaming POST, as (event, data) pairs, relayed as they arrive."""
+    async def post_stream(self, url: str, payload: dict[str, Any] | bytes) -> AsyncIterator[bytes]:
+        """The body of a streaming POST, piece by piece as it arrives (at least one piece, or UpstreamError)."""
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         seen = False
         try:
             async with self._post(url, body, stream=True) as resp:
-                decoder = SSEDecoder()
                 async for piece in resp.iter_any(idle_timeout=self._timeout):
-                    for event in decoder.feed(piece):
-                        seen = True
-                        yield event
+                    seen = True
+                    yield piece
         except TransportError as exc:
             raise UpstreamError(f"Upstream {self.name} failed mid-stream: {exc}") from exc
         if not seen:
             raise UpstreamError(f"Upstream {self.name} closed the stream without sending anything.")
+
+    async def post_events(self, url: str, payload: dict[str, Any] | bytes) -> AsyncIterator[tuple[str | None, bytes]]:
+        """Server-sent events of a streaming POST, as (event, data) pairs, relayed as they arrive."""
+        decoder = SSEDecoder()
+        seen = False
+        async for piece in self.post_stream(url, payload):
+            for event in decoder.feed(piece):
+                seen = True
+                yield event
+        if not seen:
+            raise UpstreamError(f"Upstream {self.name} closed the stream without sending an event.")

@@ -7,7 +7,8 @@ from typing import Any, AsyncIterator
 import orjson
 
 from ..errors import UpstreamError
-from ..types import ChatRequest, ChatResponse, RawJSON, Task
+from ..protocols.sse import SSEBlocks, SSEDecoder
+from ..types import ChatRequest, ChatResponse, RawJSON, RawSSE, Task
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream, upstream_message
 
@@ -56,15 +57,73 @@ class OpenAIUpstream(HTTPUpstream):
 
     async def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
         # chunks are relayed as the upstream's own bytes; only the model name is swapped, without a re-parse
-        rename = self.upstream_model != model
-        old_a = orjson.dumps({"model": self.upstream_model})[1:-1]
-        old_b = old_a.replace(b'":"', b'": "', 1)
-        new = orjson.dumps({"model": model})[1:-1]
-        async for _event, data in self.post_events(self.base_url + "/chat/completions", self._body(req)):
-            if data == b"[DONE]":
+        rename = self._renamer(model)
+        url, body = self.base_url + "/chat/completions", self._body(req)
+        if req._relay_sse:
+            async for block in self._relay_blocks(url, body, rename):
+                yield block
+            return
+        async for _event, data in self.post_events(url, body):
+            chunk = self._event(data, rename)
+            if chunk is None:
                 return
-            if data.startswith(b'{"error"'):
-                raise UpstreamError(f"Upstream {self.name} failed mid-stream: {upstream_message(data)[0]}")
-            if rename:
-                data = data.replace(old_a, new, 1).replace(old_b, new, 1)
-            yield RawJSON(data)
+            yield chunk
+
+    def _renamer(self, model: str) -> tuple[bytes, bytes, bytes] | None:
+        if self.upstream_model == model:
+            return None
+        old_a = orjson.dumps({"model": self.upstream_model})[1:-1]
+        return old_a, old_a.replace(b'":"', b'": "', 1), orjson.dumps({"model": model})[1:-1]
+
+    def _event(self, data: bytes, rename: tuple[bytes, bytes, bytes] | None) -> RawJSON | None:
+        """One event's data as a chunk; None at [DONE]; an error event raises."""
+        if data == b"[DONE]":
+            return None
+        if data.startswith(b'{"error"'):
+            raise UpstreamError(f"Upstream {self.name} failed mid-stream: {upstream_message(data)[0]}")
+        if rename:
+            data = data.replace(rename[0], rename[2], 1).replace(rename[1], rename[2], 1)
+        return RawJSON(data)
+
+    async def _relay_blocks(self, url: str, body: bytes, rename: tuple[bytes, bytes, bytes] | None
+                            ) -> AsyncIterator[ChatChunk]:
+        """Whole events as they arrived, renamed in bulk: one write per upstream read, not one per event.
+
+        A block holding [DONE] or an error event is taken apart event by event, so the stream ends (or fails)
+        exactly where it would on the per-event path.
+        """
+        blocks = SSEBlocks()
+        sent = False
+        async for piece in self.post_stream(url, body):
+            block = blocks.feed(piece)
+            if not block:
+                continue
+            sent = True
+            done = _done_at(block)
+            if done >= 0:  # the usual last block: events, then [DONE]
+                if done and b'{"error"' not in block:
+                    yield RawSSE(_renamed(block[:done], rename))
+                    return
+            if done >= 0 or b'{"error"' in block:
+                for _event, data in SSEDecoder().feed(block):
+                    chunk = self._event(data, rename)
+                    if chunk is None:
+                        return
+                    yield chunk
+                continue
+            yield RawSSE(_renamed(block, rename))
+        if not sent:
+            raise UpstreamError(f"Upstream {self.name} closed the stream without sending a whole event.")
+
+
+def _renamed(block: bytes, rename: tuple[bytes, bytes, bytes] | None) -> bytes:
+    return block.replace(rename[0], rename[2]).replace(rename[1], rename[2]) if rename else block
+
+
+def _done_at(block: bytes) -> int:
+    """Where the `data: [DONE]` event starts in a block of whole events, or -1."""
+    at = block.find(b"[DONE]")
+    if at < 0:
+        return -1
+    start = block.rfind(b"\n\n", 0, at) + 2 if block.rfind(b"\n\n", 0, at) >= 0 else 0
+    return start if block[start:at].rstrip() == b"data:" else -1
