@@ -66,12 +66,22 @@ def create_stub(control: StubControl) -> Starlette:
         return JSONResponse({"object": "list", "data": data, "model": body["model"],
                              "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
 
+    async def speech(request: Request) -> Response:
+        body = await request.json()
+        control.requests.append(body)
+        failure = _failure(control.mode)
+        if failure is not None:
+            return failure
+        # a WAV header and the text as "samples": enough to see the bytes travel untouched
+        return Response(b"RIFF\x00\x00\x00\x00WAVE" + body["input"].encode(), media_type="audio/wav")
+
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub-model", "object": "model", "created": 0,
                                                           "owned_by": "stub"}]})
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
-                             Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/v1/models", models)])
+                             Route("/v1/embeddings", embeddings, methods=["POST"]),
+                             Route("/v1/audio/speech", speech, methods=["POST"]), Route("/v1/models", models)])
 
 
 def _failure(mode: str) -> Response | None:

@@ -87,13 +87,15 @@ class HTTPUpstream(BaseBackend):
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     @contextlib.asynccontextmanager
-    async def _post(self, url: str, body: bytes, *, stream: bool) -> AsyncIterator[Response]:
+    async def _post(self, url: str, body: bytes, *, stream: bool, content_type: str | None = None
+                    ) -> AsyncIterator[Response]:
         """POST; connection failures and timeouts become UpstreamError, HTTP errors the mapped error."""
         path = url[len(self.base_url):]
+        headers = self._headers if content_type is None else {**self._headers, "Content-Type": content_type}
         limit = asyncio.timeout(self._first_byte)
         try:
             async with limit:
-                resp = await self._pool.post(path, body, self._headers, connect_timeout=self._connect_timeout)
+                resp = await self._pool.post(path, body, headers, connect_timeout=self._connect_timeout)
         except TimeoutError as exc:
             raise UpstreamError(f"Upstream {self.name} sent nothing within {self._first_byte:g} s.",
                                 code="upstream_timeout") from exc
@@ -115,15 +117,20 @@ class HTTPUpstream(BaseBackend):
         except TransportError as exc:
             raise UpstreamError(f"Upstream {self.name} failed: {exc}") from exc
 
-    async def post_json(self, url: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
-        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    async def post_body(self, url: str, body: bytes, content_type: str | None = None) -> tuple[bytes, str]:
+        """POST and read the whole answer: (body, its content type)."""
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._post(url, body, stream=False) as resp:
-                    raw = await self._read(resp)
+                async with self._post(url, body, stream=False, content_type=content_type) as resp:
+                    return await self._read(resp), resp.headers.get("content-type", "application/octet-stream")
         except TimeoutError as exc:
             raise UpstreamError(f"Upstream {self.name} did not answer within {self._timeout:g} s.",
                                 code="upstream_timeout") from exc
+
+    async def post_json(self, url: str, payload: dict[str, Any] | bytes, content_type: str | None = None
+                        ) -> dict[str, Any]:
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        raw, _ = await self.post_body(url, body, content_type)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:

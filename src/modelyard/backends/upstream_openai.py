@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import secrets
 from typing import Any, AsyncIterator
 
 import orjson
@@ -9,6 +12,7 @@ import orjson
 from ..errors import UpstreamError
 from ..protocols.sse import SSEBlocks, SSEDecoder
 from ..types import ChatRequest, ChatResponse, RawJSON, RawSSE, Task
+from ..types_media import AudioInput, AudioResult, ImageEdit, ImageResult
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream, upstream_message
 
@@ -18,7 +22,8 @@ class OpenAIUpstream(HTTPUpstream):
     rerank and score). Which of them a given upstream really serves is the operator's to declare in the model's
     `type`/`tasks`; an upstream that lacks one answers 404, which surfaces as a 502."""
 
-    tasks = frozenset({Task.CHAT, Task.EMBEDDING, Task.RERANK, Task.SCORE, Task.MODERATION})
+    tasks = frozenset({Task.CHAT, Task.EMBEDDING, Task.RERANK, Task.SCORE, Task.MODERATION, Task.SPEECH,
+                       Task.TRANSCRIPTION, Task.TRANSLATION, Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE})
     _JSON_TASKS = {Task.EMBEDDING: "/embeddings", Task.RERANK: "/rerank", Task.SCORE: "/score",
                    Task.MODERATION: "/moderations", Task.PII: "/pii"}
 
@@ -40,6 +45,48 @@ class OpenAIUpstream(HTTPUpstream):
 
     async def moderate(self, req: Any, model: str) -> dict[str, Any]:
         return await self._json(Task.MODERATION, req, model)
+
+    # ---------------------------------------------------------------- media, as OpenAI's API carries it
+
+    async def speech(self, req: Any, model: str) -> AudioResult:
+        payload = req.model_dump(mode="json", exclude_unset=True)
+        payload["model"] = self.upstream_model
+        data, content_type = await self.post_body(self.base_url + "/audio/speech", orjson.dumps(payload))
+        return AudioResult(data=data, content_type=content_type)
+
+    async def transcribe(self, req: AudioInput, model: str) -> dict[str, Any]:
+        return await self._audio("/audio/transcriptions", req)
+
+    async def translate(self, req: AudioInput, model: str) -> dict[str, Any]:
+        return await self._audio("/audio/translations", req)
+
+    async def _audio(self, path: str, req: AudioInput) -> dict[str, Any]:
+        # verbose_json carries everything the route renders (text, srt, vtt, segments, words)
+        fields: list[tuple[str, str]] = [("model", self.upstream_model), ("response_format", "verbose_json"),
+                                         ("temperature", str(req.temperature))]
+        fields += [("timestamp_granularities[]", g) for g in req.timestamp_granularities]
+        if req.language and path.endswith("transcriptions"):
+            fields.append(("language", req.language))
+        if req.prompt:
+            fields.append(("prompt", req.prompt))
+        body, content_type = multipart(fields, [("file", req.filename or "audio", req.data)])
+        data = await self.post_json(self.base_url + path, body, content_type)
+        data.setdefault("segments", [{"start": 0.0, "end": float(data.get("duration") or 0), "text": data.get("text", "")}])
+        return data
+
+    async def generate_image(self, req: Any, model: str) -> ImageResult:
+        payload = req.model_dump(mode="json", exclude_unset=True)
+        payload.update(model=self.upstream_model, response_format="b64_json")
+        return _images(await self.post_json(self.base_url + "/images/generations", payload), self.name)
+
+    async def edit_image(self, req: ImageEdit, model: str) -> ImageResult:
+        fields = [("model", self.upstream_model), ("prompt", req.prompt), ("n", str(req.n)), ("size", req.size),
+                  ("response_format", "b64_json")]
+        files = [("image", "image.png", png_bytes(req.image))]
+        if req.mask is not None:
+            files.append(("mask", "mask.png", png_bytes(req.mask)))
+        body, content_type = multipart(fields, files)
+        return _images(await self.post_json(self.base_url + "/images/edits", body, content_type), self.name)
 
     def _body(self, req: ChatRequest) -> bytes:
         # the client's own JSON, unknown fields and all; only `model` changes (a plain dict round trip is several
@@ -127,3 +174,36 @@ def _done_at(block: bytes) -> int:
         return -1
     start = block.rfind(b"\n\n", 0, at) + 2 if block.rfind(b"\n\n", 0, at) >= 0 else 0
     return start if block[start:at].rstrip() == b"data:" else -1
+
+
+def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its content type."""
+    boundary = "modelyard" + secrets.token_hex(12)
+    out = io.BytesIO()
+    for name, value in fields:
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
+    for name, filename, data in files:
+        safe = filename.replace('"', "").replace("\r", "").replace("\n", "")
+        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
+                  f"Content-Type: application/octet-stream\r\n\r\n".encode())
+        out.write(data)
+        out.write(b"\r\n")
+    out.write(f"--{boundary}--\r\n".encode())
+    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
+
+
+def png_bytes(image: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _images(data: dict[str, Any], name: str) -> ImageResult:
+    items = data.get("data")
+    if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("b64_json") for i in items):
+        raise UpstreamError(f"Upstream {name} returned no images.")
+    try:
+        images = [base64.b64decode(i["b64_json"]) for i in items]
+    except (ValueError, TypeError) as exc:
+        raise UpstreamError(f"Upstream {name} returned an image that is not base64.") from exc
+    return ImageResult(images=images, revised_prompt=items[0].get("revised_prompt"))
