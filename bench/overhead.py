@@ -33,6 +33,16 @@ KEY = "myd_bench-admin-key-0123456789abcdef"
 LITELLM_KEY = "sk-bench-master-key"
 
 
+# --pin: the gateway under test (Modelyard or LiteLLM) gets a core of its own; the stub and the load client share
+# the others. Unpinned, the scheduler moves all three across the same two cores and the numbers swing run to run.
+PIN: dict[str, set[int] | None] = {"gateway": None, "tools": None}
+
+
+def pinned(role: str):  # noqa: ANN201 - a preexec_fn or None
+    cpus = PIN[role]
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -93,9 +103,10 @@ def load_wrk(wrk: str, t: Target, concurrency: int, duration: float, stream: boo
                       "  if status ~= 200 then io.stderr:write('HTTP ' .. status .. ': ' .. body .. '\\n'); os.exit(1) end\n"
                       "end\n")
     url = chat_url(t, stream)
-    subprocess.run([wrk, "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), url], capture_output=True, check=True)
+    subprocess.run([wrk, "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), url], capture_output=True, check=True,
+                   preexec_fn=pinned("tools"))
     out = subprocess.run([wrk, "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
-                         capture_output=True, text=True)
+                         capture_output=True, text=True, preexec_fn=pinned("tools"))
     if out.returncode != 0:
         raise SystemExit(f"{t.name}: wrk failed: {out.stderr.strip()[:500]}")
     pct = {m[0]: float(m[1]) * _UNITS[m[2]] for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out.stdout, re.M)}
@@ -144,7 +155,7 @@ def start_litellm(binary: str, stub_port: int, tmp: str) -> tuple[subprocess.Pop
     cfg.write_text(f"model_list:\n{models}general_settings:\n  master_key: {LITELLM_KEY}\n")
     proc = subprocess.Popen([binary, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
                             env={**os.environ, "LITELLM_LOG": "ERROR"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=pinned("gateway"))
     wait_port(port, timeout=180)
     time.sleep(2)
     return proc, Target("litellm", f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {LITELLM_KEY}"},
@@ -159,7 +170,15 @@ def main() -> int:
     ap.add_argument("--litellm", default=shutil.which("litellm"), help="a litellm executable to compare with")
     ap.add_argument("--stub", choices=["auto", "nginx", "python"], default="auto")
     ap.add_argument("--client", choices=["auto", "wrk", "aiohttp"], default="auto")
+    ap.add_argument("--pin", action="store_true",
+                    help="give the gateway under test its own core (the last one); stub and client get the rest")
     args = ap.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least two cores")
+        PIN["gateway"], PIN["tools"] = {cpus[-1]}, set(cpus[:-1])
+        os.sched_setaffinity(0, PIN["tools"])  # the aiohttp client, when wrk is missing
 
     nginx = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
     use_nginx = args.stub == "nginx" or (args.stub == "auto" and bool(nginx))
@@ -172,9 +191,11 @@ def main() -> int:
         sys.path.insert(0, str(HERE))
         from stub_upstream import nginx_conf
 
-        procs = [subprocess.Popen([str(nginx), "-c", str(nginx_conf(stub_port, Path(data))), "-p", data])]
+        procs = [subprocess.Popen([str(nginx), "-c", str(nginx_conf(stub_port, Path(data))), "-p", data],
+                                  preexec_fn=pinned("tools"))]
     else:
-        procs = [subprocess.Popen([sys.executable, str(HERE / "stub_upstream.py"), str(stub_port)])]
+        procs = [subprocess.Popen([sys.executable, str(HERE / "stub_upstream.py"), str(stub_port)],
+                                  preexec_fn=pinned("tools"))]
     print(f"stub: {'nginx' if use_nginx else 'python (uvicorn)'}; load client: {'wrk' if wrk else 'aiohttp'}")
     cfg = Path(data) / "bench.yaml"
     cfg.write_text("builtin_models: false\nmodels:\n" + "".join(
@@ -184,7 +205,8 @@ def main() -> int:
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
     log = open(os.environ.get("MODELYARD_BENCH_LOG", os.devnull), "w")
     gateway = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
-                                "--config", str(cfg), "--data-dir", data], env=env, stdout=log, stderr=log)
+                                "--config", str(cfg), "--data-dir", data], env=env, stdout=log, stderr=log,
+                               preexec_fn=pinned("gateway"))
     procs.append(gateway)
     try:
         wait_port(stub_port)
