@@ -269,3 +269,20 @@ def test_bad_input_is_4xx_naming_the_field(setup, stub, body, param):
 def test_unknown_response_id_is_404(setup):
     r = httpx.get(setup.srv.url + "/api/v1/responses/resp_nope", headers=setup.srv.headers())
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+def test_an_upstream_failure_mid_stream_ends_with_an_error_event_and_stores_nothing(setup, stub, client):
+    stub.mode = "midstream_error"
+    events = list(client.responses.create(model="stub-gpt", input="x", stream=True))
+    assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
+    assert events[-1].type == "error" and "mid-stream" in events[-1].message
+    assert events[-1].sequence_number == events[-2].sequence_number + 1
+    time.sleep(setup.srv.settings.responses_flush_seconds * 3)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(events[0].response.id)
+
+
+def test_failure_before_the_stream_starts_keeps_its_status(setup, stub, client):
+    stub.mode = "ratelimit"
+    with pytest.raises(openai.RateLimitError):
+        client.responses.create(model="stub-gpt", input="x", stream=True)

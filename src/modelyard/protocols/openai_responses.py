@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import time
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
@@ -19,7 +19,7 @@ from ..types_responses import WEB_SEARCH_TYPES, InputItem, ResponsesRequest
 from .openai import describe_validation_error, new_id
 
 SEARCH_PREAMBLE = ("Web search results for \"{query}\" (retrieved just now). Use them to answer, and cite the "
-                   "URLs you rely on.\n")
+                   "URLs you rely on.")
 
 
 def item_id(prefix: str) -> str:
@@ -80,7 +80,9 @@ def _content(item: InputItem, i: int) -> str | list[dict[str, Any]]:
         if part.type == "input_image":
             if item.role == "assistant":
                 raise InvalidRequest("Assistant messages cannot hold images.", param=f"input[{i}].content[{j}]")
-            parts.append({"type": "image_url", "image_url": {"url": part.image_url}})
+            detail = (part.model_extra or {}).get("detail")
+            image = {"url": part.image_url, **({"detail": detail} if detail in ("low", "high", "auto") else {})}
+            parts.append({"type": "image_url", "image_url": image})
         elif part.type == "input_file":
             raise InvalidRequest("'input_file' parts are not supported.", param=f"input[{i}].content[{j}]",
                                  code="unsupported_content")
@@ -101,8 +103,9 @@ def messages_from_items(items: list[InputItem], known_calls: set[str]) -> list[d
             call = {"id": item.call_id, "type": "function", "function": {"name": item.name, "arguments": item.arguments}}
             known_calls.add(item.call_id or "")
             last = out[-1] if out else None
-            if last is not None and last["role"] == "assistant" and last.get("tool_calls"):
-                last["tool_calls"].append(call)  # parallel calls are one assistant turn in chat
+            if last is not None and last["role"] == "assistant" and not isinstance(last["content"], list):
+                # text then calls, or parallel calls, are one assistant turn in chat
+                last.setdefault("tool_calls", []).append(call)
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
         elif item.type == "function_call_output":
@@ -177,10 +180,18 @@ def skeleton(req: ResponsesRequest, *, id: str, model: str, created: int | None 
         "previous_response_id": req.previous_response_id, "reasoning": {"effort": None, "summary": None},
         "store": req.store, "temperature": req.temperature if req.temperature is not None else 1.0,
         "text": {"format": fmt}, "tool_choice": req.tool_choice or "auto",
-        "tools": [t.model_dump(mode="json", exclude_none=True) for t in req.tools or []],
+        "tools": [_tool_echo(t) for t in req.tools or []],
         "top_p": req.top_p if req.top_p is not None else 1.0, "truncation": req.truncation or "disabled",
         "usage": None, "user": req.user, "metadata": req.metadata or {},
     }
+
+
+def _tool_echo(tool: Any) -> dict[str, Any]:
+    """A tool as the response object lists it: function tools in the flat Responses shape, whichever was sent."""
+    if tool.type != "function":
+        return tool.model_dump(mode="json", exclude_none=True)
+    return {"type": "function", "name": tool.name, "description": tool.description, "parameters": tool.parameters,
+            "strict": tool.strict}
 
 
 def web_search_item(query: str, hits: list[dict[str, str]], *, id: str | None = None) -> dict[str, Any]:
@@ -190,7 +201,7 @@ def web_search_item(query: str, hits: list[dict[str, str]], *, id: str | None = 
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0},
+    return {"input_tokens": prompt_tokens, "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
             "output_tokens": completion_tokens, "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": prompt_tokens + completion_tokens}
 
@@ -232,8 +243,9 @@ class ResponseBuilder:
     `output_item.done`, text through content parts, function calls through argument deltas.
     """
 
-    def __init__(self, response: dict[str, Any]) -> None:
+    def __init__(self, response: dict[str, Any], *, ids: Callable[[str], str] = item_id) -> None:
         self.response = response
+        self.ids = ids  # item ids by prefix (msg, fc, call); golden tests pass a deterministic one
         self.seq = 0
         self._text: int | None = None  # output index of the open message item
         self._calls: dict[int, int] = {}  # chat tool-call index -> output index
@@ -267,7 +279,7 @@ class ResponseBuilder:
 
     def _open_text(self) -> list[dict[str, Any]]:
         index = len(self.output)
-        item = {"id": item_id("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
+        item = {"id": self.ids("msg"), "type": "message", "status": "in_progress", "role": "assistant", "content": []}
         self.output.append(item)
         self._text = index
         part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
@@ -304,8 +316,8 @@ class ResponseBuilder:
         fn = call.get("function") or {}
         if k not in self._calls:
             index = len(self.output)
-            item = {"id": item_id("fc"), "type": "function_call", "status": "in_progress",
-                    "call_id": call.get("id") or item_id("call"), "name": fn.get("name") or "", "arguments": ""}
+            item = {"id": self.ids("fc"), "type": "function_call", "status": "in_progress",
+                    "call_id": call.get("id") or self.ids("call"), "name": fn.get("name") or "", "arguments": ""}
             self.output.append(item)
             self._calls[k] = index
             events.append(self._event("response.output_item.added", output_index=index, item=dict(item)))
