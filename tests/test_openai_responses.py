@@ -286,3 +286,33 @@ def test_failure_before_the_stream_starts_keeps_its_status(setup, stub, client):
     stub.mode = "ratelimit"
     with pytest.raises(openai.RateLimitError):
         client.responses.create(model="stub-gpt", input="x", stream=True)
+
+
+def test_input_items_are_listed_and_a_response_can_be_deleted(setup, stub, client):
+    first = client.responses.create(model="stub-gpt", input="one")
+    resp = client.responses.create(model="stub-gpt", previous_response_id=first.id, input=[
+        {"role": "user", "content": "two"}, {"role": "assistant", "content": "ok"},
+        {"role": "user", "content": [{"type": "input_text", "text": "three"}]}])
+    items = client.responses.input_items.list(resp.id)
+    assert [i.content[0].text for i in items.data] == ["three", "ok", "two"]  # newest first, this turn only
+    assert all(i.id.startswith("msg_") and i.type == "message" for i in items.data)
+    page = client.responses.input_items.list(resp.id, order="asc", limit=2)
+    assert [i.content[0].text for i in page.data] == ["two", "ok"] and page.has_more
+    rest = client.responses.input_items.list(resp.id, order="asc", after=page.last_id)
+    assert [i.content[0].text for i in rest.data] == ["three"] and not rest.has_more
+    # another org can neither list nor delete it
+    rival = openai.OpenAI(base_url=setup.srv.v1, api_key=new_org_key(setup.srv, f"r-{time.monotonic_ns()}"),
+                          max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        rival.responses.input_items.list(resp.id)
+    with pytest.raises(openai.NotFoundError):
+        rival.responses.delete(resp.id)
+    # deleted before and after its batched write lands
+    client.responses.delete(resp.id)
+    time.sleep(setup.srv.settings.responses_flush_seconds * 3)
+    client.responses.delete(first.id)
+    for gone in (resp.id, first.id):
+        with pytest.raises(openai.NotFoundError):
+            client.responses.retrieve(gone)
+    with pytest.raises(openai.NotFoundError):
+        client.responses.delete(first.id)

@@ -76,7 +76,8 @@ def builder_for(turn: Turn, model_id: str) -> orp.ResponseBuilder:
 
 def remember(turn: Turn, response: dict[str, Any], log_: ResponseLog) -> None:
     if turn.req.store:
-        log_.add(turn.org_id, response, turn.messages + orp.history_from_output(response["output"]))
+        log_.add(turn.org_id, response, turn.messages + orp.history_from_output(response["output"]),
+                 orp.input_listing(turn.req.input_items))
 
 
 def complete(turn: Turn, chat: dict[str, Any], model_id: str, log_: ResponseLog) -> dict[str, Any]:

@@ -117,6 +117,35 @@ def messages_from_items(items: list[InputItem], known_calls: set[str]) -> list[d
     return out
 
 
+def input_listing(items: list[InputItem]) -> list[dict[str, Any]]:
+    """This turn's input items as GET .../input_items lists them: each with an id and a status, text as parts."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        data = item.model_dump(mode="json", exclude_none=True, exclude={"status"})
+        if item.type == "message":
+            if isinstance(item.content, str):
+                part = "output_text" if item.role == "assistant" else "input_text"
+                data["content"] = [{"type": part, "text": item.content}]
+            data.setdefault("id", item_id("msg"))
+        else:
+            data.setdefault("id", item_id("fc" if item.type == "function_call" else "fco"))
+        out.append({**data, "type": item.type, "status": "completed"})
+    return out
+
+
+def list_page(items: list[dict[str, Any]], *, limit: int, order: str, after: str | None) -> dict[str, Any]:
+    """A cursor page, as OpenAI lists input items (newest first unless order=asc)."""
+    ordered = list(reversed(items)) if order == "desc" else list(items)
+    if after is not None:
+        ids = [i["id"] for i in ordered]
+        if after not in ids:
+            raise InvalidRequest(f"No input item with id '{after}' in this response.", param="after")
+        ordered = ordered[ids.index(after) + 1:]
+    page = ordered[:limit]
+    return {"object": "list", "data": page, "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None, "has_more": len(ordered) > limit}
+
+
 def calls_in(history: list[dict[str, Any]]) -> set[str]:
     return {c["id"] for m in history for c in m.get("tool_calls") or []}
 

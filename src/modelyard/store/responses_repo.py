@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, select
+from sqlalchemy import and_, delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from .db import Store
@@ -26,11 +26,12 @@ class StoredResponse:
     status: str
     body: dict[str, Any]
     history: list[dict[str, Any]]
+    input: list[dict[str, Any]]
     created_at: datetime
 
     def row(self) -> dict[str, Any]:
         return {"id": self.id, "org_id": self.org_id, "model": self.model, "status": self.status, "body": self.body,
-                "history": self.history, "created_at": self.created_at}
+                "history": self.history, "input": self.input, "created_at": self.created_at}
 
 
 class ResponseLog:
@@ -46,11 +47,26 @@ class ResponseLog:
         self.flush_seconds = flush_seconds
         self._pending: dict[str, StoredResponse] = {}
         self._task: asyncio.Task | None = None
+        # a delete waits for a batch being written, so a deleted response cannot land in the table after it
+        self._writing = asyncio.Lock()
 
-    def add(self, org_id: str, body: dict[str, Any], history: list[dict[str, Any]]) -> None:
+    def add(self, org_id: str, body: dict[str, Any], history: list[dict[str, Any]],
+            input_items: list[dict[str, Any]]) -> None:
         self._pending[body["id"]] = StoredResponse(id=body["id"], org_id=org_id, model=body["model"],
                                                    status=body["status"], body=body, history=history,
-                                                   created_at=utcnow())
+                                                   input=input_items, created_at=utcnow())
+
+    async def delete(self, org_id: str, response_id: str) -> bool:
+        """Delete now (not batched: the client is told it is gone); False when the org has no such response."""
+        async with self._writing:
+            pending = self._pending.get(response_id)
+            if pending is not None and pending.org_id == org_id:
+                del self._pending[response_id]
+                return True
+            async with self.engine.begin() as conn:
+                result = await conn.execute(delete(responses).where(
+                    and_(responses.c.id == response_id, responses.c.org_id == org_id)))
+            return bool(result.rowcount)
 
     async def get(self, org_id: str, response_id: str) -> StoredResponse | None:
         """The response if it belongs to `org_id`; another org's id is indistinguishable from an unknown one."""
@@ -63,12 +79,16 @@ class ResponseLog:
         if row is None:
             return None
         return StoredResponse(id=row["id"], org_id=row["org_id"], model=row["model"], status=row["status"],
-                              body=row["body"], history=list(row["history"] or []),
+                              body=row["body"], history=list(row["history"] or []), input=list(row["input"] or []),
                               created_at=_aware(row["created_at"]))  # type: ignore[arg-type]
 
     async def flush(self) -> None:
         if not self._pending:
             return
+        async with self._writing:
+            await self._write()
+
+    async def _write(self) -> None:
         batch = list(self._pending.values())
         try:
             async with self.engine.begin() as conn:
@@ -103,4 +123,7 @@ class ResponseLog:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception:  # shutdown goes on: the rest of the app still has to close
+            log.exception("writing stored responses at shutdown failed; %d lost", len(self._pending))

@@ -68,6 +68,7 @@ responses = Table(
     Column("status", String(20), nullable=False),
     Column("body", JSON, nullable=False),  # the response object, as GET /v1/responses/{id} returns it
     Column("history", JSON, nullable=False),  # the conversation as chat messages, for previous_response_id
+    Column("input", JSON, nullable=False),  # this turn's input items, for GET /v1/responses/{id}/input_items
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_responses_org_id", "org_id"),
 )

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -16,6 +16,7 @@ from ...errors import NotFound
 from ...pipeline import scopes as sc
 from ...pipeline.gate import Units
 from ...pipeline.regions import region_for
+from ...protocols import openai_responses as orp
 from ...types import ChatRequest, Task
 from ...types_completions import CompletionRequest
 from ...types_responses import ResponsesRequest
@@ -133,3 +134,23 @@ async def get_response(request: Request, response_id: str) -> Response:
     if stored is None:
         raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
     return json_response(stored.body)
+
+
+@router.delete("/responses/{response_id}", summary="Delete a stored model response")
+async def delete_response(request: Request, response_id: str) -> Response:
+    ctx = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    if not await ctx.responses.delete(principal.org_id, response_id):
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+    return json_response({"id": response_id, "object": "response", "deleted": True})
+
+
+@router.get("/responses/{response_id}/input_items", summary="List a stored response's input items")
+async def list_input_items(request: Request, response_id: str, limit: int = Query(20, ge=1, le=100),
+                           order: Literal["asc", "desc"] = "desc", after: str | None = None) -> Response:
+    ctx = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    stored = await ctx.responses.get(principal.org_id, response_id)
+    if stored is None:
+        raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
+    return json_response(orp.list_page(stored.input, limit=limit, order=order, after=after))

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("body", sa.JSON, nullable=False),
         sa.Column("history", sa.JSON, nullable=False),
+        sa.Column("input", sa.JSON, nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_responses_org_id", "responses", ["org_id"])
