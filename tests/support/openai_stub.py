@@ -76,7 +76,7 @@ def create_stub(control: StubControl) -> Starlette:
         if failure is not None:
             return failure
         prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
-        n = body.get("n") or 1
+        n = int(body.get("n") or 1)
         echo = bool(body.get("echo"))
         words = control.reply.split(" ")
         if body.get("stream"):

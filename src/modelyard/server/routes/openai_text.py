@@ -107,7 +107,7 @@ async def create_response(request: Request) -> Response:
     model = ctx.router.resolve(req.model, Task.CHAT)
     turn = await ra.prepare(req, principal.org_id, ctx.responses, ctx.search)
     region = region_for(request, ctx.settings.region_hosts)
-    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="responses", text=turn.query)
+    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="responses", text=orp.search_query(req))
     try:
         await ra.run_search(turn, ctx.search)
         if not req.stream:
