@@ -316,3 +316,18 @@ def test_input_items_are_listed_and_a_response_can_be_deleted(setup, stub, clien
             client.responses.retrieve(gone)
     with pytest.raises(openai.NotFoundError):
         client.responses.delete(first.id)
+
+
+def test_an_answer_citing_search_results_carries_url_citations(setup, stub, client):
+    stub.reply = "Llamas hum [1], see https://example.org/llamas/2 too."
+    resp = client.responses.create(model="stub-gpt", input="llamas", tools=[{"type": "web_search"}])
+    notes = resp.output[1].content[0].annotations
+    assert [(a.type, a.url, resp.output_text[a.start_index:a.end_index]) for a in notes] == [
+        ("url_citation", "https://example.org/llamas/1", "[1]"),
+        ("url_citation", "https://example.org/llamas/2", "https://example.org/llamas/2")]
+    assert notes[0].title == "Result 1 for llamas"
+    with client.responses.stream(model="stub-gpt", input="llamas", tools=[{"type": "web_search"}]) as stream:
+        added = [e.annotation for e in stream if e.type == "response.output_text.annotation.added"]
+        final = stream.get_final_response()
+    assert [a.url for a in added] == [a.url for a in notes]
+    assert [a.url for a in final.output[1].content[0].annotations] == [a.url for a in notes]

@@ -31,6 +31,7 @@ class Turn:
     chat: ChatRequest  # what the model is asked (search results are added once the search ran)
     query: str | None = None  # what the hosted web_search looks up, when it runs
     search_item: dict[str, Any] | None = None
+    search_hits: list[dict[str, str]] = field(default_factory=list)
     response_id: str = field(default_factory=lambda: orp.item_id("resp"))
 
 
@@ -62,6 +63,7 @@ async def run_search(turn: Turn, search: SearchProvider) -> None:
         return
     hits = [h.as_dict() for h in await search.search(turn.query)]
     turn.search_item = orp.web_search_item(turn.query, hits)
+    turn.search_hits = hits
     turn.chat = orp.chat_request(turn.req, turn.messages, search=orp.search_context(turn.query, hits))
 
 
@@ -84,7 +86,7 @@ def complete(turn: Turn, chat: dict[str, Any], model_id: str, log_: ResponseLog)
     """A whole chat completion as the finished response (stored when `store`)."""
     builder = builder_for(turn, model_id)
     if turn.search_item is not None:
-        builder.web_search(turn.search_item)
+        builder.web_search(turn.search_item, turn.search_hits)
     builder.feed(orp.chunk_from_chat(chat))
     _, response = builder.finish()
     remember(turn, response, log_)
@@ -100,7 +102,7 @@ async def events(turn: Turn, first: ChatChunk | None, stream: AsyncIterator[Chat
     try:
         out = builder.start()
         if turn.search_item is not None:
-            out += builder.web_search(turn.search_item)
+            out += builder.web_search(turn.search_item, turn.search_hits)
         for event in out:
             yield encode_event(event["type"], event)
         if first is not None:

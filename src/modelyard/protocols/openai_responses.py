@@ -260,6 +260,19 @@ def history_from_output(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [message]
 
 
+def citations(text: str, sources: list[dict[str, str]]) -> list[dict[str, Any]]:
+    """url_citation annotations for the search results an answer cites, by URL or by its [n] marker."""
+    found: list[dict[str, Any]] = []
+    for n, hit in enumerate(sources, 1):
+        for needle in (hit["url"], f"[{n}]"):
+            start = text.find(needle)
+            while start >= 0:
+                found.append({"type": "url_citation", "start_index": start, "end_index": start + len(needle),
+                              "url": hit["url"], "title": hit.get("title") or hit["url"]})
+                start = text.find(needle, start + len(needle))
+    return sorted(found, key=lambda a: (a["start_index"], a["end_index"]))
+
+
 def error_event(exc: ModelyardError, sequence_number: int) -> dict[str, Any]:
     return {"type": "error", "code": exc.code, "message": exc.message, "param": exc.param,
             "sequence_number": sequence_number}
@@ -280,6 +293,7 @@ class ResponseBuilder:
         self._calls: dict[int, int] = {}  # chat tool-call index -> output index
         self._finish: str | None = None
         self._usage: dict[str, Any] | None = None
+        self._sources: list[dict[str, str]] = []  # search hits the answer may cite
 
     @property
     def output(self) -> list[dict[str, Any]]:
@@ -295,8 +309,9 @@ class ResponseBuilder:
         return [self._event("response.created", response=snapshot),
                 self._event("response.in_progress", response=copy.deepcopy(snapshot))]
 
-    def web_search(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+    def web_search(self, item: dict[str, Any], hits: list[dict[str, str]] | None = None) -> list[dict[str, Any]]:
         """A hosted search that already ran: its item and the in_progress / searching / completed events."""
+        self._sources += hits or []
         index = len(self.output)
         self.output.append(item)
         ref = {"output_index": index, "item_id": item["id"]}
@@ -371,6 +386,10 @@ class ResponseBuilder:
             item["status"] = "completed"
             if item["type"] == "message":
                 part = item["content"][0]
+                part["annotations"] = citations(part["text"], self._sources)
+                events += [self._event("response.output_text.annotation.added", item_id=item["id"],
+                                       output_index=index, content_index=0, annotation_index=k, annotation=a)
+                           for k, a in enumerate(part["annotations"])]
                 events += [self._event("response.output_text.done", item_id=item["id"], output_index=index,
                                        content_index=0, text=part["text"], logprobs=[]),
                            self._event("response.content_part.done", item_id=item["id"], output_index=index,
