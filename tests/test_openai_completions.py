@@ -157,3 +157,31 @@ def test_unknown_model_and_missing_key(setup):
     assert r.status_code == 404 and r.json()["error"]["param"] == "model"
     r = httpx.post(srv.url + "/api/v1/completions", json={"model": "stub-gpt", "prompt": "x"})
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+
+
+# ---------------------------------------------------------------- a remote worker (its own llama.cpp, over HTTP)
+
+@pytest.mark.slow
+def test_a_worker_serves_completions_and_responses(tmp_path):
+    from .conftest import make_settings, running
+    from .test_workers import Worker, _token, deployments, wait_until
+
+    settings = make_settings(tmp_path / "cp", builtin_models=False, worker_heartbeat_seconds=0.5,
+                             worker_timeout_seconds=2.0)
+    with running(settings) as plane:
+        w = Worker(tmp_path, plane, _token(plane, "default", ["worker"]), "wc").start()
+        try:
+            assert wait_until(lambda: deployments(plane).get("worker:wc") is not None)
+            client = openai.OpenAI(base_url=plane.v1, api_key=plane.admin_key, max_retries=0, timeout=60)
+            resp = client.completions.with_raw_response.create(model="tiny", prompt="a b", max_tokens=3, echo=True)
+            assert resp.headers["x-modelyard-deployment"] == "worker:wc"
+            body = resp.parse()
+            assert body.object == "text_completion" and body.choices[0].text.startswith("a b")
+            assert body.usage.completion_tokens <= 3
+            chunks = list(client.completions.create(model="tiny", prompt="a b", max_tokens=3, stream=True))
+            assert chunks and chunks[-1].choices[0].finish_reason in ("stop", "length")
+            r = client.responses.create(model="tiny", input="hi", max_output_tokens=3)
+            assert r.output[0].type == "message" and r.status in ("completed", "incomplete")
+            assert r.usage.output_tokens > 0 and client.responses.retrieve(r.id).id == r.id
+        finally:
+            w.kill()
