@@ -294,11 +294,16 @@ class LlamaCppBackend(LocalRuntime):
             for p, plan in enumerate(plans):
                 for j in range(n):
                     index = p * n + j
+
+                    def piece_chunk(text: str, finish: str | None = None, index: int = index) -> dict[str, Any]:
+                        return oc.chunk(id=cid, model=model, created=created, choices=[oc.choice(index, text, finish)])
+
                     if req.echo:
-                        yield oc.chunk(id=cid, model=model, created=created, choices=[oc.choice(index, plan.prompt, None)])
+                        yield piece_chunk(plan.prompt)
                     finish, tokens = "stop", 0
 
-                    def make(stop: threading.Event, plan: Plan = plan, j: int = j) -> Iterator[tuple[str, str | None, int]]:
+                    def make(stop: threading.Event, plan: Plan = plan, j: int = j
+                             ) -> Iterator[tuple[str, str | None, int]]:
                         return self._generate(loaded, plan, j, stop)
 
                     async for piece, fin, count in self.iterate(make):
@@ -306,9 +311,9 @@ class LlamaCppBackend(LocalRuntime):
                         if fin:
                             finish = fin
                         if piece:
-                            yield oc.chunk(id=cid, model=model, created=created, choices=[oc.choice(index, piece, None)])
+                            yield piece_chunk(piece)
                     completion_tokens += tokens
-                    yield oc.chunk(id=cid, model=model, created=created, choices=[oc.choice(index, "", finish)])
+                    yield piece_chunk("", finish)
             if req.wants_usage_in_stream:
                 yield oc.chunk(id=cid, model=model, created=created, choices=[],
                                usage=oa.usage(sum(p.prompt_tokens for p in plans), completion_tokens))
