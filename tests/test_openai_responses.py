@@ -250,6 +250,7 @@ def test_another_orgs_response_is_404(setup, stub, client):
     ({"model": "stub-gpt", "input": []}, "input"),
     ({"model": "stub-gpt", "input": "x", "tools": [{"type": "file_search"}]}, "tools[0].type"),
     ({"model": "stub-gpt", "input": "x", "tools": [{"type": "function"}]}, "tools[0]"),
+    ({"model": "stub-gpt", "input": "x", "tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools[0]"),
     ({"model": "stub-gpt", "input": [{"role": "user"}]}, "input[0]"),
     ({"model": "stub-gpt", "input": [{"type": "function_call", "call_id": "c"}]}, "input[0]"),
     ({"model": "stub-gpt", "input": [{"role": "user", "content": [{"type": "input_file"}]}]}, "input[0].content[0]"),

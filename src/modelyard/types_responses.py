@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from .types import _Open
 
+_NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26",
                               "web_search_preview_2025_03_11"})
 ToolType = Literal["function", "web_search", "web_search_preview", "web_search_2025_08_26",
@@ -36,6 +38,8 @@ class ResponseTool(_Open):
                 self.strict = self.strict if self.strict is not None else self.function.get("strict")
             if not isinstance(self.name, str) or not self.name:
                 raise ValueError("a 'function' tool needs 'name'")
+            if not _NAME.fullmatch(self.name):
+                raise ValueError("a function name is 1-64 letters, digits, '_', '.' or '-'")
         return self
 
     @property
