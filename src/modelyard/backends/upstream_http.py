@@ -61,7 +61,7 @@ def map_upstream_status(status: int, body: bytes, headers: Any, name: str) -> Mo
     if status in (401, 403):
         return UpstreamError(f"Upstream {name} rejected this deployment's credentials ({status}).")
     if status == 404:
-        return UpstreamError(f"Upstream {name} answered 404: {message}")
+        return UpstreamError(f"Upstream {name} answered 404: {message}", code="upstream_not_found")
     return UpstreamError(f"Upstream {name} failed with HTTP {status}: {message}")
 
 

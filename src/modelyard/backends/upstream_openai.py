@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
-import base64
-import io
-import secrets
+import logging
 from typing import Any, AsyncIterator
 
 import orjson
 
+from ..catalog import Deployment
 from ..errors import UpstreamError
 from ..protocols.sse import SSEBlocks, SSEDecoder
 from ..types import ChatRequest, ChatResponse, RawJSON, RawSSE, Task
+from ..types_completions import CompletionRequest
 from ..types_media import AudioInput, AudioResult, ImageEdit, ImageResult
+from .media_http import images_from, multipart, png_bytes
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream, upstream_message
+from .via_chat import complete_via_chat, stream_via_chat
+
+log = logging.getLogger(__name__)
 
 
 class OpenAIUpstream(HTTPUpstream):
     """Chat, and the JSON tasks OpenAI-compatible servers offer (OpenAI: embeddings, moderations; vLLM: also
     rerank and score). Which of them a given upstream really serves is the operator's to declare in the model's
-    `type`/`tasks`; an upstream that lacks one answers 404, which surfaces as a 502."""
+    `type`/`tasks`; an upstream that lacks one answers 404, which surfaces as a 502.
 
-    tasks = frozenset({Task.CHAT, Task.EMBEDDING, Task.RERANK, Task.SCORE, Task.MODERATION, Task.SPEECH,
-                       Task.TRANSCRIPTION, Task.TRANSLATION, Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE})
+    Completions go to the upstream's /completions as they are (echo, suffix, logprobs: the upstream decides), unless
+    the deployment sets `options: {completions: chat}`, or the upstream answers 404 there (OpenAI's chat models do):
+    from then on this deployment serves completions through chat (see via_chat.py)."""
+
+    tasks = frozenset({Task.CHAT, Task.COMPLETION, Task.EMBEDDING, Task.RERANK, Task.SCORE, Task.MODERATION,
+                       Task.SPEECH, Task.TRANSCRIPTION, Task.TRANSLATION, Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE})
     _JSON_TASKS = {Task.EMBEDDING: "/embeddings", Task.RERANK: "/rerank", Task.SCORE: "/score",
                    Task.MODERATION: "/moderations", Task.PII: "/pii"}
 
@@ -33,6 +41,13 @@ class OpenAIUpstream(HTTPUpstream):
         data = await self.post_json(self.base_url + self._JSON_TASKS[task], payload)
         data["model"] = model
         return data
+
+    def __init__(self, deployment: Deployment, *, shared: dict) -> None:
+        super().__init__(deployment, shared=shared)
+        mode = deployment.config.options.get("completions", "native")
+        if mode not in ("native", "chat"):
+            raise ValueError(f"deployment {deployment.key}: options.completions must be 'native' or 'chat'")
+        self.native_completions = mode == "native"
 
     async def embed(self, req: Any, model: str) -> dict[str, Any]:
         return await self._json(Task.EMBEDDING, req, model)
@@ -77,7 +92,7 @@ class OpenAIUpstream(HTTPUpstream):
     async def generate_image(self, req: Any, model: str) -> ImageResult:
         payload = req.model_dump(mode="json", exclude_unset=True)
         payload.update(model=self.upstream_model, response_format="b64_json")
-        return _images(await self.post_json(self.base_url + "/images/generations", payload), self.name)
+        return images_from(await self.post_json(self.base_url + "/images/generations", payload), self.name)
 
     async def edit_image(self, req: ImageEdit, model: str) -> ImageResult:
         fields = [("model", self.upstream_model), ("prompt", req.prompt), ("n", str(req.n)), ("size", req.size),
@@ -86,9 +101,9 @@ class OpenAIUpstream(HTTPUpstream):
         if req.mask is not None:
             files.append(("mask", "mask.png", png_bytes(req.mask)))
         body, content_type = multipart(fields, files)
-        return _images(await self.post_json(self.base_url + "/images/edits", body, content_type), self.name)
+        return images_from(await self.post_json(self.base_url + "/images/edits", body, content_type), self.name)
 
-    def _body(self, req: ChatRequest) -> bytes:
+    def _body(self, req: ChatRequest | CompletionRequest) -> bytes:
         # the client's own JSON, unknown fields and all; only `model` changes (a plain dict round trip is several
         # times cheaper than dumping the validated model)
         payload = orjson.loads(req._raw) if req._raw is not None else req.model_dump(mode="json", exclude_unset=True)
@@ -102,14 +117,54 @@ class OpenAIUpstream(HTTPUpstream):
         data["model"] = model
         return data
 
-    async def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
-        # chunks are relayed as the upstream's own bytes; only the model name is swapped, without a re-parse
-        rename = self._renamer(model)
+    def _no_native_completions(self, exc: UpstreamError) -> bool:
+        if exc.code != "upstream_not_found":
+            return False
+        log.warning("%s has no /completions (404); serving completions through chat from now on", self.name)
+        self.native_completions = False
+        return True
+
+    async def complete(self, req: CompletionRequest, model: str) -> dict[str, Any]:
+        if self.native_completions:
+            try:
+                data = await self.post_json(self.base_url + "/completions", self._body(req))
+            except UpstreamError as exc:
+                if not self._no_native_completions(exc):
+                    raise
+            else:
+                if "choices" not in data:
+                    raise UpstreamError(f"Upstream {self.name} returned an unexpected body.")
+                data["model"] = model
+                return data
+        return await complete_via_chat(req, model, lambda chat: self.chat(chat, model))
+
+    async def complete_stream(self, req: CompletionRequest, model: str) -> AsyncIterator[ChatChunk]:
+        if self.native_completions:
+            started = False
+            try:
+                async for chunk in self._relay(self.base_url + "/completions", self._body(req), model):
+                    started = True
+                    yield chunk
+                return
+            except UpstreamError as exc:
+                if started or not self._no_native_completions(exc):
+                    raise
+
+        async def open_chat(chat: ChatRequest) -> AsyncIterator[ChatChunk]:
+            return self.chat_stream(chat, model)
+
+        async for chunk in stream_via_chat(req, model, open_chat):
+            yield chunk
+
+    def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
         url, body = self.base_url + "/chat/completions", self._body(req)
         if req._relay_sse:
-            async for block in self._relay_blocks(url, body, rename):
-                yield block
-            return
+            return self._relay_blocks(url, body, self._renamer(model))
+        return self._relay(url, body, model)
+
+    async def _relay(self, url: str, body: bytes, model: str) -> AsyncIterator[ChatChunk]:
+        # chunks are relayed as the upstream's own bytes; only the model name is swapped, without a re-parse
+        rename = self._renamer(model)
         async for _event, data in self.post_events(url, body):
             chunk = self._event(data, rename)
             if chunk is None:
@@ -175,35 +230,3 @@ def _done_at(block: bytes) -> int:
     start = block.rfind(b"\n\n", 0, at) + 2 if block.rfind(b"\n\n", 0, at) >= 0 else 0
     return start if block[start:at].rstrip() == b"data:" else -1
 
-
-def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
-    """A multipart/form-data body and its content type."""
-    boundary = "modelyard" + secrets.token_hex(12)
-    out = io.BytesIO()
-    for name, value in fields:
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode())
-    for name, filename, data in files:
-        safe = filename.replace('"', "").replace("\r", "").replace("\n", "")
-        out.write(f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="{safe}"\r\n'
-                  f"Content-Type: application/octet-stream\r\n\r\n".encode())
-        out.write(data)
-        out.write(b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def png_bytes(image: Any) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _images(data: dict[str, Any], name: str) -> ImageResult:
-    items = data.get("data")
-    if not isinstance(items, list) or not all(isinstance(i, dict) and i.get("b64_json") for i in items):
-        raise UpstreamError(f"Upstream {name} returned no images.")
-    try:
-        images = [base64.b64decode(i["b64_json"]) for i in items]
-    except (ValueError, TypeError) as exc:
-        raise UpstreamError(f"Upstream {name} returned an image that is not base64.") from exc
-    return ImageResult(images=images, revised_prompt=items[0].get("revised_prompt"))
