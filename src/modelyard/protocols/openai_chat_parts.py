@@ -56,3 +56,28 @@ def json_instruction(response_format: Any) -> str | None:
         schema = json.dumps(response_format.json_schema.get("schema", {}))
         return f"Respond with only a JSON value that matches this JSON schema: {schema}"
     return "Respond with only a valid JSON object."
+
+
+def data_url(mime: str, data: str) -> str:
+    """The inverse of `split_data_url`: how base64 image bytes travel inside an OpenAI chat request."""
+    return f"data:{mime or 'application/octet-stream'};base64,{data}"
+
+
+def loads_object(arguments: str) -> dict[str, Any]:
+    """Tool arguments a model produced, as the object other dialects carry; text that is not an object is kept."""
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except ValueError:
+        return {"_raw": arguments}  # a small model's broken JSON must still reach the client, not crash the reply
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def chunk_dict(chunk: Any) -> dict[str, Any]:
+    """A chat stream chunk as a dict: upstream chunks travel as their raw JSON bytes."""
+    return json.loads(chunk) if isinstance(chunk, (bytes, bytearray)) else chunk
+
+
+def usage_numbers(usage: dict[str, Any] | None) -> tuple[int, int]:
+    """(prompt, completion) tokens from an OpenAI usage object (absent counts are 0)."""
+    usage = usage or {}
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
