@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Union
@@ -13,8 +14,9 @@ from ..errors import InvalidRequest, ModelyardError
 from ..types import ChatRequest
 from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers
 
-# Versions the Messages API has published; a client naming another one gets a 400 rather than silent guessing.
-KNOWN_VERSIONS = frozenset({"2023-06-01", "2023-01-01"})
+# anthropic-version is a date; later versions only add to the 2023-06-01 wire format we serve, and SDKs send
+# their own release's date, so any well-formed date is served the same (a malformed one is refused).
+VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                "content_filter": "refusal"}
 ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
@@ -96,6 +98,16 @@ class ToolChoice(_Open):
     disable_parallel_tool_use: bool | None = None
 
 
+class OutputFormat(_Open):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Open):
+    format: OutputFormat | None = None
+    effort: str | None = None  # a reasoning budget; no model here reasons, so it has nothing to steer
+
+
 class MessagesRequest(_Open):
     """POST /v1/messages, as Anthropic defines it."""
 
@@ -110,6 +122,7 @@ class MessagesRequest(_Open):
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None
     metadata: dict[str, Any] | None = None
+    output_config: OutputConfig | None = None
     stream: bool = False
 
     @field_validator("stop_sequences")
@@ -131,9 +144,10 @@ class CountTokensRequest(_Open):
 
 
 def check_version(value: str | None) -> None:
-    """A missing header is taken as 2023-06-01 (curl users forget it); an unknown one is refused."""
-    if value is not None and value not in KNOWN_VERSIONS:
-        raise InvalidRequest(f"anthropic-version '{value}' is not supported; use 2023-06-01.", param="anthropic-version")
+    """A missing header is taken as 2023-06-01 (curl users forget it); one that is not a date is refused."""
+    if value is not None and not VERSION_PATTERN.match(value.strip()):
+        raise InvalidRequest(f"anthropic-version '{value}' is not a version; send a date such as 2023-06-01.",
+                             param="anthropic-version")
 
 
 # ---------------------------------------------------------------- request -> internal chat request
@@ -254,6 +268,9 @@ def messages_to_chat(req: MessagesRequest | CountTokensRequest) -> dict[str, Any
                 body[name] = getattr(req, name)
         if req.stop_sequences:
             body["stop"] = req.stop_sequences
+        fmt = req.output_config.format if req.output_config else None
+        if fmt is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_}}
         user = (req.metadata or {}).get("user_id")
         if isinstance(user, str) and user:
             body["user"] = user
