@@ -155,13 +155,15 @@ class BatchEmbedContentsRequest(_Camel):
 # ---------------------------------------------------------------- request -> internal chat request
 
 def schema_to_json_schema(schema: Any) -> Any:
-    """Gemini's OpenAPI-subset Schema (types in upper case, `nullable`) as the JSON Schema our runtimes take."""
+    """Gemini's OpenAPI-subset Schema (types in upper case, `nullable`, snake_case names) as plain JSON Schema."""
     if isinstance(schema, list):
         return [schema_to_json_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
+        if "_" in key and not key.startswith(("$", "_")):
+            key = to_camel(key)  # the proto's snake_case field names (max_length, any_of) as JSON Schema's
         if key == "type" and isinstance(value, str):
             out["type"] = value.lower()
         elif key == "nullable":
