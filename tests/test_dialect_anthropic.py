@@ -293,3 +293,12 @@ def test_upstream_rate_limit_keeps_status_and_envelope(client, providers):
 def test_alternate_prefix_works(srv):
     c = anthropic.Anthropic(base_url=srv.url + "/anthropic", api_key=srv.admin_key, max_retries=0)
     assert c.messages.create(model=OPENAI_UP, max_tokens=5, messages=HI).content[0].text
+
+
+def test_output_format_json_schema_on_the_local_model(client):
+    schema = {"type": "object", "properties": {"color": {"type": "string", "maxLength": 12}}, "required": ["color"],
+              "additionalProperties": False}
+    msg = client.messages.create(model=LOCAL, max_tokens=40, extra_body={"temperature": 0},
+                                 output_config={"format": {"type": "json_schema", "schema": schema}},
+                                 messages=[{"role": "user", "content": "Give a color as JSON."}])
+    assert isinstance(json.loads(msg.content[0].text)["color"], str)

@@ -12,13 +12,16 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import InvalidRequest, ModelyardError
 from ..types import ChatRequest
-from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers
+from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
 
 # anthropic-version is a date; later versions only add to the 2023-06-01 wire format we serve, and SDKs send
 # their own release's date, so any well-formed date is served the same (a malformed one is refused).
 VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                "content_filter": "refusal"}
+# our chat request's fields, as a Messages client names them (for errors only the converted request reveals)
+CHAT_FIELDS = {"stop": "stop_sequences", "max_tokens": "max_tokens", "tools": "tools", "tool_choice": "tool_choice",
+               "temperature": "temperature", "top_p": "top_p"}
 ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
               403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
               413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
@@ -82,7 +85,7 @@ Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, Th
 
 class InputMessage(_Open):
     role: Literal["user", "assistant"]
-    content: str | list[Block]
+    content: str | Annotated[list[Block], Field(min_length=1)]
 
 
 class Tool(_Open):
@@ -281,13 +284,7 @@ def messages_to_chat(req: MessagesRequest | CountTokensRequest) -> dict[str, Any
 
 
 def to_chat_request(req: MessagesRequest | CountTokensRequest) -> ChatRequest:
-    from pydantic import ValidationError
-
-    try:
-        return ChatRequest.model_validate(messages_to_chat(req))
-    except ValidationError as exc:  # rules the internal request adds (e.g. an empty turn): still the client's fault
-        first = exc.errors(include_url=False)[0]
-        raise InvalidRequest(f"Invalid request: {first['msg'].removeprefix('Value error, ')}", param="messages") from None
+    return validate_chat(messages_to_chat(req), CHAT_FIELDS, "messages")
 
 
 # ---------------------------------------------------------------- internal reply -> Messages

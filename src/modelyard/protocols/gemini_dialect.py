@@ -7,15 +7,20 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidRequest, ModelyardError
 from ..types import ChatRequest
-from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers
+from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
 
 FINISH_REASON = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP",
                  "content_filter": "SAFETY"}
+# our chat request's fields, as a Gemini client names them (for errors only the converted request reveals)
+CHAT_FIELDS = {"stop": "generationConfig.stopSequences", "max_tokens": "generationConfig.maxOutputTokens",
+               "n": "generationConfig.candidateCount", "temperature": "generationConfig.temperature",
+               "top_p": "generationConfig.topP", "response_format": "generationConfig", "tools": "tools",
+               "tool_choice": "toolConfig"}
 STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION", 403: "PERMISSION_DENIED",
           404: "NOT_FOUND", 405: "UNIMPLEMENTED", 409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
           499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
@@ -306,11 +311,7 @@ def generate_to_chat(req: GenerateContentRequest, model: str, *, stream: bool = 
 
 
 def to_chat_request(req: GenerateContentRequest, model: str, *, stream: bool = False) -> ChatRequest:
-    try:
-        return ChatRequest.model_validate(generate_to_chat(req, model, stream=stream))
-    except ValidationError as exc:  # a rule the internal request adds (an empty turn, say): still the client's
-        first = exc.errors(include_url=False)[0]
-        raise InvalidRequest(f"Invalid request: {first['msg'].removeprefix('Value error, ')}", param="contents") from None
+    return validate_chat(generate_to_chat(req, model, stream=stream), CHAT_FIELDS, "contents")
 
 
 def embed_texts(req: EmbedContentRequest, param: str) -> str:

@@ -81,3 +81,22 @@ def usage_numbers(usage: dict[str, Any] | None) -> tuple[int, int]:
     """(prompt, completion) tokens from an OpenAI usage object (absent counts are 0)."""
     usage = usage or {}
     return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def validate_chat(body: dict[str, Any], fields: dict[str, str], default: str) -> Any:
+    """Validate a converted request as our ChatRequest; a rule only it enforces names the client's own field.
+
+    `fields` maps our top-level field names to the dialect's (stop -> stop_sequences); others blame `default`.
+    """
+    from pydantic import ValidationError
+
+    from ..types import ChatRequest
+
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = first.get("loc") or ()
+        param = fields.get(str(loc[0]), default) if loc else default
+        raise InvalidRequest(f"Invalid value for '{param}': {first['msg'].removeprefix('Value error, ')}",
+                             param=param) from None
