@@ -302,3 +302,20 @@ def test_output_format_json_schema_on_the_local_model(client):
                                  output_config={"format": {"type": "json_schema", "schema": schema}},
                                  messages=[{"role": "user", "content": "Give a color as JSON."}])
     assert isinstance(json.loads(msg.content[0].text)["color"], str)
+
+
+@pytest.mark.parametrize("model, expected", [(CLAUDE_UP, 30 + 1), (GEMINI_UP, 40 + 1)])
+def test_count_tokens_asks_provider_upstreams(srv, providers, model, expected):
+    resp = httpx.post(srv.url + "/v1/messages/count_tokens", headers={"x-api-key": srv.admin_key},
+                      json={"model": model, "messages": HI, "system": "Be brief.", "tools": [WEATHER]})
+    assert resp.json() == {"input_tokens": expected} and resp.headers["x-modelyard-token-count"] == "upstream"
+    sent = providers.requests[-1]
+    if model == CLAUDE_UP:
+        assert set(sent) == {"model", "messages", "system", "tools"} and sent["model"] == "claude-x"
+    else:
+        assert sent["generateContentRequest"]["systemInstruction"] == {"parts": [{"text": "Be brief."}]}
+
+
+def test_count_tokens_falls_back_to_the_estimate_when_the_provider_fails(client, providers):
+    providers.mode = "error500"
+    assert client.messages.count_tokens(model=CLAUDE_UP, messages=HI).input_tokens > 0

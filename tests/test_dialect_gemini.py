@@ -319,3 +319,9 @@ def test_upstream_rate_limit_is_resource_exhausted(client, providers):
     with pytest.raises(genai_errors.ClientError) as info:
         client.models.generate_content(model=CLAUDE_UP, contents="hi")
     assert info.value.code == 429 and info.value.status == "RESOURCE_EXHAUSTED"
+
+
+def test_count_tokens_asks_provider_upstreams(client, providers):
+    assert client.models.count_tokens(model=CLAUDE_UP, contents="hi").total_tokens == 30 + 1
+    assert client.models.count_tokens(model=GEMINI_UP, contents=["a", "b"]).total_tokens == 40 + 1  # one user turn, two parts
+    assert providers.paths[-1] == "/v1beta/models/gemini-x:countTokens"

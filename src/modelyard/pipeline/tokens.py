@@ -1,12 +1,16 @@
-"""Prompt token counts for countTokens / count_tokens: the model's own tokenizer when local, else an estimate."""
+"""Prompt token counts for countTokens / count_tokens: the local tokenizer, the provider's count, or an estimate."""
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 from typing import Any
 
+from ..errors import ModelyardError
 from ..types import ChatRequest
+
+log = logging.getLogger(__name__)
 
 # The estimate for models whose tokenizer we do not hold (upstreams, workers): English text runs about four
 # characters a token for the BPE vocabularies in use; each message adds a few tokens of role framing; an image
@@ -31,11 +35,19 @@ def estimate_tokens(req: ChatRequest) -> int:
 
 
 async def count_tokens(router: Any, model: Any, req: ChatRequest) -> tuple[int, str]:
-    """(tokens, how): `tokenizer` when a deployment of the model can count exactly, `estimate` otherwise."""
+    """(tokens, how): how is `tokenizer` (a local model's own), `upstream` (the provider counted), or `estimate`.
+
+    A deployment that cannot count (an OpenAI-compatible upstream, a worker, a provider that fails) leaves the
+    count to the next one, and finally to the estimate: counting must not fail because a provider lacks it.
+    """
     for d in model.deployments:
         backend = router.backends.get(d.key)
         counter = getattr(backend, "count_tokens", None)
         available = getattr(backend, "available", None)
-        if counter is not None and (available is None or available()):
-            return await counter(req), "tokenizer"
+        if counter is None or (available is not None and not available()):
+            continue
+        try:
+            return await counter(req), "upstream" if available is None else "tokenizer"
+        except ModelyardError as exc:
+            log.info("token count on %s failed, estimating instead: %s", d.key, exc)
     return estimate_tokens(req), "estimate"

@@ -241,6 +241,9 @@ def _contents(contents: list[Content], base: str) -> list[dict[str, Any]]:
                 pending.append({"type": "image_url", "image_url": {"url": data_url(p.inline_data.mime_type,
                                                                                     p.inline_data.data)}})
             elif p.file_data is not None:
+                if p.file_data.mime_type and not p.file_data.mime_type.startswith("image/"):
+                    raise InvalidRequest(f"Only image files are accepted here, not '{p.file_data.mime_type}'.",
+                                         param=param + ".fileData.mimeType")
                 pending.append({"type": "image_url", "image_url": {"url": p.file_data.file_uri}})
             else:
                 raise InvalidRequest("Function calls belong in model turns.", param=param)
