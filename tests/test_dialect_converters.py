@@ -173,6 +173,7 @@ def test_gemini_stream_round_trips():
     ({"contents": [{"parts": [{"text": "a"}]}], "generationConfig": {"temperature": 3}}, "generationConfig.temperature"),
     ({"contents": [{"role": "robot", "parts": [{"text": "a"}]}]}, "contents[0].role"),
     ({"contents": [{"parts": [{"text": "a"}]}], "tools": [{"googleSearch": {}}]}, "tools[0]"),
+    ({"contents": [{"parts": [{"text": "a"}]}], "cachedContent": "cachedContents/x"}, "cachedContent"),
 ])
 def test_gemini_invalid_requests_name_the_field(body, param):
     from pydantic import ValidationError

@@ -7,7 +7,7 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidRequest, ModelyardError
@@ -132,6 +132,14 @@ class GenerateContentRequest(_Camel):
     tools: list[Tool] | None = None
     tool_config: ToolConfig | None = None
     model: str | None = None  # countTokens' generateContentRequest names the model again
+    cached_content: str | None = None
+
+    @field_validator("cached_content")
+    @classmethod
+    def _no_cache(cls, v: str | None) -> str | None:
+        if v is not None:  # ignoring it would answer without the context the client cached
+            raise ValueError("cached content is not available here; send the contents in full")
+        return v
 
 
 class CountTokensRequest(_Camel):
