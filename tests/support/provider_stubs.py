@@ -128,6 +128,8 @@ async def gemini_generate(request: Request) -> Response:
     failure = _gemini_error(control.mode)
     if failure is not None:
         return failure
+    if request.path_params["method"] == "countTokens":  # a recognisable number: 40 + one per content
+        return JSONResponse({"totalTokens": 40 + len(body["generateContentRequest"]["contents"])})
     text, call = _gemini_reply(body)
     usage = {"promptTokenCount": 9, "candidatesTokenCount": 4, "totalTokenCount": 13}
     if not request.path_params["method"].startswith("streamGenerateContent"):
@@ -146,8 +148,17 @@ async def gemini_generate(request: Request) -> Response:
     return _sse([(None, c) for c in chunks])
 
 
+async def anthropic_count_tokens(request: Request) -> Response:
+    control, body = await _record(request)
+    failure = _anthropic_error(control.mode)
+    if failure is not None:
+        return failure
+    return JSONResponse({"input_tokens": 30 + len(body["messages"])})  # recognisable: 30 + one per message
+
+
 def create_provider_stub(control: ProviderControl) -> Starlette:
     app = Starlette(routes=[
+        Route("/v1/messages/count_tokens", anthropic_count_tokens, methods=["POST"]),
         Route("/v1/messages", anthropic_messages, methods=["POST"]),
         Route("/v1beta/models/{model}:{method}", gemini_generate, methods=["POST"]),
     ])

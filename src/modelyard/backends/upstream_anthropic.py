@@ -32,6 +32,14 @@ class AnthropicUpstream(HTTPUpstream):
             raise UpstreamError(f"Upstream {self.name} returned an unexpected body.")
         return an.from_messages_response(data, model)
 
+    async def count_tokens(self, req: ChatRequest) -> int:
+        """Anthropic's own count (free there too); count_tokens takes the request minus its sampling fields."""
+        body = {k: v for k, v in self._request(req).items() if k in ("model", "messages", "system", "tools", "tool_choice")}
+        data = await self.post_json(self.base_url + "/messages/count_tokens", body)
+        if not isinstance(data.get("input_tokens"), int):
+            raise UpstreamError(f"Upstream {self.name} returned an unexpected token count.")
+        return data["input_tokens"]
+
     async def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
         state = an.StreamState(model=model, include_usage=req.wants_usage_in_stream)
         async for _event, data in self.post_events(self.base_url + "/messages", self._request(req)):

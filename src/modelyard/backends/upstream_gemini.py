@@ -27,6 +27,14 @@ class GeminiUpstream(HTTPUpstream):
         data = await self.post_json(self._url("generateContent"), gm.to_generate_request(req))
         return gm.from_generate_response(data, model)
 
+    async def count_tokens(self, req: ChatRequest) -> int:
+        """Gemini's own count; the whole generateContent request, so system instruction and tools count too."""
+        body = {"generateContentRequest": {"model": f"models/{self.upstream_model}", **gm.to_generate_request(req)}}
+        data = await self.post_json(self._url("countTokens"), body)
+        if not isinstance(data.get("totalTokens"), int):
+            raise UpstreamError(f"Upstream {self.name} returned an unexpected token count.")
+        return data["totalTokens"]
+
     async def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
         state = gm.StreamState(model=model, include_usage=req.wants_usage_in_stream)
         async for _event, data in self.post_events(self._url("streamGenerateContent") + "?alt=sse",

@@ -56,3 +56,47 @@ def json_instruction(response_format: Any) -> str | None:
         schema = json.dumps(response_format.json_schema.get("schema", {}))
         return f"Respond with only a JSON value that matches this JSON schema: {schema}"
     return "Respond with only a valid JSON object."
+
+
+def data_url(mime: str, data: str) -> str:
+    """The inverse of `split_data_url`: how base64 image bytes travel inside an OpenAI chat request."""
+    return f"data:{mime or 'application/octet-stream'};base64,{data}"
+
+
+def loads_object(arguments: str) -> dict[str, Any]:
+    """Tool arguments a model produced, as the object other dialects carry; text that is not an object is kept."""
+    try:
+        value = json.loads(arguments) if arguments else {}
+    except ValueError:
+        return {"_raw": arguments}  # a small model's broken JSON must still reach the client, not crash the reply
+    return value if isinstance(value, dict) else {"_value": value}
+
+
+def chunk_dict(chunk: Any) -> dict[str, Any]:
+    """A chat stream chunk as a dict: upstream chunks travel as their raw JSON bytes."""
+    return json.loads(chunk) if isinstance(chunk, (bytes, bytearray)) else chunk
+
+
+def usage_numbers(usage: dict[str, Any] | None) -> tuple[int, int]:
+    """(prompt, completion) tokens from an OpenAI usage object (absent counts are 0)."""
+    usage = usage or {}
+    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+
+
+def validate_chat(body: dict[str, Any], fields: dict[str, str], default: str) -> Any:
+    """Validate a converted request as our ChatRequest; a rule only it enforces names the client's own field.
+
+    `fields` maps our top-level field names to the dialect's (stop -> stop_sequences); others blame `default`.
+    """
+    from pydantic import ValidationError
+
+    from ..types import ChatRequest
+
+    try:
+        return ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        loc = first.get("loc") or ()
+        param = fields.get(str(loc[0]), default) if loc else default
+        raise InvalidRequest(f"Invalid value for '{param}': {first['msg'].removeprefix('Value error, ')}",
+                             param=param) from None

@@ -27,6 +27,8 @@ from ..store.responses_repo import ResponseLog
 from ..websearch import SearchProvider, build_search
 from . import errors, openapi
 from .fastlane import FastLane
+from .routes import anthropic as anthropic_routes
+from .routes import gemini as gemini_routes
 from .routes import openai as openai_routes
 from .routes import openai_media as openai_media_routes
 from .routes import openai_text as openai_text_routes
@@ -118,6 +120,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
         for prefix in ("/openai/v1", "/api/v1"):
             app.include_router(r, prefix=prefix, include_in_schema=False)
+    # Anthropic's SDK appends /v1/messages to its base URL; Gemini's appends /v1beta (some proxies use /api/v1beta).
+    app.include_router(anthropic_routes.router, prefix="/v1")
+    app.include_router(anthropic_routes.router, prefix="/anthropic/v1", include_in_schema=False)
+    app.include_router(gemini_routes.router, prefix="/v1beta")
+    app.include_router(gemini_routes.router, prefix="/api/v1beta", include_in_schema=False)
     app.include_router(platform_routes.router)
     app.include_router(worker_routes.router)
     app.include_router(service_routes.router)

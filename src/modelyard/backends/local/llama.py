@@ -156,6 +156,15 @@ class LlamaCppBackend(LocalRuntime):
                 raise InvalidRequest(f"The JSON schema cannot be used for constrained output: {exc}", param=param) from None
         return Plan(prompt=prompt, prompt_tokens=prompt_tokens, kwargs=kwargs, tool_mode=tool_mode, tool_names=tool_names)
 
+    async def count_tokens(self, req: ChatRequest) -> int:
+        """The prompt's exact token count under this model's chat template (tool instructions included)."""
+        loaded = await self.model()
+        tool_mode = "none" if not req.tools or req.tool_choice == "none" else (
+            "forced" if (req.tool_choice == "required" or isinstance(req.tool_choice, dict)) else "auto")
+        formatted = loaded.formatter(messages=self._messages(req, tool_mode))
+        return len(loaded.llm.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special,
+                                       special=True))
+
     # ---------------------------------------------------------------- generation (worker thread)
 
     def _generate(self, loaded: Loaded, plan: Plan, seed_offset: int, stop_event: threading.Event | None

@@ -1,0 +1,396 @@
+"""Anthropic Messages as a client dialect: Messages request -> internal chat request; chat reply/chunks -> Messages."""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..errors import InvalidRequest, ModelyardError
+from ..types import ChatRequest
+from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
+
+# anthropic-version is a date; later versions only add to the 2023-06-01 wire format we serve, and SDKs send
+# their own release's date, so any well-formed date is served the same (a malformed one is refused).
+VERSION_PATTERN = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+STOP_REASON = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
+               "content_filter": "refusal"}
+# our chat request's fields, as a Messages client names them (for errors only the converted request reveals)
+CHAT_FIELDS = {"stop": "stop_sequences", "max_tokens": "max_tokens", "tools": "tools", "tool_choice": "tool_choice",
+               "temperature": "temperature", "top_p": "top_p"}
+ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 402: "billing_error",
+              403: "permission_error", 404: "not_found_error", 405: "invalid_request_error",
+              413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
+
+
+class _Open(BaseModel):
+    # unknown fields (cache_control, citations, ...) are accepted and ignored, as the API evolves faster than we do
+    model_config = ConfigDict(extra="allow")
+
+
+class TextBlock(_Open):
+    type: Literal["text"]
+    text: str
+
+
+class ImageSource(_Open):
+    type: Literal["base64", "url"]
+    media_type: str | None = None
+    data: str | None = None
+    url: str | None = None
+
+
+class ImageBlock(_Open):
+    type: Literal["image"]
+    source: ImageSource
+
+    def url(self) -> str:
+        src = self.source
+        if src.type == "base64":
+            if not src.data or not src.media_type:
+                raise ValueError("a base64 image source needs 'media_type' and 'data'")
+            return data_url(src.media_type, src.data)
+        if not src.url:
+            raise ValueError("a url image source needs 'url'")
+        return src.url
+
+
+class ToolUseBlock(_Open):
+    type: Literal["tool_use"]
+    id: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolResultBlock(_Open):
+    type: Literal["tool_result"]
+    tool_use_id: str = Field(min_length=1)
+    content: str | list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]] | None = None
+    is_error: bool | None = None
+
+
+class ThinkingBlock(_Open):
+    """Reasoning from an earlier turn: clients send it back; no model here consumes it, so it is dropped."""
+
+    type: Literal["thinking", "redacted_thinking"]
+
+
+Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, ThinkingBlock],
+                  Field(discriminator="type")]
+
+
+class InputMessage(_Open):
+    role: Literal["user", "assistant"]
+    content: str | Annotated[list[Block], Field(min_length=1)]
+
+
+class Tool(_Open):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
+    description: str | None = None
+    input_schema: dict[str, Any]
+    type: Literal["custom"] | None = None  # server tools (web_search_..., bash_...) are not offered here
+
+
+class ToolChoice(_Open):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+
+class OutputFormat(_Open):
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(_Open):
+    format: OutputFormat | None = None
+    effort: str | None = None  # a reasoning budget; no model here reasons, so it has nothing to steer
+
+
+class MessagesRequest(_Open):
+    """POST /v1/messages, as Anthropic defines it."""
+
+    model: str = Field(min_length=1)
+    max_tokens: int = Field(ge=1)
+    messages: list[InputMessage] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    stop_sequences: list[str] | None = Field(default=None, max_length=4)
+    temperature: float | None = Field(default=None, ge=0, le=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    top_k: int | None = Field(default=None, ge=0)
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    metadata: dict[str, Any] | None = None
+    output_config: OutputConfig | None = None
+    stream: bool = False
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _stops(cls, v: list[str] | None) -> list[str] | None:
+        if v and any(not s for s in v):
+            raise ValueError("stop sequences must not be empty")
+        return v
+
+
+class CountTokensRequest(_Open):
+    """POST /v1/messages/count_tokens: a Messages request without max_tokens."""
+
+    model: str = Field(min_length=1)
+    messages: list[InputMessage] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+
+
+def check_version(value: str | None) -> None:
+    """A missing header is taken as 2023-06-01 (curl users forget it); one that is not a date is refused."""
+    if value is not None and not VERSION_PATTERN.match(value.strip()):
+        raise InvalidRequest(f"anthropic-version '{value}' is not a version; send a date such as 2023-06-01.",
+                             param="anthropic-version")
+
+
+# ---------------------------------------------------------------- request -> internal chat request
+
+def _system_text(system: str | list[TextBlock] | None) -> str:
+    if system is None:
+        return ""
+    return system if isinstance(system, str) else "\n\n".join(b.text for b in system)
+
+
+def _image_part(block: ImageBlock, param: str) -> dict[str, Any]:
+    try:
+        return {"type": "image_url", "image_url": {"url": block.url()}}
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param=param) from None
+
+
+def _tool_result(block: ToolResultBlock, param: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The tool message, and image parts that must ride along in a user turn (tool messages carry text)."""
+    images: list[dict[str, Any]] = []
+    if isinstance(block.content, list):
+        texts = []
+        for k, inner in enumerate(block.content):
+            if isinstance(inner, TextBlock):
+                texts.append(inner.text)
+            else:
+                images.append(_image_part(inner, f"{param}.content[{k}]"))
+        text = "\n".join(texts)
+    else:
+        text = block.content or ""
+    if block.is_error:
+        text = "Error: " + text  # OpenAI-shaped tool messages have no error flag; the model still must know
+    return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}, images
+
+
+def _user_turn(blocks: list[Any], i: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    pending: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        if pending:
+            out.append({"role": "user", "content": list(pending)})
+            pending.clear()
+
+    for j, block in enumerate(blocks):
+        param = f"messages[{i}].content[{j}]"
+        if isinstance(block, TextBlock):
+            pending.append({"type": "text", "text": block.text})
+        elif isinstance(block, ImageBlock):
+            pending.append(_image_part(block, param))
+        elif isinstance(block, ToolResultBlock):
+            flush()  # results answer the previous turn's calls, so they come before anything else the user adds
+            message, images = _tool_result(block, param)
+            out.append(message)
+            pending.extend(images)
+        elif isinstance(block, ToolUseBlock):
+            raise InvalidRequest("tool_use blocks belong in assistant messages.", param=param)
+    flush()
+    return out
+
+
+def _assistant_turn(blocks: list[Any], i: int) -> dict[str, Any]:
+    text = []
+    calls = []
+    for j, block in enumerate(blocks):
+        if isinstance(block, TextBlock):
+            text.append(block.text)
+        elif isinstance(block, ToolUseBlock):
+            calls.append({"id": block.id, "type": "function",
+                          "function": {"name": block.name, "arguments": json.dumps(block.input, separators=(",", ":"))}})
+        elif isinstance(block, (ImageBlock, ToolResultBlock)):
+            raise InvalidRequest(f"{block.type} blocks belong in user messages.", param=f"messages[{i}].content[{j}]")
+    message: dict[str, Any] = {"role": "assistant", "content": "".join(text) if text or not calls else None}
+    if calls:
+        message["tool_calls"] = calls
+    return message
+
+
+def _tools(tools: list[Tool] | None, choice: ToolChoice | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for k, tool in enumerate(tools or []):
+        if tool.input_schema.get("type", "object") != "object":
+            raise InvalidRequest("A tool's input_schema must describe an object.", param=f"tools[{k}].input_schema")
+    if tools:
+        body["tools"] = [{"type": "function", "function": {
+            "name": t.name, **({"description": t.description} if t.description else {}), "parameters": t.input_schema}}
+            for t in tools]
+    if choice is not None:
+        if choice.type == "tool":
+            if not choice.name or choice.name not in {t.name for t in tools or []}:
+                raise InvalidRequest("tool_choice of type 'tool' must name one of 'tools'.", param="tool_choice.name")
+            body["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
+        elif tools:
+            body["tool_choice"] = {"auto": "auto", "any": "required", "none": "none"}[choice.type]
+        if choice.disable_parallel_tool_use and tools:
+            body["parallel_tool_calls"] = False
+    return body
+
+
+def messages_to_chat(req: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
+    """The internal (OpenAI-shaped) chat request body for a Messages request; validate it with `to_chat_request`."""
+    messages: list[dict[str, Any]] = []
+    system = _system_text(req.system)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, m in enumerate(req.messages):
+        if isinstance(m.content, str):
+            messages.append({"role": m.role, "content": m.content})
+        elif m.role == "user":
+            messages.extend(_user_turn(m.content, i))
+        else:
+            messages.append(_assistant_turn(m.content, i))
+    body: dict[str, Any] = {"model": req.model, "messages": messages, **_tools(req.tools, req.tool_choice)}
+    if isinstance(req, MessagesRequest):
+        body["max_tokens"] = req.max_tokens
+        for name in ("temperature", "top_p"):
+            if getattr(req, name) is not None:
+                body[name] = getattr(req, name)
+        if req.stop_sequences:
+            body["stop"] = req.stop_sequences
+        fmt = req.output_config.format if req.output_config else None
+        if fmt is not None:
+            body["response_format"] = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_}}
+        user = (req.metadata or {}).get("user_id")
+        if isinstance(user, str) and user:
+            body["user"] = user
+        if req.stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}  # message_delta must carry the output tokens
+    return body
+
+
+def to_chat_request(req: MessagesRequest | CountTokensRequest) -> ChatRequest:
+    return validate_chat(messages_to_chat(req), CHAT_FIELDS, "messages")
+
+
+# ---------------------------------------------------------------- internal reply -> Messages
+
+def new_message_id() -> str:
+    return "msg_" + secrets.token_hex(12)
+
+
+def _usage(prompt: int, completion: int) -> dict[str, int]:
+    return {"input_tokens": prompt, "output_tokens": completion, "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0}
+
+
+def from_chat_response(data: dict[str, Any], model: str) -> dict[str, Any]:
+    choice = (data.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    content: list[dict[str, Any]] = []
+    if message.get("content"):
+        content.append({"type": "text", "text": message["content"]})
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id") or "toolu_" + secrets.token_hex(12),
+                        "name": fn.get("name", ""), "input": loads_object(fn.get("arguments") or "")})
+    reason = STOP_REASON.get(choice.get("finish_reason") or "stop", "end_turn")
+    return {"id": new_message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
+            "stop_reason": reason, "stop_sequence": None, "usage": _usage(*usage_numbers(data.get("usage")))}
+
+
+@dataclass
+class StreamEncoder:
+    """Turns internal chat chunks into Anthropic's event sequence, one chunk at a time.
+
+    message_start, ping, then for each content block content_block_start / *_delta / content_block_stop, then
+    message_delta (stop_reason, usage) and message_stop. Output tokens are only known at the end.
+    """
+
+    model: str
+    input_tokens: int = 0
+    id: str = field(default_factory=new_message_id)
+    index: int = -1  # the open block's index; -1 before the first
+    open_kind: str | None = None  # "text" | "tool_use" | None
+    tool_block: dict[int, int] = field(default_factory=dict)  # OpenAI tool_calls index -> our block index
+    stop_reason: str = "end_turn"
+    usage: tuple[int, int] | None = None
+
+    def start(self) -> list[tuple[str, dict[str, Any]]]:
+        message = {"id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
+                   "stop_reason": None, "stop_sequence": None, "usage": _usage(self.input_tokens, 0)}
+        return [("message_start", {"type": "message_start", "message": message}), ("ping", {"type": "ping"})]
+
+    def _close_block(self) -> list[tuple[str, dict[str, Any]]]:
+        if self.open_kind is None:
+            return []
+        self.open_kind = None
+        return [("content_block_stop", {"type": "content_block_stop", "index": self.index})]
+
+    def _open_block(self, block: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        out = self._close_block()
+        self.index += 1
+        self.open_kind = block["type"]
+        out.append(("content_block_start", {"type": "content_block_start", "index": self.index, "content_block": block}))
+        return out
+
+    def feed(self, chunk: Any) -> list[tuple[str, dict[str, Any]]]:
+        data = chunk_dict(chunk)
+        if data.get("usage"):
+            self.usage = usage_numbers(data["usage"])
+        out: list[tuple[str, dict[str, Any]]] = []
+        for choice in data.get("choices") or []:
+            if choice.get("index", 0) != 0:
+                continue  # Messages has one answer per request
+            delta = choice.get("delta") or {}
+            if delta.get("content"):
+                if self.open_kind != "text":
+                    out += self._open_block({"type": "text", "text": ""})
+                out.append(("content_block_delta", {"type": "content_block_delta", "index": self.index,
+                                                    "delta": {"type": "text_delta", "text": delta["content"]}}))
+            for call in delta.get("tool_calls") or []:
+                k = call.get("index", 0)
+                fn = call.get("function") or {}
+                if k not in self.tool_block:
+                    out += self._open_block({"type": "tool_use", "id": call.get("id") or "toolu_" + secrets.token_hex(12),
+                                             "name": fn.get("name", ""), "input": {}})
+                    self.tool_block[k] = self.index
+                if fn.get("arguments"):
+                    out.append(("content_block_delta", {"type": "content_block_delta", "index": self.tool_block[k],
+                                                        "delta": {"type": "input_json_delta",
+                                                                  "partial_json": fn["arguments"]}}))
+            if choice.get("finish_reason"):
+                self.stop_reason = STOP_REASON.get(choice["finish_reason"], "end_turn")
+        return out
+
+    def finish(self) -> list[tuple[str, dict[str, Any]]]:
+        prompt, completion = self.usage or (self.input_tokens, 0)
+        out = self._close_block()
+        out.append(("message_delta", {"type": "message_delta",
+                                      "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+                                      "usage": {"input_tokens": prompt, "output_tokens": completion}}))
+        out.append(("message_stop", {"type": "message_stop"}))
+        return out
+
+
+def error_body(exc: ModelyardError) -> dict[str, Any]:
+    """Anthropic's envelope; it has no `param`, so the message names the field."""
+    kind = ERROR_TYPE.get(exc.status, "api_error" if exc.status >= 500 else "invalid_request_error")
+    message = exc.message
+    if exc.param and exc.param not in message:
+        message = f"{exc.param}: {message}"
+    return {"type": "error", "error": {"type": kind, "message": message}}
