@@ -25,7 +25,9 @@ from ..workers import WorkerAgent, WorkerRegistry
 from ..store.db import Store
 from . import errors, openapi
 from .fastlane import FastLane
+from .routes import account as account_routes
 from .routes import openai as openai_routes
+from .routes import orgs as org_routes
 from .routes import openai_media as openai_media_routes
 from .routes import platform as platform_routes
 from .routes import workers as worker_routes
@@ -68,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # after the loop starts: pooled HTTP clients bind to it
         ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         await ctx.router.preload()
-        await ctx.gate.start()
+        await ctx.gate.start(ctx.router, catalog)
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         agent = None
         if settings.worker is not None:
@@ -103,6 +105,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
+    # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
+    app.include_router(account_routes.router)
+    app.include_router(org_routes.router)
     for r in (openai_routes.router, openai_media_routes.router):
         app.include_router(r, prefix="/v1")
         # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.

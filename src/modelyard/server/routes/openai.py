@@ -14,6 +14,7 @@ from ...backends.base import ChatChunk
 from ...catalog import Deployment, Model
 from ...errors import InternalError, ModelyardError
 from ...pipeline import scopes as sc
+from ...pipeline.billing import chat_estimate, chat_units, chunk_usage, filter_text
 from ...pipeline.gate import Ticket
 from ...pipeline.regions import region_for
 from ...protocols import openai as oa
@@ -62,7 +63,9 @@ async def chat_completions(request: Request) -> Response:
     req = await parse_json(request, ChatRequest)
     model = ctx.router.resolve(req.model, Task.CHAT)
     region = region_for(request, ctx.settings.region_hosts)
-    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat")
+    text, field = filter_text(req) if ctx.gate.filters(principal.org_id) else (None, None)
+    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat", estimate=chat_estimate(req), text=text,
+                                  field=field)
     try:
         if not req.stream:
             resp, deployment = await unless_disconnected(request, ctx.router.chat(model, req, region))
@@ -74,7 +77,7 @@ async def chat_completions(request: Request) -> Response:
         ticket.fail()
         raise
     if not req.stream:
-        ticket.settle(None, deployment)
+        ticket.settle(chat_units(resp.get("usage"), ticket.estimate), deployment)
         return json_response(resp, headers={**served_by(deployment), **ticket.headers})
     return StreamingResponse(_sse(first, stream, ticket, deployment), media_type="text/event-stream",
                              headers={**SSE_HEADERS, **served_by(deployment), **ticket.headers})
@@ -88,10 +91,15 @@ async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket
                deployment: Deployment) -> AsyncIterator[bytes]:
     """Relay chunks as they come; an error after the first byte goes out as a final error event."""
     ok = False
+    usage, chunks = None, 0  # the final chunk's usage prices the call; without it, chunks approximate tokens
     try:
         if first is not None:
+            usage = chunk_usage(first)
             yield encode_data(first)
             async for chunk in stream:
+                chunks += 1
+                if usage is None:
+                    usage = chunk_usage(chunk)
                 yield encode_data(chunk)
         ok = True
         yield DONE
@@ -102,7 +110,7 @@ async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket
         yield encode_data(oa.error_body(InternalError("The stream failed on the server.")))
     finally:
         if ok:
-            ticket.settle(None, deployment)
+            ticket.settle(chat_units(usage, ticket.estimate, chunks), deployment)
         else:
             ticket.fail()
         await stream.aclose()  # type: ignore[attr-defined]
