@@ -95,9 +95,9 @@ class PriceConfig(BaseModel):
     input_per_1m: float = Field(default=0, ge=0, description="per 1M input tokens")
     output_per_1m: float = Field(default=0, ge=0, description="per 1M output tokens")
     # per image: one price, or by "WxH" / "WxH/quality" / "quality" / "default"
-    per_image: float | dict[str, float] = 0
+    per_image: float | dict[str, float] = 0.0
     # per second of video: one price, or by resolution ("480p", "720p", "1080p", "default")
-    per_video_second: float | dict[str, float] = 0
+    per_video_second: float | dict[str, float] = 0.0
     per_1k_characters: float = Field(default=0, ge=0, description="speech input")
     per_audio_minute: float = Field(default=0, ge=0, description="transcription / translation")
     per_request: float = Field(default=0, ge=0)

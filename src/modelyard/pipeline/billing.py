@@ -181,8 +181,8 @@ def chunk_usage(chunk: Any) -> dict[str, Any] | None:
         if b'"usage"' not in chunk:
             return None
         try:
-            return orjson.loads(chunk).get("usage")
-        except orjson.JSONDecodeError:
+            return orjson.loads(memoryview(chunk)).get("usage")  # orjson refuses bytes subclasses; a view is free
+        except (orjson.JSONDecodeError, AttributeError):
             return None
     if isinstance(chunk, dict):
         return chunk.get("usage")

@@ -93,13 +93,18 @@ class WalletRepo:
             wallet_ledger.c.created_at.desc(), wallet_ledger.c.id).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
-        return [{**r._mapping, "created_at": _aware(r.created_at).isoformat()} for r in rows]  # type: ignore[union-attr]
+        return [_plain(r._asdict()) for r in rows]
 
     async def ledger_sum(self, org_id: str) -> int:
         async with self.engine.connect() as conn:
             value = (await conn.execute(select(func.coalesce(func.sum(wallet_ledger.c.amount_micros), 0)).where(
                 wallet_ledger.c.org_id == org_id))).scalar_one()
         return int(value)
+
+
+def _plain(row: dict[Any, Any]) -> dict[str, Any]:
+    """JSON-ready: column names as plain str (orjson refuses SQLAlchemy's str subclass), datetimes as ISO text."""
+    return {str(k): (_aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}  # type: ignore[union-attr]
 
 
 class UsageRepo:
@@ -124,7 +129,7 @@ class UsageRepo:
              .group_by(*cols).order_by(*cols))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
-        return [{k: (int(v) if k not in by and v is not None else v) for k, v in r._mapping.items()} for r in rows]
+        return [{str(k): (int(v) if k not in by and v is not None else v) for k, v in r._asdict().items()} for r in rows]
 
 
 @dataclass(frozen=True)
@@ -196,4 +201,4 @@ class FilterRepo:
             content_filter_events.c.created_at.desc()).limit(limit)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
-        return [{**r._mapping, "created_at": _aware(r.created_at).isoformat()} for r in rows]  # type: ignore[union-attr]
+        return [_plain(r._asdict()) for r in rows]
