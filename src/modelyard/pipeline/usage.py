@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
+import time
 from datetime import date, datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -25,32 +25,39 @@ class UsageRecorder:
 
     def __init__(self, store: Store) -> None:
         self.repo = UsageRepo(store)
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[tuple[Any, ...]] = []  # raw values; rows are built at flush, off the request path
+        self._failed: list[dict[str, Any]] = []
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool) -> None:
-        now = datetime.now(timezone.utc)
-        fields = {k: v for k, v in asdict(units).items() if v} if units is not None else {}
-        self._pending.append({
-            "id": new_id("use"), "org_id": org_id, "token_id": token_id, "model_id": model_id, "task": task,
-            "units": fields, "input_tokens": units.input_tokens if units else 0,
-            "output_tokens": units.output_tokens if units else 0, "price_micros": price_micros, "status": status,
-            "latency_ms": latency_ms, "region": region, "flagged": flagged, "day": now.strftime("%Y-%m-%d"),
-            "created_at": now})
+        self._pending.append((org_id, token_id, model_id, task, units, price_micros, status, latency_ms, region,
+                              flagged, time.time()))
+
+    @staticmethod
+    def _row(raw: tuple[Any, ...]) -> dict[str, Any]:
+        org_id, token_id, model_id, task, units, price, status, latency_ms, region, flagged, at = raw
+        when = datetime.fromtimestamp(at, timezone.utc)
+        fields = {k: getattr(units, k) for k in units.__slots__ if getattr(units, k)} if units is not None else {}
+        return {"id": new_id("use"), "org_id": org_id, "token_id": token_id, "model_id": model_id, "task": task,
+                "units": fields, "input_tokens": units.input_tokens if units else 0,
+                "output_tokens": units.output_tokens if units else 0, "price_micros": price, "status": status,
+                "latency_ms": latency_ms, "region": region, "flagged": flagged, "day": when.strftime("%Y-%m-%d"),
+                "created_at": when}
 
     async def flush(self) -> None:
-        rows, self._pending = self._pending, []
+        pending, self._pending = self._pending, []
+        rows, self._failed = self._failed + [self._row(p) for p in pending], []
         if not rows:
             return
         try:
             await self.repo.insert_many(rows)
         except Exception:
             log.exception("could not write %d usage records; keeping them for the next flush", len(rows))
-            self._pending = (rows + self._pending)[-MAX_PENDING:]
+            self._failed = rows[-MAX_PENDING:]
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._failed)
 
 
 def day_range(start: str | None, end: str | None) -> tuple[str, str]:
