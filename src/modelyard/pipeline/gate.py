@@ -12,6 +12,11 @@ Routes of every dialect use it the same way, so limits, prices and usage apply a
     ticket.settle(Units(...), deployment)  # real charge, rest refunded, usage row queued (never awaited)
     return Response(..., headers={**served_by(deployment), **ticket.headers})
 
+Prices need units: pass `estimate=` (an upper bound; `billing.chat_estimate(req)` for chat, `billing.task_units(task,
+req)` for media, `Units(mode=..., image_size=..., video_seconds=...)` for studio modes) and settle with the real units
+(`billing.chat_units(usage, ticket.estimate)`, `billing.task_units(task, req, result)`). Without units a paid call is
+charged its reservation. Pass `text=`/`field=` (`billing.filter_text(req)`) only when `gate.filters(org_id)` is true.
+
 `admit` raises (403 plan / banned, 429 limit with Retry-After, 402 insufficient balance, 400 content filter);
 `settle`/`fail` are synchronous and cheap: they queue work for a background flush, so the hot path does no DB I/O.
 
@@ -118,6 +123,8 @@ class Gate:
         if self.passthrough:
             return
         self.limits = Limiter(settings.plans, settings.redis_url, settings.redis_key_prefix)
+        if settings.workers > 1 and not settings.redis_url:
+            log.warning("%d gateway processes without redis_url: each counts rate limits on its own", settings.workers)
         self.prices = PriceBook(settings)
         self.wallets = WalletRepo(store)
         self.usage = UsageRecorder(store)
