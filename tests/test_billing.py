@@ -32,6 +32,8 @@ def billing_models(stub_url: str) -> list[dict[str, Any]]:
          "deployments": [{**up, "max_concurrency": 256, "max_queue": 256}]},
         {"id": "paid-tokens", "type": "text", "price": {"input_per_1m": 2.0, "output_per_1m": 8.0},
          "deployments": [up]},
+        {"id": "paid-embed", "type": "embedding", "price": {"input_per_1m": 1000.0},  # $0.001 a token
+         "deployments": [{**up, "model": "stub-embedder"}]},
         {"id": "pro-only", "type": "text", "plans": ["pro", "enterprise"], "deployments": [up]},
     ]
 
@@ -150,6 +152,20 @@ def test_free_models_work_with_an_empty_wallet_and_paid_ones_say_402(srv):
     err = r.json()["error"]
     assert err["type"] == "insufficient_quota" and err["code"] == "insufficient_balance" and "$0.01" in err["message"]
     assert wallet(srv, org_id)["balance_micros"] == 0
+
+
+def test_media_routes_price_from_the_result(srv):
+    """Embeddings go through the media routes' `_run`: estimated from the input, settled on the upstream's usage."""
+    org_id, key = org_with_key(srv, plan="pro", cents=1)
+    r = httpx.post(srv.v1 + "/embeddings", headers={"Authorization": f"Bearer {key}"},
+                   json={"model": "paid-embed", "input": ["a", "b", "c"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["usage"]["prompt_tokens"] == 3
+    _flush(srv)
+    assert wallet(srv, org_id)["balance_micros"] == 10_000 - 3 * 1000
+    usage = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()
+    assert usage["data"][0]["task"] == "embedding" and usage["data"][0]["price_micros"] == 3000
+    assert usage["data"][0]["input_tokens"] == 3
 
 
 def test_a_model_restricted_to_plans(srv):

@@ -213,6 +213,9 @@ def task_units(task: Task, req: Any, result: Any = None) -> Units:
         u.audio_seconds = float(duration or 0)
     elif isinstance(result, dict) and isinstance(result.get("usage"), dict):
         u.input_tokens = int(result["usage"].get("prompt_tokens") or 0)
+    elif result is None and task == Task.EMBEDDING:  # the estimate: ~1 token per 3 characters of text input
+        text, _ = filter_text(req)
+        u.input_tokens = len(text) // 3 + 1 if text else 0
     return u
 
 
