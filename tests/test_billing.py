@@ -142,6 +142,13 @@ def test_failed_upstream_is_not_charged(srv, stub):
     assert sorted(e["kind"] for e in w["ledger"]) == ["release", "reserve", "top_up"]
     usage = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()
     assert usage["totals"]["failed"] == 1 and usage["totals"]["price_micros"] == 0
+    # a stream whose upstream breaks after the first bytes is not charged either
+    stub.mode = "midstream_error"
+    r = chat(srv, key, "paid-tokens", stream=True)
+    assert r.status_code == 200 and '"error"' in r.text
+    assert _eventually(lambda: wallet(srv, org_id)["balance_micros"] == 50_000)
+    usage = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()
+    assert usage["totals"]["failed"] == 2 and usage["totals"]["price_micros"] == 0
 
 
 def test_free_models_work_with_an_empty_wallet_and_paid_ones_say_402(srv):

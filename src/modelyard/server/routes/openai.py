@@ -90,7 +90,7 @@ def served_by(deployment: Deployment) -> dict[str, str]:
 async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket: Ticket,
                deployment: Deployment) -> AsyncIterator[bytes]:
     """Relay chunks as they come; an error after the first byte goes out as a final error event."""
-    ok = False
+    failed = False  # the upstream or the server failed: not charged. A client hanging up is charged what it got.
     usage, chunks = None, 0  # the final chunk's usage prices the call; without it, chunks approximate tokens
     try:
         if first is not None:
@@ -101,16 +101,17 @@ async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket
                 if usage is None:
                     usage = chunk_usage(chunk)
                 yield encode_data(chunk)
-        ok = True
         yield DONE
     except ModelyardError as exc:
+        failed = True
         yield encode_data(oa.error_body(exc))
     except Exception:
+        failed = True
         log.exception("stream failed")
         yield encode_data(oa.error_body(InternalError("The stream failed on the server.")))
     finally:
-        if ok:
-            ticket.settle(chat_units(usage, ticket.estimate, chunks), deployment)
-        else:
+        if failed:
             ticket.fail()
+        else:
+            ticket.settle(chat_units(usage, ticket.estimate, chunks), deployment)
         await stream.aclose()  # type: ignore[attr-defined]
