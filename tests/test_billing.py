@@ -236,3 +236,23 @@ def test_balance_and_me_in_the_studio_shape(srv):
     me = httpx.get(srv.url + "/api/v1/me", headers={"Authorization": f"Bearer {key}"}).json()
     assert me["organization_id"] == org["id"] and me["plan"] == "standard" and me["balance_cents"] == 999
     assert me["created_at"] and me["username"] == org["name"]
+
+
+def test_queued_usage_and_refunds_are_flushed_on_shutdown(tmp_path, database_url, stub_server, stub):
+    settings = make_settings(tmp_path, database_url=database_url, models=billing_models(stub_server[0].url),
+                             usage_flush_seconds=3600.0)  # the background flush never runs in this test
+    with running(settings) as s:
+        org_id, key = org_with_key(s, plan="pro", cents=10)
+        assert chat(s, key, "paid-tokens", max_tokens=20).status_code == 200
+        assert chat(s, key, "stub-gpt").status_code == 200
+        assert s.app.state.ctx.gate.usage.pending == 2
+    # the server is gone: only what its shutdown wrote is in the database
+
+    async def read(store):
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(select(usage_records.c.model_id, usage_records.c.price_micros).where(
+                usage_records.c.org_id == org_id).order_by(usage_records.c.model_id))).all()
+        return [tuple(r) for r in rows], await WalletRepo(store).balance(org_id), await WalletRepo(store).ledger_sum(org_id)
+    rows, balance, ledger_sum = _db(s, read)
+    assert [m for m, _ in rows] == ["paid-tokens", "stub-gpt"]
+    assert balance == 100_000 - rows[0][1] and ledger_sum == balance  # the release was written at shutdown too
