@@ -227,6 +227,23 @@ def test_studio_video_prices_scale_with_resolution_and_duration(srv):
     assert prices.cost("x", Units(mode="t2i_pro", image_size="2048x2048")) == 100_000  # t2i_pro 2k $0.10
 
 
+def test_model_price_tables():
+    from modelyard.config import PriceConfig
+    from modelyard.pipeline.billing import ModelPrice, dollars
+
+    img = ModelPrice(PriceConfig(per_image={"1024x1024": 0.04, "1024x1024/hd": 0.08, "default": 0.02}))
+    assert img.cost(Units(images=2, image_size="1024x1024", image_quality="hd", requests=0)) == 160_000
+    assert img.cost(Units(images=1, image_size="1024x1024", requests=0)) == 40_000
+    assert img.cost(Units(images=1, image_size="512x512", requests=0)) == 20_000
+    video = ModelPrice(PriceConfig(per_video_second={"720p": 0.10, "1080p": 0.20}))
+    assert video.cost(Units(video_seconds=6, video_resolution="1080p", requests=0)) == 1_200_000
+    speech = ModelPrice(PriceConfig(per_1k_characters=0.015, per_audio_minute=0.006))
+    assert speech.cost(Units(characters=2000)) == 30_000 and speech.cost(Units(audio_seconds=30)) == 3_000
+    tokens = ModelPrice(PriceConfig(input_per_1m=0.15, output_per_1m=0.60))
+    assert tokens.cost(Units(input_tokens=1, output_tokens=0)) == 1  # a fraction of a micro-dollar rounds up
+    assert dollars(1_234_500) == "1.2345" and dollars(50_000) == "0.05" and dollars(3_000_000) == "3.00"
+
+
 def test_balance_and_me_in_the_studio_shape(srv):
     org = create_org(srv, "standard")
     top_up(srv, org["id"], 999)

@@ -213,6 +213,15 @@ def test_content_filter_policies(srv, stub):
     events = httpx.get(base, headers=srv.headers(admin)).json()["recent_events"]
     assert [(e["action"], e["categories"]) for e in events] == [("log", ["violence"])]
 
+    # generation routes beyond chat name their own field; the model is never run
+    assert httpx.patch(base, headers=srv.headers(admin), json={"action": "block"}).status_code == 200
+    r = httpx.post(srv.v1 + "/images/generations", headers=srv.headers(admin),
+                   json={"model": "demo-image", "prompt": "a forbidden picture"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+    r = httpx.post(srv.v1 + "/audio/speech", headers=srv.headers(admin),
+                   json={"model": "espeak-ng", "input": "say forbidden things", "voice": "en-us"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "input"
+
     # only some categories
     httpx.patch(base, headers=srv.headers(admin), json={"action": "block", "categories": ["hate"]})
     assert say("forbidden but not hateful").status_code == 200

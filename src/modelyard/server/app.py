@@ -124,7 +124,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def cors(inner: Any) -> Any:
             return CORSMiddleware(inner, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"],
                                   expose_headers=["x-request-id", "x-modelyard-model", "x-modelyard-deployment",
-                                                  "retry-after"])
+                                                  "retry-after", "x-ratelimit-limit-requests",
+                                                  "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                                                  "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                                                  "x-ratelimit-reset-tokens"])
     return FastLane(app, hot, outer=cors)  # type: ignore[return-value]
 
 
