@@ -35,13 +35,15 @@ def billing_models(stub_url: str) -> list[dict[str, Any]]:
         {"id": "paid-embed", "type": "embedding", "price": {"input_per_1m": 1000.0},  # $0.001 a token
          "deployments": [{**up, "model": "stub-embedder"}]},
         {"id": "pro-only", "type": "text", "plans": ["pro", "enterprise"], "deployments": [up]},
+        {"id": "aliased", "type": "text", "aliases": ["cheap-alias"], "deployments": [up]},
     ]
 
 
 @pytest.fixture
 def srv(tmp_path, database_url, stub_server, stub):
     settings = make_settings(tmp_path, database_url=database_url, models=billing_models(stub_server[0].url),
-                             cooldown_failures=1_000_000, auth_cache_ttl=0.0)
+                             cooldown_failures=1_000_000, auth_cache_ttl=0.0,
+                             prices={"cheap-alias": {"per_request": 0.001}}, model_plans={"cheap-alias": ["pro"]})
     with running(settings) as s:
         yield s
 
@@ -183,6 +185,9 @@ def test_a_model_restricted_to_plans(srv):
     assert err["type"] == "permission_error" and err["param"] == "model" and "free" in err["message"]
     _, pro_key = org_with_key(srv, plan="pro")
     assert chat(srv, pro_key, "pro-only").status_code == 200
+    # prices and plan lists written under an alias apply to the model, whichever name the client uses
+    assert chat(srv, free_key, "aliased").status_code == 403
+    assert chat(srv, pro_key, "aliased").status_code == 402
     assert chat(srv, srv.admin_key, "pro-only").status_code == 200  # the operator's unlimited plan
 
 

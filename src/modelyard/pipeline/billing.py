@@ -121,6 +121,18 @@ class PriceBook:
         self.model_plans: dict[str, frozenset[str]] = {m.id: frozenset(m.plans) for m in settings.models if m.plans}
         self.model_plans.update({k: frozenset(v) for k, v in settings.model_plans.items()})
 
+    def resolve(self, catalog: Any) -> None:
+        """Key prices and plan restrictions by model id, so one written under an alias applies too."""
+        import logging
+
+        for table in (self.models, self.model_plans):
+            for name in list(table):
+                model = catalog.find(name)
+                if model is None:  # a worker may announce it later; keep it under the name given
+                    logging.getLogger(__name__).warning("price or plan list for '%s', which no model has (yet)", name)
+                elif model.id != name:
+                    table.setdefault(model.id, table.pop(name))  # type: ignore[arg-type]
+
     def is_free(self, model_id: str, estimate: Units | None) -> bool:
         return model_id not in self.models and (estimate is None or estimate.mode is None)
 

@@ -239,6 +239,8 @@ class Gate:
         self.router, self.catalog = router, catalog
         if self.passthrough:
             return
+        if catalog is not None:
+            self.prices.resolve(catalog)
         await self.filter.refresh()
         self._task = asyncio.create_task(self._flush_forever())
 
