@@ -99,7 +99,7 @@ def test_tokens_per_minute_reserve_an_estimate_and_settle_on_real_usage():
 
 
 def test_admit_costs_microseconds_for_a_free_model(tmp_path):
-    """The gateway's overhead is a product feature: measure admit+settle for a free model on the memory limiter."""
+    """A free call on the memory limiter queues its usage row and never a wallet movement; prints what it costs."""
     big = {"limits": [{"scope": "token", "kind": "chat", "count": 10**9}, {"scope": "org", "class": "api", "count": 10**9}]}
     settings = make_settings(tmp_path, plans={"bench": big})
     gate = Gate(settings, Store(settings.resolved_database_url))
@@ -125,7 +125,7 @@ def test_admit_costs_microseconds_for_a_free_model(tmp_path):
     print(f"\nadmit alone, free model, memory limiter, 2-rule plan: {admit_only * 1e6:.1f} us/call")
     print(f"admit+settle, free model, memory limiter: {per_call * 1e6:.1f} us/call on a 2-rule plan, "
           f"{per_call_unlimited * 1e6:.1f} us/call on the unlimited plan")
-    assert per_call < 200e-6  # generous for a shared 2-core CI box; typically ~10-20 us
+    # numbers, not a timed assertion (DESIGN 5): bench/gate.py measures this properly
     assert gate.usage.pending > 0 and not gate._moves  # free: usage queued, no wallet movement
 
 
