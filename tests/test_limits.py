@@ -55,6 +55,27 @@ def test_memory_counters_refuse_without_counting():
     assert c.take(["a"], [2], [1], [60], 161.0) == (0, [1])  # a new window
 
 
+@pytest.mark.skipif(not _redis_ok(), reason="Redis is not reachable at 127.0.0.1:6379")
+def test_redis_counters_match_memory_counters():
+    """The Lua script has the memory counters' semantics: all-or-nothing, refusals count nowhere, keys expire."""
+    from modelyard.pipeline.limits import RedisCounters
+
+    async def run():
+        r = RedisCounters(REDIS_URL, f"test-{secrets.token_hex(6)}:")
+        try:
+            assert await r.take(["a", "b"], [2, 1], [1, 1], [60, 60], 0) == (0, [1, 1])
+            assert await r.take(["a", "b"], [2, 1], [1, 1], [60, 60], 0) == (2, [1])
+            assert await r.take(["a"], [2], [1], [60], 0) == (0, [2])
+            await r.adjust("a", -2)
+            assert await r.take(["a"], [2], [1], [60], 0) == (0, [1])
+            await r.adjust("missing", 5)  # a correction never creates a counter without expiry
+            assert await r.client.exists(r.prefix + "missing") == 0
+            assert 0 < await r.client.ttl(r.prefix + "a") <= 61
+        finally:
+            await r.aclose()
+    asyncio.run(run())
+
+
 def test_rules_apply_by_class_and_kind():
     lim = Limiter({})
     free_chat = lim.applicable("free", "api", "chat")
