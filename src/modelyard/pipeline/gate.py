@@ -119,6 +119,7 @@ class Gate:
         self.router: Any = None
         self.catalog: Any = None
         self._moves: list[Movement] = []
+        self._unpriced_warned: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         if self.passthrough:
             return
@@ -179,6 +180,10 @@ class Gate:
 
     def _finish(self, t: Ticket, units: Units | None, *, ok: bool, deployment: Any) -> None:
         """Queue the settlement and the usage row; never awaits (this runs on the request path)."""
+        if ok and units is None and t.estimate is None and t.reserved and t.model_id not in self._unpriced_warned:
+            self._unpriced_warned.add(t.model_id)  # once per model: a route that passes no units undercharges
+            log.warning("a paid %s call to %s settled without units: charged only its reservation (%d micro-dollars);"
+                        " the route should pass estimate= and settle(units)", t.task.value, t.model_id, t.reserved)
         units = units if units is not None else t.estimate
         price = self._price(t.model_id, units, t.reserved, t.estimate) if ok else 0
         self._queue_money(t.principal.org_id, t.ref, t.reserved, price)
