@@ -221,3 +221,43 @@ def test_without_redis_the_gateway_serves_on_local_limits_and_says_so(tmp_path, 
         assert ready.json()["rate_limits"]["status"] == "degraded"
         assert "Redis" in ready.json()["rate_limits"]["detail"]
     assert any("Redis rate limiter unreachable" in r.message for r in caplog.records)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _redis_ok(), reason="Redis is not reachable at 127.0.0.1:6379")
+def test_two_gateway_processes_sharing_redis(tmp_path, stub_server, stub):
+    """The same, with two real `modelyard serve` processes on one database."""
+    import os
+    from pathlib import Path
+
+    import yaml
+
+    from .conftest import ADMIN_KEY
+    from .test_cli import serve, stop
+
+    (tmp_path / "modelyard.yaml").write_text(yaml.safe_dump({
+        "models": upstream_models(stub_server[0].url)[:1], "plans": PLANS, "builtin_models": False}))
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    env = {"MODELYARD_ADMIN_KEY": ADMIN_KEY, "MODELYARD_REDIS_URL": REDIS_URL, "MODELYARD_AUTH_CACHE_TTL": "0",
+           "MODELYARD_REDIS_KEY_PREFIX": f"test-{secrets.token_hex(6)}:",
+           "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    first, url_a = serve(tmp_path, env=env)
+    try:
+        second, url_b = serve(tmp_path, env=env)
+    except BaseException:
+        stop(first)
+        raise
+    try:
+        org = httpx.post(url_a + "/api/organizations", headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+                         json={"name": "pair-org", "plan": "pair"}).json()
+        key = httpx.post(f"{url_a}/api/organizations/{org['id']}/tokens",
+                         headers={"Authorization": f"Bearer {ADMIN_KEY}"}, json={}).json()["secret"]
+        _fresh_window()
+        codes = [httpx.post((url_a if i % 2 else url_b) + "/v1/chat/completions", timeout=30,
+                            headers={"Authorization": f"Bearer {key}"},
+                            json={"model": "stub-gpt", "messages": [{"role": "user", "content": "hi"}]}).status_code
+                 for i in range(12)]
+        assert codes.count(200) == 5 and codes.count(429) == 7, codes
+    finally:
+        stop(second)
+        stop(first)
