@@ -251,3 +251,18 @@ def test_cli_mirrors_the_operator_api(tmp_path):
     assert row["plan"] == "pro" and row["status"] == "banned"
     assert cli("orgs", "update", "nope", "--plan", "pro").returncode == 1
     assert json.loads(cli("orgs", "show", "beta", "--json").stdout)[0]["balance_cents"] == 500
+
+
+@pytest.mark.slow
+def test_content_filter_on_the_built_in_presidio_model(tmp_path):
+    """The default classifier is the local moderation/PII runtime: a block policy keeps personal data out."""
+    with running(make_settings(tmp_path, auth_cache_ttl=0.0)) as s:
+        org = create_org(s, "pro")
+        admin = create_key(s, org["id"], ["admin:write"])
+        base = f"{s.url}/api/organizations/{org['id']}/content-filter-policy"
+        assert httpx.post(base, headers=s.headers(admin), json={"action": "block", "categories": ["pii"]}).status_code == 201
+        r = httpx.post(s.v1 + "/images/generations", headers=s.headers(admin), timeout=120,
+                       json={"model": "demo-image", "prompt": "a poster saying: mail john.smith@example.com or call "
+                                                             "+1 212 555 0199"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "prompt" and "pii" in r.json()["error"]["message"]
