@@ -153,6 +153,26 @@ def test_failed_upstream_is_not_charged(srv, stub):
     assert usage["totals"]["failed"] == 2 and usage["totals"]["price_micros"] == 0
 
 
+def test_a_stream_the_client_leaves_is_charged_for_what_it_received(srv, stub):
+    org_id, key = org_with_key(srv, plan="pro", cents=5)
+    stub.reply = " ".join(["word"] * 40)
+    stub.chunk_delay = 0.05
+    with httpx.stream("POST", srv.v1 + "/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                      json={"model": "paid-tokens", "messages": [{"role": "user", "content": "hi"}],
+                            "max_tokens": 100, "stream": True}) as r:
+        lines = r.iter_lines()
+        got = [next(lines) for _ in range(6)]  # a few events, then hang up
+    assert any(line.startswith("data: {") for line in got)
+
+    def settled() -> bool:
+        u = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()["totals"]
+        return u["requests"] == 1
+    assert _eventually(settled, 10)
+    totals = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()["totals"]
+    assert totals["succeeded"] == 1 and 0 < totals["output_tokens"] < 40  # what was relayed, not the whole reply
+    assert wallet(srv, org_id)["balance_micros"] == 50_000 - totals["price_micros"] and totals["price_micros"] > 0
+
+
 def test_free_models_work_with_an_empty_wallet_and_paid_ones_say_402(srv):
     org_id, key = org_with_key(srv, plan="free")
     assert chat(srv, key, "stub-gpt").status_code == 200
