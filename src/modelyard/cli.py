@@ -142,6 +142,13 @@ def cmd_orgs(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.action == "create":
+        from .pipeline.limits import build_rules
+
+        if args.plan not in build_rules(settings.plans):
+            print(f"error: unknown plan '{args.plan}'; configured: {', '.join(sorted(build_rules(settings.plans)))}",
+                  file=sys.stderr)
+            return 2
+
         async def create(orgs, _tokens):
             return await orgs.create(args.name, plan=args.plan)
         try:
@@ -152,9 +159,48 @@ def cmd_orgs(args: argparse.Namespace) -> int:
         _print([org.public()], ["id", "name", "plan", "status"], args.json)
         return 0
 
+    if args.action in ("show", "update", "top-up"):
+        return _org_account(args, settings)
+
     async def list_(orgs, _tokens):
         return await orgs.list()
     _print([o.public() for o in asyncio.run(_with_repos(settings, list_))], ["id", "name", "plan", "status", "created_at"], args.json)
+    return 0
+
+
+def _org_account(args: argparse.Namespace, settings: Settings) -> int:
+    """show / update / top-up: the operator API's account management, straight on the database."""
+    from .bootstrap import DEFAULT_ORG
+    from .pipeline.limits import build_rules
+    from .store.billing_repo import WalletRepo
+
+    if args.action == "top-up" and args.amount_cents <= 0:
+        print("error: --amount-cents must be a positive number of cents", file=sys.stderr)
+        return 2
+
+    async def run(orgs, _tokens):
+        org = await orgs.get(args.org)
+        if org is None:
+            raise LookupError(f"no organization '{args.org}' (see `modelyard orgs list`)")
+        wallets = WalletRepo(orgs)  # repos take anything with an .engine
+        if args.action == "update":
+            if args.plan and args.plan not in build_rules(settings.plans):
+                raise LookupError(f"unknown plan '{args.plan}'; configured: {', '.join(sorted(build_rules(settings.plans)))}")
+            if args.status == "banned" and org.name == DEFAULT_ORG:
+                raise LookupError("the operator's own organization cannot be banned")
+            org = await orgs.update(org.id, plan=args.plan, status=args.status)
+        elif args.action == "top-up":
+            await wallets.top_up(org.id, args.amount_cents * 10_000, args.note)
+        return org, await wallets.balance(org.id)
+    try:
+        org, balance = asyncio.run(_with_repos(settings, run))
+    except LookupError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 1
+    row = {**org.public(), "balance_cents": balance // 10_000, "balance_dollars": f"{balance // 10_000 / 100:.2f}"}
+    _print([row], ["id", "name", "plan", "status", "balance_dollars"], args.json)
+    if args.action != "show":
+        print("(running servers apply plan and status changes within their key cache TTL)", file=sys.stderr)
     return 0
 
 
@@ -268,7 +314,17 @@ def build_parser() -> argparse.ArgumentParser:
     oc.add_argument("name")
     oc.add_argument("--plan", default="free")
     ol = osub.add_parser("list", help="list organizations")
-    for q in (oc, ol):
+    os_ = osub.add_parser("show", help="an organization with its balance")
+    os_.add_argument("org", help="id or name")
+    ou = osub.add_parser("update", help="change an organization's plan or status")
+    ou.add_argument("org", help="id or name")
+    ou.add_argument("--plan")
+    ou.add_argument("--status", choices=["active", "banned"])
+    ot = osub.add_parser("top-up", help="add money to an organization's wallet (a ledger row)")
+    ot.add_argument("org", help="id or name")
+    ot.add_argument("--amount-cents", type=int, required=True)
+    ot.add_argument("--note")
+    for q in (oc, ol, os_, ou, ot):
         _common(q)
         q.add_argument("--json", action="store_true")
     o.set_defaults(fn=cmd_orgs)

@@ -64,6 +64,55 @@ class DeploymentConfig(BaseModel):
                                              "headers arrive; a timeout before the first byte is retried elsewhere")
 
 
+class LimitRuleConfig(BaseModel):
+    """One rate-limit rule of a plan: `count` per `window`, counted per token or per org."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    scope: Literal["token", "org"] = "token"
+    # api: ordinary requests; job: submissions that start work (generation jobs, fal queue, agent runs); all: both
+    class_: Literal["api", "job", "all"] = Field(default="all", alias="class")
+    kind: str | None = Field(default=None, description="chat, images, videos, audio, embeddings, ...; none = any")
+    window: Literal["second", "minute"] = "minute"
+    count: int = Field(ge=0)
+    unit: Literal["requests", "tokens"] = "requests"
+
+
+class PlanConfig(BaseModel):
+    """A plan: the limits its orgs and their keys get."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    description: str | None = None
+    limits: list[LimitRuleConfig] = Field(default_factory=list)
+
+
+class PriceConfig(BaseModel):
+    """What a model costs, in US dollars (stored as integer micro-dollars). Unset parts cost nothing."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input_per_1m: float = Field(default=0, ge=0, description="per 1M input tokens")
+    output_per_1m: float = Field(default=0, ge=0, description="per 1M output tokens")
+    # per image: one price, or by "WxH" / "WxH/quality" / "quality" / "default"
+    per_image: float | dict[str, float] = 0.0
+    # per second of video: one price, or by resolution ("480p", "720p", "1080p", "default")
+    per_video_second: float | dict[str, float] = 0.0
+    per_1k_characters: float = Field(default=0, ge=0, description="speech input")
+    per_audio_minute: float = Field(default=0, ge=0, description="transcription / translation")
+    per_request: float = Field(default=0, ge=0)
+
+
+class StudioPriceConfig(BaseModel):
+    """A studio mode's price: by image resolution tier (1k/2k/4k) or, for video, by resolution for `seconds`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    per_tier: dict[str, float] = Field(default_factory=dict, description="image modes: {'1k': 0.05, ...}")
+    per_resolution: dict[str, float] = Field(default_factory=dict, description="video modes: {'720p': 0.75}")
+    seconds: float = Field(default=5, gt=0, description="the clip length per_resolution prices")
+
+
 class ModelConfig(BaseModel):
     """A public model id and the deployments that serve it."""
 
@@ -77,6 +126,8 @@ class ModelConfig(BaseModel):
     aliases: list[str] = Field(default_factory=list)
     created: int | None = Field(default=None, description="unix time shown in /v1/models; defaults to server start")
     fallbacks: list[str] = Field(default_factory=list, description="models to try, in order, when every deployment fails")
+    price: PriceConfig | None = Field(default=None, description="unset: free")
+    plans: list[str] | None = Field(default=None, description="only these plans may call it; unset: every plan")
     deployments: list[DeploymentConfig] = Field(min_length=1)
 
 
@@ -130,6 +181,18 @@ class Settings(BaseSettings):
     worker_heartbeat_seconds: float = Field(default=2.0, gt=0)
     worker_timeout_seconds: float = Field(default=6.0, gt=0)
     worker: WorkerSettings | None = None
+    # plans, limits, prices (README "Plans, limits and billing"); plans and studio prices merge over the defaults
+    redis_url: str | None = Field(default=None, description="shared rate-limit counters across replicas")
+    plans: dict[str, PlanConfig] = Field(default_factory=dict)
+    prices: dict[str, PriceConfig] = Field(default_factory=dict, description="model id -> price (any model, built-in too)")
+    model_plans: dict[str, list[str]] = Field(default_factory=dict, description="model id -> plans allowed to call it")
+    studio_prices: dict[str, StudioPriceConfig] = Field(default_factory=dict)
+    key_min_balance_cents: int = Field(default=0, ge=0, description="balance an org needs to create an API key")
+    redis_key_prefix: str = "modelyard:"
+    content_filter_model: str = "omni-moderation-latest"
+    # the policy orgs without their own get; unset: no filtering (and no cost) unless an org asks for it
+    content_filter_default: Literal["block", "flag", "log"] | None = None
+    usage_flush_seconds: float = Field(default=1.0, gt=0)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
     # the Responses API's hosted `web_search` tool: a SearXNG-compatible JSON endpoint (GET <url>?q=..&format=json);

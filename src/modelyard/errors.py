@@ -85,6 +85,14 @@ class RateLimited(ModelyardError):
     code = "rate_limit"
 
 
+class InsufficientBalance(ModelyardError):
+    """The org's wallet cannot cover the call's estimated price (Qiklab's 402; OpenAI's insufficient_quota)."""
+
+    status = 402
+    type = "insufficient_quota"
+    code = "insufficient_balance"
+
+
 class UpstreamError(ModelyardError):
     """The provider or runtime behind a deployment failed (connect error, timeout, 5xx)."""
 

@@ -28,6 +28,7 @@ class Principal:
     plan: str
     scopes: frozenset[str]
     expires_at: datetime | None
+    org_status: str = "active"  # "banned": every call is refused with 403
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -72,6 +73,8 @@ class Authenticator:
                 code="missing_api_key",
             )
         principal = await self.resolve(key)
+        if principal.org_status == "banned":
+            raise PermissionDenied("API access is disabled for this account.", code="account_banned")
         n, _ = self._uses.get(principal.token_id, (0, None))
         self._uses[principal.token_id] = (n + 1, utcnow())
         if scope:
@@ -106,7 +109,7 @@ class Authenticator:
         if org is None:
             raise AuthenticationError("This API key's organization no longer exists.")
         return Principal(token_id=token.id, org_id=org.id, org_name=org.name, plan=org.plan,
-                         scopes=sc.expand(token.scopes), expires_at=token.expires_at)
+                         scopes=sc.expand(token.scopes), expires_at=token.expires_at, org_status=org.status)
 
     def forget(self, token_id: str | None = None) -> None:
         """Drop cached principals (one token's, or all) after a revoke or an org change."""

@@ -12,6 +12,11 @@ Routes of every dialect use it the same way, so limits, prices and usage apply a
     ticket.settle(Units(...), deployment)  # real charge, rest refunded, usage row queued (never awaited)
     return Response(..., headers={**served_by(deployment), **ticket.headers})
 
+Prices need units: pass `estimate=` (an upper bound; `billing.chat_estimate(req)` for chat, `billing.task_units(task,
+req)` for media, `Units(mode=..., image_size=..., video_seconds=...)` for studio modes) and settle with the real units
+(`billing.chat_units(usage, ticket.estimate)`, `billing.task_units(task, req, result)`). Without units a paid call is
+charged its reservation. Pass `text=`/`field=` (`billing.filter_text(req)`) only when `gate.filters(org_id)` is true.
+
 `admit` raises (403 plan / banned, 429 limit with Retry-After, 402 insufficient balance, 400 content filter);
 `settle`/`fail` are synchronous and cheap: they queue work for a background flush, so the hot path does no DB I/O.
 
@@ -22,12 +27,24 @@ the job calls `await gate.settle_hold(hold, units, ok=...)` - charged on success
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from ..errors import InsufficientBalance, PermissionDenied
+from ..store.billing_repo import Movement, WalletRepo
+from ..store.repo import new_id
 from ..types import Task
 from .auth import Principal
+from .billing import PriceBook, dollars
+from .filter import ContentFilter
+from .limits import UNLIMITED, Limiter, Taken
+from .usage import UsageRecorder
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -47,9 +64,9 @@ class Units:
     mode: str | None = None  # a studio mode (t2i, i2v_pro, ...): priced from the studio table, not the model's
 
 
-@dataclass(slots=True)
+@dataclass
 class Ticket:
-    """One admitted call: the headers to send, and how it ends (exactly one of settle / fail)."""
+    """One admitted call: the headers to send, and how it ends (exactly one of settle / fail / hold)."""
 
     principal: Principal
     model_id: str
@@ -57,38 +74,196 @@ class Ticket:
     headers: dict[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.monotonic)
     closed: bool = False
+    gate: Gate | None = None
+    reserved: int = 0  # micro-dollars taken from the wallet at admission
+    ref: str | None = None  # names the reservation in the ledger
+    estimate: Units | None = None
+    taken: Taken | None = None
+    flagged: bool = False
 
     def settle(self, units: Units | None = None, deployment: Any = None) -> None:
-        self.closed = True
+        """The call succeeded: charge the real price of `units` (the estimate when None), release the rest."""
+        if not self.closed:
+            self.closed = True
+            if self.gate is not None:
+                self.gate._finish(self, units, ok=True, deployment=deployment)
 
     def fail(self, status: int = 502) -> None:
-        self.closed = True
+        """The call failed: nothing is charged and the whole reservation goes back."""
+        if not self.closed:
+            self.closed = True
+            if self.gate is not None:
+                self.gate._finish(self, None, ok=False, deployment=None)
 
     def hold(self) -> dict[str, Any]:
         """The reservation as JSON, to settle later from a job runner (see `Gate.settle_hold`)."""
         self.closed = True
         return {"org_id": self.principal.org_id, "token_id": self.principal.token_id, "model_id": self.model_id,
-                "task": self.task.value, "reserved_micros": 0}
+                "task": self.task.value, "reserved_micros": self.reserved, "ref": self.ref,
+                "estimate": asdict(self.estimate) if self.estimate is not None else None,
+                "flagged": self.flagged, "admitted_at": time.time()}
 
 
 class Gate:
-    """Pass-through gate: admits every call. Plans, limits, prices and wallets replace this (issue #5)."""
+    """Plan check, rate limits, content filter and wallet reserve on admission; settlement and usage afterwards.
+
+    Free calls (no price) never touch the database on the request path; paid calls make exactly one atomic
+    reservation. Everything after the call (releases, usage rows, filter audit rows) is queued and flushed in
+    batches. A worker process passes everything: its only caller is the control plane, which did all this.
+    """
 
     def __init__(self, settings: Any = None, store: Any = None) -> None:
         self.settings = settings
         self.store = store
+        self.passthrough = settings is None or store is None or settings.worker is not None
+        self.router: Any = None
+        self.catalog: Any = None
+        self._moves: list[Movement] = []
+        self._unpriced_warned: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+        if self.passthrough:
+            return
+        self.limits = Limiter(settings.plans, settings.redis_url, settings.redis_key_prefix)
+        if settings.workers > 1 and not settings.redis_url:
+            log.warning("%d gateway processes without redis_url: each counts rate limits on its own", settings.workers)
+        self.prices = PriceBook(settings)
+        self.wallets = WalletRepo(store)
+        self.usage = UsageRecorder(store)
+        self.filter = ContentFilter(store, settings.content_filter_model, settings.content_filter_default)
+
+    def filters(self, org_id: str) -> bool:
+        """Whether admission will read `text` for this org: routes skip extracting it otherwise."""
+        return not self.passthrough and self.filter.action_for(org_id) is not None
 
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
-                    kind: str | None = None, job: bool = False, text: str | None = None) -> Ticket:
-        """`text` is what the content filter inspects (prompt text), when the caller has it at hand."""
-        return Ticket(principal=principal, model_id=model.id, task=task)
+                    kind: str | None = None, job: bool = False, text: str | None = None,
+                    field: str | None = None) -> Ticket:
+        """`text` is what the content filter inspects (prompt text), when the caller has it at hand; `field` names
+        it in a block's 400 (default 'input')."""
+        model_id = model.id
+        if self.passthrough:
+            return Ticket(principal=principal, model_id=model_id, task=task)
+        plan = principal.plan
+        if plan != UNLIMITED:
+            allowed = self.prices.model_plans.get(model_id)
+            if allowed is not None and plan not in allowed:
+                raise PermissionDenied(f"The model '{model_id}' is not available on the '{plan}' plan.",
+                                       param="model", code="model_not_in_plan")
+        tokens = estimate.input_tokens + estimate.output_tokens if estimate is not None else 0
+        headers, taken = await self.limits.admit(plan, principal.org_id, principal.token_id,
+                                                 "job" if job else "api", kind, tokens)
+        flagged = False
+        if text:
+            action = self.filter.action_for(principal.org_id)
+            if action is not None:
+                flagged = await self.filter.check(self.router, self.catalog, org_id=principal.org_id,
+                                                  token_id=principal.token_id, model_id=model_id, action=action,
+                                                  text=text, field=field or "input")
+        ticket = Ticket(principal=principal, model_id=model_id, task=task, headers=headers, gate=self,
+                        estimate=estimate, taken=taken, flagged=flagged)
+        if not self.prices.is_free(model_id, estimate):
+            # a priced call whose estimate is zero (audio of unknown length) still needs money in the wallet
+            amount = max(self.prices.cost(model_id, estimate or Units()), 1)
+            ref = new_id("call")
+            if not await self.wallets.reserve(principal.org_id, amount, ref):
+                if taken is not None:
+                    self.limits.correct(taken, 0)
+                raise InsufficientBalance(
+                    f"Your balance does not cover this call (estimated ${dollars(amount)}). Top up your wallet.")
+            ticket.reserved, ticket.ref = amount, ref
+        return ticket
+
+    def _price(self, model_id: str, units: Units | None, reserved: int, estimate: Units | None) -> int:
+        if self.prices.is_free(model_id, units if units is not None else estimate):
+            return 0
+        return self.prices.cost(model_id, units) if units is not None else reserved
+
+    def _finish(self, t: Ticket, units: Units | None, *, ok: bool, deployment: Any) -> None:
+        """Queue the settlement and the usage row; never awaits (this runs on the request path)."""
+        if ok and units is None and t.estimate is None and t.reserved and t.model_id not in self._unpriced_warned:
+            self._unpriced_warned.add(t.model_id)  # once per model: a route that passes no units undercharges
+            log.warning("a paid %s call to %s settled without units: charged only its reservation (%d micro-dollars);"
+                        " the route should pass estimate= and settle(units)", t.task.value, t.model_id, t.reserved)
+        units = units if units is not None else t.estimate
+        price = self._price(t.model_id, units, t.reserved, t.estimate) if ok else 0
+        self._queue_money(t.principal.org_id, t.ref, t.reserved, price)
+        if t.taken is not None:
+            self.limits.correct(t.taken, (units.input_tokens + units.output_tokens) if ok and units else 0)
+        region = getattr(getattr(deployment, "config", None), "region", None)
+        self.usage.record(org_id=t.principal.org_id, token_id=t.principal.token_id, model_id=t.model_id,
+                          task=t.task.value, units=units if ok else None, price_micros=price,
+                          status="ok" if ok else "failed", latency_ms=int((time.monotonic() - t.started) * 1000),
+                          region=region, flagged=t.flagged)
+
+    def _queue_money(self, org_id: str, ref: str | None, reserved: int, price: int) -> None:
+        delta = reserved - price
+        if delta > 0:
+            self._moves.append(Movement(org_id, "release", delta, ref))
+        elif delta < 0:  # the call cost more than its estimate: collect the rest if the wallet covers it
+            self._moves.append(Movement(org_id, "charge", delta, ref, "over the reservation"))
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
                           deployment: Any = None) -> None:
         """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise."""
+        if self.passthrough:
+            return
+        estimate = Units(**hold["estimate"]) if hold.get("estimate") else None
+        reserved = int(hold.get("reserved_micros") or 0)
+        units = units if units is not None else estimate
+        price = self._price(hold["model_id"], units, reserved, estimate) if ok else 0
+        self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
+        admitted = float(hold.get("admitted_at") or time.time())
+        self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
+                          task=hold["task"], units=units if ok else None, price_micros=price,
+                          status="ok" if ok else "failed", latency_ms=int((time.time() - admitted) * 1000),
+                          region=getattr(getattr(deployment, "config", None), "region", None),
+                          flagged=bool(hold.get("flagged")))
+        await self.flush()  # a job runner is off the request path: make the refund visible now
 
-    async def start(self) -> None:
+    async def flush(self) -> None:
+        """Write queued settlements, usage rows and filter events (the background loop; shutdown; reads)."""
+        if self.passthrough:
+            return
+        moves, self._moves = self._moves, []
+        if moves:
+            try:
+                for skipped in await self.wallets.apply(moves):
+                    log.error("org %s: %s micro-dollars over call %s's reservation could not be collected "
+                              "(balance too low)", skipped.org_id, -skipped.amount_micros, skipped.ref)
+            except Exception:
+                log.exception("could not settle %d wallet movements; retrying on the next flush", len(moves))
+                self._moves = moves + self._moves
+        await self.usage.flush()
+        await self.filter.flush()
+
+    def describe(self) -> dict[str, Any]:
+        return {} if self.passthrough else self.limits.describe()
+
+    async def start(self, router: Any = None, catalog: Any = None) -> None:
         """Begin background flushing (called from the app's lifespan)."""
+        self.router, self.catalog = router, catalog
+        if self.passthrough:
+            return
+        if catalog is not None:
+            self.prices.resolve(catalog)
+        await self.filter.refresh()
+        self._task = asyncio.create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.usage_flush_seconds)
+            try:
+                await self.flush()
+                await self.filter.refresh_if_stale()
+            except Exception:  # the loop must outlive any one bad flush
+                log.exception("gate flush failed")
 
     async def aclose(self) -> None:
         """Flush queued usage and settlements (called on shutdown)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        if not self.passthrough:
+            await self.flush()
+            await self.limits.aclose()

@@ -29,7 +29,9 @@ from . import errors, openapi
 from .fastlane import FastLane
 from .routes import anthropic as anthropic_routes
 from .routes import gemini as gemini_routes
+from .routes import account as account_routes
 from .routes import openai as openai_routes
+from .routes import orgs as org_routes
 from .routes import openai_media as openai_media_routes
 from .routes import openai_text as openai_text_routes
 from .routes import platform as platform_routes
@@ -77,7 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # after the loop starts: pooled HTTP clients bind to it
         ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         await ctx.router.preload()
-        await ctx.gate.start()
+        await ctx.gate.start(ctx.router, catalog)
         await ctx.responses.start()  # type: ignore[union-attr]
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         agent = None
@@ -115,6 +117,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
+    # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
+    app.include_router(account_routes.router)
+    app.include_router(org_routes.router)
     for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router):
         app.include_router(r, prefix="/v1")
         # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
@@ -136,7 +141,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         def cors(inner: Any) -> Any:
             return CORSMiddleware(inner, allow_origins=settings.cors_origins, allow_methods=["*"], allow_headers=["*"],
                                   expose_headers=["x-request-id", "x-modelyard-model", "x-modelyard-deployment",
-                                                  "retry-after"])
+                                                  "retry-after", "x-ratelimit-limit-requests",
+                                                  "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
+                                                  "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
+                                                  "x-ratelimit-reset-tokens"])
     return FastLane(app, hot, outer=cors)  # type: ignore[return-value]
 
 

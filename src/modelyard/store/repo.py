@@ -125,6 +125,14 @@ class OrgRepo:
             rows = (await conn.execute(select(organizations).order_by(organizations.c.created_at))).all()
         return [_org(r._mapping) for r in rows]
 
+    async def update(self, org_id: str, **values: Any) -> Org | None:
+        """Change plan, status or profile (only the keys given)."""
+        values = {k: v for k, v in values.items() if k in ("plan", "status", "profile") and v is not None}
+        if values:
+            async with self.engine.begin() as conn:
+                await conn.execute(update(organizations).where(organizations.c.id == org_id).values(**values))
+        return await self.get(org_id)
+
     async def count(self) -> int:
         async with self.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(organizations))).scalar_one())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, ForeignKey, Index, MetaData, String, Table
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table
 
 metadata = MetaData(
     naming_convention={
@@ -71,4 +71,71 @@ responses = Table(
     Column("input", JSON, nullable=False),  # this turn's input items, for GET /v1/responses/{id}/input_items
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_responses_org_id", "org_id"),
+)
+
+# ---- billing (0003): money is integer micro-dollars; every movement of a wallet is a ledger row
+
+wallets = Table(
+    "wallets",
+    metadata,
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True),
+    Column("balance_micros", BigInteger, nullable=False, default=0),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+wallet_ledger = Table(
+    "wallet_ledger",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("kind", String(20), nullable=False),  # top_up | reserve | release | charge | adjustment
+    Column("amount_micros", BigInteger, nullable=False),  # signed: what it did to the balance
+    Column("ref", String(60), nullable=True),  # the call (ticket) a reserve/release/charge belongs to
+    Column("note", String(500), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_wallet_ledger_org_id", "org_id"),
+)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), nullable=False),  # no FK: usage outlives a deleted org's rows for accounting
+    Column("token_id", String(40), nullable=True),
+    Column("model_id", String(200), nullable=False),
+    Column("task", String(40), nullable=False),
+    Column("units", JSON, nullable=False),
+    Column("input_tokens", BigInteger, nullable=False, default=0),  # out of `units`, so SQL can sum them
+    Column("output_tokens", BigInteger, nullable=False, default=0),
+    Column("price_micros", BigInteger, nullable=False, default=0),
+    Column("status", String(20), nullable=False),  # ok | failed
+    Column("latency_ms", Integer, nullable=False, default=0),
+    Column("region", String(64), nullable=True),
+    Column("flagged", Boolean, nullable=False, default=False),
+    Column("day", String(10), nullable=False),  # UTC YYYY-MM-DD: groups the same on every database
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_usage_records_org_id_day", "org_id", "day"),
+)
+
+content_filter_policies = Table(
+    "content_filter_policies",
+    metadata,
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True),
+    Column("action", String(10), nullable=False),  # block | flag | log | off
+    Column("categories", JSON, nullable=True),  # act on these categories only; null: any flagged category
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+content_filter_events = Table(
+    "content_filter_events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("token_id", String(40), nullable=True),
+    Column("model_id", String(200), nullable=False),
+    Column("action", String(10), nullable=False),
+    Column("categories", JSON, nullable=False),  # what was flagged; the text itself is not kept
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_content_filter_events_org_id", "org_id"),
 )

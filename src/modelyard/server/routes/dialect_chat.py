@@ -17,6 +17,7 @@ from ...pipeline.regions import region_for
 from ...protocols.openai_chat_parts import usage_numbers
 from ...types import ChatRequest, Task
 from ..disconnect import unless_disconnected
+from ...pipeline.billing import chat_estimate
 from .openai import served_by
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,8 @@ async def start_chat(request: Request, principal: Principal, model: Model, req: 
     """Admit, then run (or open the stream of) `req`; a failure before the first chunk releases the ticket."""
     ctx = request.app.state.ctx
     region = region_for(request, ctx.settings.region_hosts)
-    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat", text=prompt_text(req))
+    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat", text=prompt_text(req),
+                                  estimate=chat_estimate(req))
     try:
         if not req.stream:
             resp, deployment = await unless_disconnected(request, ctx.router.chat(model, req, region))

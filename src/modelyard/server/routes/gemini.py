@@ -23,6 +23,7 @@ from ...types_media import EmbeddingRequest
 from ..body import parse_json
 from ..disconnect import unless_disconnected
 from ..errors import register_dialect
+from ...pipeline.billing import task_units
 from .dialect_chat import relay, start_chat, units_of
 from .openai import SSE_HEADERS, json_response, served_by
 
@@ -185,7 +186,8 @@ async def _embed(request: Request, ctx: Any, principal: Any, name: str, texts: l
     except ValidationError as exc:
         raise InvalidRequest(f"Invalid content to embed: {exc.errors(include_url=False)[0]['msg']}",
                              param="content") from None
-    ticket = await ctx.gate.admit(principal, model, Task.EMBEDDING, kind="embeddings", text="\n".join(texts))
+    ticket = await ctx.gate.admit(principal, model, Task.EMBEDDING, kind="embeddings", text="\n".join(texts),
+                                  estimate=task_units(Task.EMBEDDING, req))
     try:
         result, deployment = await unless_disconnected(
             request, ctx.router.run(model, Task.EMBEDDING, req, region_for(request, ctx.settings.region_hosts)))

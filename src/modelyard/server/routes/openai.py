@@ -14,6 +14,7 @@ from ...backends.base import ChatChunk
 from ...catalog import Deployment, Model
 from ...errors import InternalError, ModelyardError
 from ...pipeline import scopes as sc
+from ...pipeline.billing import chat_estimate, chat_units, chunk_events, chunk_usage, filter_text
 from ...pipeline.gate import Ticket
 from ...pipeline.regions import region_for
 from ...protocols import openai as oa
@@ -64,7 +65,9 @@ async def chat_completions(request: Request) -> Response:
     req._relay_sse = True  # our client reads OpenAI's SSE: an OpenAI-compatible upstream's events pass as they are
     model = ctx.router.resolve(req.model, Task.CHAT)
     region = region_for(request, ctx.settings.region_hosts)
-    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat")
+    text, field = filter_text(req) if ctx.gate.filters(principal.org_id) else (None, None)
+    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat", estimate=chat_estimate(req), text=text,
+                                  field=field)
     try:
         if not req.stream:
             resp, deployment = await unless_disconnected(request, ctx.router.chat(model, req, region))
@@ -76,7 +79,7 @@ async def chat_completions(request: Request) -> Response:
         ticket.fail()
         raise
     if not req.stream:
-        ticket.settle(None, deployment)
+        ticket.settle(chat_units(resp.get("usage"), ticket.estimate), deployment)
         return json_response(resp, headers={**served_by(deployment), **ticket.headers})
     return EventStream(_sse(first, stream, ticket, deployment), end=DONE,
                        headers={**SSE_HEADERS, **served_by(deployment), **ticket.headers})
@@ -92,21 +95,28 @@ async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket
 
     The closing `data: [DONE]` is the EventStream's `end`, written with the end of the response.
     """
-    ok = False
+    failed = False  # the upstream or the server failed: not charged. A client hanging up is charged what it got.
+    usage, chunks = None, 0  # the final chunk's usage prices the call; without it, chunks approximate tokens
     try:
         if first is not None:
+            usage = chunk_usage(first)
+            chunks += chunk_events(first) - 1  # a relayed block may hold many events
             yield encode_data(first)
             async for chunk in stream:
+                chunks += chunk_events(chunk)
+                if usage is None:
+                    usage = chunk_usage(chunk)
                 yield encode_data(chunk)
-        ok = True
     except ModelyardError as exc:
+        failed = True
         yield encode_data(oa.error_body(exc))
     except Exception:
+        failed = True
         log.exception("stream failed")
         yield encode_data(oa.error_body(InternalError("The stream failed on the server.")))
     finally:
-        if ok:
-            ticket.settle(None, deployment)
-        else:
+        if failed:
             ticket.fail()
+        else:
+            ticket.settle(chat_units(usage, ticket.estimate, chunks), deployment)
         await stream.aclose()  # type: ignore[attr-defined]

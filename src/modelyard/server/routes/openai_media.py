@@ -13,6 +13,7 @@ from starlette.responses import Response
 from ...catalog import Model
 from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
+from ...pipeline.billing import filter_text, task_units
 from ...pipeline.regions import region_for
 from ...protocols.transcripts import render as render_transcript
 from ...types import Task
@@ -30,6 +31,8 @@ TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 KIND_OF_TASK = {Task.TEXT_TO_IMAGE: "images", Task.IMAGE_TO_IMAGE: "images", Task.TEXT_TO_VIDEO: "videos",
                 Task.IMAGE_TO_VIDEO: "videos", Task.SPEECH: "audio", Task.TRANSCRIPTION: "audio",
                 Task.TRANSLATION: "audio", Task.EMBEDDING: "embeddings"}
+FILTERED = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO, Task.SPEECH,
+                      Task.EMBEDDING})
 
 
 async def _authorized(request: Request) -> Any:
@@ -50,13 +53,17 @@ def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
 async def _run(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> tuple[Any, dict[str, str]]:
     model = _model_for(ctx, name, task)
     region = region_for(request, ctx.settings.region_hosts)
-    ticket = await ctx.gate.admit(request.state.principal, model, task, kind=KIND_OF_TASK.get(task))
+    principal = request.state.principal
+    # generation input goes through the org's content filter; analysis tasks (PII, moderation, rerank) do not
+    text, field = filter_text(req) if task in FILTERED and ctx.gate.filters(principal.org_id) else (None, None)
+    ticket = await ctx.gate.admit(principal, model, task, kind=KIND_OF_TASK.get(task), estimate=task_units(task, req),
+                                  text=text, field=field)
     try:
         result, deployment = await unless_disconnected(request, ctx.router.run(model, task, req, region))
     except BaseException:
         ticket.fail()
         raise
-    ticket.settle(None, deployment)
+    ticket.settle(task_units(task, req, result), deployment)
     return result, {**served_by(deployment), **ticket.headers}
 
 

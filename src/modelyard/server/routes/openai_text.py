@@ -23,6 +23,7 @@ from ...types_responses import ResponsesRequest
 from ..body import parse_json
 from ..disconnect import unless_disconnected
 from ..openapi import json_body
+from ...pipeline.billing import chat_estimate
 from .openai import SSE_HEADERS, _sse, json_response, served_by
 
 router = APIRouter(tags=["OpenAI"])
@@ -46,7 +47,8 @@ async def completions(request: Request) -> Response:
     model = ctx.router.resolve(req.model, Task.COMPLETION if native else Task.CHAT)
     region = region_for(request, ctx.settings.region_hosts)
     text = "\n".join(req.prompts or [])
-    ticket = await ctx.gate.admit(principal, model, Task.COMPLETION, kind="completion", text=text or None)
+    ticket = await ctx.gate.admit(principal, model, Task.COMPLETION, kind="completion", text=text or None,
+                                  estimate=chat_estimate(req))
     served: list[Deployment] = []
 
     async def chat(c: ChatRequest) -> dict[str, Any]:
@@ -107,7 +109,8 @@ async def create_response(request: Request) -> Response:
     model = ctx.router.resolve(req.model, Task.CHAT)
     turn = await ra.prepare(req, principal.org_id, ctx.responses, ctx.search)
     region = region_for(request, ctx.settings.region_hosts)
-    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="responses", text=orp.search_query(req))
+    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="responses", text=orp.search_query(req),
+                                  estimate=chat_estimate(turn.chat))
     try:
         await ra.run_search(turn, ctx.search)
         if not req.stream:

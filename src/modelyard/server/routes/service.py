@@ -53,8 +53,11 @@ async def readyz(request: Request) -> Response:
     except Exception as exc:  # readiness reports, it does not raise
         checks["database"] = f"error: {type(exc).__name__}"
     ready = all(v == "ok" for v in checks.values()) and ctx.router is not None
+    # a degraded rate limiter (Redis gone) still serves, on local limits: reported, not failed
+    limiter = ctx.gate.describe()
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks,
-                          "models": len(ctx.catalog)}, status=200 if ready else 503)
+                          "models": len(ctx.catalog), **({"rate_limits": limiter} if limiter else {})},
+                         status=200 if ready else 503)
 
 
 @router.get("/metrics")

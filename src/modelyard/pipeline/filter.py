@@ -1,0 +1,104 @@
+"""Content filter: per-org policies (block / flag / log / off) checked on generation input by the moderation model."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from ..errors import InvalidRequest, ModelyardError, Overloaded
+from ..store.billing_repo import FilterPolicy, FilterRepo
+from ..store.db import Store
+from ..store.repo import new_id, utcnow
+from ..types import Task
+
+log = logging.getLogger(__name__)
+ACTIONS = ("block", "flag", "log", "off")
+REFRESH_SECONDS = 10.0  # how soon a policy changed through another replica applies here
+
+
+class ContentFilter:
+    """Policies live in memory (loaded at start, refreshed in the background), so orgs without one pay nothing."""
+
+    def __init__(self, store: Store, model_name: str, default: str | None) -> None:
+        self.repo = FilterRepo(store)
+        self.model_name = model_name
+        self.default = default
+        self.policies: dict[str, FilterPolicy] = {}
+        self._events: list[dict[str, Any]] = []
+        self._loaded_at = 0.0
+
+    def action_for(self, org_id: str) -> str | None:
+        """The action that applies, or None when nothing need be checked (the hot path's only cost)."""
+        policy = self.policies.get(org_id)
+        action = policy.action if policy is not None else self.default
+        return None if action in (None, "off") else action
+
+    def remember(self, org_id: str, policy: FilterPolicy | None) -> None:
+        if policy is None:
+            self.policies.pop(org_id, None)
+        else:
+            self.policies[org_id] = policy
+
+    async def refresh(self) -> None:
+        try:
+            self.policies = {p.org_id: p for p in await self.repo.all()}
+            self._loaded_at = time.monotonic()
+        except Exception:  # keep the last known policies; the next refresh tries again
+            log.exception("could not load content filter policies")
+
+    async def refresh_if_stale(self) -> None:
+        if time.monotonic() - self._loaded_at >= REFRESH_SECONDS:
+            await self.refresh()
+
+    async def check(self, router: Any, catalog: Any, *, org_id: str, token_id: str, model_id: str, action: str,
+                    text: str, field: str) -> bool:
+        """Classify `text`; `block` raises a 400 naming `field`. Returns whether the usage row is to be flagged."""
+        policy = self.policies.get(org_id)
+        try:
+            flagged = await self._classify(router, catalog, text, policy.categories if policy else None)
+        except ModelyardError as exc:
+            if action == "block":  # a blocking policy fails closed: nothing unchecked gets through
+                raise Overloaded("The content filter is unavailable right now; retry shortly.",
+                                 code="content_filter_unavailable", retry_after=5) from exc
+            log.warning("content filter unavailable, allowing a call under a '%s' policy: %s", action, exc.message)
+            return False
+        if not flagged:
+            return False
+        if action == "block":
+            raise InvalidRequest(f"'{field}' was rejected by your organization's content filter "
+                                 f"({', '.join(flagged)}).", param=field, code="content_filter")
+        if action == "log":
+            self._events.append({"id": new_id("cfe"), "org_id": org_id, "token_id": token_id, "model_id": model_id,
+                                 "action": action, "categories": flagged, "created_at": utcnow()})
+            return False
+        return True  # flag
+
+    async def _classify(self, router: Any, catalog: Any, text: str, only: tuple[str, ...] | None) -> list[str]:
+        from ..types_media import ModerationRequest
+
+        model = catalog.find(self.model_name) or catalog.first_for(Task.MODERATION)
+        if model is None:
+            raise Overloaded("No moderation model is configured for the content filter.")
+        result, _ = await router.run(model, Task.MODERATION, ModerationRequest(input=text), None)
+        flagged: set[str] = set()
+        for item in result.get("results", []):
+            for category, hit in (item.get("categories") or {}).items():
+                if hit and (only is None or category in only):
+                    flagged.add(category)
+        return sorted(flagged)
+
+    async def flush(self) -> None:
+        events, self._events = self._events, []
+        try:
+            await self.repo.record(events)
+        except Exception:
+            log.exception("could not write %d content filter events; keeping them", len(events))
+            self._events = events + self._events
+
+
+async def refresh_forever(flt: ContentFilter) -> None:
+    while True:
+        await asyncio.sleep(REFRESH_SECONDS)
+        await flt.refresh()

@@ -1,0 +1,208 @@
+"""Repositories for wallets and their ledger, usage records, and content-filter policies and events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Iterable
+
+from sqlalchemy import case, delete, func, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from .db import Store
+from .repo import _aware, new_id, utcnow
+from .tables import content_filter_events, content_filter_policies, usage_records, wallet_ledger, wallets
+
+
+@dataclass(frozen=True, slots=True)
+class Movement:
+    """One change to a wallet, applied in a batch: a release (+) or an extra charge (-) after a reservation."""
+
+    org_id: str
+    kind: str
+    amount_micros: int
+    ref: str | None = None
+    note: str | None = None
+
+
+class WalletRepo:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    async def reserve(self, org_id: str, amount: int, ref: str) -> bool:
+        """Take `amount` only if the balance covers it: one conditional UPDATE, exact under any concurrency."""
+        now = utcnow()
+        async with self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                # no fsync wait on the request path: the row lock still makes the reservation exact, and a crash
+                # can only lose a whole (balance + ledger) reservation, never half of one or someone else's money
+                await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+            done = await conn.execute(update(wallets).where(
+                wallets.c.org_id == org_id, wallets.c.balance_micros >= amount).values(
+                balance_micros=wallets.c.balance_micros - amount, updated_at=now))
+            if done.rowcount != 1:
+                return False
+            await conn.execute(insert(wallet_ledger).values(id=new_id("led"), org_id=org_id, kind="reserve",
+                                                            amount_micros=-amount, ref=ref, created_at=now))
+        return True
+
+    async def apply(self, movements: Iterable[Movement]) -> list[Movement]:
+        """Apply releases and extra charges in one transaction; returns the charges the balance could not cover
+        (those are skipped: a balance never goes below zero)."""
+        now = utcnow()
+        skipped, ledger = [], []
+        async with self.engine.begin() as conn:
+            for m in movements:
+                q = update(wallets).where(wallets.c.org_id == m.org_id)
+                if m.amount_micros < 0:
+                    q = q.where(wallets.c.balance_micros >= -m.amount_micros)
+                done = await conn.execute(q.values(balance_micros=wallets.c.balance_micros + m.amount_micros,
+                                                   updated_at=now))
+                if done.rowcount != 1:
+                    skipped.append(m)
+                    continue
+                ledger.append({"id": new_id("led"), "org_id": m.org_id, "kind": m.kind,
+                               "amount_micros": m.amount_micros, "ref": m.ref, "note": m.note, "created_at": now})
+            if ledger:
+                await conn.execute(insert(wallet_ledger), ledger)
+        return skipped
+
+    async def top_up(self, org_id: str, amount: int, note: str | None = None) -> tuple[int, dict[str, Any]]:
+        """Add money (an operator's top-up); returns the new balance and the ledger row."""
+        now = utcnow()
+        row = {"id": new_id("led"), "org_id": org_id, "kind": "top_up", "amount_micros": amount, "ref": None,
+               "note": note, "created_at": now}
+        for _ in range(2):  # the first top-up creates the wallet; a concurrent first top-up makes us retry
+            try:
+                async with self.engine.begin() as conn:
+                    done = await conn.execute(update(wallets).where(wallets.c.org_id == org_id).values(
+                        balance_micros=wallets.c.balance_micros + amount, updated_at=now))
+                    if done.rowcount != 1:
+                        await conn.execute(insert(wallets).values(org_id=org_id, balance_micros=amount, updated_at=now))
+                    await conn.execute(insert(wallet_ledger).values(**row))
+                    balance = (await conn.execute(select(wallets.c.balance_micros).where(
+                        wallets.c.org_id == org_id))).scalar_one()
+                return int(balance), row
+            except IntegrityError:
+                continue
+        raise RuntimeError("could not create the wallet")
+
+    async def balance(self, org_id: str) -> int:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(select(wallets.c.balance_micros).where(wallets.c.org_id == org_id))).scalar()
+        return int(value or 0)
+
+    async def ledger(self, org_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(wallet_ledger).where(wallet_ledger.c.org_id == org_id).order_by(
+            wallet_ledger.c.created_at.desc(), wallet_ledger.c.id).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [_plain(r._asdict()) for r in rows]
+
+    async def ledger_sum(self, org_id: str) -> int:
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(select(func.coalesce(func.sum(wallet_ledger.c.amount_micros), 0)).where(
+                wallet_ledger.c.org_id == org_id))).scalar_one()
+        return int(value)
+
+
+def _plain(row: dict[Any, Any]) -> dict[str, Any]:
+    """JSON-ready: column names as plain str (orjson refuses SQLAlchemy's str subclass), datetimes as ISO text."""
+    return {str(k): (_aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}  # type: ignore[union-attr]
+
+
+class UsageRepo:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(usage_records), rows)
+
+    async def totals(self, org_id: str, start: str, end: str, by: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Sums over [start, end] (UTC days, inclusive), grouped by the named columns."""
+        cols = [usage_records.c[name] for name in by]
+        ok = func.sum(case((usage_records.c.status == "ok", 1), else_=0))
+        q = (select(*cols, func.count().label("requests"), ok.label("succeeded"),
+                    func.coalesce(func.sum(usage_records.c.price_micros), 0).label("price_micros"),
+                    func.coalesce(func.sum(usage_records.c.input_tokens), 0).label("input_tokens"),
+                    func.coalesce(func.sum(usage_records.c.output_tokens), 0).label("output_tokens"),
+                    func.sum(case((usage_records.c.flagged.is_(True), 1), else_=0)).label("flagged"))
+             .where(usage_records.c.org_id == org_id, usage_records.c.day >= start, usage_records.c.day <= end)
+             .group_by(*cols).order_by(*cols))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [{str(k): (int(v) if k not in by and v is not None else v) for k, v in r._asdict().items()} for r in rows]
+
+
+@dataclass(frozen=True)
+class FilterPolicy:
+    org_id: str
+    action: str
+    categories: tuple[str, ...] | None
+    created_at: datetime
+    updated_at: datetime
+
+    def public(self) -> dict[str, Any]:
+        return {"organization_id": self.org_id, "action": self.action,
+                "categories": list(self.categories) if self.categories is not None else None,
+                "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat()}
+
+
+def _policy(m: Any) -> FilterPolicy:
+    cats = m["categories"]
+    return FilterPolicy(org_id=m["org_id"], action=m["action"], categories=tuple(cats) if cats is not None else None,
+                        created_at=_aware(m["created_at"]), updated_at=_aware(m["updated_at"]))  # type: ignore[arg-type]
+
+
+class FilterRepo:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+
+    async def get(self, org_id: str) -> FilterPolicy | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(content_filter_policies).where(
+                content_filter_policies.c.org_id == org_id))).first()
+        return _policy(row._mapping) if row else None
+
+    async def all(self) -> list[FilterPolicy]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(content_filter_policies))).all()
+        return [_policy(r._mapping) for r in rows]
+
+    async def put(self, org_id: str, action: str, categories: list[str] | None, *, create: bool) -> FilterPolicy | None:
+        """Create (None when one exists) or update (None when none exists) an org's policy."""
+        now = utcnow()
+        values = {"action": action, "categories": categories, "updated_at": now}
+        async with self.engine.begin() as conn:
+            if create:
+                try:
+                    async with conn.begin_nested():
+                        await conn.execute(insert(content_filter_policies).values(org_id=org_id, created_at=now,
+                                                                                  **values))
+                except IntegrityError:
+                    return None
+            else:
+                done = await conn.execute(update(content_filter_policies).where(
+                    content_filter_policies.c.org_id == org_id).values(**values))
+                if done.rowcount != 1:
+                    return None
+        return await self.get(org_id)
+
+    async def delete(self, org_id: str) -> bool:
+        async with self.engine.begin() as conn:
+            done = await conn.execute(delete(content_filter_policies).where(content_filter_policies.c.org_id == org_id))
+        return done.rowcount == 1
+
+    async def record(self, events: list[dict[str, Any]]) -> None:
+        if events:
+            async with self.engine.begin() as conn:
+                await conn.execute(insert(content_filter_events), events)
+
+    async def events(self, org_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        q = select(content_filter_events).where(content_filter_events.c.org_id == org_id).order_by(
+            content_filter_events.c.created_at.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        return [_plain(r._asdict()) for r in rows]
