@@ -244,6 +244,23 @@ def test_job_holds_settle_later_and_refund_on_failure(srv):
     assert wallet(srv, org_id)["balance_micros"] == 1_000_000 - 50_000
 
 
+def test_a_job_settled_twice_moves_its_money_once(srv):
+    """A runner can die after settling a job but before recording it; the next runner settles it again."""
+    org_id, key = org_with_key(srv, plan="pro", cents=100)
+    ctx = srv.app.state.ctx
+
+    async def run() -> None:
+        principal = await ctx.auth.resolve(key)
+        model = ctx.catalog.get("stub-gpt")
+        t = await ctx.gate.admit(principal, model, Task.TEXT_TO_IMAGE, job=True,
+                                 estimate=Units(mode="i2i_pro_plus", image_size="4k", images=1))
+        hold = t.hold()
+        for _ in range(3):  # refunded (failed) three times over: the refund happens once
+            await ctx.gate.settle_hold(hold, None, ok=False)
+    srv.on_server_loop(run())
+    assert wallet(srv, org_id)["balance_micros"] == 1_000_000
+
+
 def test_studio_video_prices_scale_with_resolution_and_duration(srv):
     prices = srv.app.state.ctx.gate.prices
     assert prices.cost("x", Units(mode="t2v", video_resolution="720p", video_seconds=5)) == 750_000

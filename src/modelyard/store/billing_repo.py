@@ -48,11 +48,38 @@ class WalletRepo:
 
     async def apply(self, movements: Iterable[Movement]) -> list[Movement]:
         """Apply releases and extra charges in one transaction; returns the charges the balance could not cover
-        (those are skipped: a balance never goes below zero)."""
+        (those are skipped: a balance never goes below zero).
+
+        Idempotent per call: a movement whose (kind, ref) is already in the ledger is not applied again, so a job
+        settled twice (a runner died between settling and recording it) moves its money once. The unique index on
+        (kind, ref) backs this up against a concurrent settlement on another machine: the batch is retried.
+        """
+        movements = list(movements)
+        for attempt in (0, 1):
+            try:
+                return await self._apply(movements)
+            except IntegrityError:
+                if attempt:
+                    raise
+        return []  # pragma: no cover
+
+    async def _apply(self, movements: list[Movement]) -> list[Movement]:
         now = utcnow()
         skipped, ledger = [], []
         async with self.engine.begin() as conn:
+            refs = {m.ref for m in movements if m.ref}
+            done_before: set[tuple[str, str]] = set()
+            if refs:
+                rows = await conn.execute(select(wallet_ledger.c.kind, wallet_ledger.c.ref)
+                                          .where(wallet_ledger.c.ref.in_(refs)))
+                done_before = {(r.kind, r.ref) for r in rows}
+            seen: set[tuple[str, str]] = set()
             for m in movements:
+                if m.ref:
+                    key = (m.kind, m.ref)
+                    if key in done_before or key in seen:
+                        continue
+                    seen.add(key)
                 q = update(wallets).where(wallets.c.org_id == m.org_id)
                 if m.amount_micros < 0:
                     q = q.where(wallets.c.balance_micros >= -m.amount_micros)

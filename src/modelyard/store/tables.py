@@ -94,6 +94,7 @@ wallet_ledger = Table(
     Column("note", String(500), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_wallet_ledger_org_id", "org_id"),
+    Index("uq_wallet_ledger_kind_ref", "kind", "ref", unique=True),  # one release/charge per call
 )
 
 usage_records = Table(

@@ -37,6 +37,9 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_wallet_ledger_org_id", "wallet_ledger", ["org_id"])
+    # one reserve, one release, one charge per call: a job settled twice (its runner died between settling and
+    # marking the job settled) cannot move the money twice
+    op.create_index("uq_wallet_ledger_kind_ref", "wallet_ledger", ["kind", "ref"], unique=True)
     op.create_table(
         "usage_records",
         sa.Column("id", sa.String(40), primary_key=True),
@@ -83,6 +86,7 @@ def downgrade() -> None:
     op.drop_table("content_filter_policies")
     op.drop_index("ix_usage_records_org_id_day", table_name="usage_records")
     op.drop_table("usage_records")
+    op.drop_index("uq_wallet_ledger_kind_ref", table_name="wallet_ledger")
     op.drop_index("ix_wallet_ledger_org_id", table_name="wallet_ledger")
     op.drop_table("wallet_ledger")
     op.drop_table("wallets")
