@@ -18,6 +18,7 @@ from ..catalog import Catalog, build_catalog
 from ..config import Settings, load_settings
 from ..media import MediaStore
 from ..errors import ModelyardError
+from ..jobs.service import JobService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.gate import Gate
 from ..routing import Router
@@ -25,7 +26,10 @@ from ..workers import WorkerAgent, WorkerRegistry
 from ..store.db import Store
 from . import errors, openapi
 from .fastlane import FastLane
+from .routes import fal as fal_routes
+from .routes import jobs as job_routes
 from .routes import openai as openai_routes
+from .routes import studio as studio_routes
 from .routes import openai_media as openai_media_routes
 from .routes import platform as platform_routes
 from .routes import workers as worker_routes
@@ -46,6 +50,7 @@ class AppContext:
     gate: Gate
     router: Router | None = None
     workers: WorkerRegistry | None = None
+    jobs: JobService | None = None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,6 +65,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth = Authenticator(store, ttl=settings.auth_cache_ttl)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=Gate(settings, store),
                      media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
+    if settings.worker is None:
+        ctx.jobs = JobService(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.workers = WorkerRegistry(store, ctx.router, timeout=settings.worker_timeout_seconds,
                                          interval=settings.worker_heartbeat_seconds)
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
+            ctx.jobs.start(runner=settings.job_runner)  # type: ignore[union-attr]
         try:
             yield
         finally:
@@ -85,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if ctx.jobs is not None:
+                await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
                 await agent.sign_off()
             await ctx.auth.flush_usage()
@@ -109,6 +119,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         for prefix in ("/openai/v1", "/api/v1"):
             app.include_router(r, prefix=prefix, include_in_schema=False)
     app.include_router(platform_routes.router)
+    app.include_router(job_routes.router)
+    app.include_router(studio_routes.router)
+    app.include_router(fal_routes.router)
     app.include_router(worker_routes.router)
     app.include_router(service_routes.router)
     openapi.install(app)
