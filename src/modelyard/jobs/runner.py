@@ -136,6 +136,7 @@ class JobRunner:
             if await self.queue.complete(job, result):
                 job.status, job.result = "completed", result
                 self.completed += 1
+                log.info("job %s completed by %s (attempt %d)", job.id, self.name, job.attempts)
                 await self._settle(job, ok=True, units=units, deployment=deployment)
         finally:
             beat.cancel()
