@@ -79,7 +79,8 @@ class GuardedResolver(AbstractResolver):
         await self._inner.close()
 
 
-def guarded_session(*, allow_private: bool, timeout: float, param: str = "url") -> aiohttp.ClientSession:
+def guarded_session(  # callers check_url first: aiohttp connects to IP literals without asking the resolver
+*, allow_private: bool, timeout: float, param: str = "url") -> aiohttp.ClientSession:
     connector = aiohttp.TCPConnector(resolver=GuardedResolver(allow_private=allow_private, param=param),
                                      use_dns_cache=False)
     return aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
@@ -87,7 +88,7 @@ def guarded_session(*, allow_private: bool, timeout: float, param: str = "url") 
 
 async def fetch_bytes(url: str, param: str, *, allow_private: bool, limit: int, timeout: float = 30.0) -> bytes:
     """GET a client-named URL (an input image), no redirects to elsewhere-unchecked, at most `limit` bytes."""
-    check_syntax(url, param)
+    await check_url(url, param, allow_private=allow_private)  # IP literals never reach a resolver: checked here
     try:
         async with guarded_session(allow_private=allow_private, timeout=timeout, param=param) as session:
             async with session.get(url, allow_redirects=False) as resp:

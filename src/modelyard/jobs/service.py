@@ -74,6 +74,10 @@ class JobService:
             validate_payload(task, payload, model.id, payload_prefix)
         if webhook_url is not None:
             await check_url(webhook_url, "webhook_url", allow_private=self.settings.allow_private_urls)
+        for key in ("image_url", "audio_url"):  # refused now; the runner's fetch refuses again at connect time
+            url = payload.get(key)
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                await check_url(url, payload_prefix + key, allow_private=self.settings.allow_private_urls)
         ticket = await self.ctx.gate.admit(principal, model, task, estimate=estimate,
                                            kind=KIND_OF_TASK.get(task), job=True, text=_prompt_text(payload))
         hold = ticket.hold()

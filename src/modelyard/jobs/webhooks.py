@@ -16,7 +16,8 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import orjson
 
-from ..net import BlockedURL, guarded_session
+from ..errors import InvalidRequest
+from ..net import BlockedURL, check_url, guarded_session
 from .queue import Job, JobQueue
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class WebhookSender:
                    "user-agent": "Modelyard-Webhooks/1"}
         ok, permanent = False, False
         try:
+            await check_url(job.webhook_url or "", "webhook_url", allow_private=self.allow_private)
             async with guarded_session(allow_private=self.allow_private, timeout=self.timeout,
                                        param="webhook_url") as session:
                 async with session.post(job.webhook_url, data=body, headers=headers,  # type: ignore[arg-type]
@@ -96,9 +98,12 @@ class WebhookSender:
                     ok = 200 <= resp.status < 300
                     if not ok:
                         log.info("webhook for %s answered %d", job.id, resp.status)
-        except BlockedURL:
+        except BlockedURL:  # a private address: retrying will not help
             permanent = True
-            log.warning("webhook for %s refused: %s resolves to a private address", job.id, job.webhook_url)
+            log.warning("webhook for %s refused: %s is a private address", job.id, job.webhook_url)
+        except InvalidRequest as exc:  # a host that does not resolve (now) may resolve later
+            permanent = exc.code != "url_unresolvable"
+            log.warning("webhook for %s not sent: %s", job.id, exc.message)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             log.info("webhook for %s failed: %r", job.id, exc)
         retry_at = None

@@ -125,7 +125,9 @@ async def cancel_request(request: Request, path: str) -> Response:
 async def submit(request: Request, path: str) -> Response:
     ctx = request.app.state.ctx
     principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
-    model, subpath = resolve_slug(ctx, path)
+    # fal-client's `run` posts to FAL_RUN_HOST: point it at <host>/fal/run and the call waits for its result
+    blocking = path.startswith("run/")
+    model, subpath = resolve_slug(ctx, path.removeprefix("run/"))
     args = await parse_object(request)
     task = fal.pick_task(model.tasks, subpath, args)
     payload = fal.to_payload(task, args)
@@ -133,7 +135,7 @@ async def submit(request: Request, path: str) -> Response:
     job = await ctx.jobs.submit(principal, model, task, payload, face="fal", base_url=base_url(request),
                                 region=region_for(request, ctx.settings.region_hosts), webhook_url=webhook,
                                 extra_meta={"slug": path})
-    if args.get("sync_mode") is True:
+    if blocking or args.get("sync_mode") is True:
         job = await ctx.jobs.wait(job, ctx.settings.fal_sync_timeout_seconds)
         if job.final:
             return await _result(request, job)
