@@ -385,3 +385,34 @@ def test_fal_webhook_query_parameter_and_failed_job_webhook(http: httpx.Client, 
     status = http.get(f"/fal/requests/{rid}/status", headers=srv.headers()).json()
     assert status["status"] == "COMPLETED" and status["error"]
     assert http.get(f"/fal/requests/{rid}", headers=srv.headers()).status_code in (502, 503)
+
+
+# ---------------------------------------------------------------- QuickCasa's blocking video route
+
+def test_blocking_video_route_waits_for_its_job(http: httpx.Client, srv: Running) -> None:
+    body = {"model": "demo-video", "prompt": "waves", "size": "160x96", "duration": 1, "fps": 4}
+    r = http.post("/v1/videos/generations", json=body, headers=srv.headers(), timeout=300)
+    assert r.status_code == 200, r.text
+    item = r.json()["data"][0]
+    assert item["content_type"] == "video/mp4" and item["duration_seconds"] > 0 and "sig=" in item["url"]
+    assert http.get(item["url"].replace(srv.url, "")).content[4:8] == b"ftyp"
+    job = http.get(f"/api/jobs/{r.json()['id']}", headers=srv.headers()).json()
+    assert job["status"] == "completed" and job["task"] == "text-to-video"
+
+
+def test_blocking_video_route_answers_202_after_its_limit(http: httpx.Client, srv: Running) -> None:
+    ctx = srv.app.state.ctx
+    srv.on_server_loop(_pause_runner(ctx, True))
+    old = ctx.settings.job_wait_seconds
+    ctx.settings.job_wait_seconds = 0.5
+    try:
+        r = http.post("/v1/videos/generations", json={"model": "demo-video", "prompt": "x", "size": "64x64",
+                                                      "duration": 0.5, "fps": 4, "steps": 1}, headers=srv.headers())
+        assert r.status_code == 202 and r.json()["object"] == "video.async" and r.json()["status"] == "pending"
+        http.post(f"/api/jobs/{r.json()['id']}/cancel", headers=srv.headers())
+        bad = http.post("/v1/videos/generations", json={"model": "demo-video", "prompt": "x", "size": "65x64"},
+                        headers=srv.headers())
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "size"
+    finally:
+        ctx.settings.job_wait_seconds = old
+        srv.on_server_loop(_pause_runner(ctx, False))

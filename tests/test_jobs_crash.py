@@ -184,3 +184,19 @@ def test_server_restart_keeps_every_pending_job(tmp_path: Path, database_url: st
         wait_for(all_done, 30, "the restarted server to run the pending jobs")
         body = http.get(f"/api/jobs/{ids[7]}", headers=srv.headers()).json()
         assert body["result"]["choices"][0]["message"]["content"] == "r7"
+
+
+@pytest.mark.slow
+def test_cancel_reaches_a_runner_in_another_process(harness: Any) -> None:
+    h = harness(delay=3.0)
+    [job_id] = h.submit(1, "echo-slow")
+    h.start_runner("remote")
+    wait_for(lambda: h.statuses()[job_id].status == "running", 30, "the runner to take the job")
+
+    async def cancel(q: JobQueue) -> str:
+        return (await q.cancel(job_id, h.org_id))[1]
+    assert h.run(h._with_queue(cancel)) == "requested"
+    started = time.monotonic()
+    wait_for(lambda: h.statuses()[job_id].status == "cancelled", 10, "the runner to stop the work")
+    assert time.monotonic() - started < 2.5  # at its next heartbeat, well before the 3 s echo would finish
+    assert h.completions() == Counter()
