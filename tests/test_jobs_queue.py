@@ -43,11 +43,11 @@ async def test_claim_order_lease_and_exclusive_completion(queue: tuple[JobQueue,
     low = await _submit(q, org, priority=0)
     high = await _submit(q, org, priority=5)
     assert await q.queue_position(low) == 1 and await q.queue_position(high) == 0
-    a = await q.claim("a", 0.2)
-    assert a is not None and a.id == high.id and a.status == "running" and a.attempts == 1
-    b = await q.claim("b", 30)
-    assert b is not None and b.id == low.id
-    assert await q.claim("c", 30) is None
+    [a] = await q.claim("a", 0.2)
+    assert a.id == high.id and a.status == "running" and a.attempts == 1
+    [b] = await q.claim("b", 30)
+    assert b.id == low.id
+    assert await q.claim("c", 30) == []
     await asyncio.sleep(0.3)  # a's lease runs out; the reaper gives the job back
     assert await q.reap() == []
     again = await _wait_claim(q, "c")
@@ -62,9 +62,9 @@ async def test_claim_order_lease_and_exclusive_completion(queue: tuple[JobQueue,
 
 async def _wait_claim(q: JobQueue, owner: str, lease: float = 30):
     for _ in range(100):
-        job = await q.claim(owner, lease)
-        if job is not None:
-            return job
+        claimed = await q.claim(owner, lease)
+        if claimed:
+            return claimed[0]
         await asyncio.sleep(0.02)
     raise AssertionError("nothing to claim")
 
@@ -109,6 +109,14 @@ async def test_cancel_pending_running_final_and_other_org(queue: tuple[JobQueue,
     assert await q.renew(claimed, 30) == (True, True)  # the runner learns of it at its next heartbeat
     assert await q.cancelled(claimed) is True
     assert (await q.cancel(running_job.id, org))[1] == "final"
+
+
+async def test_batch_claim_takes_each_job_once(queue: tuple[JobQueue, str]) -> None:
+    q, org = queue
+    ids = {(await _submit(q, org)).id for _ in range(10)}
+    first, second = await asyncio.gather(q.claim("a", 30, limit=6), q.claim("b", 30, limit=6))
+    got = [j.id for j in first + second]
+    assert len(got) == len(set(got)) == 10 and set(got) == ids
 
 
 async def test_release_on_shutdown_does_not_spend_an_attempt(queue: tuple[JobQueue, str]) -> None:

@@ -137,19 +137,23 @@ class JobQueue:
 
     # ---------------------------------------------------------------- runners
 
-    async def claim(self, owner: str, lease_seconds: float) -> Job | None:
-        """Take the most urgent due job: FOR UPDATE SKIP LOCKED on PostgreSQL; SQLite serializes writers anyway."""
+    async def claim(self, owner: str, lease_seconds: float, limit: int = 1) -> list[Job]:
+        """Take up to `limit` of the most urgent due jobs in one statement.
+
+        PostgreSQL: FOR UPDATE SKIP LOCKED, so runners never wait on each other's picks; SQLite serializes
+        writers, so the same single UPDATE ... RETURNING is atomic there too.
+        """
         now = time.time()
         pick = (select(jobs.c.id).where(jobs.c.status == "pending", jobs.c.run_after <= now)
-                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id).limit(1)
-                .with_for_update(skip_locked=True).scalar_subquery())
-        q = (update(jobs).where(jobs.c.id == pick, jobs.c.status == "pending")
+                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id).limit(limit)
+                .with_for_update(skip_locked=True))
+        q = (update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == "pending")
              .values(status="running", lease_owner=owner, lease_token=secrets.token_hex(8),
                      lease_expires=now + lease_seconds, attempts=jobs.c.attempts + 1, started_at=now)
              .returning(*jobs.c))
         async with self.engine.begin() as conn:
-            row = (await conn.execute(q)).first()
-        return _job(row._mapping) if row else None
+            rows = (await conn.execute(q)).all()
+        return sorted((_job(r._mapping) for r in rows), key=lambda j: (-j.priority, j.run_after))
 
     async def renew(self, job: Job, lease_seconds: float) -> tuple[bool, bool]:
         """Extend the lease: (still ours, cancel requested)."""

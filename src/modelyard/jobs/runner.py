@@ -55,19 +55,22 @@ class JobRunner:
     async def run_forever(self) -> None:
         listener = await self._listen()
         last_reap = 0.0
+        # expired leases only matter at lease granularity: looking for them every pass would cost a query per job
+        reap_every = max(self.poll, self.lease / 4)
         try:
             while True:
                 try:
-                    if time.monotonic() - last_reap >= self.poll:
+                    if time.monotonic() - last_reap >= reap_every:
                         last_reap = time.monotonic()
                         for job in await self.queue.reap():
                             await self._settle(job, ok=False)
                     while len(self.active) < self.concurrency:
-                        job = await self.queue.claim(self.name, self.lease)
-                        if job is None:
+                        claimed = await self.queue.claim(self.name, self.lease, self.concurrency - len(self.active))
+                        for job in claimed:
+                            self.active[job.id] = asyncio.create_task(self._work(job))
+                            self.active[job.id].add_done_callback(lambda _t: self.wake.set())
+                        if not claimed:
                             break
-                        self.active[job.id] = asyncio.create_task(self._work(job))
-                        self.active[job.id].add_done_callback(lambda _t: self.wake.set())
                 except Exception:
                     log.exception("job runner pass failed; retrying after %.1fs", self.poll)
                 with contextlib.suppress(asyncio.TimeoutError):
