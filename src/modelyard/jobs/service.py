@@ -127,9 +127,17 @@ class JobService:
             if left <= 0:
                 break
             fut = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(job.id, []).append(fut)
-            with contextlib.suppress(asyncio.TimeoutError):
+            waiters = self._waiters.setdefault(job.id, [])
+            waiters.append(fut)
+            try:
                 await asyncio.wait_for(fut, min(poll, left))
+            except asyncio.TimeoutError:
+                pass
+            finally:  # a job finished by another process never fires our futures: drop them here
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters and self._waiters.get(job.id) is waiters:
+                    del self._waiters[job.id]
             fresh = await self.queue.get(job.id)
             job = fresh or job
         return job
@@ -140,7 +148,8 @@ class JobService:
         if job is None:
             raise NotFound(f"No job '{job_id}'.", param="id", code="job_not_found")
         if outcome == "cancelled":
-            await self.ctx.gate.settle_hold(job.meta.get("hold"), None, ok=False) if job.meta.get("hold") else None
+            if job.meta.get("hold") is not None:  # never ran: the whole reservation goes back
+                await self.ctx.gate.settle_hold(job.meta["hold"], None, ok=False)
             self._finalized(job)
         elif outcome == "requested" and self.runner is not None:
             self.runner.cancel_local(job.id)
