@@ -165,7 +165,10 @@ def test_thousand_jobs_three_runners_random_kills(harness: Any) -> None:
                     60, "every job to complete")
     assert set(rows) == set(ids)  # none lost
     done = h.completions()
-    assert set(done) == set(ids) and max(done.values()) == 1  # none completed twice
+    assert max(done.values()) == 1 and set(done) <= set(ids)  # none completed twice
+    # a runner killed between its commit and its log line leaves no line; the row names who finished the job
+    unlogged = set(ids) - set(done)
+    assert len(unlogged) <= kills * 8 and all(rows[j].lease_owner in runners for j in unlogged)
     assert kills >= 1
     print(f"\n1000 jobs, 3 runners, {kills} SIGKILLs: {time.monotonic() - started:.1f}s; "
           f"{sum(r.attempts > 1 for r in rows.values())} jobs needed a second attempt")

@@ -166,8 +166,10 @@ class JobQueue:
     async def _finish(self, job: Job, **values: Any) -> bool:
         """A lease holder's final word; False when the lease was lost (the result is then dropped)."""
         values.setdefault("finished_at", time.time())
+        if values.get("status") not in FINAL:  # back in the queue: nobody owns it; a final row keeps who finished it
+            values["lease_owner"] = None
         q = (update(jobs).where(jobs.c.id == job.id, jobs.c.lease_token == job.lease_token, jobs.c.status == "running")
-             .values(lease_owner=None, lease_token=None, lease_expires=None, **values, **_webhook_due(values)))
+             .values(lease_token=None, lease_expires=None, **values, **_webhook_due(values)))
         async with self.engine.begin() as conn:
             return (await conn.execute(q)).rowcount == 1
 
