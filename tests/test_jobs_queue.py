@@ -166,6 +166,7 @@ def test_each_job_hold_is_settled_exactly_once(tmp_path: Path, database_url: str
         for hold, units, was_ok in gate.settled:
             by_job.setdefault(hold["model_id"], []).append((units, was_ok))
         assert len(gate.settled) == 3
+        assert {hold["job_id"] for hold, _, _ in gate.settled} == {ok, dead, slow}  # the gate's idempotency key
         assert by_job["echo"][0][1] is True and by_job["echo"][0][0].output_tokens == 3
         assert by_job["always-down"] == [(None, False)]
         assert by_job["echo-slow"] == [(None, False)]
@@ -208,3 +209,32 @@ def test_private_webhook_and_image_urls_are_400_at_submit(tmp_path: Path) -> Non
                       headers=srv.headers())
         assert r.status_code == 400
         assert http.get("/api/jobs", headers=srv.headers()).json()["data"] == []
+
+
+async def test_a_settlement_lost_to_a_crash_is_swept_once(queue: tuple[JobQueue, str], tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from modelyard.jobs.runner import JobRunner, RunnerContext
+    from modelyard.store.tables import jobs
+
+    q, org = queue
+    hold = {"org_id": org, "reserved_micros": 7, "job_id": "set below"}
+    job = await q.submit(org_id=org, token_id=None, model="echo", task="chat", payload=chat_payload(),
+                         meta={"hold": hold})
+    [claimed] = await q.claim("r", 30)
+    # the runner committed the result, then died before the gate settled
+    assert await q.complete(claimed, {"ok": 1}, {**claimed.meta, "settle_units": {"output_tokens": 5}})
+    assert (await q.get(job.id)).settle_due is True
+    gate = RecordingGate()
+    runner = JobRunner(RunnerContext(settings=make_settings(tmp_path, **FAST), store=q.store, router=None,
+                                     media=None, gate=gate), q)
+    await runner._sweep_settlements()
+    assert gate.settled == []  # within the grace period the finisher may still be settling
+    async with q.engine.begin() as conn:
+        await conn.execute(update(jobs).where(jobs.c.id == job.id).values(finished_at=time.time() - 3600))
+    await runner._sweep_settlements()
+    await runner._sweep_settlements()
+    assert len(gate.settled) == 1
+    settled_hold, units, ok = gate.settled[0]
+    assert settled_hold == hold and ok is True and units.output_tokens == 5
+    assert (await q.get(job.id)).settle_due is False

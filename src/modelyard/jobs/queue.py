@@ -39,6 +39,7 @@ class Job:
     lease_token: str | None
     lease_expires: float | None
     cancel_requested: bool
+    settle_due: bool
     result: Any
     error: dict[str, Any] | None
     region: str | None
@@ -93,7 +94,7 @@ class JobQueue:
         row = {"id": job_id or new_job_id(), "org_id": org_id, "token_id": token_id, "model": model, "task": task,
                "payload": payload, "meta": meta, "status": "pending", "priority": priority, "attempts": 0,
                "max_attempts": max_attempts, "run_after": now, "lease_owner": None, "lease_token": None,
-               "lease_expires": None, "cancel_requested": False, "result": None, "error": None, "region": region,
+               "lease_expires": None, "cancel_requested": False, "settle_due": False, "result": None, "error": None, "region": region,
                "created_at": now, "started_at": None, "finished_at": None, "webhook_url": webhook_url,
                "webhook_status": None, "webhook_attempts": 0, "webhook_next_at": None}
         async with self.engine.begin() as conn:
@@ -168,13 +169,16 @@ class JobQueue:
         values.setdefault("finished_at", time.time())
         if values.get("status") not in FINAL:  # back in the queue: nobody owns it; a final row keeps who finished it
             values["lease_owner"] = None
+        elif job.meta.get("hold") is not None:
+            values["settle_due"] = True
         q = (update(jobs).where(jobs.c.id == job.id, jobs.c.lease_token == job.lease_token, jobs.c.status == "running")
              .values(lease_token=None, lease_expires=None, **values, **_webhook_due(values)))
         async with self.engine.begin() as conn:
             return (await conn.execute(q)).rowcount == 1
 
-    async def complete(self, job: Job, result: Any) -> bool:
-        return await self._finish(job, status="completed", result=result, error=None)
+    async def complete(self, job: Job, result: Any, meta: dict[str, Any] | None = None) -> bool:
+        extra = {"meta": meta} if meta is not None else {}
+        return await self._finish(job, status="completed", result=result, error=None, **extra)
 
     async def fail(self, job: Job, error: dict[str, Any], *, retryable: bool) -> str | None:
         """Retry with backoff while attempts remain (retryable errors only); else failed / dead_letter.
@@ -229,7 +233,7 @@ class JobQueue:
         now = time.time()
         err = {"message": "The job was cancelled.", "code": "cancelled"}
         q = (update(jobs).where(jobs.c.id == job_id, jobs.c.org_id == org_id, jobs.c.status == "pending")
-             .values(status="cancelled", finished_at=now, error=err,
+             .values(status="cancelled", finished_at=now, error=err, settle_due=True,
                      webhook_status=case((jobs.c.webhook_url.is_not(None), "pending"), else_=None),
                      webhook_next_at=now).returning(*jobs.c))
         async with self.engine.begin() as conn:
@@ -243,6 +247,31 @@ class JobQueue:
                 return _job(row._mapping), "requested"
         job = await self.get(job_id, org_id=org_id)
         return job, "final" if job else "missing"
+
+    # ---------------------------------------------------------------- settlement
+
+    async def settled(self, job_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(settle_due=False))
+
+    async def unsettled(self, grace: float, limit: int = 50) -> list[Job]:
+        """Final jobs whose settlement went unrecorded for `grace` seconds (their finisher died); each is handed
+        to one caller, which settles it (the hold's job_id lets the gate recognize a repeat)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(jobs).where(jobs.c.settle_due.is_(True),
+                                                          jobs.c.finished_at < time.time() - grace)
+                                       .limit(limit))).all()
+        won = []
+        for r in rows:
+            async with self.engine.begin() as conn:
+                q = update(jobs).where(jobs.c.id == r.id, jobs.c.settle_due.is_(True)).values(settle_due=False)
+                if (await conn.execute(q)).rowcount == 1:
+                    won.append(_job(r._mapping))
+        return won
+
+    async def settle_failed(self, job_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(settle_due=True))
 
     # ---------------------------------------------------------------- webhooks
 

@@ -8,7 +8,7 @@ import logging
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 from ..errors import ModelyardError
@@ -64,6 +64,7 @@ class JobRunner:
                         last_reap = time.monotonic()
                         for job in await self.queue.reap():
                             await self._settle(job, ok=False)
+                        await self._sweep_settlements()
                     while len(self.active) < self.concurrency:
                         claimed = await self.queue.claim(self.name, self.lease, self.concurrency - len(self.active))
                         for job in claimed:
@@ -136,7 +137,9 @@ class JobRunner:
             log.exception("job %s crashed", job.id)
             await self._failed(job, exc, retryable=True)
         else:
-            if await self.queue.complete(job, result):
+            # the units go into the row with the result: a sweep can settle with them if this process dies now
+            meta = {**job.meta, "settle_units": asdict(units)} if job.meta.get("hold") is not None else None
+            if await self.queue.complete(job, result, meta):
                 job.status, job.result = "completed", result
                 self.completed += 1
                 log.info("job %s completed by %s (attempt %d)", job.id, self.name, job.attempts)
@@ -187,12 +190,27 @@ class JobRunner:
         return stored, units, deployment
 
     async def _settle(self, job: Job, *, ok: bool, units: Units | None = None, deployment: Any = None) -> None:
-        """Exactly once per job: only the caller whose conditional UPDATE made the job final gets here."""
+        """Once per job: only the caller whose conditional UPDATE made the job final gets here.
+
+        The row's `settle_due` is cleared after the gate has settled; if this process dies in between, a later
+        sweep settles again with the same hold (its `job_id` is the gate's idempotency key).
+        """
         hold = job.meta.get("hold")
         if hold is not None:
             try:
                 await self.ctx.gate.settle_hold(hold, units, ok=ok, deployment=deployment)
+                await self.queue.settled(job.id)
             except Exception:
-                log.exception("settling job %s failed", job.id)
+                log.exception("settling job %s failed; a later sweep retries", job.id)
         if self.on_final is not None:
             self.on_final(job)
+
+    async def _sweep_settlements(self) -> None:
+        for job in await self.queue.unsettled(grace=max(60.0, 2 * self.lease)):
+            ok = job.status == "completed"
+            units = Units(**job.meta["settle_units"]) if ok and job.meta.get("settle_units") else None
+            try:
+                await self.ctx.gate.settle_hold(job.meta["hold"], units, ok=ok)
+            except Exception:
+                log.exception("settling job %s failed again", job.id)
+                await self.queue.settle_failed(job.id)

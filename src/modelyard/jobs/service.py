@@ -14,7 +14,7 @@ from ..net import check_url
 from ..pipeline.auth import Principal
 from ..pipeline.gate import Units
 from ..types import Task
-from .queue import STATUSES, Job, JobQueue
+from .queue import STATUSES, Job, JobQueue, new_job_id
 from .runner import JobRunner
 from .tasks import signed, validate_payload
 from .webhooks import WebhookSender, load_master, org_secret
@@ -80,7 +80,8 @@ class JobService:
                 await check_url(url, payload_prefix + key, allow_private=self.settings.allow_private_urls)
         ticket = await self.ctx.gate.admit(principal, model, task, estimate=estimate,
                                            kind=KIND_OF_TASK.get(task), job=True, text=_prompt_text(payload))
-        hold = ticket.hold()
+        job_id = new_job_id()
+        hold = {**ticket.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement
         meta = {"face": face, "base_url": base_url, "hold": hold, **(extra_meta or {})}
         if estimate is not None and estimate.mode:
             meta["units"] = asdict(estimate)
@@ -88,7 +89,7 @@ class JobService:
             job = await self.queue.submit(org_id=principal.org_id, token_id=principal.token_id, model=model.id,
                                           task=task.value, payload=payload, meta=meta, priority=priority,
                                           max_attempts=max_attempts or self.settings.job_max_attempts,
-                                          region=region, webhook_url=webhook_url)
+                                          region=region, webhook_url=webhook_url, job_id=job_id)
         except BaseException:
             await self.ctx.gate.settle_hold(hold, None, ok=False)
             raise
@@ -150,6 +151,7 @@ class JobService:
         if outcome == "cancelled":
             if job.meta.get("hold") is not None:  # never ran: the whole reservation goes back
                 await self.ctx.gate.settle_hold(job.meta["hold"], None, ok=False)
+                await self.queue.settled(job.id)
             self._finalized(job)
         elif outcome == "requested" and self.runner is not None:
             self.runner.cancel_local(job.id)

@@ -81,6 +81,8 @@ jobs = Table(
     Column("lease_token", String(40), nullable=True),
     Column("lease_expires", Float(precision=53), nullable=True),
     Column("cancel_requested", Boolean, nullable=False, default=False),
+    # final, and its billing hold not yet settled: a crash between the two is finished by a later sweep
+    Column("settle_due", Boolean, nullable=False, default=False),
     Column("result", JSON, nullable=True),
     Column("error", JSON, nullable=True),
     Column("region", String(64), nullable=True),
@@ -94,4 +96,5 @@ jobs = Table(
     Index("ix_jobs_claim", "status", "priority", "run_after"),
     Index("ix_jobs_org_id", "org_id", "created_at"),
     Index("ix_jobs_webhook", "webhook_status", "webhook_next_at"),
+    Index("ix_jobs_settle_due", "settle_due", "finished_at"),
 )

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("lease_token", sa.String(40), nullable=True),
         sa.Column("lease_expires", _T, nullable=True),
         sa.Column("cancel_requested", sa.Boolean, nullable=False, server_default=sa.false()),
+        sa.Column("settle_due", sa.Boolean, nullable=False, server_default=sa.false()),
         sa.Column("result", sa.JSON, nullable=True),
         sa.Column("error", sa.JSON, nullable=True),
         sa.Column("region", sa.String(64), nullable=True),
@@ -49,9 +50,11 @@ def upgrade() -> None:
     op.create_index("ix_jobs_claim", "jobs", ["status", "priority", "run_after"])
     op.create_index("ix_jobs_org_id", "jobs", ["org_id", "created_at"])
     op.create_index("ix_jobs_webhook", "jobs", ["webhook_status", "webhook_next_at"])
+    op.create_index("ix_jobs_settle_due", "jobs", ["settle_due", "finished_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_jobs_settle_due", table_name="jobs")
     op.drop_index("ix_jobs_webhook", table_name="jobs")
     op.drop_index("ix_jobs_org_id", table_name="jobs")
     op.drop_index("ix_jobs_claim", table_name="jobs")
