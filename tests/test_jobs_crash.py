@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 class Harness:
     """A database, a config file, and `modelyard runner` subprocesses against them."""
 
-    def __init__(self, tmp: Path, database_url: str, delay: float) -> None:
+    def __init__(self, tmp: Path, database_url: str, delay: float, **overrides: Any) -> None:
         self.tmp = tmp
         self.url = database_url
         self.config = tmp / "modelyard.yaml"
-        settings = {k: v for k, v in FAST.items() if k != "builtin_models"}
+        settings = {**{k: v for k, v in FAST.items() if k != "builtin_models"}, **overrides}
         self.config.write_text(yaml.safe_dump({"database_url": database_url, "builtin_models": False,
                                                "models": job_models(delay), "job_concurrency": 8, **settings}))
         self.procs: list[tuple[subprocess.Popen, Path]] = []
@@ -109,8 +109,8 @@ class Harness:
 def harness(tmp_path: Path, database_url: str) -> Any:
     made: list[Harness] = []
 
-    def make(delay: float = 3.0) -> Harness:
-        made.append(Harness(tmp_path, database_url, delay))
+    def make(delay: float = 3.0, **overrides: Any) -> Harness:
+        made.append(Harness(tmp_path, database_url, delay, **overrides))
         return made[-1]
     yield make
     for h in made:
@@ -203,3 +203,18 @@ def test_cancel_reaches_a_runner_in_another_process(harness: Any) -> None:
     wait_for(lambda: h.statuses()[job_id].status == "cancelled", 10, "the runner to stop the work")
     assert time.monotonic() - started < 2.5  # at its next heartbeat, well before the 3 s echo would finish
     assert h.completions() == Counter()
+
+
+@pytest.mark.slow
+def test_postgres_runners_wake_on_notify_not_on_their_poll(harness: Any, database_url: str) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite runners poll")
+    h = harness(delay=0.0, job_poll_seconds=60.0)
+    [first] = h.submit(1, "echo")
+    h.start_runner("listener")
+    wait_for(lambda: h.statuses()[first].status == "completed", 30, "the runner to start and run a job")
+    time.sleep(0.5)  # now idle, waiting up to 60 s for its next poll
+    started = time.monotonic()
+    [second] = h.submit(1, "echo")
+    wait_for(lambda: h.statuses()[second].status == "completed", 20, "a NOTIFY to wake the runner")
+    assert time.monotonic() - started < 10
