@@ -3,6 +3,10 @@
 Prints requests/s and latency percentiles for each target, the latency each gateway adds over the direct stub,
 and each gateway's peak RSS. Run: `make bench`, or
 `python bench/overhead.py --concurrency 1,16,64 --duration 10 --stream [--litellm /path/to/venv/bin/litellm]`.
+
+Where nginx and wrk are installed (`apt-get install nginx-light wrk`) the stub is nginx and the load comes from wrk,
+both C programs that cost a small fraction of what a Python stub or client would: on a 2-core machine every
+microsecond they spend is taken from the gateway under test. Otherwise a Python stub and an aiohttp client stand in.
 """
 
 from __future__ import annotations
@@ -20,11 +24,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import re
+
 import aiohttp
 
 HERE = Path(__file__).parent
 KEY = "myd_bench-admin-key-0123456789abcdef"
 LITELLM_KEY = "sk-bench-master-key"
+
+
+# --pin: the gateway under test (Modelyard or LiteLLM) gets a core of its own; the stub and the load client share
+# the others. Unpinned, the scheduler moves all three across the same two cores and the numbers swing run to run.
+PIN: dict[str, set[int] | None] = {"gateway": None, "tools": None}
+
+
+def pinned(role: str):  # noqa: ANN201 - a preexec_fn or None
+    cpus = PIN[role]
+    return (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
 
 
 def free_port() -> int:
@@ -66,9 +82,41 @@ class Target:
     pid: int | None = None
 
 
+def chat_body(t: Target, stream: bool) -> bytes:
+    return b'{"model":"%s","messages":[{"role":"user","content":"hi"}]' % t.model + (b',"stream":true}' if stream else b"}")
+
+
+def chat_url(t: Target, stream: bool) -> str:
+    # the direct target streams from the stub's /sse/ prefix, as the gateways' streaming deployments do
+    return (t.url.replace("/v1", "/sse/v1", 1) if stream and t.name == "direct" else t.url) + "/chat/completions"
+
+
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def load_wrk(wrk: str, t: Target, concurrency: int, duration: float, stream: bool, tmp: str) -> dict[str, float]:
+    """Drive the target with wrk (one thread: the gateway gets the other core); rps and latency percentiles."""
+    script = Path(tmp) / f"{t.name}-{int(stream)}.lua"
+    headers = "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in {**t.headers, "Content-Type": "application/json"}.items())
+    script.write_text(f"wrk.method = 'POST'\nwrk.body = '{chat_body(t, stream).decode()}'\n{headers}"
+                      "function response(status, headers, body)\n"
+                      "  if status ~= 200 then io.stderr:write('HTTP ' .. status .. ': ' .. body .. '\\n'); os.exit(1) end\n"
+                      "end\n")
+    url = chat_url(t, stream)
+    subprocess.run([wrk, "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), url], capture_output=True, check=True,
+                   preexec_fn=pinned("tools"))
+    out = subprocess.run([wrk, "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
+                         capture_output=True, text=True, preexec_fn=pinned("tools"))
+    if out.returncode != 0:
+        raise SystemExit(f"{t.name}: wrk failed: {out.stderr.strip()[:500]}")
+    pct = {m[0]: float(m[1]) * _UNITS[m[2]] for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out.stdout, re.M)}
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": pct["50"], "p99": pct["99"]}
+
+
 async def load(t: Target, concurrency: int, duration: float, stream: bool) -> list[float]:
-    body = b'{"model":"%s","messages":[{"role":"user","content":"hi"}]' % t.model + (b',"stream":true}' if stream else b"}")
-    url = t.url + "/chat/completions"
+    body = chat_body(t, stream)
+    url = chat_url(t, stream)
     latencies: list[float] = []
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(connector=connector, headers={**t.headers, "Content-Type": "application/json"}) as session:
@@ -101,12 +149,13 @@ def summarize(lat: list[float], duration: float) -> dict[str, float]:
 def start_litellm(binary: str, stub_port: int, tmp: str) -> tuple[subprocess.Popen, Target]:
     port = free_port()
     cfg = Path(tmp) / "litellm.yaml"
-    cfg.write_text(f"model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench-model\n"
-                   f"      api_base: http://127.0.0.1:{stub_port}/v1\n      api_key: x\n"
-                   f"general_settings:\n  master_key: {LITELLM_KEY}\n")
+    models = "".join(f"  - model_name: {name}\n    litellm_params:\n      model: openai/bench-model\n"
+                     f"      api_base: http://127.0.0.1:{stub_port}{base}\n      api_key: x\n"
+                     for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1")))
+    cfg.write_text(f"model_list:\n{models}general_settings:\n  master_key: {LITELLM_KEY}\n")
     proc = subprocess.Popen([binary, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
                             env={**os.environ, "LITELLM_LOG": "ERROR"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+                            stderr=subprocess.DEVNULL, preexec_fn=pinned("gateway"))
     wait_port(port, timeout=180)
     time.sleep(2)
     return proc, Target("litellm", f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {LITELLM_KEY}"},
@@ -119,19 +168,45 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
     ap.add_argument("--stream", action="store_true", help="also measure streaming chat")
     ap.add_argument("--litellm", default=shutil.which("litellm"), help="a litellm executable to compare with")
+    ap.add_argument("--stub", choices=["auto", "nginx", "python"], default="auto")
+    ap.add_argument("--client", choices=["auto", "wrk", "aiohttp"], default="auto")
+    ap.add_argument("--pin", action="store_true",
+                    help="give the gateway under test its own core (the last one); stub and client get the rest")
     args = ap.parse_args()
+    if args.pin:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            raise SystemExit("--pin needs at least two cores")
+        PIN["gateway"], PIN["tools"] = {cpus[-1]}, set(cpus[:-1])
+        os.sched_setaffinity(0, PIN["tools"])  # the aiohttp client, when wrk is missing
 
+    nginx = shutil.which("nginx") or (Path("/usr/sbin/nginx").exists() and "/usr/sbin/nginx")
+    use_nginx = args.stub == "nginx" or (args.stub == "auto" and bool(nginx))
+    wrk = shutil.which("wrk") if args.client in ("auto", "wrk") else None
+    if args.client == "wrk" and not wrk:
+        raise SystemExit("wrk is not installed (apt-get install wrk)")
     stub_port, gw_port = free_port(), free_port()
-    procs = [subprocess.Popen([sys.executable, str(HERE / "stub_upstream.py"), str(stub_port)])]
     data = tempfile.mkdtemp(prefix="modelyard-bench-")
+    if use_nginx:
+        sys.path.insert(0, str(HERE))
+        from stub_upstream import nginx_conf
+
+        procs = [subprocess.Popen([str(nginx), "-c", str(nginx_conf(stub_port, Path(data))), "-p", data],
+                                  preexec_fn=pinned("tools"))]
+    else:
+        procs = [subprocess.Popen([sys.executable, str(HERE / "stub_upstream.py"), str(stub_port)],
+                                  preexec_fn=pinned("tools"))]
+    print(f"stub: {'nginx' if use_nginx else 'python (uvicorn)'}; load client: {'wrk' if wrk else 'aiohttp'}")
     cfg = Path(data) / "bench.yaml"
-    cfg.write_text(f"builtin_models: false\nmodels:\n  - id: bench\n    deployments:\n      - backend: openai\n"
-                   f"        base_url: http://127.0.0.1:{stub_port}/v1\n        model: bench-model\n"
-                   f"        max_concurrency: 256\n")
+    cfg.write_text("builtin_models: false\nmodels:\n" + "".join(
+        f"  - id: {name}\n    deployments:\n      - backend: openai\n"
+        f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
+        f"        max_concurrency: 256\n" for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
     log = open(os.environ.get("MODELYARD_BENCH_LOG", os.devnull), "w")
     gateway = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
-                                "--config", str(cfg), "--data-dir", data], env=env, stdout=log, stderr=log)
+                                "--config", str(cfg), "--data-dir", data], env=env, stdout=log, stderr=log,
+                               preexec_fn=pinned("gateway"))
     procs.append(gateway)
     try:
         wait_port(stub_port)
@@ -146,13 +221,25 @@ def main() -> int:
         print(f"{'mode':<6} {'conns':>5} {'target':<10} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8}")
         for stream in ([False, True] if args.stream else [False]):
             for c in [int(x) for x in args.concurrency.split(",")]:
-                base = summarize(asyncio.run(load(direct, c, args.duration, stream)), args.duration)
+                def measure(t: Target) -> dict[str, float]:
+                    if wrk:
+                        return load_wrk(wrk, t, c, args.duration, stream, data)
+                    return summarize(asyncio.run(load(t, c, args.duration, stream)), args.duration)
+
+                for t in targets:  # streaming goes to the models whose upstream always streams
+                    t.model = (b"bench-sse" if stream else b"bench") if t.name != "direct" else b"bench-model"
+                base = measure(direct)
                 mode = "stream" if stream else "json"
                 print(f"{mode:<6} {c:>5} {'direct':<10} {base['rps']:>7.0f} {base['p50']:>7.2f} {base['p99']:>7.2f}")
+                seen: dict[str, float] = {}
                 for t in targets:
-                    r = summarize(asyncio.run(load(t, c, args.duration, stream)), args.duration)
+                    r = measure(t)
+                    seen[t.name] = r["rps"]
                     print(f"{mode:<6} {c:>5} {t.name:<10} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
                           f"{r['p50'] - base['p50']:>8.2f} {r['p99'] - base['p99']:>8.2f}", flush=True)
+                if seen.get("litellm"):
+                    print(f"{mode:<6} {c:>5} modelyard/litellm requests/s: {seen['modelyard'] / seen['litellm']:.1f}x",
+                          flush=True)
         for t in targets:
             print(f"peak RSS {t.name}: {peak_rss_mb(t.pid):.0f} MB")  # type: ignore[arg-type]
     finally:

@@ -122,7 +122,9 @@ def upstream_models(stub_url: str) -> list[dict[str, Any]]:
                           "api_key": "upstream-secret", "model": "stub-model", "timeout": 5, "region": "eu"}]},
         {"id": "stub-embed", "type": "embedding",
          "deployments": [{"backend": "openai", "base_url": stub_url + "/v1", "model": "stub-embedder"}]},
-        {"id": "stub-tts", "type": "audio", "tasks": ["speech"],  # declared, but OpenAI upstreams only proxy JSON tasks
+        {"id": "stub-tts", "type": "audio", "tasks": ["speech"],
+         "deployments": [{"backend": "openai", "base_url": stub_url + "/v1"}]},
+        {"id": "stub-video", "type": "video",  # declared, but OpenAI upstreams carry no video API
          "deployments": [{"backend": "openai", "base_url": stub_url + "/v1"}]},
         {"id": "stub-slow", "type": "text",
          "deployments": [{"backend": "openai", "base_url": stub_url + "/v1", "model": "stub-model", "timeout": 0.5}]},

@@ -68,29 +68,43 @@ def test_client_errors_are_not_retried(routed, stub, stub_b):
 
 
 def test_cooldown_then_half_open_probe(routed, stub, stub_b):
-    stub.mode = "error500"
-    pair_a = routed.app.state.ctx.router.stats["pair/a"]
-    while pair_a.consecutive_failures < 2:  # least-busy choice with random ties: a is tried sooner or later
-        assert chat(routed).status_code == 200
-    assert pair_a.cooldown_until > 0
-    seen = len(stub.requests)
-    for _ in range(6):
-        assert chat(routed).headers["x-modelyard-deployment"] == "b"
-    assert len(stub.requests) == seen  # cooling down: a is not even tried
-    stub.mode = "ok"
-    time.sleep(0.6)
-    for _ in range(12):  # after the cooldown one probe goes to a; it succeeds, so a is trusted again
-        chat(routed)
-    assert len(stub.requests) > seen and pair_a.cooldown_until == 0 and pair_a.consecutive_failures == 0
+    router = routed.app.state.ctx.router
+    # a long cooldown, ended by hand below: on a loaded machine a short one could lapse between the checks
+    short, router.cooldown_seconds = router.cooldown_seconds, 30.0
+    try:
+        stub.mode = "error500"
+        pair_a = router.stats["pair/a"]
+        while pair_a.consecutive_failures < 2:  # least-busy choice with random ties: a is tried sooner or later
+            assert chat(routed).status_code == 200
+        assert pair_a.cooldown_until > 0
+        seen = len(stub.requests)
+        for _ in range(6):
+            assert chat(routed).headers["x-modelyard-deployment"] == "b"
+        assert len(stub.requests) == seen  # cooling down: a is not even tried
+        stub.mode = "ok"
+        pair_a.cooldown_until = time.monotonic()  # the cooldown is over
+        for _ in range(12):  # one probe goes to a; it succeeds, so a is trusted again
+            chat(routed)
+        assert len(stub.requests) > seen and pair_a.cooldown_until == 0 and pair_a.consecutive_failures == 0
+    finally:
+        router.cooldown_seconds = short
 
 
 def test_everything_cooling_down_is_503_with_retry_after(routed, stub, stub_b):
-    stub.mode = stub_b.mode = "error500"
-    for _ in range(3):
-        chat(routed)
-    r = chat(routed)
-    assert r.status_code == 503 and r.json()["error"]["code"] == "deployments_cooling_down"
-    assert int(r.headers["retry-after"]) >= 1
+    router = routed.app.state.ctx.router
+    # a long cooldown for this test: on a loaded machine 0.5 s can pass between the failures and the check
+    short, router.cooldown_seconds = router.cooldown_seconds, 30.0
+    try:
+        stub.mode = stub_b.mode = "error500"
+        for _ in range(3):
+            chat(routed)
+        r = chat(routed)
+        assert r.status_code == 503 and r.json()["error"]["code"] == "deployments_cooling_down"
+        assert int(r.headers["retry-after"]) >= 1
+    finally:
+        router.cooldown_seconds = short
+        for stats in router.stats.values():
+            stats.cooldown_until, stats.consecutive_failures, stats.probing = 0.0, 0, False
 
 
 def test_region_pinning_by_header_and_by_host(routed, stub, stub_b):

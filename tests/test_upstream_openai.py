@@ -140,5 +140,14 @@ def test_a_task_no_deployment_can_serve_is_a_clear_400(server):
     r = httpx.post(server.v1 + "/score", headers=server.headers(),
                    json={"model": "stub-gpt", "text_1": "a", "text_2": "b"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "model"
-    r = httpx.post(server.v1 + "/audio/speech", headers=server.headers(), json={"model": "stub-tts", "input": "hi"})
-    assert r.status_code == 400 and "can serve speech" in r.json()["error"]["message"]
+    r = httpx.post(server.v1 + "/videos/generations", headers=server.headers(),
+                   json={"model": "stub-video", "prompt": "hi"})
+    assert r.status_code == 400 and "can serve text-to-video" in r.json()["error"]["message"]
+
+
+def test_speech_passes_through_an_openai_upstream(server, stub):
+    r = httpx.post(server.v1 + "/audio/speech", headers=server.headers(),
+                   json={"model": "stub-tts", "input": "hello there", "voice": "alloy", "response_format": "wav"})
+    assert r.status_code == 200, r.text
+    assert r.content == b"RIFF\x00\x00\x00\x00WAVEhello there" and r.headers["content-type"] == "audio/wav"
+    assert stub.requests[-1] == {"model": "stub-tts", "input": "hello there", "voice": "alloy", "response_format": "wav"}

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,15 +45,18 @@ def plane(tmp_path):
 
 
 class Worker:
-    def __init__(self, tmp, plane, token: str, name: str, region: str | None = None) -> None:
+    def __init__(self, tmp, plane, token: str, name: str, region: str | None = None, models: str = "tiny") -> None:
         self.port = free_port()
         self.name = name
-        gguf = write_tiny_gguf(tmp / f"{name}.gguf")
         cfg = tmp / f"{name}.yaml"
-        cfg.write_text(f"builtin_models: false\nmodels:\n  - id: tiny\n    deployments:\n"
-                       f"      - backend: llama_cpp\n        path: {gguf}\n        n_ctx: 256\n")
+        if models == "tiny":
+            gguf = write_tiny_gguf(tmp / f"{name}.gguf")
+            cfg.write_text(f"builtin_models: false\nmodels:\n  - id: tiny\n    deployments:\n"
+                           f"      - backend: llama_cpp\n        path: {gguf}\n        n_ctx: 256\n")
+        else:
+            cfg.write_text("builtin_models: true\n")  # host some of the built-in models
         self.args = [sys.executable, "-m", "modelyard.cli", "worker", "--control-plane", plane.url,
-                     "--models", "tiny", "--name", name, "--port", str(self.port), "--heartbeat", "0.5",
+                     "--models", models, "--name", name, "--port", str(self.port), "--heartbeat", "0.5",
                      "--config", str(cfg), "--data-dir", str(tmp / f"{name}-data"), "--log-level", "warning"]
         if region:
             self.args += ["--region", region]
@@ -144,5 +149,36 @@ def test_a_worker_answers_only_its_control_plane(plane, tmp_path):
         r = httpx.post(plane.v1 + "/chat/completions", headers={**plane.headers(), "X-Region": "us"},
                        json={"model": "tiny", "messages": [{"role": "user", "content": "hi"}]})
         assert r.status_code == 503  # the only worker is in eu
+    finally:
+        w.kill()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
+def test_media_tasks_run_on_a_worker(plane, tmp_path):
+    """Speech, transcription and images travel over the worker's OpenAI-shaped surface like chat does."""
+    token = _token(plane, "default", ["worker"])
+    w = Worker(tmp_path, plane, token, "media", models="espeak-ng,whisper-base,demo-image").start()
+    try:
+        assert wait_until(lambda: any(m["model_id"] == "demo-image" for m in httpx.get(
+            plane.url + "/api/model-status", headers=plane.headers()).json()["models"]), timeout=60)
+        r = httpx.post(plane.v1 + "/audio/speech", headers=plane.headers(), timeout=60,
+                       json={"model": "espeak-ng", "input": "Hello from the worker.", "response_format": "wav"})
+        assert r.status_code == 200, r.text
+        assert r.headers["x-modelyard-deployment"] == "worker:media" and r.content[:4] == b"RIFF"
+        assert r.headers["content-type"].startswith("audio/wav")
+
+        t = httpx.post(plane.v1 + "/audio/transcriptions", headers=plane.headers(), timeout=120,
+                       files={"file": ("hello.wav", r.content, "audio/wav")},
+                       data={"model": "whisper-base", "response_format": "srt"})
+        assert t.status_code == 200, t.text
+        assert t.headers["x-modelyard-deployment"] == "worker:media"
+        assert "-->" in t.text and "hello" in t.text.lower()
+
+        i = httpx.post(plane.v1 + "/images/generations", headers=plane.headers(), timeout=180,
+                       json={"model": "demo-image", "prompt": "a red square", "size": "64x64",
+                             "response_format": "b64_json"})
+        assert i.status_code == 200, i.text
+        assert i.headers["x-modelyard-deployment"] == "worker:media"
+        assert base64.b64decode(i.json()["data"][0]["b64_json"])[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         w.kill()

@@ -153,6 +153,13 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     # URLs fetched for a client (webhooks, image URLs) may reach loopback/private/link-local hosts only when set
     allow_private_urls: bool = False
+    # the Responses API's hosted `web_search` tool: a SearXNG-compatible JSON endpoint (GET <url>?q=..&format=json);
+    # unset means requests with a web_search tool get a 400 saying web search is not configured
+    web_search_url: str | None = None
+    web_search_timeout: float = Field(default=10.0, gt=0)
+    web_search_max_results: int = Field(default=5, ge=1, le=20)
+    # how long a stored Responses API response may wait in memory before its batched write (seconds)
+    responses_flush_seconds: float = Field(default=0.2, gt=0)
 
     @field_validator("data_dir", mode="after")
     @classmethod

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 from .backends import BaseBackend, create_backend
-from .backends.base import METHOD_FOR_TASK, ChatChunk
+from .backends.base import METHOD_FOR_TASK, STREAM_METHOD_FOR_TASK, ChatChunk
 from .catalog import Catalog, Deployment, Model
 from .config import DeploymentConfig
 from .errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
@@ -69,6 +69,10 @@ class Router:
         if task not in model.tasks:
             raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="model", code="unsupported_task")
         return model
+
+    def serves(self, model: Model, task: Task) -> bool:
+        """Whether any deployment of `model` has a backend method for `task` (a completion may go through chat)."""
+        return any(task in self.backends[d.key].tasks for d in model.deployments)
 
     # ---------------------------------------------------------------- choosing
 
@@ -170,12 +174,15 @@ class Router:
     async def chat(self, model: Model, req: ChatRequest, region: str | None = None) -> tuple[Any, Deployment]:
         return await self.run(model, Task.CHAT, req, region)
 
-    async def open_stream(self, model: Model, req: ChatRequest, region: str | None = None
+    async def open_stream(self, model: Model, req: Any, region: str | None = None, task: Task = Task.CHAT
                           ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk], Deployment]:
-        """Start a chat stream: deployments are tried until one yields its first chunk, then it is committed."""
+        """Start a stream (chat, or a raw-prompt completion): deployments are tried until one yields its first
+        chunk, then it is committed."""
+        method = STREAM_METHOD_FOR_TASK[task]
+
         async def start(d: Deployment, model_id: str, stats: DeploymentStats, started: float
                         ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk]]:
-            stream = self.backends[d.key].chat_stream(req, model_id)
+            stream = getattr(self.backends[d.key], method)(req, model_id)
             try:
                 first = await stream.__anext__()
             except StopAsyncIteration:
@@ -185,7 +192,7 @@ class Router:
                 raise
             return first, self._committed(d, stats, started, stream)
 
-        (first, stream), deployment = await self._first_success(model, Task.CHAT, region, start)
+        (first, stream), deployment = await self._first_success(model, task, region, start)
         return first, stream, deployment
 
     async def _committed(self, d: Deployment, stats: DeploymentStats, started: float,

@@ -26,11 +26,15 @@ class StubControl:
     headers: list[dict[str, str]] = field(default_factory=list)
     chunk_sent_at: list[float] = field(default_factory=list)
     disconnects: int = 0  # requests whose client (the gateway) hung up before the stub finished
+    no_completions: bool = False  # answer /v1/completions with 404, as OpenAI does for chat models
+    paths: list[str] = field(default_factory=list)  # which endpoint each request went to
+    tool_call: dict[str, Any] | None = None  # {"name", "arguments"}: call it when the request offers tools
 
 
 def create_stub(control: StubControl) -> Starlette:
     async def chat(request: Request) -> Response:
         body = await request.json()
+        control.paths.append(request.url.path)
         control.requests.append(body)
         control.headers.append(dict(request.headers))
         if control.delay:
@@ -43,16 +47,46 @@ def create_stub(control: StubControl) -> Starlette:
         failure = _failure(control.mode)
         if failure is not None:
             return failure
-        words = control.reply.split(" ")
+        reply = _reply_to(control, body)
+        words = reply.split(" ")
         model = body.get("model")
+        call = _call_for(control, body)
         if body.get("stream"):
-            return StreamingResponse(_stream(control, model, words, body), media_type="text/event-stream")
+            return StreamingResponse(_stream(control, model, words, body, call), media_type="text/event-stream")
+        message: dict[str, Any] = {"role": "assistant", "content": reply}
+        if call is not None:
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
         return JSONResponse({
             "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()), "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": control.reply},
-                         "finish_reason": "stop", "logprobs": None}],
+            "choices": [{"index": 0, "message": message,
+                         "finish_reason": "tool_calls" if call else "stop", "logprobs": None}],
             "usage": {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)},
         })
+
+    async def completions(request: Request) -> Response:
+        body = await request.json()
+        control.requests.append(body)
+        control.headers.append(dict(request.headers))
+        control.paths.append(request.url.path)
+        if control.no_completions:
+            return JSONResponse({"error": {"message": "This is a chat model and not supported in the v1/completions "
+                                           "endpoint.", "type": "invalid_request_error", "param": "model",
+                                           "code": None}}, status_code=404)
+        failure = _failure(control.mode)
+        if failure is not None:
+            return failure
+        prompts = [body["prompt"]] if isinstance(body["prompt"], str) else body["prompt"]
+        n = int(body.get("n") or 1)
+        echo = bool(body.get("echo"))
+        words = control.reply.split(" ")
+        if body.get("stream"):
+            return StreamingResponse(_completion_chunks(body, prompts, n, echo, words), media_type="text/event-stream")
+        choices = [{"index": p * n + j, "text": (prompt if echo else "") + control.reply, "logprobs": None,
+                    "finish_reason": "stop"} for p, prompt in enumerate(prompts) for j in range(n)]
+        return JSONResponse({"id": "cmpl-stub", "object": "text_completion", "created": int(time.time()),
+                             "model": body.get("model"), "choices": choices,
+                             "usage": {"prompt_tokens": 5 * len(prompts), "completion_tokens": len(words) * len(choices),
+                                       "total_tokens": 5 * len(prompts) + len(words) * len(choices)}})
 
     async def embeddings(request: Request) -> Response:
         body = await request.json()
@@ -66,12 +100,23 @@ def create_stub(control: StubControl) -> Starlette:
         return JSONResponse({"object": "list", "data": data, "model": body["model"],
                              "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)}})
 
+    async def speech(request: Request) -> Response:
+        body = await request.json()
+        control.requests.append(body)
+        failure = _failure(control.mode)
+        if failure is not None:
+            return failure
+        # a WAV header and the text as "samples": enough to see the bytes travel untouched
+        return Response(b"RIFF\x00\x00\x00\x00WAVE" + body["input"].encode(), media_type="audio/wav")
+
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub-model", "object": "model", "created": 0,
                                                           "owned_by": "stub"}]})
 
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
-                             Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/v1/models", models)])
+                             Route("/v1/completions", completions, methods=["POST"]),
+                             Route("/v1/embeddings", embeddings, methods=["POST"]),
+                             Route("/v1/audio/speech", speech, methods=["POST"]), Route("/v1/models", models)])
 
 
 def _failure(mode: str) -> Response | None:
@@ -88,10 +133,28 @@ def _failure(mode: str) -> Response | None:
     }.get(mode, lambda: None)()
 
 
-async def _stream(control: StubControl, model: str, words: list[str], body: dict[str, Any]):
+def _reply_to(control: StubControl, body: dict[str, Any]) -> str:
+    """A tool's output comes back in the reply, so tests see that the continuation reached the upstream."""
+    last = (body.get("messages") or [{}])[-1]
+    if last.get("role") == "tool":
+        return f"The tool said: {last.get('content')}"
+    return control.reply
+
+
+def _call_for(control: StubControl, body: dict[str, Any]) -> dict[str, Any] | None:
+    if control.tool_call is None or not body.get("tools") or body.get("tool_choice") == "none":
+        return None
+    if (body.get("messages") or [{}])[-1].get("role") == "tool":
+        return None
+    return {"id": "call_stub1", "type": "function",
+            "function": {"name": control.tool_call["name"], "arguments": control.tool_call["arguments"]}}
+
+
+async def _stream(control: StubControl, model: str, words: list[str], body: dict[str, Any],
+                  call: dict[str, Any] | None = None):
     finished = False
     try:
-        async for piece in _chunks(control, model, words, body):
+        async for piece in (_call_chunks(model, call, body) if call else _chunks(control, model, words, body)):
             yield piece
         finished = True
     finally:
@@ -117,5 +180,42 @@ async def _chunks(control: StubControl, model: str, words: list[str], body: dict
     yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
     if (body.get("stream_options") or {}).get("include_usage"):
         usage = {"prompt_tokens": 7, "completion_tokens": len(words), "total_tokens": 7 + len(words)}
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+async def _completion_chunks(body: dict[str, Any], prompts: list[str], n: int, echo: bool, words: list[str]):
+    base = {"id": "cmpl-stub", "object": "text_completion", "created": int(time.time()), "model": body.get("model")}
+    for p, prompt in enumerate(prompts):
+        for j in range(n):
+            index = p * n + j
+            pieces = ([prompt] if echo else []) + [w if i == 0 else " " + w for i, w in enumerate(words)]
+            for piece in pieces:
+                choice = {"index": index, "text": piece, "logprobs": None, "finish_reason": None}
+                yield f"data: {json.dumps({**base, 'choices': [choice]})}\n\n"
+            done = {"index": index, "text": "", "logprobs": None, "finish_reason": "stop"}
+            yield f"data: {json.dumps({**base, 'choices': [done]})}\n\n"
+    if (body.get("stream_options") or {}).get("include_usage"):
+        count = len(prompts) * n
+        usage = {"prompt_tokens": 5 * len(prompts), "completion_tokens": len(words) * count,
+                 "total_tokens": 5 * len(prompts) + len(words) * count}
+        yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
+    yield "data: [DONE]\n\n"
+
+
+async def _call_chunks(model: str, call: dict[str, Any], body: dict[str, Any]):
+    base = {"id": "chatcmpl-stub", "object": "chat.completion.chunk", "created": int(time.time()), "model": model}
+    args = call["function"]["arguments"]
+    half = len(args) // 2
+    deltas = [{"role": "assistant", "content": None,
+               "tool_calls": [{"index": 0, "id": call["id"], "type": "function",
+                               "function": {"name": call["function"]["name"], "arguments": ""}}]},
+              {"tool_calls": [{"index": 0, "function": {"arguments": args[:half]}}]},
+              {"tool_calls": [{"index": 0, "function": {"arguments": args[half:]}}]}]
+    for delta in deltas:
+        yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': delta, 'finish_reason': None}]})}\n\n"
+    yield f"data: {json.dumps({**base, 'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'tool_calls'}]})}\n\n"
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 7, "completion_tokens": 5, "total_tokens": 12}
         yield f"data: {json.dumps({**base, 'choices': [], 'usage': usage})}\n\n"
     yield "data: [DONE]\n\n"

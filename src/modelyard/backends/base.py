@@ -27,6 +27,9 @@ METHOD_FOR_TASK: dict[Task, str] = {
     Task.IMAGE_TO_VIDEO: "generate_video",
 }
 
+# Task -> the Backend method that streams it.
+STREAM_METHOD_FOR_TASK: dict[Task, str] = {Task.CHAT: "chat_stream", Task.COMPLETION: "complete_stream"}
+
 
 @runtime_checkable
 class Backend(Protocol):

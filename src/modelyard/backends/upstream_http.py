@@ -61,7 +61,7 @@ def map_upstream_status(status: int, body: bytes, headers: Any, name: str) -> Mo
     if status in (401, 403):
         return UpstreamError(f"Upstream {name} rejected this deployment's credentials ({status}).")
     if status == 404:
-        return UpstreamError(f"Upstream {name} answered 404: {message}")
+        return UpstreamError(f"Upstream {name} answered 404: {message}", code="upstream_not_found")
     return UpstreamError(f"Upstream {name} failed with HTTP {status}: {message}")
 
 
@@ -87,13 +87,15 @@ class HTTPUpstream(BaseBackend):
         return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
     @contextlib.asynccontextmanager
-    async def _post(self, url: str, body: bytes, *, stream: bool) -> AsyncIterator[Response]:
+    async def _post(self, url: str, body: bytes, *, stream: bool, content_type: str | None = None
+                    ) -> AsyncIterator[Response]:
         """POST; connection failures and timeouts become UpstreamError, HTTP errors the mapped error."""
         path = url[len(self.base_url):]
+        headers = self._headers if content_type is None else {**self._headers, "Content-Type": content_type}
         limit = asyncio.timeout(self._first_byte)
         try:
             async with limit:
-                resp = await self._pool.post(path, body, self._headers, connect_timeout=self._connect_timeout)
+                resp = await self._pool.post(path, body, headers, connect_timeout=self._connect_timeout)
         except TimeoutError as exc:
             raise UpstreamError(f"Upstream {self.name} sent nothing within {self._first_byte:g} s.",
                                 code="upstream_timeout") from exc
@@ -115,15 +117,20 @@ class HTTPUpstream(BaseBackend):
         except TransportError as exc:
             raise UpstreamError(f"Upstream {self.name} failed: {exc}") from exc
 
-    async def post_json(self, url: str, payload: dict[str, Any] | bytes) -> dict[str, Any]:
-        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+    async def post_body(self, url: str, body: bytes, content_type: str | None = None) -> tuple[bytes, str]:
+        """POST and read the whole answer: (body, its content type)."""
         try:
             async with asyncio.timeout(self._timeout):
-                async with self._post(url, body, stream=False) as resp:
-                    raw = await self._read(resp)
+                async with self._post(url, body, stream=False, content_type=content_type) as resp:
+                    return await self._read(resp), resp.headers.get("content-type", "application/octet-stream")
         except TimeoutError as exc:
             raise UpstreamError(f"Upstream {self.name} did not answer within {self._timeout:g} s.",
                                 code="upstream_timeout") from exc
+
+    async def post_json(self, url: str, payload: dict[str, Any] | bytes, content_type: str | None = None
+                        ) -> dict[str, Any]:
+        body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
+        raw, _ = await self.post_body(url, body, content_type)
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
@@ -132,18 +139,27 @@ class HTTPUpstream(BaseBackend):
             raise UpstreamError(f"Upstream {self.name} returned an unexpected body.")
         return data
 
-    async def post_events(self, url: str, payload: dict[str, Any] | bytes) -> AsyncIterator[tuple[str | None, bytes]]:
-        """Server-sent events of a streaming POST, as (event, data) pairs, relayed as they arrive."""
+    async def post_stream(self, url: str, payload: dict[str, Any] | bytes) -> AsyncIterator[bytes]:
+        """The body of a streaming POST, piece by piece as it arrives (at least one piece, or UpstreamError)."""
         body = payload if isinstance(payload, bytes) else orjson.dumps(payload)
         seen = False
         try:
             async with self._post(url, body, stream=True) as resp:
-                decoder = SSEDecoder()
                 async for piece in resp.iter_any(idle_timeout=self._timeout):
-                    for event in decoder.feed(piece):
-                        seen = True
-                        yield event
+                    seen = True
+                    yield piece
         except TransportError as exc:
             raise UpstreamError(f"Upstream {self.name} failed mid-stream: {exc}") from exc
         if not seen:
             raise UpstreamError(f"Upstream {self.name} closed the stream without sending anything.")
+
+    async def post_events(self, url: str, payload: dict[str, Any] | bytes) -> AsyncIterator[tuple[str | None, bytes]]:
+        """Server-sent events of a streaming POST, as (event, data) pairs, relayed as they arrive."""
+        decoder = SSEDecoder()
+        seen = False
+        async for piece in self.post_stream(url, payload):
+            for event in decoder.feed(piece):
+                seen = True
+                yield event
+        if not seen:
+            raise UpstreamError(f"Upstream {self.name} closed the stream without sending an event.")

@@ -2,22 +2,36 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any, AsyncIterator
 
 import orjson
 
+from ..catalog import Deployment
 from ..errors import UpstreamError
-from ..types import ChatRequest, ChatResponse, RawJSON, Task
+from ..protocols.sse import SSEBlocks, SSEDecoder
+from ..types import ChatRequest, ChatResponse, RawJSON, RawSSE, Task
+from ..types_completions import CompletionRequest
+from ..types_media import AudioInput, AudioResult, ImageEdit, ImageResult
+from .media_http import images_from, multipart, png_bytes
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream, upstream_message
+from .via_chat import complete_via_chat, stream_via_chat
+
+log = logging.getLogger(__name__)
 
 
 class OpenAIUpstream(HTTPUpstream):
     """Chat, and the JSON tasks OpenAI-compatible servers offer (OpenAI: embeddings, moderations; vLLM: also
     rerank and score). Which of them a given upstream really serves is the operator's to declare in the model's
-    `type`/`tasks`; an upstream that lacks one answers 404, which surfaces as a 502."""
+    `type`/`tasks`; an upstream that lacks one answers 404, which surfaces as a 502.
 
-    tasks = frozenset({Task.CHAT, Task.EMBEDDING, Task.RERANK, Task.SCORE, Task.MODERATION})
+    Completions go to the upstream's /completions as they are (echo, suffix, logprobs: the upstream decides), unless
+    the deployment sets `options: {completions: chat}`, or the upstream answers 404 there (OpenAI's chat models do):
+    from then on this deployment serves completions through chat (see via_chat.py)."""
+
+    tasks = frozenset({Task.CHAT, Task.COMPLETION, Task.EMBEDDING, Task.RERANK, Task.SCORE, Task.MODERATION,
+                       Task.SPEECH, Task.TRANSCRIPTION, Task.TRANSLATION, Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE})
     _JSON_TASKS = {Task.EMBEDDING: "/embeddings", Task.RERANK: "/rerank", Task.SCORE: "/score",
                    Task.MODERATION: "/moderations", Task.PII: "/pii"}
 
@@ -27,6 +41,13 @@ class OpenAIUpstream(HTTPUpstream):
         data = await self.post_json(self.base_url + self._JSON_TASKS[task], payload)
         data["model"] = model
         return data
+
+    def __init__(self, deployment: Deployment, *, shared: dict) -> None:
+        super().__init__(deployment, shared=shared)
+        mode = deployment.config.options.get("completions", "native")
+        if mode not in ("native", "chat"):
+            raise ValueError(f"deployment {deployment.key}: options.completions must be 'native' or 'chat'")
+        self.native_completions = mode == "native"
 
     async def embed(self, req: Any, model: str) -> dict[str, Any]:
         return await self._json(Task.EMBEDDING, req, model)
@@ -40,7 +61,49 @@ class OpenAIUpstream(HTTPUpstream):
     async def moderate(self, req: Any, model: str) -> dict[str, Any]:
         return await self._json(Task.MODERATION, req, model)
 
-    def _body(self, req: ChatRequest) -> bytes:
+    # ---------------------------------------------------------------- media, as OpenAI's API carries it
+
+    async def speech(self, req: Any, model: str) -> AudioResult:
+        payload = req.model_dump(mode="json", exclude_unset=True)
+        payload["model"] = self.upstream_model
+        data, content_type = await self.post_body(self.base_url + "/audio/speech", orjson.dumps(payload))
+        return AudioResult(data=data, content_type=content_type)
+
+    async def transcribe(self, req: AudioInput, model: str) -> dict[str, Any]:
+        return await self._audio("/audio/transcriptions", req)
+
+    async def translate(self, req: AudioInput, model: str) -> dict[str, Any]:
+        return await self._audio("/audio/translations", req)
+
+    async def _audio(self, path: str, req: AudioInput) -> dict[str, Any]:
+        # verbose_json carries everything the route renders (text, srt, vtt, segments, words)
+        fields: list[tuple[str, str]] = [("model", self.upstream_model), ("response_format", "verbose_json"),
+                                         ("temperature", str(req.temperature))]
+        fields += [("timestamp_granularities[]", g) for g in req.timestamp_granularities]
+        if req.language and path.endswith("transcriptions"):
+            fields.append(("language", req.language))
+        if req.prompt:
+            fields.append(("prompt", req.prompt))
+        body, content_type = multipart(fields, [("file", req.filename or "audio", req.data)])
+        data = await self.post_json(self.base_url + path, body, content_type)
+        data.setdefault("segments", [{"start": 0.0, "end": float(data.get("duration") or 0), "text": data.get("text", "")}])
+        return data
+
+    async def generate_image(self, req: Any, model: str) -> ImageResult:
+        payload = req.model_dump(mode="json", exclude_unset=True)
+        payload.update(model=self.upstream_model, response_format="b64_json")
+        return images_from(await self.post_json(self.base_url + "/images/generations", payload), self.name)
+
+    async def edit_image(self, req: ImageEdit, model: str) -> ImageResult:
+        fields = [("model", self.upstream_model), ("prompt", req.prompt), ("n", str(req.n)), ("size", req.size),
+                  ("response_format", "b64_json")]
+        files = [("image", "image.png", png_bytes(req.image))]
+        if req.mask is not None:
+            files.append(("mask", "mask.png", png_bytes(req.mask)))
+        body, content_type = multipart(fields, files)
+        return images_from(await self.post_json(self.base_url + "/images/edits", body, content_type), self.name)
+
+    def _body(self, req: ChatRequest | CompletionRequest) -> bytes:
         # the client's own JSON, unknown fields and all; only `model` changes (a plain dict round trip is several
         # times cheaper than dumping the validated model)
         payload = orjson.loads(req._raw) if req._raw is not None else req.model_dump(mode="json", exclude_unset=True)
@@ -54,17 +117,116 @@ class OpenAIUpstream(HTTPUpstream):
         data["model"] = model
         return data
 
-    async def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
-        # chunks are relayed as the upstream's own bytes; only the model name is swapped, without a re-parse
-        rename = self.upstream_model != model
-        old_a = orjson.dumps({"model": self.upstream_model})[1:-1]
-        old_b = old_a.replace(b'":"', b'": "', 1)
-        new = orjson.dumps({"model": model})[1:-1]
-        async for _event, data in self.post_events(self.base_url + "/chat/completions", self._body(req)):
-            if data == b"[DONE]":
+    def _no_native_completions(self, exc: UpstreamError) -> bool:
+        if exc.code != "upstream_not_found":
+            return False
+        log.warning("%s has no /completions (404); serving completions through chat from now on", self.name)
+        self.native_completions = False
+        return True
+
+    async def complete(self, req: CompletionRequest, model: str) -> dict[str, Any]:
+        if self.native_completions:
+            try:
+                data = await self.post_json(self.base_url + "/completions", self._body(req))
+            except UpstreamError as exc:
+                if not self._no_native_completions(exc):
+                    raise
+            else:
+                if "choices" not in data:
+                    raise UpstreamError(f"Upstream {self.name} returned an unexpected body.")
+                data["model"] = model
+                return data
+        return await complete_via_chat(req, model, lambda chat: self.chat(chat, model))
+
+    async def complete_stream(self, req: CompletionRequest, model: str) -> AsyncIterator[ChatChunk]:
+        if self.native_completions:
+            started = False
+            try:
+                async for chunk in self._relay(self.base_url + "/completions", self._body(req), model):
+                    started = True
+                    yield chunk
                 return
-            if data.startswith(b'{"error"'):
-                raise UpstreamError(f"Upstream {self.name} failed mid-stream: {upstream_message(data)[0]}")
-            if rename:
-                data = data.replace(old_a, new, 1).replace(old_b, new, 1)
-            yield RawJSON(data)
+            except UpstreamError as exc:
+                if started or not self._no_native_completions(exc):
+                    raise
+
+        async def open_chat(chat: ChatRequest) -> AsyncIterator[ChatChunk]:
+            return self.chat_stream(chat, model)
+
+        async for chunk in stream_via_chat(req, model, open_chat):
+            yield chunk
+
+    def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        url, body = self.base_url + "/chat/completions", self._body(req)
+        if req._relay_sse:
+            return self._relay_blocks(url, body, self._renamer(model))
+        return self._relay(url, body, model)
+
+    async def _relay(self, url: str, body: bytes, model: str) -> AsyncIterator[ChatChunk]:
+        # chunks are relayed as the upstream's own bytes; only the model name is swapped, without a re-parse
+        rename = self._renamer(model)
+        async for _event, data in self.post_events(url, body):
+            chunk = self._event(data, rename)
+            if chunk is None:
+                return
+            yield chunk
+
+    def _renamer(self, model: str) -> tuple[bytes, bytes, bytes] | None:
+        if self.upstream_model == model:
+            return None
+        old_a = orjson.dumps({"model": self.upstream_model})[1:-1]
+        return old_a, old_a.replace(b'":"', b'": "', 1), orjson.dumps({"model": model})[1:-1]
+
+    def _event(self, data: bytes, rename: tuple[bytes, bytes, bytes] | None) -> RawJSON | None:
+        """One event's data as a chunk; None at [DONE]; an error event raises."""
+        if data == b"[DONE]":
+            return None
+        if data.startswith(b'{"error"'):
+            raise UpstreamError(f"Upstream {self.name} failed mid-stream: {upstream_message(data)[0]}")
+        if rename:
+            data = data.replace(rename[0], rename[2], 1).replace(rename[1], rename[2], 1)
+        return RawJSON(data)
+
+    async def _relay_blocks(self, url: str, body: bytes, rename: tuple[bytes, bytes, bytes] | None
+                            ) -> AsyncIterator[ChatChunk]:
+        """Whole events as they arrived, renamed in bulk: one write per upstream read, not one per event.
+
+        A block holding [DONE] or an error event is taken apart event by event, so the stream ends (or fails)
+        exactly where it would on the per-event path.
+        """
+        blocks = SSEBlocks()
+        sent = False
+        async for piece in self.post_stream(url, body):
+            block = blocks.feed(piece)
+            if not block:
+                continue
+            sent = True
+            done = _done_at(block)
+            if done >= 0:  # the usual last block: events, then [DONE]
+                if done and b'{"error"' not in block:
+                    yield RawSSE(_renamed(block[:done], rename))
+                    return
+            if done >= 0 or b'{"error"' in block:
+                for _event, data in SSEDecoder().feed(block):
+                    chunk = self._event(data, rename)
+                    if chunk is None:
+                        return
+                    yield chunk
+                continue
+            yield RawSSE(_renamed(block, rename))
+        if not sent:
+            raise UpstreamError(f"Upstream {self.name} closed the stream without sending a whole event.")
+
+
+def _renamed(block: bytes, rename: tuple[bytes, bytes, bytes] | None) -> bytes:
+    return block.replace(rename[0], rename[2]).replace(rename[1], rename[2]) if rename else block
+
+
+def _done_at(block: bytes) -> int:
+    """Where the `data: [DONE]` event starts in a block of whole events, or -1."""
+    at = block.find(b"[DONE]")
+    if at < 0:
+        return -1
+    start = block.rfind(b"\n\n", 0, at) + 2 if block.rfind(b"\n\n", 0, at) >= 0 else 0
+    return start if block[start:at].rstrip() == b"data:" else -1
+

@@ -9,7 +9,10 @@ from .upstream_openai import OpenAIUpstream
 
 
 class WorkerBackend(OpenAIUpstream):
-    """Chat (relayed like any OpenAI upstream) and the JSON tasks, PII included; media tasks stay in-process."""
+    """Everything an OpenAI upstream carries (chat, JSON tasks, speech, transcription, images), plus PII.
+
+    Video stays with in-process deployments: a worker stores the MP4 on its own disk and answers a URL to it.
+    """
 
     tasks = OpenAIUpstream.tasks | {Task.PII}
 

@@ -81,7 +81,7 @@ class Gate:
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
                     kind: str | None = None, job: bool = False, text: str | None = None) -> Ticket:
         """`text` is what the content filter inspects (prompt text), when the caller has it at hand."""
-        return Ticket(principal=principal, model_id=getattr(model, "id", str(model)), task=task)
+        return Ticket(principal=principal, model_id=model.id, task=task)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
                           deployment: Any = None) -> None:

@@ -6,13 +6,15 @@ from typing import Any
 
 import orjson
 
-from ..types import RawJSON
+from ..types import RawJSON, RawSSE
 
 DONE = b"data: [DONE]\n\n"
 
 
 def encode_data(payload: Any) -> bytes:
-    """One `data:` event; bytes pass through unchanged, objects are serialized once."""
+    """One `data:` event; bytes pass through unchanged, objects are serialized once; RawSSE is already framed."""
+    if isinstance(payload, RawSSE):
+        return payload
     body = payload if isinstance(payload, (bytes, RawJSON)) else orjson.dumps(payload)
     return b"data: " + body + b"\n\n"
 
@@ -29,7 +31,9 @@ class SSEDecoder:
         self._buf = b""
 
     def feed(self, chunk: bytes) -> list[tuple[str | None, bytes]]:
-        self._buf += chunk.replace(b"\r\n", b"\n")
+        self._buf += chunk
+        if b"\r" in self._buf:  # on the joined buffer: a CRLF may straddle two reads
+            self._buf = self._buf.replace(b"\r\n", b"\n")
         out: list[tuple[str | None, bytes]] = []
         while True:
             end = self._buf.find(b"\n\n")
@@ -45,3 +49,25 @@ class SSEDecoder:
                     event = line[6:].strip().decode()
             if data:
                 out.append((event, b"\n".join(data)))
+
+
+class SSEBlocks:
+    """Cuts a byte stream into blocks of whole events without parsing them: a relay's cheap path.
+
+    Each `feed` returns the complete events received so far as one block (b"" if none), keeping a partial event
+    for the next call. Upstreams that frame with CRLF are normalised to LF, as SSEDecoder does.
+    """
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        buf = self._buf + chunk if self._buf else chunk
+        if b"\r" in buf:  # on the joined buffer: a CRLF may straddle two reads
+            buf = buf.replace(b"\r\n", b"\n")
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            self._buf = buf
+            return b""
+        self._buf = buf[end + 2:]
+        return buf[:end + 2]

@@ -24,6 +24,8 @@ from ..pipeline.gate import Gate
 from ..routing import Router
 from ..workers import WorkerAgent, WorkerRegistry
 from ..store.db import Store
+from ..store.responses_repo import ResponseLog
+from ..websearch import SearchProvider, build_search
 from . import errors, openapi
 from .fastlane import FastLane
 from .routes import fal as fal_routes
@@ -31,6 +33,7 @@ from .routes import jobs as job_routes
 from .routes import openai as openai_routes
 from .routes import studio as studio_routes
 from .routes import openai_media as openai_media_routes
+from .routes import openai_text as openai_text_routes
 from .routes import platform as platform_routes
 from .routes import workers as worker_routes
 from .routes import service as service_routes
@@ -51,6 +54,8 @@ class AppContext:
     router: Router | None = None
     workers: WorkerRegistry | None = None
     jobs: JobService | None = None
+    responses: ResponseLog | None = None  # stored Responses API responses, written behind the request
+    search: SearchProvider | None = None  # the hosted web_search tool's provider
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -64,7 +69,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     else:
         auth = Authenticator(store, ttl=settings.auth_cache_ttl)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=Gate(settings, store),
-                     media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
+                     media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl),
+                     responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds),
+                     search=build_search(settings))
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
 
@@ -76,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         await ctx.router.preload()
         await ctx.gate.start()
+        await ctx.responses.start()  # type: ignore[union-attr]
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         agent = None
         if settings.worker is not None:
@@ -99,6 +107,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await agent.sign_off()
             await ctx.auth.flush_usage()
             await ctx.gate.aclose()
+            await ctx.responses.aclose()  # type: ignore[union-attr]
+            await ctx.search.aclose()  # type: ignore[union-attr]
             await ctx.router.aclose()
             await store.aclose()
 
@@ -113,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.ctx = ctx
     errors.install(app)
-    for r in (openai_routes.router, openai_media_routes.router):
+    for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router):
         app.include_router(r, prefix="/v1")
         # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
         for prefix in ("/openai/v1", "/api/v1"):

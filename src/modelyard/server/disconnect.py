@@ -6,6 +6,7 @@ import asyncio
 from typing import Awaitable, TypeVar
 
 from starlette.requests import Request
+from starlette.types import Receive
 
 T = TypeVar("T")
 
@@ -15,7 +16,12 @@ class ClientGone(Exception):
 
 
 async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """Await `work` in this task, cancelling it if the client disconnects first. Call after the body was read.
+    """Await `work` in this task, cancelling it if the client disconnects first. Call after the body was read."""
+    return await watch_disconnect(request.receive, work)
+
+
+async def watch_disconnect(receive: Receive, work: Awaitable[T]) -> T:
+    """Await `work` in this task, cancelling it if `receive` reports a disconnect first.
 
     One watcher task per call (no second task, no asyncio.wait): on a hang-up it cancels the task running `work`,
     which reaches the upstream call (its connection closes) or the local generation (it stops between tokens).
@@ -25,7 +31,7 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
 
     async def watch() -> None:
         nonlocal gone
-        while (await request.receive())["type"] != "http.disconnect":
+        while (await receive())["type"] != "http.disconnect":
             pass
         gone = True
         if me is not None:

@@ -97,4 +97,16 @@ jobs = Table(
     Index("ix_jobs_org_id", "org_id", "created_at"),
     Index("ix_jobs_webhook", "webhook_status", "webhook_next_at"),
     Index("ix_jobs_settle_due", "settle_due", "finished_at"),
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("body", JSON, nullable=False),  # the response object, as GET /v1/responses/{id} returns it
+    Column("history", JSON, nullable=False),  # the conversation as chat messages, for previous_response_id
+    Column("input", JSON, nullable=False),  # this turn's input items, for GET /v1/responses/{id}/input_items
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_responses_org_id", "org_id"),
 )

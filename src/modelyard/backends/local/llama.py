@@ -11,7 +11,9 @@ from typing import Any, AsyncIterator, Iterator
 
 from ...errors import InvalidRequest
 from ...protocols import openai as oa
+from ...protocols import openai_completions as oc
 from ...types import ChatRequest, ChatResponse, Task
+from ...types_completions import CompletionRequest
 from ..base import ChatChunk
 from .runtime import LocalRuntime, installed
 
@@ -240,6 +242,81 @@ class LlamaCppBackend(LocalRuntime):
             if req.wants_usage_in_stream:
                 yield oa.chat_chunk(id=cid, model=model, created=created, choices=False,
                                     usage=oa.usage(plan.prompt_tokens, completion_tokens))
+
+
+    # ---------------------------------------------------------------- raw-prompt completions
+
+    def _completion_plan(self, loaded: Loaded, req: CompletionRequest, prompt: str, index: int) -> Plan:
+        """A raw prompt, no chat template: the model continues the text as it stands."""
+        tokens = len(loaded.llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=False))
+        if tokens >= loaded.n_ctx:
+            raise InvalidRequest(f"This model's context is {loaded.n_ctx} tokens; prompt {index} takes {tokens}.",
+                                 param="prompt", code="context_length_exceeded")
+        room = loaded.n_ctx - tokens
+        kwargs: dict[str, Any] = self.deployment.config.sampling.model_dump(exclude_none=True)
+        kwargs.update(max_tokens=min(req.max_tokens or room, room), stop=req.stop_list)
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
+            value = getattr(req, name)
+            if value is not None:
+                kwargs[name] = value
+        if req.logit_bias:
+            try:
+                kwargs["logit_bias"] = {int(k): float(v) for k, v in req.logit_bias.items()}
+            except ValueError:
+                raise InvalidRequest("logit_bias keys must be token ids.", param="logit_bias") from None
+        return Plan(prompt=prompt, prompt_tokens=tokens, kwargs=kwargs, tool_mode="none", tool_names=frozenset())
+
+    async def complete(self, req: CompletionRequest, model: str) -> dict[str, Any]:
+        prompts = oc.refuse_unsupported(req, through_chat=False)
+        n = req.n or 1
+        choices: list[dict[str, Any]] = []
+        prompt_tokens = completion_tokens = 0
+        async with self.admitted():
+            loaded = await self.model()
+            for p, prompt in enumerate(prompts):
+                plan = self._completion_plan(loaded, req, prompt, p)
+                prompt_tokens += plan.prompt_tokens
+                for j in range(n):
+                    text, finish, tokens = await self._complete(loaded, plan, j)
+                    completion_tokens += tokens
+                    choices.append(oc.choice(p * n + j, (prompt if req.echo else "") + text, finish))
+        return oc.completion(id=oa.new_id("cmpl"), model=model, choices=choices,
+                             usage=oa.usage(prompt_tokens, completion_tokens))
+
+    async def complete_stream(self, req: CompletionRequest, model: str) -> AsyncIterator[dict[str, Any]]:
+        prompts = oc.refuse_unsupported(req, through_chat=False)
+        n = req.n or 1
+        async with self.admitted():
+            loaded = await self.model()
+            plans = [self._completion_plan(loaded, req, prompt, p) for p, prompt in enumerate(prompts)]
+            cid, created = oa.new_id("cmpl"), int(time.time())
+            completion_tokens = 0
+            for p, plan in enumerate(plans):
+                for j in range(n):
+                    index = p * n + j
+
+                    def piece_chunk(text: str, finish: str | None = None, index: int = index) -> dict[str, Any]:
+                        return oc.chunk(id=cid, model=model, created=created, choices=[oc.choice(index, text, finish)])
+
+                    if req.echo:
+                        yield piece_chunk(plan.prompt)
+                    finish, tokens = "stop", 0
+
+                    def make(stop: threading.Event, plan: Plan = plan, j: int = j
+                             ) -> Iterator[tuple[str, str | None, int]]:
+                        return self._generate(loaded, plan, j, stop)
+
+                    async for piece, fin, count in self.iterate(make):
+                        tokens = count
+                        if fin:
+                            finish = fin
+                        if piece:
+                            yield piece_chunk(piece)
+                    completion_tokens += tokens
+                    yield piece_chunk("", finish)
+            if req.wants_usage_in_stream:
+                yield oc.chunk(id=cid, model=model, created=created, choices=[],
+                               usage=oa.usage(sum(p.prompt_tokens for p in plans), completion_tokens))
 
 
 def _loads_or_str(s: str) -> Any:

@@ -8,7 +8,7 @@ from typing import Any, AsyncIterator
 import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ...backends.base import ChatChunk
 from ...catalog import Deployment, Model
@@ -22,6 +22,7 @@ from ...types import ChatRequest, Task
 from ..body import parse_json
 from ..disconnect import unless_disconnected
 from ..openapi import json_body
+from ..streaming import EventStream
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["OpenAI"])
@@ -60,6 +61,7 @@ async def chat_completions(request: Request) -> Response:
     ctx = request.app.state.ctx
     principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
     req = await parse_json(request, ChatRequest)
+    req._relay_sse = True  # our client reads OpenAI's SSE: an OpenAI-compatible upstream's events pass as they are
     model = ctx.router.resolve(req.model, Task.CHAT)
     if req.model_extra and "async" in req.model_extra:  # a dict lookup: the hot path stays as it was
         from . import async_jobs
@@ -82,8 +84,8 @@ async def chat_completions(request: Request) -> Response:
     if not req.stream:
         ticket.settle(None, deployment)
         return json_response(resp, headers={**served_by(deployment), **ticket.headers})
-    return StreamingResponse(_sse(first, stream, ticket, deployment), media_type="text/event-stream",
-                             headers={**SSE_HEADERS, **served_by(deployment), **ticket.headers})
+    return EventStream(_sse(first, stream, ticket, deployment), end=DONE,
+                       headers={**SSE_HEADERS, **served_by(deployment), **ticket.headers})
 
 
 def served_by(deployment: Deployment) -> dict[str, str]:
@@ -92,7 +94,10 @@ def served_by(deployment: Deployment) -> dict[str, str]:
 
 async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket: Ticket,
                deployment: Deployment) -> AsyncIterator[bytes]:
-    """Relay chunks as they come; an error after the first byte goes out as a final error event."""
+    """Relay chunks as they come; an error after the first byte goes out as a final error event.
+
+    The closing `data: [DONE]` is the EventStream's `end`, written with the end of the response.
+    """
     ok = False
     try:
         if first is not None:
@@ -100,7 +105,6 @@ async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket
             async for chunk in stream:
                 yield encode_data(chunk)
         ok = True
-        yield DONE
     except ModelyardError as exc:
         yield encode_data(oa.error_body(exc))
     except Exception:

@@ -1,14 +1,16 @@
 """Async jobs: the queue runners claim from.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0005
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"  # re-pointed at "0003" when the billing branch merges; this table does not depend on it
+# after main's 0005 (responses), so the merged branch has one head; re-point freely when the billing branch's 0003
+# lands: this table depends on none of theirs
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 

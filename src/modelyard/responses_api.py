@@ -1,0 +1,135 @@
+"""The Responses API's turn: load the conversation, run the hosted search, serve through chat, store the result."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+import orjson
+
+from .backends.base import ChatChunk
+from .errors import InternalError, InvalidRequest, ModelyardError, NotFound
+from .pipeline.gate import Ticket, Units
+from .protocols import openai_responses as orp
+from .protocols.sse import encode_event
+from .store.responses_repo import ResponseLog
+from .types import ChatRequest
+from .types_responses import ResponsesRequest
+from .websearch import SearchProvider
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Turn:
+    """One request, checked and placed in its conversation, before anything is charged."""
+
+    req: ResponsesRequest
+    org_id: str
+    messages: list[dict[str, Any]]  # the conversation so far plus this input, as chat messages
+    chat: ChatRequest  # what the model is asked (search results are added once the search ran)
+    query: str | None = None  # what the hosted web_search looks up, when it runs
+    search_item: dict[str, Any] | None = None
+    search_hits: list[dict[str, str]] = field(default_factory=list)
+    response_id: str = field(default_factory=lambda: orp.item_id("resp"))
+
+
+async def prepare(req: ResponsesRequest, org_id: str, log_: ResponseLog, search: SearchProvider) -> Turn:
+    """Every 4xx a request can earn, before the gate admits it: nothing is charged for a request we refuse."""
+    orp.validate(req)
+    if req.async_:
+        raise InvalidRequest("'async': true is not available for responses on this server yet.", param="async",
+                             code="unsupported_parameter")
+    query = orp.search_query(req) if orp.wants_search(req) else None
+    if query is not None and not search.configured:
+        await search.search(query)  # raises the "web search is not configured" 400
+    history: list[dict[str, Any]] = []
+    if req.previous_response_id:
+        previous = await log_.get(org_id, req.previous_response_id)
+        if previous is None:
+            raise NotFound(f"Previous response with id '{req.previous_response_id}' not found.",
+                           param="previous_response_id")
+        history = previous.history
+    messages = history + orp.messages_from_items(req.input_items, orp.calls_in(history))
+    if not messages:
+        raise InvalidRequest("Invalid value for 'input': the conversation has no messages.", param="input")
+    return Turn(req=req, org_id=org_id, messages=messages, chat=orp.chat_request(req, messages), query=query)
+
+
+async def run_search(turn: Turn, search: SearchProvider) -> None:
+    """The hosted web_search, executed here before the model answers; its results join the system message."""
+    if turn.query is None:
+        return
+    hits = [h.as_dict() for h in await search.search(turn.query)]
+    turn.search_item = orp.web_search_item(turn.query, hits)
+    turn.search_hits = hits
+    turn.chat = orp.chat_request(turn.req, turn.messages, search=orp.search_context(turn.query, hits))
+
+
+def units_of(response: dict[str, Any]) -> Units:
+    usage = response.get("usage") or {}
+    return Units(input_tokens=int(usage.get("input_tokens") or 0), output_tokens=int(usage.get("output_tokens") or 0))
+
+
+def builder_for(turn: Turn, model_id: str) -> orp.ResponseBuilder:
+    return orp.ResponseBuilder(orp.skeleton(turn.req, id=turn.response_id, model=model_id))
+
+
+def remember(turn: Turn, response: dict[str, Any], log_: ResponseLog) -> None:
+    if turn.req.store:
+        log_.add(turn.org_id, response, turn.messages + orp.history_from_output(response["output"]),
+                 orp.input_listing(turn.req.input_items))
+
+
+def complete(turn: Turn, chat: dict[str, Any], model_id: str, log_: ResponseLog) -> dict[str, Any]:
+    """A whole chat completion as the finished response (stored when `store`)."""
+    builder = builder_for(turn, model_id)
+    if turn.search_item is not None:
+        builder.web_search(turn.search_item, turn.search_hits)
+    builder.feed(orp.chunk_from_chat(chat))
+    _, response = builder.finish()
+    remember(turn, response, log_)
+    return response
+
+
+async def events(turn: Turn, first: ChatChunk | None, stream: AsyncIterator[ChatChunk], model_id: str,
+                 log_: ResponseLog, ticket: Ticket, deployment: Any) -> AsyncIterator[bytes]:
+    """The SSE event stream; an error after the first event goes out as a final `error` event."""
+    builder = builder_for(turn, model_id)
+    ok = False
+    response: dict[str, Any] | None = None
+    try:
+        out = builder.start()
+        if turn.search_item is not None:
+            out += builder.web_search(turn.search_item, turn.search_hits)
+        for event in out:
+            yield encode_event(event["type"], event)
+        if first is not None:
+            for event in builder.feed(_parsed(first)):
+                yield encode_event(event["type"], event)
+            async for chunk in stream:
+                for event in builder.feed(_parsed(chunk)):
+                    yield encode_event(event["type"], event)
+        final, response = builder.finish()
+        for event in final:
+            yield encode_event(event["type"], event)
+        ok = True
+    except ModelyardError as exc:
+        yield encode_event("error", orp.error_event(exc, builder.seq))
+    except Exception:
+        log.exception("responses stream failed")
+        yield encode_event("error", orp.error_event(InternalError("The stream failed on the server."), builder.seq))
+    finally:
+        if ok and response is not None:
+            remember(turn, response, log_)
+            ticket.settle(units_of(response), deployment)
+        else:
+            ticket.fail()
+        close = getattr(stream, "aclose", None)
+        if close is not None:
+            await close()
+
+
+def _parsed(chunk: ChatChunk) -> dict[str, Any]:
+    return orjson.loads(bytes(chunk)) if isinstance(chunk, (bytes, bytearray)) else chunk
