@@ -97,6 +97,8 @@ jobs = Table(
     Index("ix_jobs_org_id", "org_id", "created_at"),
     Index("ix_jobs_webhook", "webhook_status", "webhook_next_at"),
     Index("ix_jobs_settle_due", "settle_due", "finished_at"),
+)
+
 responses = Table(
     "responses",
     metadata,
