@@ -1,4 +1,4 @@
-"""The `modelyard` command: serve, migrate, keys, orgs, models."""
+"""The `modelyard` command: serve, worker, runner, migrate, keys, orgs, models."""
 
 from __future__ import annotations
 
@@ -53,12 +53,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ["MODELYARD_BOOTSTRAP_ON_STARTUP"] = "false"
     if args.config:
         os.environ["MODELYARD_CONFIG"] = os.path.abspath(args.config)
-    print(f"Modelyard {__version__} on http://{settings.host}:{settings.port}  (data: {settings.data_dir.resolve()}, "
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
+        return 2
+    scheme = "https" if args.ssl_certfile else "http"
+    print(f"Modelyard {__version__} on {scheme}://{settings.host}:{settings.port}  (data: {settings.data_dir.resolve()}, "
           f"database: {settings.resolved_database_url.split('://')[0]}, API reference: /reference)", flush=True)
     uvicorn.run("modelyard.server.app:app_from_env", factory=True, host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level=settings.log_level,
                 loop="auto", http="auto", proxy_headers=True, timeout_graceful_shutdown=30,
-                access_log=args.access_log)
+                access_log=args.access_log, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    return 0
+
+
+# ---------------------------------------------------------------- runner
+
+def cmd_runner(args: argparse.Namespace) -> int:
+    from .jobs.standalone import run_runner
+
+    settings = _settings(args, log_level=args.log_level,
+                         **({"job_concurrency": args.concurrency} if args.concurrency else {}))
+    _setup_logging(settings.log_level)
+    print(f"Modelyard job runner (database: {settings.resolved_database_url.split('://')[0]}, "
+          f"concurrency {settings.job_concurrency})", flush=True)
+    try:
+        asyncio.run(run_runner(settings, name=args.name))
+    except KeyboardInterrupt:
+        pass
     return 0
 
 
@@ -288,7 +309,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, help="gateway processes (default 1)")
     s.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
     s.add_argument("--access-log", action="store_true", help="log every request")
+    s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
+    s.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
     s.set_defaults(fn=cmd_serve)
+
+    r = sub.add_parser("runner", help="run async jobs from the shared database (no HTTP)")
+    _common(r)
+    r.add_argument("--concurrency", type=int, help="jobs worked on at once (default: job_concurrency)")
+    r.add_argument("--name", help="runner name shown as the lease owner (default host:pid)")
+    r.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    r.set_defaults(fn=cmd_runner)
 
     w = sub.add_parser("worker", help="host models for a control plane (registers, then sends heartbeats)")
     _common(w)

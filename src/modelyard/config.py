@@ -38,7 +38,7 @@ class DeploymentConfig(BaseModel):
 
     name: str | None = None
     backend: Literal["llama_cpp", "openai", "anthropic", "gemini", "worker", "sentence_transformers", "cross_encoder", "piper", "espeak",
-                     "faster_whisper", "presidio", "diffusers"]
+                     "faster_whisper", "presidio", "diffusers", "echo"]
     # upstream (openai-compatible)
     base_url: str | None = None
     api_key: str | None = None
@@ -195,6 +195,27 @@ class Settings(BaseSettings):
     usage_flush_seconds: float = Field(default=1.0, gt=0)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
+    # async jobs (README "Async jobs"): runners inside `serve` unless turned off (then run `modelyard runner`)
+    job_runner: bool = True
+    job_concurrency: int = Field(default=4, ge=1, description="jobs one runner works on at once")
+    job_lease_seconds: float = Field(default=30.0, gt=0, description="a runner silent this long loses its job")
+    job_heartbeat_seconds: float = Field(default=5.0, gt=0, description="lease renewal and cancel check interval")
+    job_poll_seconds: float = Field(default=1.0, gt=0, description="idle runners look for work this often")
+    job_max_attempts: int = Field(default=3, ge=1, le=100)
+    job_backoff_seconds: float = Field(default=2.0, ge=0, description="retry delay, doubled per attempt")
+    job_backoff_max_seconds: float = Field(default=300.0, ge=0)
+    job_wait_seconds: float = Field(default=600.0, gt=0, description="blocking video route: wait this long, then 202")
+    fal_sync_timeout_seconds: float = Field(default=120.0, gt=0)
+    # fal-style slug -> model id (every model also answers at modelyard/<id>); studio mode -> model id
+    fal_slugs: dict[str, str] = Field(default_factory=dict)
+    studio_models: dict[str, str] = Field(default_factory=dict)
+    # webhooks: Standard Webhooks signing key (generated into the data dir when unset), delivery retries
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    webhook_backoff_seconds: float = Field(default=5.0, ge=0)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    # URLs fetched for a client (webhooks, image URLs) may reach loopback/private/link-local hosts only when set
+    allow_private_urls: bool = False
     # the Responses API's hosted `web_search` tool: a SearXNG-compatible JSON endpoint (GET <url>?q=..&format=json);
     # unset means requests with a web_search tool get a 400 saying web search is not configured
     web_search_url: str | None = None

@@ -21,6 +21,7 @@ KINDS = {
     "faster_whisper": "local.stt:FasterWhisperBackend",
     "presidio": "local.pii:PresidioBackend",
     "diffusers": "local.image:DiffusersBackend",
+    "echo": "local.echo:EchoBackend",
 }
 
 

@@ -18,6 +18,7 @@ from ..catalog import Catalog, build_catalog
 from ..config import Settings, load_settings
 from ..media import MediaStore
 from ..errors import ModelyardError
+from ..jobs.service import JobService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.gate import Gate
 from ..routing import Router
@@ -27,11 +28,14 @@ from ..store.responses_repo import ResponseLog
 from ..websearch import SearchProvider, build_search
 from . import errors, openapi
 from .fastlane import FastLane
-from .routes import anthropic as anthropic_routes
-from .routes import gemini as gemini_routes
 from .routes import account as account_routes
+from .routes import anthropic as anthropic_routes
+from .routes import fal as fal_routes
+from .routes import gemini as gemini_routes
+from .routes import jobs as job_routes
 from .routes import openai as openai_routes
 from .routes import orgs as org_routes
+from .routes import studio as studio_routes
 from .routes import openai_media as openai_media_routes
 from .routes import openai_text as openai_text_routes
 from .routes import platform as platform_routes
@@ -53,6 +57,7 @@ class AppContext:
     gate: Gate
     router: Router | None = None
     workers: WorkerRegistry | None = None
+    jobs: JobService | None = None
     responses: ResponseLog | None = None  # stored Responses API responses, written behind the request
     search: SearchProvider | None = None  # the hosted web_search tool's provider
 
@@ -71,6 +76,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                      media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds),
                      search=build_search(settings))
+    if settings.worker is None:
+        ctx.jobs = JobService(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +97,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.workers = WorkerRegistry(store, ctx.router, timeout=settings.worker_timeout_seconds,
                                          interval=settings.worker_heartbeat_seconds)
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
+            ctx.jobs.start(runner=settings.job_runner)  # type: ignore[union-attr]
         try:
             yield
         finally:
@@ -97,6 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if ctx.jobs is not None:
+                await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
                 await agent.sign_off()
             await ctx.auth.flush_usage()
@@ -131,6 +141,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gemini_routes.router, prefix="/v1beta")
     app.include_router(gemini_routes.router, prefix="/api/v1beta", include_in_schema=False)
     app.include_router(platform_routes.router)
+    app.include_router(job_routes.router)
+    app.include_router(studio_routes.router)
+    app.include_router(fal_routes.router)
     app.include_router(worker_routes.router)
     app.include_router(service_routes.router)
     openapi.install(app)

@@ -50,3 +50,19 @@ async def parse_json(request: Request, model: type[M]) -> M:
     if "_raw" in getattr(parsed, "__private_attributes__", ()):
         parsed._raw = body  # type: ignore[attr-defined]
     return parsed
+
+
+async def parse_object(request: Request) -> dict:
+    """A JSON object body for routes whose fields are checked by hand (fal arguments, studio generate)."""
+    import orjson
+
+    body = await read_body(request, request.app.state.ctx.settings.max_body_bytes)
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; send a JSON object.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"We could not parse the JSON body of your request: {exc}.", code="invalid_json") from None
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return data

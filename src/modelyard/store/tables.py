@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, MetaData, String, Table
+from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
+                        Table)
 
 metadata = MetaData(
     naming_convention={
@@ -57,6 +58,45 @@ workers = Table(
     Column("registered_at", DateTime(timezone=True), nullable=False),
     Column("last_heartbeat", DateTime(timezone=True), nullable=False),
     Index("uq_workers_org_id_name", "org_id", "name", unique=True),
+)
+
+# Async jobs (jobs/queue.py is the only writer). Times are unix seconds (double precision): the queue compares
+# them in SQL on both dialects, and every face shows unix times anyway.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("token_id", String(40), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("task", String(40), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("meta", JSON, nullable=False),  # face, fal slug, studio mode, base URL, billing hold
+    Column("status", String(20), nullable=False),  # pending running completed failed cancelled dead_letter
+    Column("priority", Integer, nullable=False, default=0),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("max_attempts", Integer, nullable=False),
+    Column("run_after", Float(precision=53), nullable=False),
+    Column("lease_owner", String(80), nullable=True),
+    Column("lease_token", String(40), nullable=True),
+    Column("lease_expires", Float(precision=53), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    # final, and its billing hold not yet settled: a crash between the two is finished by a later sweep
+    Column("settle_due", Boolean, nullable=False, default=False),
+    Column("result", JSON, nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("started_at", Float(precision=53), nullable=True),
+    Column("finished_at", Float(precision=53), nullable=True),
+    Column("webhook_url", String(2000), nullable=True),
+    Column("webhook_status", String(20), nullable=True),  # pending delivering delivered failed
+    Column("webhook_attempts", Integer, nullable=False, default=0),
+    Column("webhook_next_at", Float(precision=53), nullable=True),
+    Index("ix_jobs_claim", "status", "priority", "run_after"),
+    Index("ix_jobs_org_id", "org_id", "created_at"),
+    Index("ix_jobs_webhook", "webhook_status", "webhook_next_at"),
+    Index("ix_jobs_settle_due", "settle_due", "finished_at"),
 )
 
 responses = Table(

@@ -64,6 +64,12 @@ async def chat_completions(request: Request) -> Response:
     req = await parse_json(request, ChatRequest)
     req._relay_sse = True  # our client reads OpenAI's SSE: an OpenAI-compatible upstream's events pass as they are
     model = ctx.router.resolve(req.model, Task.CHAT)
+    if req.model_extra and "async" in req.model_extra:  # a dict lookup: the hot path stays as it was
+        from . import async_jobs
+
+        if async_jobs.take_async(req):
+            request.state.principal = principal
+            return async_jobs.accepted(await async_jobs.submit(request, model, Task.CHAT, req))
     region = region_for(request, ctx.settings.region_hosts)
     text, field = filter_text(req) if ctx.gate.filters(principal.org_id) else (None, None)
     ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat", estimate=chat_estimate(req), text=text,

@@ -23,6 +23,7 @@ from ..body import parse_json
 from ..disconnect import unless_disconnected
 from ..forms import file_field, multipart_doc, number_field, read_form, text_field
 from ..openapi import json_body
+from . import async_jobs
 from .openai import json_response, served_by
 
 router = APIRouter(tags=["OpenAI"])
@@ -48,6 +49,13 @@ def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
     if model is None:
         raise NotFound(f"No model here serves {task.value}; name one in 'model'.", param="model", code="model_not_found")
     return model
+
+
+async def _async(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> Response | None:
+    """`"async": true`: queue the request as a job and answer 202 (None: run it now, as usual)."""
+    if not async_jobs.take_async(req):
+        return None
+    return async_jobs.accepted(await async_jobs.submit(request, _model_for(ctx, name, task), task, req))
 
 
 async def _run(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> tuple[Any, dict[str, str]]:
@@ -77,6 +85,9 @@ def _json_task(path: str, body: type, task: Task, summary: str) -> None:
     async def handler(request: Request) -> Response:
         ctx = await _authorized(request)
         req = await parse_json(request, body)
+        queued = await _async(request, ctx, req.model, task, req)
+        if queued is not None:
+            return queued
         result, headers = await _run(request, ctx, req.model, task, req)
         return json_response(result, headers=headers)
 
@@ -98,6 +109,9 @@ for _path, _body, _task, _summary in (
 async def speech(request: Request) -> Response:
     ctx = await _authorized(request)
     req = await parse_json(request, SpeechRequest)
+    queued = await _async(request, ctx, req.model, Task.SPEECH, req)
+    if queued is not None:
+        return queued
     result, headers = await _run(request, ctx, req.model, Task.SPEECH, req)
     return Response(result.data, media_type=result.content_type, headers=headers)
 
@@ -168,6 +182,9 @@ def _image_data(request: Request, images: list[bytes], response_format: str, rev
 async def image_generations(request: Request) -> Response:
     ctx = await _authorized(request)
     req = await parse_json(request, ImageRequest)
+    queued = await _async(request, ctx, req.model, Task.TEXT_TO_IMAGE, req)
+    if queued is not None:
+        return queued
     result, headers = await _run(request, ctx, req.model, Task.TEXT_TO_IMAGE, req)
     return json_response(_image_data(request, result.images, req.response_format, result.revised_prompt), headers=headers)
 
@@ -211,12 +228,19 @@ async def image_edits(request: Request) -> Response:
 @router.post("/videos/generations", summary="Create a video (blocks until it is ready)",
              openapi_extra=json_body(VideoRequest))
 async def video_generations(request: Request) -> Response:
+    """QuickCasa's blocking route, run as a job: waits up to `job_wait_seconds`, then answers 202 with the job."""
     ctx = await _authorized(request)
     req = await parse_json(request, VideoRequest)
     task = Task.IMAGE_TO_VIDEO if req.image else Task.TEXT_TO_VIDEO
-    result, headers = await _run(request, ctx, req.model, task, req)
-    stored = ctx.media.save(result.data, "mp4", "video")
-    return json_response({"created": int(time.time()), "data": [{
-        "url": ctx.media.url(stored.name, _base_url(request)), "content_type": "video/mp4",
-        "duration_seconds": result.duration_seconds, "width": result.width, "height": result.height,
-        "fps": result.fps, "frames": result.frames}]}, headers=headers)
+    wants_async = async_jobs.take_async(req)
+    job = await async_jobs.submit(request, _model_for(ctx, req.model, task), task, req)
+    if not wants_async:
+        job = await ctx.jobs.wait(job, ctx.settings.job_wait_seconds)
+    if not job.final:
+        return async_jobs.accepted(job)
+    if job.status != "completed":
+        async_jobs.raise_job_error(job)
+    video = ctx.jobs.result(job, _base_url(request))["video"]
+    return json_response({"created": int(job.created_at), "id": job.id, "data": [{
+        "url": video["url"], "content_type": video["content_type"], "duration_seconds": video["duration_seconds"],
+        "width": video["width"], "height": video["height"], "fps": video["fps"], "frames": video["frames"]}]})

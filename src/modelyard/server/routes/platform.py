@@ -28,6 +28,8 @@ async def _status_entry(ctx: Any, model: Any) -> dict[str, Any]:
     state = best_state(states)
     return {"model_id": model.id, "type": model.type, "status": state.value, "enabled": state != ModelState.OFFLINE,
             "tasks": sorted(t.value for t in model.tasks), "aliases": list(model.aliases),
+            # where fal-client reaches the model (fal queue face): modelyard/<id> plus configured slugs
+            "fal_slugs": [f"modelyard/{model.id}", *sorted(s for s, m in ctx.settings.fal_slugs.items() if m == model.id)],
             "description": model.description, "deployments": deployments}
 
 

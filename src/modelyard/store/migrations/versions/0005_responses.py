@@ -1,14 +1,14 @@
 """Stored Responses API responses (GET /v1/responses/{id}, previous_response_id).
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0004
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0005"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,308 @@
+"""The job queue in SQL: submit, claim with a lease, renew, finish (only by the lease holder), retry, reap, cancel."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from sqlalchemy import and_, case, func, insert, or_, select, text, update
+
+from ..store.db import Store
+from ..store.tables import jobs
+
+FINAL = ("completed", "failed", "cancelled", "dead_letter")
+STATUSES = ("pending", "running", *FINAL)
+NOTIFY_CHANNEL = "modelyard_jobs"
+
+
+def new_job_id() -> str:
+    return "job_" + secrets.token_hex(12)
+
+
+@dataclass
+class Job:
+    id: str
+    org_id: str
+    token_id: str | None
+    model: str
+    task: str
+    payload: dict[str, Any]
+    meta: dict[str, Any]
+    status: str
+    priority: int
+    attempts: int
+    max_attempts: int
+    run_after: float
+    lease_owner: str | None
+    lease_token: str | None
+    lease_expires: float | None
+    cancel_requested: bool
+    settle_due: bool
+    result: Any
+    error: dict[str, Any] | None
+    region: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    webhook_url: str | None
+    webhook_status: str | None
+    webhook_attempts: int
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL
+
+    def public(self) -> dict[str, Any]:
+        """The job API's view (Casola's shape): no lease internals, no billing hold."""
+        return {"id": self.id, "object": "job", "queue_id": self.model, "model_id": self.model, "task": self.task,
+                "status": self.status, "priority": self.priority, "attempts": self.attempts,
+                "max_attempts": self.max_attempts, "result": self.result, "error": self.error,
+                "webhook_url": self.webhook_url, "webhook_status": self.webhook_status,
+                "created_at": int(self.created_at), "started_at": _int(self.started_at),
+                "finished_at": _int(self.finished_at)}
+
+
+def _int(v: float | None) -> int | None:
+    return int(v) if v is not None else None
+
+
+def _job(m: Mapping[str, Any]) -> Job:
+    return Job(**{k: m[k] for k in Job.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+class JobQueue:
+    """Every state change is one conditional UPDATE, so concurrent runners and reapers never both win a row.
+
+    A runner's result counts only while its lease token is the row's: a runner that lost its lease (paused,
+    partitioned, presumed dead) finds its UPDATE matching nothing and drops the result.
+    """
+
+    def __init__(self, store: Store, *, backoff: float = 2.0, backoff_max: float = 300.0) -> None:
+        self.store = store
+        self.engine = store.engine
+        self.backoff = backoff
+        self.backoff_max = backoff_max
+
+    # ---------------------------------------------------------------- submitting and reading
+
+    async def submit(self, *, org_id: str, token_id: str | None, model: str, task: str, payload: dict[str, Any],
+                     meta: dict[str, Any], priority: int = 0, max_attempts: int = 3, region: str | None = None,
+                     webhook_url: str | None = None, job_id: str | None = None) -> Job:
+        now = time.time()
+        row = {"id": job_id or new_job_id(), "org_id": org_id, "token_id": token_id, "model": model, "task": task,
+               "payload": payload, "meta": meta, "status": "pending", "priority": priority, "attempts": 0,
+               "max_attempts": max_attempts, "run_after": now, "lease_owner": None, "lease_token": None,
+               "lease_expires": None, "cancel_requested": False, "settle_due": False, "result": None, "error": None, "region": region,
+               "created_at": now, "started_at": None, "finished_at": None, "webhook_url": webhook_url,
+               "webhook_status": None, "webhook_attempts": 0, "webhook_next_at": None}
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(jobs).values(**row))
+            if not self.store.is_sqlite:  # delivered at commit: idle runners everywhere wake at once
+                await conn.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+        return _job(row)
+
+    async def get(self, job_id: str, *, org_id: str | None = None) -> Job | None:
+        q = select(jobs).where(jobs.c.id == job_id)
+        if org_id is not None:
+            q = q.where(jobs.c.org_id == org_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(q)).first()
+        return _job(row._mapping) if row else None
+
+    async def get_many(self, ids: list[str], *, org_id: str) -> list[Job]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(jobs).where(jobs.c.id.in_(ids), jobs.c.org_id == org_id))).all()
+        return [_job(r._mapping) for r in rows]
+
+    async def list(self, org_id: str, *, status: str | None = None, limit: int = 20,
+                   after: tuple[float, str] | None = None) -> list[Job]:
+        """Newest first; `after` is the (created_at, id) of the last job of the previous page."""
+        q = select(jobs).where(jobs.c.org_id == org_id)
+        if status:
+            q = q.where(jobs.c.status == status)
+        if after is not None:
+            q = q.where(or_(jobs.c.created_at < after[0], and_(jobs.c.created_at == after[0], jobs.c.id < after[1])))
+        q = q.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            return [_job(r._mapping) for r in (await conn.execute(q)).all()]
+
+    async def queue_position(self, job: Job) -> int:
+        """Pending jobs of the same model that a runner will take before this one."""
+        ahead = or_(jobs.c.priority > job.priority,
+                    and_(jobs.c.priority == job.priority, jobs.c.created_at < job.created_at))
+        q = select(func.count()).select_from(jobs).where(jobs.c.status == "pending", jobs.c.model == job.model, ahead)
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(q)).scalar_one())
+
+    # ---------------------------------------------------------------- runners
+
+    async def claim(self, owner: str, lease_seconds: float, limit: int = 1) -> list[Job]:
+        """Take up to `limit` of the most urgent due jobs in one statement.
+
+        PostgreSQL: FOR UPDATE SKIP LOCKED, so runners never wait on each other's picks; SQLite serializes
+        writers, so the same single UPDATE ... RETURNING is atomic there too.
+        """
+        now = time.time()
+        pick = (select(jobs.c.id).where(jobs.c.status == "pending", jobs.c.run_after <= now)
+                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id).limit(limit)
+                .with_for_update(skip_locked=True))
+        q = (update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == "pending")
+             .values(status="running", lease_owner=owner, lease_token=secrets.token_hex(8),
+                     lease_expires=now + lease_seconds, attempts=jobs.c.attempts + 1, started_at=now)
+             .returning(*jobs.c))
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(q)).all()
+        return sorted((_job(r._mapping) for r in rows), key=lambda j: (-j.priority, j.run_after))
+
+    async def renew(self, job: Job, lease_seconds: float) -> tuple[bool, bool]:
+        """Extend the lease: (still ours, cancel requested)."""
+        q = (update(jobs).where(jobs.c.id == job.id, jobs.c.lease_token == job.lease_token, jobs.c.status == "running")
+             .values(lease_expires=time.time() + lease_seconds).returning(jobs.c.cancel_requested))
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(q)).first()
+        return (row is not None, bool(row.cancel_requested) if row else False)
+
+    async def _finish(self, job: Job, **values: Any) -> bool:
+        """A lease holder's final word; False when the lease was lost (the result is then dropped)."""
+        values.setdefault("finished_at", time.time())
+        if values.get("status") not in FINAL:  # back in the queue: nobody owns it; a final row keeps who finished it
+            values["lease_owner"] = None
+        elif job.meta.get("hold") is not None:
+            values["settle_due"] = True
+        q = (update(jobs).where(jobs.c.id == job.id, jobs.c.lease_token == job.lease_token, jobs.c.status == "running")
+             .values(lease_token=None, lease_expires=None, **values, **_webhook_due(values)))
+        async with self.engine.begin() as conn:
+            return (await conn.execute(q)).rowcount == 1
+
+    async def complete(self, job: Job, result: Any, meta: dict[str, Any] | None = None) -> bool:
+        extra = {"meta": meta} if meta is not None else {}
+        return await self._finish(job, status="completed", result=result, error=None, **extra)
+
+    async def fail(self, job: Job, error: dict[str, Any], *, retryable: bool) -> str | None:
+        """Retry with backoff while attempts remain (retryable errors only); else failed / dead_letter.
+
+        Returns the status the job moved to, or None when the lease was lost.
+        """
+        if retryable and job.attempts < job.max_attempts:
+            ok = await self._finish(job, status="pending", error=error, finished_at=None,
+                                    run_after=time.time() + self.delay(job.attempts))
+            return "pending" if ok else None
+        status = "dead_letter" if retryable else "failed"
+        return status if await self._finish(job, status=status, error=error) else None
+
+    async def cancelled(self, job: Job) -> bool:
+        return await self._finish(job, status="cancelled", error={"message": "The job was cancelled.",
+                                                                  "code": "cancelled"})
+
+    async def release(self, job: Job) -> bool:
+        """Give a job back untouched (runner shutting down): the attempt does not count."""
+        return await self._finish(job, status="pending", finished_at=None, attempts=jobs.c.attempts - 1,
+                                  run_after=time.time())
+
+    def delay(self, attempts: int) -> float:
+        return min(self.backoff * (2 ** max(attempts - 1, 0)), self.backoff_max)
+
+    async def reap(self, limit: int = 200) -> list[Job]:
+        """Put jobs whose lease expired back in the queue (or dead-letter / cancel them). Returns those made final."""
+        now = time.time()
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(jobs).where(jobs.c.status == "running", jobs.c.lease_expires < now)
+                                       .limit(limit))).all()
+        finals = []
+        for r in rows:
+            job = _job(r._mapping)
+            err = {"message": "The runner working on this job stopped answering.", "code": "lease_expired"}
+            if job.cancel_requested:
+                won, job.status = await self.cancelled(job), "cancelled"
+            elif job.attempts >= job.max_attempts:
+                won, job.status = await self._finish(job, status="dead_letter", error=err), "dead_letter"
+            else:
+                won = await self._finish(job, status="pending", error=err, finished_at=None,
+                                         run_after=now + self.delay(job.attempts))
+                job.status = "pending"
+            if won and job.status in FINAL:
+                finals.append(job)
+        return finals
+
+    # ---------------------------------------------------------------- clients
+
+    async def cancel(self, job_id: str, org_id: str) -> tuple[Job | None, str]:
+        """('cancelled' at once when pending | 'requested' when running | 'final' when already done)."""
+        now = time.time()
+        err = {"message": "The job was cancelled.", "code": "cancelled"}
+        q = (update(jobs).where(jobs.c.id == job_id, jobs.c.org_id == org_id, jobs.c.status == "pending")
+             .values(status="cancelled", finished_at=now, error=err, settle_due=True,
+                     webhook_status=case((jobs.c.webhook_url.is_not(None), "pending"), else_=None),
+                     webhook_next_at=now).returning(*jobs.c))
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(q)).first()
+            if row is not None:
+                return _job(row._mapping), "cancelled"
+            q2 = (update(jobs).where(jobs.c.id == job_id, jobs.c.org_id == org_id, jobs.c.status == "running")
+                  .values(cancel_requested=True).returning(*jobs.c))
+            row = (await conn.execute(q2)).first()
+            if row is not None:
+                return _job(row._mapping), "requested"
+        job = await self.get(job_id, org_id=org_id)
+        return job, "final" if job else "missing"
+
+    # ---------------------------------------------------------------- settlement
+
+    async def settled(self, job_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(settle_due=False))
+
+    async def unsettled(self, grace: float, limit: int = 50) -> list[Job]:
+        """Final jobs whose settlement went unrecorded for `grace` seconds (their finisher died); each is handed
+        to one caller, which settles it (the hold's job_id lets the gate recognize a repeat)."""
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(jobs).where(jobs.c.settle_due.is_(True),
+                                                          jobs.c.finished_at < time.time() - grace)
+                                       .limit(limit))).all()
+        won = []
+        for r in rows:
+            async with self.engine.begin() as conn:
+                q = update(jobs).where(jobs.c.id == r.id, jobs.c.settle_due.is_(True)).values(settle_due=False)
+                if (await conn.execute(q)).rowcount == 1:
+                    won.append(_job(r._mapping))
+        return won
+
+    async def settle_failed(self, job_id: str) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id).values(settle_due=True))
+
+    # ---------------------------------------------------------------- webhooks
+
+    async def due_webhooks(self, limit: int = 20) -> list[Job]:
+        """Claim deliveries that are due: each goes to one deliverer (its next_at moves past the timeout)."""
+        now = time.time()
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(jobs).where(jobs.c.webhook_status == "pending",
+                                                          jobs.c.webhook_next_at <= now).limit(limit))).all()
+        claimed = []
+        for r in rows:
+            q = (update(jobs).where(jobs.c.id == r.id, jobs.c.webhook_status == "pending",
+                                    jobs.c.webhook_next_at == r.webhook_next_at)
+                 .values(webhook_next_at=now + 120, webhook_attempts=jobs.c.webhook_attempts + 1))
+            async with self.engine.begin() as conn:
+                if (await conn.execute(q)).rowcount == 1:
+                    job = _job(r._mapping)
+                    job.webhook_attempts += 1
+                    claimed.append(job)
+        return claimed
+
+    async def webhook_done(self, job_id: str, *, delivered: bool, retry_at: float | None) -> None:
+        status = "delivered" if delivered else ("pending" if retry_at is not None else "failed")
+        async with self.engine.begin() as conn:
+            await conn.execute(update(jobs).where(jobs.c.id == job_id)
+                               .values(webhook_status=status, webhook_next_at=retry_at))
+
+
+def _webhook_due(values: dict[str, Any]) -> dict[str, Any]:
+    """A job reaching a final state owes its webhook (if it named one) a delivery, starting now."""
+    if values.get("status") not in FINAL:
+        return {}
+    return {"webhook_status": case((jobs.c.webhook_url.is_not(None), "pending"), else_=None),
+            "webhook_next_at": time.time()}

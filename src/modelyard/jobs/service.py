@@ -1,0 +1,192 @@
+"""The job service the routes call: submit (admit + hold + queue), read, wait, cancel; it owns the runners."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from ..errors import InvalidRequest, NotFound
+from ..net import check_url
+from ..pipeline.auth import Principal
+from ..pipeline.gate import Units
+from ..types import Task
+from .queue import STATUSES, Job, JobQueue, new_job_id
+from .runner import JobRunner
+from .tasks import signed, validate_payload
+from .webhooks import WebhookSender, load_master, org_secret
+
+log = logging.getLogger(__name__)
+KIND_OF_TASK = {Task.TEXT_TO_IMAGE: "images", Task.IMAGE_TO_IMAGE: "images", Task.TEXT_TO_VIDEO: "videos",
+                Task.IMAGE_TO_VIDEO: "videos", Task.SPEECH: "audio", Task.TRANSCRIPTION: "audio",
+                Task.TRANSLATION: "audio", Task.EMBEDDING: "embeddings", Task.CHAT: "chat"}
+
+
+class JobService:
+    def __init__(self, ctx: Any) -> None:
+        s = ctx.settings
+        self.ctx = ctx
+        self.settings = s
+        self.queue = JobQueue(ctx.store, backoff=s.job_backoff_seconds, backoff_max=s.job_backoff_max_seconds)
+        self.master = load_master(s.webhook_secret, s.data_dir)
+        self.runner: JobRunner | None = None
+        self.webhooks = WebhookSender(self.queue, self.master, render=self.webhook_body,
+                                      allow_private=s.allow_private_urls, timeout=s.webhook_timeout_seconds,
+                                      max_attempts=s.webhook_max_attempts, backoff=s.webhook_backoff_seconds)
+        self._waiters: dict[str, list[asyncio.Future]] = {}
+        self._tasks: list[asyncio.Task] = []
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self, *, runner: bool) -> None:
+        """Runners in this process (unless turned off); webhooks are delivered wherever runners run."""
+        if runner:
+            self.runner = JobRunner(self.ctx, self.queue, on_final=self._finalized)
+            self._tasks.append(asyncio.create_task(self.runner.run_forever()))
+            self._tasks.append(asyncio.create_task(self.webhooks.run_forever(self.settings.job_poll_seconds)))
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _finalized(self, job: Job) -> None:
+        for fut in self._waiters.pop(job.id, []):
+            if not fut.done():
+                fut.set_result(None)
+        if job.webhook_url:
+            self.webhooks.wake.set()
+
+    # ---------------------------------------------------------------- submit
+
+    async def submit(self, principal: Principal, model: Any, task: Task, payload: dict[str, Any], *,
+                     face: str, base_url: str, region: str | None = None, priority: int = 0,
+                     max_attempts: int | None = None, webhook_url: str | None = None,
+                     estimate: Units | None = None, extra_meta: dict[str, Any] | None = None,
+                     payload_prefix: str = "", validate: bool = True) -> Job:
+        """Validate, admit through the gate (reserving the price), queue. Nothing is queued on a 4xx."""
+        if validate:
+            validate_payload(task, payload, model.id, payload_prefix)
+        if webhook_url is not None:
+            await check_url(webhook_url, "webhook_url", allow_private=self.settings.allow_private_urls)
+        for key in ("image_url", "audio_url"):  # refused now; the runner's fetch refuses again at connect time
+            url = payload.get(key)
+            if isinstance(url, str) and url.startswith(("http://", "https://")):
+                await check_url(url, payload_prefix + key, allow_private=self.settings.allow_private_urls)
+        ticket = await self.ctx.gate.admit(principal, model, task, estimate=estimate,
+                                           kind=KIND_OF_TASK.get(task), job=True, text=_prompt_text(payload))
+        job_id = new_job_id()
+        hold = {**ticket.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement
+        meta = {"face": face, "base_url": base_url, "hold": hold, **(extra_meta or {})}
+        if estimate is not None and estimate.mode:
+            meta["units"] = asdict(estimate)
+        try:
+            job = await self.queue.submit(org_id=principal.org_id, token_id=principal.token_id, model=model.id,
+                                          task=task.value, payload=payload, meta=meta, priority=priority,
+                                          max_attempts=max_attempts or self.settings.job_max_attempts,
+                                          region=region, webhook_url=webhook_url, job_id=job_id)
+        except BaseException:
+            await self.ctx.gate.settle_hold(hold, None, ok=False)
+            raise
+        if self.runner is not None:
+            self.runner.wake.set()
+        return job
+
+    # ---------------------------------------------------------------- read, wait, cancel
+
+    async def get(self, job_id: str, principal: Principal) -> Job:
+        """Another org's job is as absent as a job that never existed."""
+        job = await self.queue.get(job_id, org_id=principal.org_id)
+        if job is None:
+            raise NotFound(f"No job '{job_id}'.", param="id", code="job_not_found")
+        return job
+
+    async def list(self, principal: Principal, *, status: str | None, limit: int, after: str | None
+                   ) -> tuple[list[Job], bool]:
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest(f"'status' is one of {', '.join(STATUSES)}.", param="status")
+        cursor = None
+        if after:
+            last = await self.queue.get(after, org_id=principal.org_id)
+            if last is None:
+                raise InvalidRequest(f"'after' names no job of yours: '{after}'.", param="after")
+            cursor = (last.created_at, last.id)
+        rows = await self.queue.list(principal.org_id, status=status, limit=limit + 1, after=cursor)
+        return rows[:limit], len(rows) > limit
+
+    async def wait(self, job: Job, timeout: float) -> Job:
+        """Until the job is final or `timeout` passes: woken at once by a runner here, else polling the row."""
+        deadline = time.monotonic() + timeout
+        poll = min(self.settings.job_poll_seconds, 0.5)
+        while not job.final:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            fut = asyncio.get_running_loop().create_future()
+            waiters = self._waiters.setdefault(job.id, [])
+            waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, min(poll, left))
+            except asyncio.TimeoutError:
+                pass
+            finally:  # a job finished by another process never fires our futures: drop them here
+                if fut in waiters:
+                    waiters.remove(fut)
+                if not waiters and self._waiters.get(job.id) is waiters:
+                    del self._waiters[job.id]
+            fresh = await self.queue.get(job.id)
+            job = fresh or job
+        return job
+
+    async def cancel(self, job_id: str, principal: Principal) -> tuple[Job, str]:
+        """('cancelled' | 'requested' | 'final'); a pending job is refunded here, a running one by its runner."""
+        job, outcome = await self.queue.cancel(job_id, principal.org_id)
+        if job is None:
+            raise NotFound(f"No job '{job_id}'.", param="id", code="job_not_found")
+        if outcome == "cancelled":
+            if job.meta.get("hold") is not None:  # never ran: the whole reservation goes back
+                await self.ctx.gate.settle_hold(job.meta["hold"], None, ok=False)
+                await self.queue.settled(job.id)
+            self._finalized(job)
+        elif outcome == "requested" and self.runner is not None:
+            self.runner.cancel_local(job.id)
+        return job, outcome
+
+    # ---------------------------------------------------------------- rendering
+
+    def base_url(self, job: Job) -> str:
+        return self.settings.public_url or job.meta.get("base_url") or "http://localhost/"
+
+    def result(self, job: Job, base_url: str | None = None) -> Any:
+        return signed(job.result, self.ctx.media, base_url or self.base_url(job))
+
+    def public(self, job: Job, base_url: str | None = None) -> dict[str, Any]:
+        body = job.public()
+        body["result"] = self.result(job, base_url)
+        return body
+
+    async def webhook_body(self, job: Job) -> dict[str, Any]:
+        """fal's webhook shape (request_id, status OK/ERROR, payload) plus the job API's fields."""
+        ok = job.status == "completed"
+        return {"request_id": job.id, "gateway_request_id": job.id, "job_id": job.id, "status": "OK" if ok else "ERROR",
+                "job_status": job.status, "payload": self.result(job) if ok else None,
+                "error": None if ok else (job.error or {}).get("message"), "created_at": int(job.created_at),
+                "finished_at": int(job.finished_at) if job.finished_at else None}
+
+    def webhook_secret(self, org_id: str) -> str:
+        return org_secret(self.master, org_id)
+
+
+def _prompt_text(payload: dict[str, Any]) -> str | None:
+    for key in ("prompt", "positive_prompt", "input"):
+        if isinstance(payload.get(key), str):
+            return payload[key]
+    msgs = payload.get("messages")
+    if isinstance(msgs, list):
+        return "\n".join(m["content"] for m in msgs if isinstance(m, dict) and isinstance(m.get("content"), str))
+    return None

@@ -1,0 +1,56 @@
+"""`modelyard runner`: job runners without the HTTP server, against the database the gateways share."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from ..catalog import build_catalog
+from ..config import Settings
+from ..media import MediaStore
+from ..pipeline.gate import Gate
+from ..routing import Router
+from ..store.db import Store
+from ..workers import WorkerRegistry
+from .runner import JobRunner, RunnerContext
+from .service import JobService
+
+log = logging.getLogger(__name__)
+
+
+async def run_runner(settings: Settings, *, name: str | None = None) -> None:
+    """Until SIGTERM/SIGINT: then running jobs go back to the queue (not waiting out their leases)."""
+    store = Store(settings.resolved_database_url)
+    await store.migrate()
+    catalog = build_catalog(settings)
+    router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
+    gate = Gate(settings, store)
+    ctx = RunnerContext(settings=settings, store=store, router=router, gate=gate,
+                        media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
+    service = JobService(ctx)
+    service.runner = JobRunner(ctx, service.queue, name=name, on_final=service._finalized)
+    # remote workers' models are deployments here too, as in the gateway
+    workers = WorkerRegistry(store, router, timeout=settings.worker_timeout_seconds,
+                             interval=settings.worker_heartbeat_seconds)
+    await gate.start()
+    tasks = [asyncio.create_task(service.runner.run_forever()),
+             asyncio.create_task(service.webhooks.run_forever(settings.job_poll_seconds)),
+             asyncio.create_task(workers.run_forever())]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await gate.aclose()
+        await router.aclose()
+        await store.aclose()

@@ -1,0 +1,167 @@
+"""What a job does: its payload becomes the sync path's request type, and the result becomes storable JSON."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..errors import InvalidRequest
+from ..net import check_syntax, fetch_bytes
+from ..pipeline.gate import Units
+from ..protocols.openai import describe_validation_error
+from ..types import ChatRequest, Task
+from ..types_media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit, ImageRequest, ImageResult,
+                           ModerationRequest, PIIRequest, RerankRequest, ScoreRequest, SpeechRequest, VideoRequest,
+                           VideoResult)
+
+MAX_INPUT_BYTES = 25 * 1024 * 1024
+# Workflow nodes and Casola's job API name tasks with these prefixes; they mean the plain task.
+ALIASES = {"openai/chat-completion": Task.CHAT, "openai/chat-completions": Task.CHAT,
+           "openai/embeddings": Task.EMBEDDING, "openai/embedding": Task.EMBEDDING,
+           "openai/image-generation": Task.TEXT_TO_IMAGE, "openai/images": Task.TEXT_TO_IMAGE,
+           "openai/speech": Task.SPEECH, "openai/transcription": Task.TRANSCRIPTION,
+           "openai/moderation": Task.MODERATION, "openai/rerank": Task.RERANK}
+PYDANTIC_TYPES: dict[Task, type[BaseModel]] = {
+    Task.CHAT: ChatRequest, Task.EMBEDDING: EmbeddingRequest, Task.RERANK: RerankRequest, Task.SCORE: ScoreRequest,
+    Task.PII: PIIRequest, Task.MODERATION: ModerationRequest, Task.SPEECH: SpeechRequest,
+    Task.TEXT_TO_IMAGE: ImageRequest, Task.TEXT_TO_VIDEO: VideoRequest, Task.IMAGE_TO_VIDEO: VideoRequest}
+JOB_TASKS = frozenset(PYDANTIC_TYPES) | {Task.IMAGE_TO_IMAGE, Task.TRANSCRIPTION, Task.TRANSLATION}
+AUDIO_EXT = {"audio/mpeg": "mp3", "audio/wav": "wav", "audio/flac": "flac", "audio/ogg": "opus", "audio/aac": "aac",
+             "audio/pcm": "pcm"}
+
+
+def parse_task(name: str, param: str = "task") -> Task:
+    """`text-to-image`, `fal/text-to-image`, `openai/chat-completion` ... -> a Task that jobs can run."""
+    task = ALIASES.get(name)
+    if task is None:
+        try:
+            task = Task(name.split("/", 1)[1] if name.startswith(("fal/", "openai/")) else name)
+        except ValueError:
+            raise InvalidRequest(f"Unknown task '{name}'.", param=param) from None
+    if task not in JOB_TASKS:
+        raise InvalidRequest(f"Task '{task.value}' cannot run as a job.", param=param, code="unsupported_task")
+    return task
+
+
+def _validated(cls: type[BaseModel], data: dict[str, Any], prefix: str) -> BaseModel:
+    try:
+        return cls.model_validate(data)
+    except ValidationError as exc:
+        message, param = describe_validation_error(exc)
+        raise InvalidRequest(message, param=f"{prefix}{param}" if param else None) from None
+
+
+def validate_payload(task: Task, payload: dict[str, Any], model_id: str, prefix: str = "") -> None:
+    """Reject at submit what would fail at run time for the client's fault: nothing bad is ever queued."""
+    cls = PYDANTIC_TYPES.get(task)
+    if cls is not None:
+        req = _validated(cls, {**payload, "model": model_id}, prefix)
+        if task == Task.CHAT and getattr(req, "stream", False):
+            raise InvalidRequest("A job cannot stream; leave 'stream' out.", param=f"{prefix}stream")
+        return
+    if task == Task.IMAGE_TO_IMAGE:
+        _needs_one(payload, ("image", "image_url"), prefix)
+        if not isinstance(payload.get("prompt"), str) or not payload["prompt"].strip():
+            raise InvalidRequest("'prompt' is required.", param=f"{prefix}prompt")
+    else:
+        _needs_one(payload, ("file", "audio_url"), prefix)
+    for key in ("image_url", "audio_url"):
+        if payload.get(key) is not None:
+            if not isinstance(payload[key], str):
+                raise InvalidRequest(f"'{key}' must be a URL string.", param=f"{prefix}{key}")
+            if not payload[key].startswith("data:"):
+                check_syntax(payload[key], f"{prefix}{key}")
+
+
+def _needs_one(payload: dict[str, Any], keys: tuple[str, str], prefix: str) -> None:
+    if not any(isinstance(payload.get(k), str) and payload.get(k) for k in keys):
+        raise InvalidRequest(f"Send '{keys[0]}' (base64) or '{keys[1]}'.", param=f"{prefix}{keys[0]}")
+
+
+async def _input_bytes(payload: dict[str, Any], inline: str, url_key: str, *, allow_private: bool) -> bytes:
+    from ..backends._media_input import decode_base64_image
+
+    url = payload.get(url_key)
+    if isinstance(url, str) and url and not url.startswith("data:"):
+        return await fetch_bytes(url, url_key, allow_private=allow_private, limit=MAX_INPUT_BYTES)
+    return decode_base64_image(url or payload[inline], inline)
+
+
+async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, allow_private: bool) -> Any:
+    cls = PYDANTIC_TYPES.get(task)
+    if task in (Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO) and (payload.get("image_url") or payload.get("image")):
+        data = await _input_bytes(payload, "image", "image_url", allow_private=allow_private)
+        payload = {**{k: v for k, v in payload.items() if k != "image_url"}, "image": base64.b64encode(data).decode()}
+    if cls is not None:
+        data = {**payload, "model": model_id}
+        if task == Task.TEXT_TO_IMAGE:
+            data["response_format"] = "b64_json"  # we store the bytes ourselves
+        if task == Task.CHAT:
+            data["stream"] = False
+        return _validated(cls, data, "")
+    if task == Task.IMAGE_TO_IMAGE:
+        from ..backends.local.image import decode_image
+
+        raw = await _input_bytes(payload, "image", "image_url", allow_private=allow_private)
+        mask = payload.get("mask")
+        return ImageEdit(model=model_id, prompt=str(payload["prompt"]), image=decode_image(raw, "image"),
+                         mask=decode_image(base64.b64decode(mask), "mask") if isinstance(mask, str) else None,
+                         n=int(payload.get("n") or 1), size=str(payload.get("size") or "auto"), response_format="url",
+                         seed=payload.get("seed"), strength=float(payload.get("strength") or 0.75),
+                         steps=payload.get("steps"))
+    raw = await _input_bytes(payload, "file", "audio_url", allow_private=allow_private)
+    return AudioInput(model=model_id, data=raw, filename=str(payload.get("filename") or "audio"),
+                      language=payload.get("language"), prompt=payload.get("prompt"),
+                      response_format="verbose_json" if payload.get("timestamps") else "json")
+
+
+def png_size(data: bytes) -> tuple[int | None, int | None]:
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        w, h = struct.unpack(">II", data[16:24])
+        return w, h
+    return None, None
+
+
+def store_result(task: Task, result: Any, media: Any) -> tuple[Any, Units]:
+    """Media go to the media store; the job row keeps file names, which become signed URLs when read."""
+    if isinstance(result, ImageResult):
+        items = []
+        for png in result.images:
+            w, h = png_size(png)
+            items.append({"file": media.save(png, "png", "img").name, "content_type": "image/png",
+                          "width": w, "height": h})
+        return {"images": items, "revised_prompt": result.revised_prompt}, Units(images=len(items))
+    if isinstance(result, VideoResult):
+        return {"video": {"file": media.save(result.data, "mp4", "video").name, "content_type": "video/mp4",
+                          "duration_seconds": result.duration_seconds, "width": result.width,
+                          "height": result.height, "fps": result.fps, "frames": result.frames}}, \
+            Units(video_seconds=result.duration_seconds, video_resolution=f"{result.width}x{result.height}")
+    if isinstance(result, AudioResult):
+        ext = AUDIO_EXT.get(result.content_type, "bin")
+        return {"audio": {"file": media.save(result.data, ext, "audio").name, "content_type": result.content_type}}, \
+            Units()
+    if isinstance(result, BaseModel):
+        result = result.model_dump(mode="json")
+    elif hasattr(result, "__dataclass_fields__"):
+        from dataclasses import asdict
+
+        result = asdict(result)
+    usage = result.get("usage") if isinstance(result, dict) else None
+    units = Units(input_tokens=int((usage or {}).get("prompt_tokens") or 0),
+                  output_tokens=int((usage or {}).get("completion_tokens") or 0))
+    return result, units
+
+
+def signed(result: Any, media: Any, base_url: str) -> Any:
+    """A stored result with every {"file": name} turned into a fresh signed URL for whoever reads it now."""
+    if isinstance(result, dict):
+        out = {k: signed(v, media, base_url) for k, v in result.items() if k != "file"}
+        if isinstance(result.get("file"), str):
+            out["url"] = media.url(result["file"], base_url)
+        return out
+    if isinstance(result, list):
+        return [signed(v, media, base_url) for v in result]
+    return result

@@ -1,0 +1,60 @@
+"""`"async": true` on OpenAI-style generation routes: the request becomes a job and the answer a 202."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...catalog import Model
+from ...errors import InvalidRequest, ModelyardError
+from ...jobs.queue import Job
+from ...pipeline.regions import region_for
+from ...types import Task
+from .jobs import base_url
+from .openai import json_response
+
+OBJECT = {Task.CHAT: "chat.completion", Task.EMBEDDING: "embedding", Task.TEXT_TO_IMAGE: "image",
+          Task.IMAGE_TO_IMAGE: "image", Task.TEXT_TO_VIDEO: "video", Task.IMAGE_TO_VIDEO: "video",
+          Task.SPEECH: "audio.speech", Task.RERANK: "rerank", Task.SCORE: "score", Task.PII: "pii",
+          Task.MODERATION: "moderation"}
+
+
+def take_async(req: BaseModel) -> bool:
+    """Pop the `async` flag so it never reaches an upstream (pass-through backends forward the raw body)."""
+    extra = req.model_extra
+    if not extra or "async" not in extra:
+        return False
+    flag = extra.pop("async")
+    if "_raw" in getattr(req, "__private_attributes__", ()):
+        req._raw = None  # type: ignore[attr-defined]
+    if not isinstance(flag, bool):
+        raise InvalidRequest("'async' must be true or false.", param="async")
+    if flag and getattr(req, "stream", False):
+        raise InvalidRequest("'async' cannot be combined with 'stream'.", param="stream")
+    return flag
+
+
+async def submit(request: Request, model: Model, task: Task, req: BaseModel) -> Job:
+    ctx = request.app.state.ctx
+    principal = getattr(request.state, "principal", None) or await ctx.auth.authenticate(request)
+    payload = req.model_dump(mode="json", exclude_unset=True)
+    payload.pop("model", None)
+    return await ctx.jobs.submit(principal, model, task, payload, face="openai", base_url=base_url(request),
+                                 region=region_for(request, ctx.settings.region_hosts))
+
+
+def accepted(job: Job) -> Response:
+    """202, pollable at /api/jobs/{id} and /fal/requests/{id}."""
+    return json_response({"id": job.id, "object": f"{OBJECT.get(Task(job.task), job.task)}.async",
+                          "status": job.status, "created": int(job.created_at)}, status=202)
+
+
+def raise_job_error(job: Job) -> None:
+    err: dict[str, Any] = job.error or {}
+    exc = ModelyardError(err.get("message") or f"The job ended {job.status}.", param=err.get("param"),
+                         code=err.get("code") or job.status, status=int(err.get("status") or 502))
+    exc.type = err.get("type") or ("invalid_request_error" if exc.status < 500 else "api_error")
+    raise exc

@@ -1,0 +1,117 @@
+"""Job API (Casola's): create, get, list, cancel; and each org's webhook signing secret."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ...errors import InvalidRequest, ModelyardError
+from ...jobs.tasks import parse_task
+from ...pipeline import scopes as sc
+from ...pipeline.regions import region_for
+from ..body import parse_object
+from ..errors import register_dialect
+from .openai import json_response
+
+router = APIRouter(tags=["Jobs"])
+_CREATE_DOC = {"type": "object", "required": ["model_id", "task", "payload"], "properties": {
+    "model_id": {"type": "string"}, "task": {"type": "string", "examples": ["text-to-image", "fal/text-to-image"]},
+    "payload": {"type": "object"}, "webhook_url": {"type": "string"},
+    "priority": {"type": "integer", "minimum": -100, "maximum": 100},
+    "max_attempts": {"type": "integer", "minimum": 1, "maximum": 20}}}
+
+
+def error_body(exc: ModelyardError) -> dict[str, Any]:
+    """Casola's envelope: code, message, type (`not_found_error` for 404s), plus the field at fault."""
+    kind = "not_found_error" if exc.status == 404 else exc.type
+    return {"error": {"code": exc.code, "message": exc.message, "type": kind, "param": exc.param}}
+
+
+register_dialect("jobs", error_body, ["/api/jobs", "/api/webhook-secret"])
+
+
+def base_url(request: Request) -> str:
+    return request.app.state.ctx.settings.public_url or str(request.base_url)
+
+
+def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"'{name}' is an integer from {low} to {high}.", param=name)
+    return value
+
+
+@router.post("/api/jobs", summary="Create a job", status_code=201,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE_DOC}}}})
+async def create_job(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    body = await parse_object(request)
+    model_name = body.get("model_id")
+    if not isinstance(model_name, str) or not model_name:
+        raise InvalidRequest("'model_id' is required.", param="model_id")
+    if not isinstance(body.get("task"), str):
+        raise InvalidRequest("'task' is required.", param="task")
+    task = parse_task(body["task"])
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise InvalidRequest("'payload' must be an object.", param="payload")
+    webhook = body.get("webhook_url")
+    if webhook is not None and not isinstance(webhook, str):
+        raise InvalidRequest("'webhook_url' must be a string.", param="webhook_url")
+    model = ctx.catalog.get(model_name, param="model_id")
+    if task not in model.tasks:
+        raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="task",
+                             code="unsupported_task")
+    job = await ctx.jobs.submit(principal, model, task, payload, face="jobs", base_url=base_url(request),
+                                region=region_for(request, ctx.settings.region_hosts),
+                                priority=_int(body, "priority", 0, -100, 100),
+                                max_attempts=_int(body, "max_attempts", ctx.settings.job_max_attempts, 1, 20),
+                                webhook_url=webhook, payload_prefix="payload.")
+    return json_response({"id": job.id, "queue_id": job.model, "status": job.status}, status=201)
+
+
+@router.get("/api/jobs", summary="List your jobs (newest first)")
+async def list_jobs(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    q = request.query_params
+    limit_raw = q.get("limit", "20")
+    if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
+        raise InvalidRequest("'limit' is an integer from 1 to 100.", param="limit")
+    rows, more = await ctx.jobs.list(principal, status=q.get("status") or None, limit=int(limit_raw),
+                                     after=q.get("after") or None)
+    data = [ctx.jobs.public(j, base_url(request)) for j in rows]
+    return json_response({"object": "list", "data": data, "has_more": more,
+                          "last_id": data[-1]["id"] if data else None})
+
+
+@router.get("/api/jobs/{job_id}", summary="Get a job: status, result or error")
+async def get_job(request: Request, job_id: str) -> Response:
+    ctx = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    return json_response(ctx.jobs.public(await ctx.jobs.get(job_id, principal), base_url(request)))
+
+
+@router.post("/api/jobs/{job_id}/cancel", summary="Cancel a job (pending: at once; running: its work is stopped)")
+async def cancel_job(request: Request, job_id: str) -> Response:
+    ctx = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    job, outcome = await ctx.jobs.cancel(job_id, principal)
+    body = ctx.jobs.public(job, base_url(request))
+    body["cancel"] = outcome  # cancelled | requested | final
+    return json_response(body)
+
+
+@router.get("/api/webhook-secret", summary="Your organization's webhook signing secret (Standard Webhooks)")
+async def webhook_secret(request: Request) -> Response:
+    ctx = request.app.state.ctx
+    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    return json_response({"object": "webhook_secret", "secret": ctx.jobs.webhook_secret(principal.org_id),
+                          "scheme": "https://www.standardwebhooks.com"})
+

@@ -1,0 +1,240 @@
+"""The queue's guarantees, straight against SQLite and PostgreSQL: leases, lost leases, reaping, dead letters,
+cancel, and the gate contract (each job's hold settled exactly once); plus the URL guard."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import httpx
+import pytest
+
+from modelyard.errors import InvalidRequest
+from modelyard.jobs.queue import JobQueue
+from modelyard.net import BlockedURL, GuardedResolver, check_url, fetch_bytes
+from modelyard.pipeline.gate import Gate
+from modelyard.store.db import Store
+from modelyard.store.repo import OrgRepo
+
+from .conftest import make_settings, running
+from .support.jobs import FAST, chat_payload, job_models, wait_status
+from .support.servers import ServerThread
+
+
+@pytest.fixture
+async def queue(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[JobQueue, str]]:
+    store = Store(make_settings(tmp_path, database_url=database_url).resolved_database_url)
+    await store.migrate()
+    org = await OrgRepo(store).create("q-org")
+    try:
+        yield JobQueue(store, backoff=0.05, backoff_max=0.1), org.id
+    finally:
+        await store.aclose()
+
+
+async def _submit(q: JobQueue, org: str, **kw: Any):
+    return await q.submit(org_id=org, token_id=None, model="echo", task="chat", payload=chat_payload(), meta={}, **kw)
+
+
+async def test_claim_order_lease_and_exclusive_completion(queue: tuple[JobQueue, str]) -> None:
+    q, org = queue
+    low = await _submit(q, org, priority=0)
+    high = await _submit(q, org, priority=5)
+    assert await q.queue_position(low) == 1 and await q.queue_position(high) == 0
+    [a] = await q.claim("a", 0.2)
+    assert a.id == high.id and a.status == "running" and a.attempts == 1
+    [b] = await q.claim("b", 30)
+    assert b.id == low.id
+    assert await q.claim("c", 30) == []
+    await asyncio.sleep(0.3)  # a's lease runs out; the reaper gives the job back
+    assert await q.reap() == []
+    again = await _wait_claim(q, "c")
+    assert again.id == high.id and again.attempts == 2
+    assert await q.renew(a, 30) == (False, False)  # a lost its lease ...
+    assert await q.complete(a, {"by": "a"}) is False  # ... and its result is not accepted
+    assert await q.complete(again, {"by": "c"}) is True
+    assert await q.complete(again, {"by": "c twice"}) is False  # finished once
+    row = await q.get(high.id)
+    assert row.status == "completed" and row.result == {"by": "c"}
+
+
+async def _wait_claim(q: JobQueue, owner: str, lease: float = 30):
+    for _ in range(100):
+        claimed = await q.claim(owner, lease)
+        if claimed:
+            return claimed[0]
+        await asyncio.sleep(0.02)
+    raise AssertionError("nothing to claim")
+
+
+async def test_expired_leases_dead_letter_after_max_attempts(queue: tuple[JobQueue, str]) -> None:
+    q, org = queue
+    job = await _submit(q, org, max_attempts=2)
+    for attempt in (1, 2):
+        claimed = await _wait_claim(q, f"r{attempt}", lease=0.1)
+        assert claimed.attempts == attempt
+        await asyncio.sleep(0.15)
+        finals = await q.reap()
+    assert [j.id for j in finals] == [job.id]
+    row = await q.get(job.id)
+    assert row.status == "dead_letter" and row.error["code"] == "lease_expired" and row.finished_at
+
+
+async def test_retryable_failure_backs_off_then_dead_letters(queue: tuple[JobQueue, str]) -> None:
+    q, org = queue
+    job = await _submit(q, org, max_attempts=2)
+    claimed = await _wait_claim(q, "r")
+    failed_at = time.time()
+    assert await q.fail(claimed, {"message": "down"}, retryable=True) == "pending"
+    assert (await q.get(job.id)).run_after >= failed_at + q.delay(1)  # backoff before the next attempt
+    claimed = await _wait_claim(q, "r")
+    assert await q.fail(claimed, {"message": "down"}, retryable=True) == "dead_letter"
+    other = await _submit(q, org)
+    claimed = await _wait_claim(q, "r")
+    assert await q.fail(claimed, {"message": "bad input"}, retryable=False) == "failed"
+    assert (await q.get(other.id)).attempts == 1
+
+
+async def test_cancel_pending_running_final_and_other_org(queue: tuple[JobQueue, str]) -> None:
+    q, org = queue
+    pending = await _submit(q, org)
+    assert (await q.cancel(pending.id, "org_someone_else"))[1] == "missing"
+    job, outcome = await q.cancel(pending.id, org)
+    assert outcome == "cancelled" and job.status == "cancelled"
+    running_job = await _submit(q, org)
+    claimed = await _wait_claim(q, "r")
+    assert (await q.cancel(running_job.id, org))[1] == "requested"
+    assert await q.renew(claimed, 30) == (True, True)  # the runner learns of it at its next heartbeat
+    assert await q.cancelled(claimed) is True
+    assert (await q.cancel(running_job.id, org))[1] == "final"
+
+
+async def test_batch_claim_takes_each_job_once(queue: tuple[JobQueue, str]) -> None:
+    q, org = queue
+    ids = {(await _submit(q, org)).id for _ in range(10)}
+    first, second = await asyncio.gather(q.claim("a", 30, limit=6), q.claim("b", 30, limit=6))
+    got = [j.id for j in first + second]
+    assert len(got) == len(set(got)) == 10 and set(got) == ids
+
+
+async def test_release_on_shutdown_does_not_spend_an_attempt(queue: tuple[JobQueue, str]) -> None:
+    q, org = queue
+    job = await _submit(q, org)
+    claimed = await _wait_claim(q, "r")
+    assert await q.release(claimed) is True
+    row = await q.get(job.id)
+    assert row.status == "pending" and row.attempts == 0 and row.lease_owner is None
+
+
+# ---------------------------------------------------------------- the gate contract, through a live server
+
+class RecordingGate(Gate):
+    def __init__(self, *a: Any, **kw: Any) -> None:
+        super().__init__(*a, **kw)
+        self.admitted: list[dict[str, Any]] = []
+        self.settled: list[tuple[dict[str, Any], Any, bool]] = []
+
+    async def admit(self, principal: Any, model: Any, task: Any, **kw: Any) -> Any:
+        self.admitted.append({"model": getattr(model, "id", model), "task": task, **kw})
+        return await super().admit(principal, model, task, **kw)
+
+    async def settle_hold(self, hold: dict[str, Any], units: Any, *, ok: bool, deployment: Any = None) -> None:
+        self.settled.append((hold, units, ok))
+
+
+def test_each_job_hold_is_settled_exactly_once(tmp_path: Path, database_url: str) -> None:
+    settings = make_settings(tmp_path, database_url=database_url, models=job_models(2.0), **FAST)
+    with running(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+        gate = RecordingGate(settings)
+        srv.app.state.ctx.gate = gate
+        h = srv.headers()
+        ok = http.post("/api/jobs", json={"model_id": "echo", "task": "chat", "payload": chat_payload("a b c")},
+                       headers=h).json()["id"]
+        dead = http.post("/api/jobs", json={"model_id": "always-down", "task": "chat", "payload": chat_payload(),
+                                            "max_attempts": 2}, headers=h).json()["id"]
+        slow = http.post("/api/jobs", json={"model_id": "echo-slow", "task": "chat", "payload": chat_payload()},
+                         headers=h).json()["id"]
+        wait_status(http, f"/api/jobs/{slow}", h, {"running"})
+        http.post(f"/api/jobs/{slow}/cancel", headers=h)
+        for job_id, want in ((ok, "completed"), (dead, "dead_letter"), (slow, "cancelled")):
+            wait_status(http, f"/api/jobs/{job_id}", h, {want}, timeout=30)
+        time.sleep(0.5)
+        assert all(a["job"] is True for a in gate.admitted) and len(gate.admitted) == 3
+        by_job = {}
+        for hold, units, was_ok in gate.settled:
+            by_job.setdefault(hold["model_id"], []).append((units, was_ok))
+        assert len(gate.settled) == 3
+        assert {hold["job_id"] for hold, _, _ in gate.settled} == {ok, dead, slow}  # the gate's idempotency key
+        assert by_job["echo"][0][1] is True and by_job["echo"][0][0].output_tokens == 3
+        assert by_job["always-down"] == [(None, False)]
+        assert by_job["echo-slow"] == [(None, False)]
+
+
+# ---------------------------------------------------------------- URLs fetched for clients
+
+async def test_url_guard_refuses_private_targets_at_check_and_at_connect() -> None:
+    for url in ("http://127.0.0.1/x", "http://localhost:9/x", "http://10.1.2.3/x", "http://169.254.169.254/latest",
+                "http://[::1]/x", "http://192.168.0.10/x"):
+        with pytest.raises(BlockedURL):
+            await check_url(url, "webhook_url", allow_private=False)
+    with pytest.raises(InvalidRequest):
+        await check_url("file:///etc/passwd", "image_url", allow_private=False)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"secret"})
+
+    # the resolver the HTTP client connects through refuses too, so a name cannot resolve differently at connect
+    with pytest.raises(BlockedURL):
+        await GuardedResolver(allow_private=False).resolve("localhost", 80)
+    assert await GuardedResolver(allow_private=True).resolve("localhost", 80)
+    with ServerThread(app, lifespan="off") as s:
+        with pytest.raises(BlockedURL):
+            await fetch_bytes(s.url + "/", "image_url", allow_private=False, limit=100)
+        assert await fetch_bytes(s.url + "/", "image_url", allow_private=True, limit=100) == b"secret"
+
+
+def test_private_webhook_and_image_urls_are_400_at_submit(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, models=job_models(), **FAST)  # allow_private_urls stays off
+    with running(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
+        r = http.post("/api/jobs", json={"model_id": "echo", "task": "chat", "payload": chat_payload(),
+                                         "webhook_url": "http://127.0.0.1:9/hook"}, headers=srv.headers())
+        assert r.status_code == 400 and r.json()["error"]["param"] == "webhook_url"
+        r = http.post("/fal/modelyard/demo-image/image-to-image", json={"prompt": "x",
+                      "image_url": "http://169.254.169.254/latest/meta-data"}, headers=srv.headers())
+        assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["body", "image_url"]
+        r = http.post("/fal/modelyard/echo", params={"fal_webhook": "http://10.0.0.1/x"}, json={"prompt": "x"},
+                      headers=srv.headers())
+        assert r.status_code == 400
+        assert http.get("/api/jobs", headers=srv.headers()).json()["data"] == []
+
+
+async def test_a_settlement_lost_to_a_crash_is_swept_once(queue: tuple[JobQueue, str], tmp_path: Path) -> None:
+    from sqlalchemy import update
+
+    from modelyard.jobs.runner import JobRunner, RunnerContext
+    from modelyard.store.tables import jobs
+
+    q, org = queue
+    hold = {"org_id": org, "reserved_micros": 7, "job_id": "set below"}
+    job = await q.submit(org_id=org, token_id=None, model="echo", task="chat", payload=chat_payload(),
+                         meta={"hold": hold})
+    [claimed] = await q.claim("r", 30)
+    # the runner committed the result, then died before the gate settled
+    assert await q.complete(claimed, {"ok": 1}, {**claimed.meta, "settle_units": {"output_tokens": 5}})
+    assert (await q.get(job.id)).settle_due is True
+    gate = RecordingGate()
+    runner = JobRunner(RunnerContext(settings=make_settings(tmp_path, **FAST), store=q.store, router=None,
+                                     media=None, gate=gate), q)
+    await runner._sweep_settlements()
+    assert gate.settled == []  # within the grace period the finisher may still be settling
+    async with q.engine.begin() as conn:
+        await conn.execute(update(jobs).where(jobs.c.id == job.id).values(finished_at=time.time() - 3600))
+    await runner._sweep_settlements()
+    await runner._sweep_settlements()
+    assert len(gate.settled) == 1
+    settled_hold, units, ok = gate.settled[0]
+    assert settled_hold == hold and ok is True and units.output_tokens == 5
+    assert (await q.get(job.id)).settle_due is False
