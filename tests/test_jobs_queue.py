@@ -196,12 +196,59 @@ async def test_url_guard_refuses_private_targets_at_check_and_at_connect() -> No
         assert await fetch_bytes(s.url + "/", "image_url", allow_private=True, limit=100) == b"secret"
 
 
+async def test_fetch_bytes_reads_a_body_sent_in_many_writes_to_the_end() -> None:
+    """read(n) answers only what is buffered: a body bigger than one network chunk must still arrive whole."""
+    body = bytes(range(256)) * 2400  # ~600 KB
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        chunked = scope["path"] == "/chunked"  # no content-length: only counting while reading can refuse it
+        headers = [] if chunked else [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for i in range(0, len(body), 50_000):
+            await send({"type": "http.response.body", "body": body[i:i + 50_000], "more_body": True})
+            await asyncio.sleep(0.005)
+        await send({"type": "http.response.body", "body": b""})
+
+    with ServerThread(app, lifespan="off") as s:
+        for path in ("/", "/chunked"):
+            got = await fetch_bytes(s.url + path, "image_url", allow_private=True, limit=len(body))
+            assert len(got) == len(body) and got == body
+            with pytest.raises(InvalidRequest) as err:
+                await fetch_bytes(s.url + path, "image_url", allow_private=True, limit=len(body) - 1)
+            assert err.value.param == "image_url" and "larger than" in err.value.message
+
+
+async def test_unencodable_host_names_are_400_not_500() -> None:
+    for url in ("http://a..b/", "http://" + "a" * 64 + ".example.com/", "http://.a/x", "http://[::1/x"):
+        for allow_private in (False, True):
+            with pytest.raises(InvalidRequest) as err:
+                await check_url(url, "webhook_url", allow_private=allow_private)
+            assert err.value.param == "webhook_url" and err.value.status == 400
+
+
+async def test_ipv6_addresses_embedding_a_private_ipv4_are_refused() -> None:
+    teredo_to_loopback = "2001:0:4136:e378:8000:63bf:80ff:fffe"  # Teredo, client 127.0.0.1
+    for host in ("2002:7f00:1::1", "2002:a00:1::1", "2002:a9fe:a9fe::1", teredo_to_loopback, "64:ff9b::7f00:1"):
+        with pytest.raises(BlockedURL):
+            await check_url(f"http://[{host}]/x", "image_url", allow_private=False)
+        with pytest.raises(BlockedURL):
+            await GuardedResolver(allow_private=False).resolve(f"[{host}]", 80)
+    await check_url("http://[2002:808:808::1]/x", "image_url", allow_private=False)  # 6to4 of 8.8.8.8 is public
+
+
 def test_private_webhook_and_image_urls_are_400_at_submit(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, models=job_models(), **FAST)  # allow_private_urls stays off
     with running(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
         r = http.post("/api/jobs", json={"model_id": "echo", "task": "chat", "payload": chat_payload(),
                                          "webhook_url": "http://127.0.0.1:9/hook"}, headers=srv.headers())
         assert r.status_code == 400 and r.json()["error"]["param"] == "webhook_url"
+        for bad in ("http://a..b/hook", "http://" + "a" * 64 + ".com/hook"):  # getaddrinfo raised UnicodeError: 500
+            r = http.post("/api/jobs", json={"model_id": "echo", "task": "chat", "payload": chat_payload(),
+                                             "webhook_url": bad}, headers=srv.headers())
+            assert r.status_code == 400 and r.json()["error"]["param"] == "webhook_url", r.text
+        r = http.post("/fal/modelyard/echo", params={"fal_webhook": "http://a..b/"}, json={"prompt": "x"},
+                      headers=srv.headers())
+        assert r.status_code == 400, r.text
         r = http.post("/fal/modelyard/demo-image/image-to-image", json={"prompt": "x",
                       "image_url": "http://169.254.169.254/latest/meta-data"}, headers=srv.headers())
         assert r.status_code == 400 and r.json()["detail"][0]["loc"] == ["body", "image_url"]

@@ -21,20 +21,53 @@ class BlockedURL(InvalidRequest):
     code = "url_not_allowed"
 
 
+NAT64 = ipaddress.ip_network("64:ff9b::/96")  # well-known prefix: the last 32 bits are the IPv4 target
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """IPv4 addresses an IPv6 address leads to: 6to4 (2002::/16), Teredo (2001::/32, server and client), NAT64."""
+    found = [v4 for v4 in (ip.sixtofour, *(ip.teredo or ())) if v4 is not None]
+    if ip in NAT64:
+        found.append(ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF))
+    return found
+
+
 def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        elif any(_forbidden(v4) for v4 in _embedded_ipv4(ip)):  # 2002:7f00:1::1 is 127.0.0.1 by another name
+            return True
     return (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast or ip.is_reserved
             or ip.is_unspecified or not ip.is_global)
 
 
 def check_syntax(url: str, param: str) -> None:
     """Cheap checks done at submit time: a client hears about a bad URL before anything is queued."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # "http://[::1/x": an unclosed IPv6 bracket
+        raise InvalidRequest(f"'{param}' is not a valid URL.", param=param) from None
+    if parts.scheme not in ("http", "https") or not host:
         raise InvalidRequest(f"'{param}' must be an http(s) URL.", param=param)
     if len(url) > 2000:
         raise InvalidRequest(f"'{param}' is longer than 2000 characters.", param=param)
+    _check_host(host, param)
+
+
+def _check_host(host: str, param: str) -> None:
+    """A host name the resolver can encode: empty labels ("a..b") and labels over 63 characters are not names."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        host.encode("idna")
+    except (UnicodeError, ValueError):
+        raise InvalidRequest(f"The host in '{param}' is not a valid host name.", param=param,
+                             code="url_invalid_host") from None
 
 
 async def check_url(url: str, param: str, *, allow_private: bool) -> None:
@@ -45,7 +78,9 @@ async def check_url(url: str, param: str, *, allow_private: bool) -> None:
     host = urlsplit(url).hostname or ""
     try:
         await GuardedResolver(allow_private=False, param=param).resolve(host, 0)
-    except OSError:
+    except BlockedURL:
+        raise
+    except (OSError, UnicodeError, ValueError):  # getaddrinfo's IDNA step raises UnicodeError on odd names
         raise InvalidRequest(f"The host in '{param}' does not resolve.", param=param, code="url_unresolvable") from None
 
 
@@ -95,12 +130,17 @@ async def fetch_bytes(url: str, param: str, *, allow_private: bool, limit: int, 
                 if resp.status != 200:
                     raise InvalidRequest(f"Fetching '{param}' answered HTTP {resp.status}.", param=param,
                                          code="url_fetch_failed")
-                data = await resp.content.read(limit + 1)
-    except aiohttp.ClientError as exc:
+                if (resp.content_length or 0) > limit:
+                    raise InvalidRequest(f"'{param}' is larger than {limit} bytes.", param=param)
+                data = bytearray()  # read(n) answers what is buffered, not n bytes: read to the end, bounded
+                async for chunk in resp.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        raise InvalidRequest(f"'{param}' is larger than {limit} bytes.", param=param)
+    except (aiohttp.ClientError, TimeoutError) as exc:
         cause = exc.__cause__ or exc
         if isinstance(cause, BlockedURL):
             raise cause from None
-        raise InvalidRequest(f"Could not fetch '{param}': {exc}", param=param, code="url_fetch_failed") from None
-    if len(data) > limit:
-        raise InvalidRequest(f"'{param}' is larger than {limit} bytes.", param=param)
-    return data
+        raise InvalidRequest(f"Could not fetch '{param}': {str(exc) or 'timed out'}", param=param,
+                             code="url_fetch_failed") from None
+    return bytes(data)
