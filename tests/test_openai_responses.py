@@ -202,6 +202,16 @@ def test_tool_choice_none_skips_the_search(setup, stub, client):
     assert setup.search.queries == [] and [o.type for o in resp.output] == ["message"]
 
 
+def test_malformed_tool_choice_is_a_400_naming_it(setup, stub, client):
+    for choice, param in (({"type": "function", "function": "get_weather"}, "tool_choice.function"),
+                          ({"type": ["function"]}, "tool_choice.type"),
+                          ({"type": "function", "name": ["get_weather"]}, "tool_choice")):
+        with pytest.raises(openai.BadRequestError) as info:  # these were AttributeError / TypeError: 500s
+            client.responses.create(model="stub-gpt", input="x", tools=[WEATHER], tool_choice=choice)
+        assert info.value.body["param"] == param, info.value.body
+    assert stub.requests == []
+
+
 def test_async_with_hosted_tools_is_refused(setup, stub, client):
     with pytest.raises(openai.BadRequestError) as info:
         client.responses.create(model="stub-gpt", input="x", tools=[{"type": "web_search"}],

@@ -22,6 +22,7 @@ from modelyard.types_completions import CompletionRequest
 from modelyard.types_responses import InputItem, ResponsesRequest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai"
+WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}
 
 
 def load(name: str) -> dict[str, Any]:
@@ -121,6 +122,14 @@ def test_chat_chunks_become_the_event_sequence():
     ({"input": "x", "tool_choice": {"type": "web_search"}}, "tool_choice"),
     ({"input": "x", "tool_choice": {"type": "mcp"}}, "tool_choice.type"),
     ({}, "input"),
+    # malformed tool_choice objects were AttributeError / TypeError (500s), not 400s
+    ({"input": "x", "tools": [WEATHER], "tool_choice": {"type": "function", "function": "x"}}, "tool_choice.function"),
+    ({"input": "x", "tools": [WEATHER], "tool_choice": {"type": ["a"]}}, "tool_choice.type"),
+    ({"input": "x", "tools": [WEATHER], "tool_choice": {"type": {"a": 1}}}, "tool_choice.type"),
+    ({"input": "x", "tools": [WEATHER], "tool_choice": {"type": "function", "name": ["f"]}}, "tool_choice"),
+    ({"input": "x", "tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": {"a": 1}}}},
+     "tool_choice"),
+    ({"input": "x", "tools": [WEATHER], "tool_choice": {"type": "function"}}, "tool_choice"),
 ])
 def test_cross_field_rules_name_the_field(body, param):
     req = ResponsesRequest.model_validate({"model": "m", **body})

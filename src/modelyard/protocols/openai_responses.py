@@ -42,8 +42,17 @@ def validate(req: ResponsesRequest) -> None:
                              param="async", code="unsupported_parameter")
     if isinstance(req.tool_choice, dict):
         kind = req.tool_choice.get("type")
+        if not isinstance(kind, str):  # a list here is unhashable below: a 400, not a TypeError
+            raise InvalidRequest("'tool_choice.type' must be a string: 'function' or 'web_search'.",
+                                 param="tool_choice.type")
         if kind == "function":
-            name = req.tool_choice.get("name") or (req.tool_choice.get("function") or {}).get("name")
+            function = req.tool_choice.get("function")
+            if function is not None and not isinstance(function, dict):
+                raise InvalidRequest("'tool_choice.function' must be an object with a 'name'.",
+                                     param="tool_choice.function")
+            name = req.tool_choice.get("name") or (function or {}).get("name")
+            if not isinstance(name, str):
+                raise InvalidRequest("'tool_choice' must name a function: 'name' is a string.", param="tool_choice")
             if not name or name not in {t.name for t in req.function_tools}:
                 raise InvalidRequest(f"'tool_choice' names function '{name}', which is not in 'tools'.",
                                      param="tool_choice")
