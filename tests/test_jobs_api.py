@@ -259,6 +259,48 @@ def _png_b64(size: int = 32) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+# ---------------------------------------------------------------- fal video arguments
+
+@pytest.mark.parametrize("args, field", [
+    ({"resolution": [1]}, "resolution"), ({"resolution": {"a": 1}}, "resolution"),
+    ({"aspect_ratio": ["16:9"]}, "aspect_ratio"),
+    ({"num_frames": 10, "frames_per_second": "0"}, "frames_per_second"),
+    ({"num_frames": 10, "frames_per_second": 0}, "frames_per_second"),
+    ({"frames_per_second": "x"}, "frames_per_second"), ({"frames_per_second": [1]}, "frames_per_second"),
+    ({"frames_per_second": 1000}, "frames_per_second"),
+    ({"num_frames": 10, "fps": "0"}, "fps"),
+    ({"num_frames": "many"}, "num_frames"), ({"num_frames": 0}, "num_frames"),
+    ({"num_frames": 5000, "frames_per_second": 8}, "num_frames"),
+])
+def test_fal_video_arguments_are_400s_naming_the_field(args: dict, field: str) -> None:
+    from modelyard.errors import InvalidRequest
+    from modelyard.protocols import fal
+    from modelyard.types import Task
+
+    with pytest.raises(InvalidRequest) as info:
+        fal.to_payload(Task.TEXT_TO_VIDEO, {"prompt": "waves", **args})
+    assert info.value.param == field
+
+
+def test_fal_video_arguments_that_convert() -> None:
+    from modelyard.protocols import fal
+    from modelyard.types import Task
+
+    out = fal.to_payload(Task.TEXT_TO_VIDEO, {"prompt": "w", "num_frames": "32", "frames_per_second": "8"})
+    assert out["fps"] == 8 and out["duration"] == 4
+    assert fal.to_payload(Task.TEXT_TO_VIDEO, {"prompt": "w", "duration": "5s"})["duration"] == 5
+    # '²' passes str.isdigit() but not int(): it is left for the request model to refuse, naming duration
+    assert fal.to_payload(Task.TEXT_TO_VIDEO, {"prompt": "w", "duration": "²"})["duration"] == "²"
+
+
+def test_fal_video_submit_with_bad_arguments_is_a_400_in_fals_shape(http: httpx.Client, srv: Running) -> None:
+    for args, field in (({"resolution": [1]}, "resolution"), ({"duration": "²"}, "duration"),
+                        ({"num_frames": 10, "frames_per_second": "0"}, "frames_per_second")):
+        r = http.post("/fal/modelyard/demo-video", json={"prompt": "waves", **args}, headers=srv.headers())
+        assert r.status_code == 400, r.text  # TypeError, ValueError, ZeroDivisionError: 500s before
+        assert r.json()["detail"][0]["loc"] == ["body", field], r.text
+
+
 @pytest.mark.parametrize("body, field", [
     ({"positive_prompt": "x"}, "mode"),
     ({"mode": "t3i", "positive_prompt": "x"}, "mode"),

@@ -12,6 +12,7 @@ IMAGE_SIZES = {"square_hd": (1024, 1024), "square": (512, 512), "portrait_4_3": 
                "portrait_16_9": (576, 1024), "landscape_4_3": (1024, 768), "landscape_16_9": (1024, 576)}
 VIDEO_HEIGHTS = {"480p": 480, "580p": 576, "720p": 720, "1080p": 1080}
 RATIOS = {"16:9": (16, 9), "9:16": (9, 16), "1:1": (1, 1), "4:3": (4, 3), "3:4": (3, 4)}
+MAX_FPS, DEFAULT_FPS, MAX_VIDEO_SECONDS = 60, 16, 30  # the bounds VideoRequest enforces on fps and duration
 FAL_ONLY = {"sync_mode", "enable_safety_checker", "output_format", "acceleration", "enable_prompt_expansion"}
 FAL_STATUS = {"pending": "IN_QUEUE", "running": "IN_PROGRESS"}  # everything final is COMPLETED, as fal does
 ERROR_TYPES = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 429: "rate_limited",
@@ -46,13 +47,29 @@ def _image_size(value: Any) -> str:
 
 
 def video_size(resolution: Any, aspect_ratio: Any, param: str = "resolution") -> str:
-    if resolution not in VIDEO_HEIGHTS:
+    if not isinstance(resolution, str) or resolution not in VIDEO_HEIGHTS:  # a list is unhashable: check type first
         raise InvalidRequest(f"'{param}' is one of {', '.join(VIDEO_HEIGHTS)}.", param=param)
-    if aspect_ratio not in RATIOS:
+    if not isinstance(aspect_ratio, str) or aspect_ratio not in RATIOS:
         raise InvalidRequest(f"'aspect_ratio' is one of {', '.join(RATIOS)}.", param="aspect_ratio")
     short = VIDEO_HEIGHTS[resolution]
     rw, rh = RATIOS[aspect_ratio]
     return _dims(short * rw / rh, short) if rw >= rh else _dims(short, short * rh / rw)
+
+
+def _digits(s: str) -> bool:
+    """Only ASCII digits: str.isdigit() also accepts '²', which int() refuses."""
+    return s.isascii() and s.isdigit()
+
+
+def _whole(value: Any, param: str, low: int, high: int) -> int:
+    """A whole number (or its decimal string) within [low, high], else a 400 naming the field."""
+    if isinstance(value, str) and _digits(value):
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidRequest(f"'{param}' is a whole number from {low} to {high}.", param=param)
+    return value
 
 
 def pick_task(model_tasks: frozenset[Task], subpath: str, args: dict[str, Any]) -> Task:
@@ -92,12 +109,18 @@ def to_payload(task: Task, args: dict[str, Any]) -> dict[str, Any]:
                                                          "frames_per_second", "num_frames")}
         if "resolution" in a or "aspect_ratio" in a:
             out["size"] = video_size(a.get("resolution", "480p"), a.get("aspect_ratio", "16:9"))
-        if isinstance(out.get("duration"), str) and out["duration"].rstrip("s").isdigit():
+        if isinstance(out.get("duration"), str) and _digits(out["duration"].rstrip("s")):
             out["duration"] = int(out["duration"].rstrip("s"))  # fal models take "5" as often as 5
         if "frames_per_second" in a:
-            out["fps"] = a["frames_per_second"]
-        if "num_frames" in a and "duration" not in out and isinstance(a["num_frames"], int):
-            out["duration"] = max(1, a["num_frames"]) / int(out.get("fps") or 16)
+            out["fps"] = _whole(a["frames_per_second"], "frames_per_second", 1, MAX_FPS)
+        elif "fps" in out:  # the sync route's own name passes through; num_frames divides by it below
+            out["fps"] = _whole(out["fps"], "fps", 1, MAX_FPS)
+        if "num_frames" in a and "duration" not in out:
+            frames = _whole(a["num_frames"], "num_frames", 1, MAX_VIDEO_SECONDS * MAX_FPS)
+            out["duration"] = frames / out.get("fps", DEFAULT_FPS)
+            if out["duration"] > MAX_VIDEO_SECONDS:
+                raise InvalidRequest(f"'num_frames' at {out.get('fps', DEFAULT_FPS)} frames per second is longer "
+                                     f"than {MAX_VIDEO_SECONDS} seconds.", param="num_frames")
         if "num_inference_steps" in a:
             out["steps"] = a["num_inference_steps"]
         return out
