@@ -259,6 +259,43 @@ def _png_b64(size: int = 32) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
+# ---------------------------------------------------------------- image-to-image payloads are checked at submit
+
+def _i2i(**extra: Any) -> dict[str, Any]:
+    return {"model_id": "demo-image", "task": "image-to-image",
+            "payload": {"prompt": "make it blue", "image": _png_b64(), **extra}}
+
+
+def test_a_sound_image_to_image_payload_passes_the_submit_checks() -> None:
+    from modelyard.jobs.tasks import validate_payload
+    from modelyard.types import Task
+
+    validate_payload(Task.IMAGE_TO_IMAGE, _i2i(n=2, strength=0.5, seed=7, steps=4, size="128x128",
+                                               mask="data:image/png;base64," + _png_b64())["payload"], "demo-image")
+    validate_payload(Task.IMAGE_TO_IMAGE, _i2i(n="3", strength="0.3")["payload"], "demo-image")  # form-like strings
+
+
+@pytest.mark.parametrize("extra, field", [
+    ({"n": 1000000}, "n"), ({"n": 0}, "n"), ({"n": "zz"}, "n"), ({"n": True}, "n"), ({"n": 2.5}, "n"),
+    ({"strength": "q"}, "strength"), ({"strength": 0.01}, "strength"), ({"strength": [1]}, "strength"),
+    ({"strength": "nan"}, "strength"),
+    ({"seed": -1}, "seed"), ({"seed": 2**32}, "seed"), ({"seed": "7"}, "seed"),
+    ({"steps": 0}, "steps"), ({"steps": "x"}, "steps"),
+    ({"size": "65x64"}, "size"), ({"size": [64, 64]}, "size"),
+    ({"mask": "!!"}, "mask"), ({"mask": "QUJD"}, "mask"), ({"mask": 5}, "mask"),
+    ({"image": "!!"}, "image"), ({"image": "QUJD"}, "image"), ({"image_url": "data:image/png;base64,QUJD"}, "image_url"),
+    ({"prompt": "x" * 4001}, "prompt"),
+])
+def test_bad_image_to_image_payload_is_a_400_at_submit(http: httpx.Client, srv: Running, extra: dict,
+                                                       field: str) -> None:
+    """These were queued, then crashed the runner (internal_error, retried, dead-lettered)."""
+    before = http.get("/api/jobs", params={"limit": 100}, headers=srv.headers()).json()["data"]
+    r = submit(http, srv, _i2i(**extra))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == f"payload.{field}"
+    assert len(http.get("/api/jobs", params={"limit": 100}, headers=srv.headers()).json()["data"]) == len(before)
+
+
 # ---------------------------------------------------------------- fal video arguments
 
 @pytest.mark.parametrize("args, field", [

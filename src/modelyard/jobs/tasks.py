@@ -66,6 +66,7 @@ def validate_payload(task: Task, payload: dict[str, Any], model_id: str, prefix:
         _needs_one(payload, ("image", "image_url"), prefix)
         if not isinstance(payload.get("prompt"), str) or not payload["prompt"].strip():
             raise InvalidRequest("'prompt' is required.", param=f"{prefix}prompt")
+        _validate_image_edit(payload, prefix)
     else:
         _needs_one(payload, ("file", "audio_url"), prefix)
     for key in ("image_url", "audio_url"):
@@ -74,6 +75,59 @@ def validate_payload(task: Task, payload: dict[str, Any], model_id: str, prefix:
                 raise InvalidRequest(f"'{key}' must be a URL string.", param=f"{prefix}{key}")
             if not payload[key].startswith("data:"):
                 check_syntax(payload[key], f"{prefix}{key}")
+
+
+def _number(payload: dict[str, Any], key: str, kind: type, low: float, high: float, prefix: str, *,
+            strings: bool = True) -> None:
+    """The sync edits route's bounds on a JSON field: a number of `kind` (or, where the runner converts it, its
+    decimal string) in [low, high]."""
+    value = payload.get(key)
+    if value is None:
+        return
+    if strings and isinstance(value, str) and kind is int and value.isascii() and value.isdigit():
+        value = int(value)
+    elif strings and isinstance(value, str) and kind is float:
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type:
+        raise InvalidRequest(f"'{key}' must be {'an integer' if kind is int else 'a number'}.", param=f"{prefix}{key}")
+    if not low <= value <= high:  # NaN fails this too
+        raise InvalidRequest(f"'{key}' must be between {low} and {high}.", param=f"{prefix}{key}")
+
+
+def _validate_image_edit(payload: dict[str, Any], prefix: str) -> None:
+    """What build_request turns into an ImageEdit, checked as POST /v1/images/edits checks it, so the runner
+    never meets a payload it cannot convert (those failed as internal errors, retried and dead-lettered)."""
+    from ..backends._media_input import decode_base64_image
+    from ..backends.local.image import decode_image
+    from ..types_media import parse_size
+
+    if len(payload["prompt"]) > 4000:
+        raise InvalidRequest("'prompt' is longer than 4000 characters.", param=f"{prefix}prompt")
+    _number(payload, "n", int, 1, 10, prefix)
+    _number(payload, "strength", float, 0.05, 1.0, prefix)
+    _number(payload, "seed", int, 0, 2**32 - 1, prefix, strings=False)  # these reach the backend unconverted
+    _number(payload, "steps", int, 1, 100, prefix, strings=False)
+    size = payload.get("size")
+    if size is not None and size != "auto":
+        if not isinstance(size, str):
+            raise InvalidRequest("'size' must be 'auto' or look like 1024x768.", param=f"{prefix}size")
+        try:
+            parse_size(size)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), param=f"{prefix}size") from None
+    mask = payload.get("mask")
+    if mask is not None:
+        if not isinstance(mask, str):
+            raise InvalidRequest("'mask' must be a base64 image.", param=f"{prefix}mask")
+        decode_image(decode_base64_image(mask, f"{prefix}mask"), f"{prefix}mask")
+    url = payload.get("image_url")
+    if not (isinstance(url, str) and url and not url.startswith("data:")):  # inline: decoded now, as the runner will
+        key = "image_url" if isinstance(url, str) and url else "image"
+        decode_image(decode_base64_image(payload[key], f"{prefix}{key}"), f"{prefix}{key}")
 
 
 def _needs_one(payload: dict[str, Any], keys: tuple[str, str], prefix: str) -> None:
@@ -103,12 +157,14 @@ async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, a
             data["stream"] = False
         return _validated(cls, data, "")
     if task == Task.IMAGE_TO_IMAGE:
+        from ..backends._media_input import decode_base64_image
         from ..backends.local.image import decode_image
 
         raw = await _input_bytes(payload, "image", "image_url", allow_private=allow_private)
         mask = payload.get("mask")
         return ImageEdit(model=model_id, prompt=str(payload["prompt"]), image=decode_image(raw, "image"),
-                         mask=decode_image(base64.b64decode(mask), "mask") if isinstance(mask, str) else None,
+                         mask=decode_image(decode_base64_image(mask, "mask"), "mask") if isinstance(mask, str)
+                         else None,  # decoded as validate_payload checked it: a data URL or strict base64
                          n=int(payload.get("n") or 1), size=str(payload.get("size") or "auto"), response_format="url",
                          seed=payload.get("seed"), strength=float(payload.get("strength") or 0.75),
                          steps=payload.get("steps"))
