@@ -183,6 +183,42 @@ def test_free_models_work_with_an_empty_wallet_and_paid_ones_say_402(srv):
     assert wallet(srv, org_id)["balance_micros"] == 0
 
 
+def test_an_absurd_max_tokens_is_a_402_not_a_crash(srv):
+    org_id, key = org_with_key(srv, plan="pro", cents=100)
+    for cap in (10**19, 10**400):
+        r = httpx.post(srv.v1 + "/chat/completions", headers=srv.headers(key), timeout=30,
+                       json={"model": "paid-tokens", "max_tokens": cap, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 402, r.text  # reserved as the largest real output, which $1 does not cover
+    assert wallet(srv, org_id)["balance_micros"] == 1_000_000
+
+
+def test_job_payloads_are_estimated_like_sync_requests():
+    from modelyard.pipeline.billing import fill_units, payload_estimate
+
+    image = payload_estimate(Task.TEXT_TO_IMAGE, {"prompt": "x", "n": 3, "size": "1024x1024", "quality": "hd"})
+    assert (image.images, image.image_size, image.image_quality) == (3, "1024x1024", "hd")
+    odd = payload_estimate(Task.TEXT_TO_IMAGE, {"prompt": "x", "n": "zz", "size": [1]})
+    assert (odd.images, odd.image_size) == (1, None)
+    video = payload_estimate(Task.TEXT_TO_VIDEO, {"prompt": "x", "size": "1280x720", "duration": 5})
+    assert (video.video_seconds, video.video_resolution) == (5.0, "720p")
+    chat = payload_estimate(Task.CHAT, {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 10**30})
+    assert 0 < chat.input_tokens < 100 and chat.output_tokens == 1_000_000
+    speech = payload_estimate(Task.SPEECH, {"input": "hello there"})
+    assert speech.characters == 11
+    # a result that cannot say its size tier or characters is completed from the estimate
+    assert fill_units(Units(images=2), image).image_size == "1024x1024"
+    assert fill_units(Units(), speech).characters == 11
+
+
+def test_the_content_filter_reads_job_payloads_like_sync_requests():
+    from modelyard.jobs.service import _prompt_text
+
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "secret plan"}]}]}
+    assert _prompt_text(parts) == "secret plan"
+    assert _prompt_text({"input": ["a", "b"]}) == "a\nb"
+    assert _prompt_text({"positive_prompt": "p"}) == "p"
+
+
 def test_media_routes_price_from_the_result(srv):
     """Embeddings go through the media routes' `_run`: estimated from the input, settled on the upstream's usage."""
     org_id, key = org_with_key(srv, plan="pro", cents=1)

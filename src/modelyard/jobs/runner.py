@@ -11,6 +11,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
+from ..pipeline.billing import fill_units
 from ..errors import ModelyardError
 from ..pipeline.gate import Units
 from ..routing import RETRYABLE
@@ -187,6 +188,8 @@ class JobRunner:
         stored, units = store_result(task, result, ctx.media)
         if job.meta.get("units"):  # priced as estimated at submit (studio modes price by mode, size, seconds)
             units = Units(**job.meta["units"])
+        elif job.meta.get("estimate"):
+            units = fill_units(units, Units(**job.meta["estimate"]))
         return stored, units, deployment
 
     async def _settle(self, job: Job, *, ok: bool, units: Units | None = None, deployment: Any = None) -> None:

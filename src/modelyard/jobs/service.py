@@ -9,6 +9,7 @@ import time
 from dataclasses import asdict
 from typing import Any
 
+from ..pipeline.billing import payload_estimate
 from ..errors import InvalidRequest, NotFound
 from ..net import check_url
 from ..pipeline.auth import Principal
@@ -78,13 +79,17 @@ class JobService:
             url = payload.get(key)
             if isinstance(url, str) and url.startswith(("http://", "https://")):
                 await check_url(url, payload_prefix + key, allow_private=self.settings.allow_private_urls)
+        if estimate is None:  # reserve what the job may cost, as a sync call would
+            estimate = payload_estimate(task, payload)
         ticket = await self.ctx.gate.admit(principal, model, task, estimate=estimate,
                                            kind=KIND_OF_TASK.get(task), job=True, text=_prompt_text(payload))
         job_id = new_job_id()
         hold = {**ticket.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement
         meta = {"face": face, "base_url": base_url, "hold": hold, **(extra_meta or {})}
-        if estimate is not None and estimate.mode:
+        if estimate.mode:
             meta["units"] = asdict(estimate)
+        else:  # completes the result's units where a result cannot say (size tier, characters)
+            meta["estimate"] = asdict(estimate)
         try:
             job = await self.queue.submit(org_id=principal.org_id, token_id=principal.token_id, model=model.id,
                                           task=task.value, payload=payload, meta=meta, priority=priority,
@@ -183,10 +188,21 @@ class JobService:
 
 
 def _prompt_text(payload: dict[str, Any]) -> str | None:
+    """What the content filter reads from a job payload: the same text a sync call's filter reads."""
     for key in ("prompt", "positive_prompt", "input"):
-        if isinstance(payload.get(key), str):
-            return payload[key]
+        value = payload.get(key)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            return "\n".join(value)
     msgs = payload.get("messages")
     if isinstance(msgs, list):
-        return "\n".join(m["content"] for m in msgs if isinstance(m, dict) and isinstance(m.get("content"), str))
+        parts: list[str] = []
+        for m in msgs:
+            content = m.get("content") if isinstance(m, dict) else None
+            if isinstance(content, str):
+                parts.append(content)
+            elif isinstance(content, list):
+                parts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
+        return "\n".join(parts) or None
     return None

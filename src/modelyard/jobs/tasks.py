@@ -8,6 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..pipeline.billing import video_resolution
 from ..errors import InvalidRequest
 from ..net import check_syntax, fetch_bytes
 from ..pipeline.gate import Units
@@ -194,7 +195,8 @@ def store_result(task: Task, result: Any, media: Any) -> tuple[Any, Units]:
         return {"video": {"file": media.save(result.data, "mp4", "video").name, "content_type": "video/mp4",
                           "duration_seconds": result.duration_seconds, "width": result.width,
                           "height": result.height, "fps": result.fps, "frames": result.frames}}, \
-            Units(video_seconds=result.duration_seconds, video_resolution=f"{result.width}x{result.height}")
+            Units(video_seconds=result.duration_seconds,
+                  video_resolution=video_resolution(f"{result.width}x{result.height}"))
     if isinstance(result, AudioResult):
         ext = AUDIO_EXT.get(result.content_type, "bin")
         return {"audio": {"file": media.save(result.data, ext, "audio").name, "content_type": result.content_type}}, \

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+import json
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
 
 MICROS_PER_DOLLAR = 1_000_000
 DEFAULT_OUTPUT_ESTIMATE = 1024  # output tokens reserved for a chat that sets no max_tokens
+# no model writes more than this in one call; a larger max_tokens is reserved as this (and settled on real usage)
+MAX_OUTPUT_ESTIMATE = 1_000_000
 IMAGE_TIER_SCALE = {"1k": 1.0, "2k": 1.25, "4k": 1.5}  # the seed's i2i_pro_plus steps, applied to every image mode
 VIDEO_RES_SCALE = {"480p": 2 / 3, "720p": 1.0, "1080p": 1.5}
 
@@ -171,7 +174,7 @@ def chat_estimate(req: Any) -> Units:
     raw = getattr(req, "_raw", None)
     size = len(raw) if raw is not None else sum(len(str(m.content or "")) for m in req.messages)
     cap = getattr(req, "max_completion_tokens", None) or getattr(req, "max_tokens", None) or DEFAULT_OUTPUT_ESTIMATE
-    return Units(input_tokens=size // 3 + 1, output_tokens=cap)
+    return Units(input_tokens=size // 3 + 1, output_tokens=min(int(cap), MAX_OUTPUT_ESTIMATE))
 
 
 def chat_units(usage: dict[str, Any] | None, fallback: Units | None, output_chunks: int = 0) -> Units | None:
@@ -243,6 +246,49 @@ def task_units(task: Task, req: Any, result: Any = None) -> Units:
         text, _ = filter_text(req)
         u.input_tokens = len(text) // 3 + 1 if text else 0
     return u
+
+
+def payload_estimate(task: Task, payload: dict[str, Any]) -> Units:
+    """What a queued job is estimated to cost, from its payload (a dict): reserved at submit like a sync call."""
+    from .gate import Units
+
+    if task in (Task.CHAT, Task.COMPLETION):
+        cap = payload.get("max_completion_tokens") or payload.get("max_tokens")
+        cap = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else DEFAULT_OUTPUT_ESTIMATE
+        size = len(json.dumps(payload, default=str))  # not orjson: a payload may hold integers past 64 bits
+        return Units(input_tokens=size // 3 + 1, output_tokens=min(cap, MAX_OUTPUT_ESTIMATE))
+    fields = {k: v for k, v in payload.items() if isinstance(k, str)}
+    n = fields.get("n")
+    fields["n"] = n if isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 16 else 1
+    for key in ("size", "quality"):
+        if not isinstance(fields.get(key), str):
+            fields.pop(key, None)
+    duration = fields.get("duration")
+    fields["duration"] = float(duration) if isinstance(duration, (int, float)) and 0 < duration <= 3600 else 0
+    return task_units(task, _Fields(fields))
+
+
+class _Fields:
+    """Attribute access over a job payload's keys, for the helpers that read validated requests."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.__dict__.update(data)
+
+    def __getattr__(self, name: str) -> Any:
+        return None
+
+
+def fill_units(real: Units, estimate: Units) -> Units:
+    """A result's units, completed from the estimate where the result cannot say (an image's size tier, speech's
+    characters, a video's resolution): the price table needs them."""
+    for name in ("image_size", "image_quality", "video_resolution"):
+        if not getattr(real, name):
+            setattr(real, name, getattr(estimate, name))
+    if not real.characters:
+        real.characters = estimate.characters
+    if not real.video_seconds:
+        real.video_seconds = estimate.video_seconds
+    return real
 
 
 def filter_text(req: Any) -> tuple[str | None, str]:

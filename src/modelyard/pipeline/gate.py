@@ -104,6 +104,9 @@ class Ticket:
                 "flagged": self.flagged, "admitted_at": time.time()}
 
 
+MAX_RESERVE = 2**62  # micro-dollars; beyond this an estimate cannot be stored (64-bit columns) or be real
+
+
 class Gate:
     """Plan check, rate limits, content filter and wallet reserve on admission; settlement and usage afterwards.
 
@@ -163,7 +166,15 @@ class Gate:
                         estimate=estimate, taken=taken, flagged=flagged)
         if not self.prices.is_free(model_id, estimate):
             # a priced call whose estimate is zero (audio of unknown length) still needs money in the wallet
-            amount = max(self.prices.cost(model_id, estimate or Units()), 1)
+            try:
+                amount = max(self.prices.cost(model_id, estimate or Units()), 1)
+            except (OverflowError, ValueError):  # absurd sizes from the client: nobody's balance covers them
+                amount = MAX_RESERVE + 1
+            if amount > MAX_RESERVE:
+                if taken is not None:
+                    self.limits.correct(taken, 0)
+                raise InsufficientBalance("This call's estimated price is larger than any balance can cover; ask "
+                                          "for less (max_tokens, n, duration).")
             ref = new_id("call")
             if not await self.wallets.reserve(principal.org_id, amount, ref):
                 if taken is not None:
