@@ -117,6 +117,16 @@ class StreamOptions(_Open):
     include_usage: bool = False
 
 
+def check_stop(v: str | list[str] | None) -> str | list[str] | None:
+    """OpenAI's rule for `stop`, shared by chat and completions."""
+    if isinstance(v, list):
+        if len(v) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        if any(not s for s in v):
+            raise ValueError("stop sequences must not be empty")
+    return v
+
+
 class ChatRequest(_Open):
     """POST /v1/chat/completions, as OpenAI defines it."""
 
@@ -149,12 +159,7 @@ class ChatRequest(_Open):
     @field_validator("stop")
     @classmethod
     def _stop_rules(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list):
-            if len(v) > 4:
-                raise ValueError("at most 4 stop sequences are allowed")
-            if any(not s for s in v):
-                raise ValueError("stop sequences must not be empty")
-        return v
+        return check_stop(v)
 
     @model_validator(mode="after")
     def _cross_field(self) -> ChatRequest:

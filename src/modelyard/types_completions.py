@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from .types import StreamOptions, _Open
+from .types import StreamOptions, _Open, check_stop
 
 
 class CompletionRequest(_Open):
@@ -37,12 +37,7 @@ class CompletionRequest(_Open):
     @field_validator("stop")
     @classmethod
     def _stop_rules(cls, v: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(v, list):
-            if len(v) > 4:
-                raise ValueError("at most 4 stop sequences are allowed")
-            if any(not s for s in v):
-                raise ValueError("stop sequences must not be empty")
-        return v
+        return check_stop(v)
 
     @field_validator("prompt")
     @classmethod

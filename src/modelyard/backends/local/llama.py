@@ -62,6 +62,21 @@ class _TokenCounter:
 class LlamaCppBackend(LocalRuntime):
     tasks = frozenset({Task.CHAT, Task.COMPLETION})
 
+    def _sampling(self, req: Any, max_tokens: int, stop: list[str]) -> dict[str, Any]:
+        """llama.cpp's sampling arguments: the deployment's defaults, then what the request sets."""
+        kwargs: dict[str, Any] = self.deployment.config.sampling.model_dump(exclude_none=True)
+        kwargs.update(max_tokens=max_tokens, stop=stop)
+        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
+            value = getattr(req, name)
+            if value is not None:
+                kwargs[name] = value
+        if req.logit_bias:
+            try:
+                kwargs["logit_bias"] = {int(k): float(v) for k, v in req.logit_bias.items()}
+            except ValueError:
+                raise InvalidRequest("logit_bias keys must be token ids.", param="logit_bias") from None
+        return kwargs
+
     def missing(self) -> str | None:
         if not installed("llama_cpp"):
             return "llama-cpp-python is not installed (pip install 'modelyard[local]')"
@@ -128,17 +143,7 @@ class LlamaCppBackend(LocalRuntime):
         room = loaded.n_ctx - prompt_tokens
         limit = min(req.token_limit or room, room)
         stops = [s for s in ([formatted.stop] if isinstance(formatted.stop, str) else (formatted.stop or [])) if s]
-        kwargs: dict[str, Any] = self.deployment.config.sampling.model_dump(exclude_none=True)
-        kwargs.update(max_tokens=limit, stop=stops + req.stop_list)
-        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
-            value = getattr(req, name)
-            if value is not None:
-                kwargs[name] = value
-        if req.logit_bias:
-            try:
-                kwargs["logit_bias"] = {int(k): float(v) for k, v in req.logit_bias.items()}
-            except ValueError:
-                raise InvalidRequest("logit_bias keys must be token ids.", param="logit_bias") from None
+        kwargs = self._sampling(req, limit, stops + req.stop_list)
         schema = None
         param = "response_format"
         if tool_mode == "forced":
@@ -262,17 +267,7 @@ class LlamaCppBackend(LocalRuntime):
             raise InvalidRequest(f"This model's context is {loaded.n_ctx} tokens; prompt {index} takes {tokens}.",
                                  param="prompt", code="context_length_exceeded")
         room = loaded.n_ctx - tokens
-        kwargs: dict[str, Any] = self.deployment.config.sampling.model_dump(exclude_none=True)
-        kwargs.update(max_tokens=min(req.max_tokens or room, room), stop=req.stop_list)
-        for name in ("temperature", "top_p", "presence_penalty", "frequency_penalty", "seed"):
-            value = getattr(req, name)
-            if value is not None:
-                kwargs[name] = value
-        if req.logit_bias:
-            try:
-                kwargs["logit_bias"] = {int(k): float(v) for k, v in req.logit_bias.items()}
-            except ValueError:
-                raise InvalidRequest("logit_bias keys must be token ids.", param="logit_bias") from None
+        kwargs = self._sampling(req, min(req.max_tokens or room, room), req.stop_list)
         return Plan(prompt=prompt, prompt_tokens=tokens, kwargs=kwargs, tool_mode="none", tool_names=frozenset())
 
     async def complete(self, req: CompletionRequest, model: str) -> dict[str, Any]:
