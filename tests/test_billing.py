@@ -183,6 +183,22 @@ def test_free_models_work_with_an_empty_wallet_and_paid_ones_say_402(srv):
     assert wallet(srv, org_id)["balance_micros"] == 0
 
 
+def test_the_operators_own_org_is_not_charged_but_its_usage_is_priced(srv):
+    me = httpx.get(srv.url + "/api/v1/me", headers=srv.headers()).json()
+    assert me["plan"] == "unlimited" and me["balance_micros"] == 0
+    for _ in range(3):
+        assert chat(srv, srv.admin_key, "paid-flat").status_code == 200  # an empty wallet, and no 402
+    _flush(srv)
+
+    async def priced(store):
+        async with store.engine.connect() as conn:
+            return (await conn.execute(select(func.count(), func.sum(usage_records.c.price_micros)).where(
+                usage_records.c.org_id == me["organization_id"], usage_records.c.model_id == "paid-flat"))).one()
+    count, total = _db(srv, priced)
+    assert count == 3 and total == 3 * PER_REQUEST * 1_000_000  # list prices, for the operator's accounting
+    assert wallet(srv, me["organization_id"])["balance_micros"] == 0
+
+
 def test_an_absurd_max_tokens_is_a_402_not_a_crash(srv):
     org_id, key = org_with_key(srv, plan="pro", cents=100)
     for cap in (10**19, 10**400):

@@ -80,6 +80,7 @@ class Ticket:
     estimate: Units | None = None
     taken: Taken | None = None
     flagged: bool = False
+    house: bool = False  # the operator's own (unlimited) org: priced in its usage rows, never charged
 
     def settle(self, units: Units | None = None, deployment: Any = None) -> None:
         """The call succeeded: charge the real price of `units` (the estimate when None), release the rest."""
@@ -101,7 +102,7 @@ class Ticket:
         return {"org_id": self.principal.org_id, "token_id": self.principal.token_id, "model_id": self.model_id,
                 "task": self.task.value, "reserved_micros": self.reserved, "ref": self.ref,
                 "estimate": asdict(self.estimate) if self.estimate is not None else None,
-                "flagged": self.flagged, "admitted_at": time.time()}
+                "flagged": self.flagged, "house": self.house, "admitted_at": time.time()}
 
 
 MAX_RESERVE = 2**62  # micro-dollars; beyond this an estimate cannot be stored (64-bit columns) or be real
@@ -163,8 +164,9 @@ class Gate:
                                                   token_id=principal.token_id, model_id=model_id, action=action,
                                                   text=text, field=field or "input")
         ticket = Ticket(principal=principal, model_id=model_id, task=task, headers=headers, gate=self,
-                        estimate=estimate, taken=taken, flagged=flagged)
-        if not self.prices.is_free(model_id, estimate):
+                        estimate=estimate, taken=taken, flagged=flagged, house=plan == UNLIMITED)
+        # the operator's org does not pay itself: its calls skip the wallet (usage rows still show list prices)
+        if not ticket.house and not self.prices.is_free(model_id, estimate):
             # a priced call whose estimate is zero (audio of unknown length) still needs money in the wallet
             try:
                 amount = max(self.prices.cost(model_id, estimate or Units()), 1)
@@ -197,7 +199,8 @@ class Gate:
                         " the route should pass estimate= and settle(units)", t.task.value, t.model_id, t.reserved)
         units = units if units is not None else t.estimate
         price = self._price(t.model_id, units, t.reserved, t.estimate) if ok else 0
-        self._queue_money(t.principal.org_id, t.ref, t.reserved, price)
+        if not t.house:
+            self._queue_money(t.principal.org_id, t.ref, t.reserved, price)
         if t.taken is not None:
             self.limits.correct(t.taken, (units.input_tokens + units.output_tokens) if ok and units else 0)
         region = getattr(getattr(deployment, "config", None), "region", None)
@@ -222,7 +225,8 @@ class Gate:
         reserved = int(hold.get("reserved_micros") or 0)
         units = units if units is not None else estimate
         price = self._price(hold["model_id"], units, reserved, estimate) if ok else 0
-        self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
+        if not hold.get("house"):
+            self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
         admitted = float(hold.get("admitted_at") or time.time())
         self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
                           task=hold["task"], units=units if ok else None, price_micros=price,
