@@ -77,6 +77,14 @@ def test_local_refuses_what_it_cannot_do_naming_the_field(client, extra, param):
 
 # ---------------------------------------------------------------- OpenAI-compatible upstream (native pass-through)
 
+def test_async_is_refused_on_completions_and_never_forwarded(setup, stub, client):
+    seen = len(stub.requests)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.completions.create(model="stub-gpt", prompt="x", max_tokens=4, extra_body={"async": True})
+    assert info.value.body["param"] == "async"
+    assert len(stub.requests) == seen
+
+
 def test_upstream_native_completion_passes_through(setup, stub, client):
     resp = client.completions.create(model="stub-gpt", prompt=["a", "b"], n=2, echo=True, suffix="!", max_tokens=5,
                                      extra_body={"vendor_knob": 1})

@@ -220,6 +220,29 @@ def test_async_with_hosted_tools_is_refused(setup, stub, client):
     assert setup.search.queries == [] and stub.requests == []
 
 
+def test_async_without_hosted_tools_runs_as_a_job(setup, stub, client):
+    import time
+
+    import httpx
+
+    srv = setup.srv
+    r = httpx.post(srv.v1 + "/responses", headers=srv.headers(), timeout=30,
+                   json={"model": "stub-gpt", "input": "hello", "instructions": "Be brief.", "async": True})
+    assert r.status_code == 202, r.text
+    job = r.json()
+    assert job["object"] == "response.async" and job["status"] == "pending"
+    deadline = time.monotonic() + 60
+    while True:
+        polled = httpx.get(f"{srv.url}/api/jobs/{job['id']}", headers=srv.headers()).json()
+        if polled["status"] in ("completed", "failed", "dead_letter") or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert polled["status"] == "completed", polled
+    assert polled["result"]["choices"][0]["message"]["content"]  # the chat completion the turn ran
+    sent = stub.requests[-1]
+    assert sent["messages"][0] == {"role": "system", "content": "Be brief."} and "async" not in sent
+
+
 def test_without_a_search_url_web_search_is_a_clear_400(tmp_path, stub_server):
     from .conftest import upstream_models
 

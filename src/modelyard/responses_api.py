@@ -38,9 +38,8 @@ class Turn:
 async def prepare(req: ResponsesRequest, org_id: str, log_: ResponseLog, search: SearchProvider) -> Turn:
     """Every 4xx a request can earn, before the gate admits it: nothing is charged for a request we refuse."""
     orp.validate(req)
-    if req.async_:
-        raise InvalidRequest("'async': true is not available for responses on this server yet.", param="async",
-                             code="unsupported_parameter")
+    if req.async_ and req.stream:
+        raise InvalidRequest("'async' cannot be combined with 'stream'.", param="stream")
     query = orp.search_query(req) if orp.wants_search(req) else None
     if query is not None and not search.configured:
         await search.search(query)  # raises the "web search is not configured" 400

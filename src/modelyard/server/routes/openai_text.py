@@ -12,7 +12,7 @@ from ... import responses_api as ra
 from ...backends.base import ChatChunk
 from ...backends.via_chat import complete_via_chat, stream_via_chat
 from ...catalog import Deployment
-from ...errors import NotFound
+from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
 from ...pipeline.gate import Units
 from ...pipeline.regions import region_for
@@ -42,6 +42,9 @@ async def completions(request: Request) -> Response:
     ctx = request.app.state.ctx
     principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
     req = await parse_json(request, CompletionRequest)
+    if (req.model_extra or {}).get("async") is not None:  # never forwarded upstream as an unknown field
+        raise InvalidRequest("'async' is not available on completions; send the prompt to /v1/chat/completions "
+                             "with \"async\": true, or to /api/jobs.", param="async", code="unsupported_parameter")
     model = ctx.catalog.get(req.model, param="model")
     native = Task.COMPLETION in model.tasks and ctx.router.serves(model, Task.COMPLETION)
     model = ctx.router.resolve(req.model, Task.COMPLETION if native else Task.CHAT)
@@ -108,6 +111,13 @@ async def create_response(request: Request) -> Response:
     req = await parse_json(request, ResponsesRequest)
     model = ctx.router.resolve(req.model, Task.CHAT)
     turn = await ra.prepare(req, principal.org_id, ctx.responses, ctx.search)
+    if req.async_:  # a job running the turn's chat; hosted tools were refused above (Casola's rule)
+        from . import async_jobs
+
+        request.state.principal = principal
+        job = await async_jobs.submit(request, model, Task.CHAT, turn.chat)
+        return json_response({"id": job.id, "object": "response.async", "status": job.status,
+                              "created": int(job.created_at)}, status=202)
     region = region_for(request, ctx.settings.region_hosts)
     ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="responses", text=orp.search_query(req),
                                   estimate=chat_estimate(turn.chat))
