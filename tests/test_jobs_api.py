@@ -201,6 +201,35 @@ def test_async_image_generation_stores_signed_urls(http: httpx.Client, srv: Runn
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
 
 
+def test_async_on_multipart_uploads(http: httpx.Client, srv: Running) -> None:
+    """images/edits and audio uploads become jobs too: the upload travels in the payload."""
+    png = base64.b64decode(_png_b64(64))
+    r = http.post("/v1/images/edits", headers=srv.headers(), files={"image": ("in.png", png, "image/png")},
+                  data={"model": "demo-image", "prompt": "make it blue", "size": "64x64", "async": "true"})
+    assert r.status_code == 202, r.text
+    assert r.json()["object"] == "image.async"
+    bad = http.post("/v1/images/edits", headers=srv.headers(), files={"image": ("in.png", png, "image/png")},
+                    data={"model": "demo-image", "prompt": "x", "async": "maybe"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "async"
+    done = wait_status(http, f"/api/jobs/{r.json()['id']}", srv.headers(), {"completed", "failed", "dead_letter"},
+                       timeout=240)
+    assert done["status"] == "completed", done
+    assert done["result"]["images"][0]["width"] == 64
+
+    speech = http.post("/v1/audio/speech", headers=srv.headers(),
+                       json={"model": "espeak-ng", "input": "Hello jobs.", "response_format": "wav"})
+    if speech.status_code != 200:
+        pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
+    t = http.post("/v1/audio/transcriptions", headers=srv.headers(),
+                  files={"file": ("hello.wav", speech.content, "audio/wav")},
+                  data={"model": "whisper-base", "async": "true"})
+    assert t.status_code == 202, t.text
+    done = wait_status(http, f"/api/jobs/{t.json()['id']}", srv.headers(), {"completed", "failed", "dead_letter"},
+                       timeout=240)
+    assert done["status"] == "completed", done
+    assert "hello" in done["result"]["text"].lower()
+
+
 # ---------------------------------------------------------------- fal over plain HTTP (the SDK test uses HTTPS)
 
 def test_fal_submit_status_result_and_slugs(http: httpx.Client, srv: Running) -> None:

@@ -38,12 +38,26 @@ def take_async(req: BaseModel) -> bool:
 
 
 async def submit(request: Request, model: Model, task: Task, req: BaseModel) -> Job:
-    ctx = request.app.state.ctx
-    principal = getattr(request.state, "principal", None) or await ctx.auth.authenticate(request)
     payload = req.model_dump(mode="json", exclude_unset=True)
     payload.pop("model", None)
+    return await submit_payload(request, model, task, payload)
+
+
+async def submit_payload(request: Request, model: Model, task: Task, payload: dict[str, Any]) -> Job:
+    ctx = request.app.state.ctx
+    principal = getattr(request.state, "principal", None) or await ctx.auth.authenticate(request)
     return await ctx.jobs.submit(principal, model, task, payload, face="openai", base_url=base_url(request),
                                  region=region_for(request, ctx.settings.region_hosts))
+
+
+def form_async(form: Any) -> bool:
+    """The `async` field of a multipart upload (a string there): true/false, 1/0."""
+    value = form.get("async")
+    if value is None:
+        return False
+    if not isinstance(value, str) or value.strip().lower() not in ("true", "false", "1", "0"):
+        raise InvalidRequest("'async' must be true or false.", param="async")
+    return value.strip().lower() in ("true", "1")
 
 
 def accepted(job: Job) -> Response:

@@ -145,6 +145,12 @@ async def _audio_input(request: Request, translation: bool) -> AudioInput:
 async def _transcribe(request: Request, task: Task) -> Response:
     ctx = await _authorized(request)
     req = await _audio_input(request, translation=task == Task.TRANSLATION)
+    if async_jobs.form_async(await read_form(request)):  # the form is parsed once; this reads it again from cache
+        payload = {"file": base64.b64encode(req.data).decode(), "filename": req.filename, "language": req.language,
+                   "prompt": req.prompt, "timestamps": req.response_format == "verbose_json"}
+        model = _model_for(ctx, req.model, task)
+        return async_jobs.accepted(await async_jobs.submit_payload(
+            request, model, task, {k: v for k, v in payload.items() if v is not None}))
     result, headers = await _run(request, ctx, req.model, task, req)
     body, media_type = render_transcript(result, req.response_format)
     if isinstance(body, dict):
@@ -221,6 +227,13 @@ async def image_edits(request: Request) -> Response:
         response_format=text_field(form, "response_format", choices=("url", "b64_json"), default="url"),  # type: ignore[arg-type]
         seed=number_field(form, "seed", int, default=None, low=0, high=2**32 - 1),
         strength=number_field(form, "strength", float, default=0.75, low=0.05, high=1.0))
+    if async_jobs.form_async(form):
+        payload = {"prompt": edit.prompt, "image": base64.b64encode(image_bytes).decode(), "n": edit.n,
+                   "size": edit.size, "seed": edit.seed, "strength": edit.strength,
+                   "mask": base64.b64encode(mask[0]).decode() if mask else None}
+        model = _model_for(ctx, edit.model, Task.IMAGE_TO_IMAGE)
+        return async_jobs.accepted(await async_jobs.submit_payload(
+            request, model, Task.IMAGE_TO_IMAGE, {k: v for k, v in payload.items() if v is not None}))
     result, headers = await _run(request, ctx, edit.model, Task.IMAGE_TO_IMAGE, edit)
     return json_response(_image_data(request, result.images, edit.response_format, result.revised_prompt), headers=headers)
 
