@@ -127,7 +127,24 @@ def check_stop(v: str | list[str] | None) -> str | list[str] | None:
     return v
 
 
-class ChatRequest(_Open):
+class _GenerationOptions:
+    """What chat and completions requests share beyond their fields: stop sequences and stream usage."""
+
+    stop: str | list[str] | None
+    stream_options: StreamOptions | None
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+    @property
+    def wants_usage_in_stream(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
+
+class ChatRequest(_GenerationOptions, _Open):
     """POST /v1/chat/completions, as OpenAI defines it."""
 
     # the client's body as it arrived: pass-through upstreams forward it rather than re-serializing the model
@@ -173,19 +190,10 @@ class ChatRequest(_Open):
                 raise ValueError(f"'tool_choice' names function '{name}' that is not in 'tools'")
         return self
 
-    @property
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
     @property
     def token_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
-
-    @property
-    def wants_usage_in_stream(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
 
 
 # A chat completion and its stream chunks travel as OpenAI-shaped JSON objects (dicts) inside the gateway;

@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from .types import StreamOptions, _Open, check_stop
+from .types import StreamOptions, _GenerationOptions, _Open, check_stop
 
 
-class CompletionRequest(_Open):
+class CompletionRequest(_GenerationOptions, _Open):
     """POST /v1/completions, as OpenAI defines it (max_tokens defaults to 16 there, and here)."""
 
     # the client's body as it arrived: pass-through upstreams forward it rather than re-serializing the model
@@ -63,12 +63,4 @@ class CompletionRequest(_Open):
             return list(self.prompt)  # type: ignore[arg-type]
         return None
 
-    @property
-    def stop_list(self) -> list[str]:
-        if self.stop is None:
-            return []
-        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
 
-    @property
-    def wants_usage_in_stream(self) -> bool:
-        return bool(self.stream_options and self.stream_options.include_usage)
