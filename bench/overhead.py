@@ -103,18 +103,20 @@ def load_wrk(wrk: str, t: Target, concurrency: int, duration: float, stream: boo
                       "  if status ~= 200 then io.stderr:write('HTTP ' .. status .. ': ' .. body .. '\\n'); os.exit(1) end\n"
                       "end\n")
     url = chat_url(t, stream)
-    subprocess.run([wrk, "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), url], capture_output=True, check=True,
-                   preexec_fn=pinned("tools"))
+    warm = subprocess.run([wrk, "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), url], capture_output=True,
+                          text=True, check=True, preexec_fn=pinned("tools"))
     out = subprocess.run([wrk, "-t1", f"-c{concurrency}", f"-d{duration:g}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, preexec_fn=pinned("tools"))
     if out.returncode != 0:
         raise SystemExit(f"{t.name}: wrk failed: {out.stderr.strip()[:500]}")
     pct = {m[0]: float(m[1]) * _UNITS[m[2]] for m in re.findall(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", out.stdout, re.M)}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))  # type: ignore[union-attr]
-    return {"rps": rps, "p50": pct["50"], "p99": pct["99"]}
+    # every request the gateway served in this measurement, the warm-up's too (its CPU time counts them all)
+    n = sum(float(re.search(r"(\d+) requests in", o.stdout).group(1)) for o in (warm, out))  # type: ignore[union-attr]
+    return {"rps": rps, "p50": pct["50"], "p99": pct["99"], "n": n}
 
 
-async def load(t: Target, concurrency: int, duration: float, stream: bool) -> list[float]:
+async def load(t: Target, concurrency: int, duration: float, stream: bool) -> tuple[list[float], int]:
     body = chat_body(t, stream)
     url = chat_url(t, stream)
     latencies: list[float] = []
@@ -127,8 +129,10 @@ async def load(t: Target, concurrency: int, duration: float, stream: bool) -> li
                 await resp.read()
 
         warm_until = time.perf_counter() + 1.0
+        warmed = 0
         while time.perf_counter() < warm_until:
             await asyncio.gather(*(once() for _ in range(concurrency)))
+            warmed += concurrency
         stop_at = time.perf_counter() + duration
 
         async def worker() -> None:
@@ -138,12 +142,22 @@ async def load(t: Target, concurrency: int, duration: float, stream: bool) -> li
                 latencies.append(time.perf_counter() - t0)
 
         await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return latencies
+    return latencies, warmed
 
 
-def summarize(lat: list[float], duration: float) -> dict[str, float]:
+def summarize(run: tuple[list[float], int], duration: float) -> dict[str, float]:
+    lat, warmed = run
     q = statistics.quantiles(lat, n=100)
-    return {"rps": len(lat) / duration, "p50": statistics.median(lat) * 1000, "p99": q[98] * 1000}
+    return {"rps": len(lat) / duration, "p50": statistics.median(lat) * 1000, "p99": q[98] * 1000,
+            "n": len(lat) + warmed}
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc), the measure of what a gateway costs per call."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_litellm(binary: str, stub_port: int, tmp: str) -> tuple[subprocess.Popen, Target]:
@@ -218,7 +232,7 @@ def main() -> int:
             proc, target = start_litellm(args.litellm, stub_port, data)
             procs.append(proc)
             targets.append(target)
-        print(f"{'mode':<6} {'conns':>5} {'target':<10} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8}")
+        print(f"{'mode':<6} {'conns':>5} {'target':<10} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8} {'cpu us/req':>10}")
         for stream in ([False, True] if args.stream else [False]):
             for c in [int(x) for x in args.concurrency.split(",")]:
                 def measure(t: Target) -> dict[str, float]:
@@ -233,10 +247,13 @@ def main() -> int:
                 print(f"{mode:<6} {c:>5} {'direct':<10} {base['rps']:>7.0f} {base['p50']:>7.2f} {base['p99']:>7.2f}")
                 seen: dict[str, float] = {}
                 for t in targets:
+                    cpu = cpu_seconds(t.pid)
                     r = measure(t)
+                    cpu = cpu_seconds(t.pid) - cpu  # warm-up included, in both the time and the count
                     seen[t.name] = r["rps"]
+                    per_call = cpu / r["n"] * 1e6 if r["n"] else 0.0
                     print(f"{mode:<6} {c:>5} {t.name:<10} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
-                          f"{r['p50'] - base['p50']:>8.2f} {r['p99'] - base['p99']:>8.2f}", flush=True)
+                          f"{r['p50'] - base['p50']:>8.2f} {r['p99'] - base['p99']:>8.2f} {per_call:>10.0f}", flush=True)
                 if seen.get("litellm"):
                     print(f"{mode:<6} {c:>5} modelyard/litellm requests/s: {seen['modelyard'] / seen['litellm']:.1f}x",
                           flush=True)
