@@ -86,7 +86,7 @@ class RateLimited(ModelyardError):
 
 
 class InsufficientBalance(ModelyardError):
-    """The org's wallet cannot cover the call's estimated price (Qiklab's 402; OpenAI's insufficient_quota)."""
+    """The org's wallet cannot cover the call's estimated price (the studio API's 402; OpenAI's insufficient_quota)."""
 
     status = 402
     type = "insufficient_quota"

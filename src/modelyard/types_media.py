@@ -184,7 +184,7 @@ class ImageEdit:
 
 
 class VideoRequest(_Open):
-    """QuickCasa's blocking video route: size, duration, fps."""
+    """The blocking video route: size, duration, fps."""
 
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1, max_length=4000)

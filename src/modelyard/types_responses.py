@@ -31,7 +31,7 @@ class ResponseTool(_Open):
     def _function_needs_name(self) -> ResponseTool:
         if self.type == "function":
             if self.name is None and self.function is not None:
-                # Chat's nested shape, which Casola's docs show: lift it to the flat Responses shape
+                # Chat's nested shape, which the API reference shows: lift it to the flat Responses shape
                 self.name = self.function.get("name")
                 self.description = self.description or self.function.get("description")
                 self.parameters = self.parameters or self.function.get("parameters")
@@ -124,7 +124,7 @@ class TextConfig(_Open):
 
 
 class ResponsesRequest(_Open):
-    """POST /v1/responses. `async` (Casola's extension) is refused with hosted tools, as Casola's docs say."""
+    """POST /v1/responses. `async` (the API reference's extension) is refused with hosted tools, as that reference says."""
 
     model: str = Field(min_length=1)
     input: str | list[InputItem] | None = None

@@ -55,7 +55,7 @@ class Job:
         return self.status in FINAL
 
     def public(self) -> dict[str, Any]:
-        """The job API's view (Casola's shape): no lease internals, no billing hold."""
+        """The job API's view (the job API's shape): no lease internals, no billing hold."""
         return {"id": self.id, "object": "job", "queue_id": self.model, "model_id": self.model, "task": self.task,
                 "status": self.status, "priority": self.priority, "attempts": self.attempts,
                 "max_attempts": self.max_attempts, "result": self.result, "error": self.error,

@@ -23,7 +23,7 @@ def _rule(scope: str, count: int, cls: str = "all", kind: str | None = None, win
 
 
 def default_plans() -> dict[str, PlanConfig]:
-    """The seeds' plans: per-key chat/images RPM (gateway docs), per-org API/job RPM (Casola), 5 req/s (Qiklab).
+    """The seeds' plans: per-key chat/images RPM (gateway docs), per-org API/job RPM (the job API's reference), 5 req/s (the studio API).
 
     Standard has no org row in the seeds; it gets pro's org limits, so a paying account is never below free.
     """

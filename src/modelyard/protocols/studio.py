@@ -1,4 +1,4 @@
-"""Studio (Qiklab) generate/status wire format: the generate body validated as its docs say, mode -> task. No I/O."""
+"""Studio generate/status wire format: the generate body validated as its docs say, mode -> task. No I/O."""
 
 from __future__ import annotations
 

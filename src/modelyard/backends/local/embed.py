@@ -33,7 +33,7 @@ def _rerank_response(req: RerankRequest, model: str, scores: list[float], tokens
         if req.return_documents:
             item["document"] = req.documents[i]
         results.append(item)
-    # `results` as Cohere and Jina name it, `data` as Casola's and vLLM's clients read it
+    # `results` as Cohere and Jina name it, `data` as the job API's and vLLM's clients read it
     return {"id": oa.new_id("rerank"), "object": "list", "model": model, "results": results, "data": results,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
 
