@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
 from dataclasses import dataclass
-import json
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ..config import PriceConfig, Settings, StudioPriceConfig
+from ..errors import InvalidRequest
 from ..types import RawJSON, RawSSE, Task
+from .filter import filtered_text
+from .units import Units
 
-if TYPE_CHECKING:
-    from .gate import Units
-
+log = logging.getLogger(__name__)
 MICROS_PER_DOLLAR = 1_000_000
 DEFAULT_OUTPUT_ESTIMATE = 1024  # output tokens reserved for a chat that sets no max_tokens
 # no model writes more than this in one call; a larger max_tokens is reserved as this (and settled on real usage)
@@ -126,13 +128,11 @@ class PriceBook:
 
     def resolve(self, catalog: Any) -> None:
         """Key prices and plan restrictions by model id, so one written under an alias applies too."""
-        import logging
-
         for table in (self.models, self.model_plans):
             for name in list(table):
                 model = catalog.find(name)
                 if model is None:  # a worker may announce it later; keep it under the name given
-                    logging.getLogger(__name__).warning("price or plan list for '%s', which no model has (yet)", name)
+                    log.warning("price or plan list for '%s', which no model has (yet)", name)
                 elif model.id != name:
                     table.setdefault(model.id, table.pop(name))  # type: ignore[arg-type]
 
@@ -146,8 +146,6 @@ class PriceBook:
         return price.cost(u) if price is not None else 0
 
     def studio_cost(self, u: Units) -> int:
-        from ..errors import InvalidRequest
-
         table = self.studio.get(u.mode or "")
         if table is None:
             raise InvalidRequest(f"Unknown mode '{u.mode}'.", param="mode")
@@ -165,12 +163,38 @@ class PriceBook:
         return micros(table.per_tier[tier]) * max(u.images, 1)
 
 
+def price_list(book: PriceBook | None, catalog: Any) -> dict[str, Any]:
+    """Every model with its price (free when none) and any plan restriction; the studio modes' table."""
+    models = []
+    for m in catalog:
+        price = book.models.get(m.id) if book else None
+        entry: dict[str, Any] = {"model_id": m.id, "type": m.type, "free": price is None}
+        if price is not None:
+            entry["price"] = price.public()
+        plans = book.model_plans.get(m.id) if book else None
+        if plans:
+            entry["plans"] = sorted(plans)
+        models.append(entry)
+    studio: dict[str, Any] = {}
+    for mode, t in (book.studio.items() if book else ()):
+        if t.per_resolution:
+            studio[mode] = {"per_resolution": {r: dollars(round(p * MICROS_PER_DOLLAR))
+                                               for r, p in t.per_resolution.items()}, "seconds": t.seconds}
+        else:
+            studio[mode] = {"per_tier": {k: dollars(round(p * MICROS_PER_DOLLAR)) for k, p in t.per_tier.items()}}
+    return {"currency": "usd", "models": models, "studio": studio}
+
+
+def balance_body(balance_micros: int) -> dict[str, Any]:
+    """A wallet balance as the APIs show it; cents round down: never show money the wallet does not hold."""
+    return {"balance_cents": balance_micros // 10_000, "balance_dollars": f"{balance_micros // 10_000 / 100:.2f}",
+            "balance_micros": balance_micros}
+
+
 # ---------------------------------------------------------------- units: estimates before, real usage after
 
 def chat_estimate(req: Any) -> Units:
     """An upper-bound guess, reserved before the call: ~1 token per 3 bytes of the request, and the output cap."""
-    from .gate import Units
-
     raw = getattr(req, "_raw", None)
     size = len(raw) if raw is not None else sum(len(str(m.content or "")) for m in req.messages)
     cap = getattr(req, "max_completion_tokens", None) or getattr(req, "max_tokens", None) or DEFAULT_OUTPUT_ESTIMATE
@@ -180,14 +204,17 @@ def chat_estimate(req: Any) -> Units:
 def chat_units(usage: dict[str, Any] | None, fallback: Units | None, output_chunks: int = 0) -> Units | None:
     """Units from an OpenAI `usage` object; without one (a stream that did not ask for usage), the input estimate
     and one token per content chunk."""
-    from .gate import Units
-
     if usage:
         return Units(input_tokens=int(usage.get("prompt_tokens") or 0),
                      output_tokens=int(usage.get("completion_tokens") or 0))
     if fallback is None:
         return None
     return Units(input_tokens=fallback.input_tokens, output_tokens=output_chunks)
+
+
+def token_units(usage: tuple[int, int] | None) -> Units | None:
+    """Units from an (input, output) token count, as dialect stream encoders report it."""
+    return Units(input_tokens=usage[0], output_tokens=usage[1]) if usage is not None else None
 
 
 def chunk_events(chunk: Any) -> int:
@@ -220,8 +247,6 @@ def chunk_usage(chunk: Any) -> dict[str, Any] | None:
 
 def task_units(task: Task, req: Any, result: Any = None) -> Units:
     """Units of a non-chat task: from the request before the call, refined by the result after it."""
-    from .gate import Units
-
     u = Units()
     if task in (Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE):
         images = getattr(result, "images", None)
@@ -243,15 +268,13 @@ def task_units(task: Task, req: Any, result: Any = None) -> Units:
     elif isinstance(result, dict) and isinstance(result.get("usage"), dict):
         u.input_tokens = int(result["usage"].get("prompt_tokens") or 0)
     elif result is None and task == Task.EMBEDDING:  # the estimate: ~1 token per 3 characters of text input
-        text, _ = filter_text(req)
+        text, _ = filtered_text(Task.EMBEDDING, req)
         u.input_tokens = len(text) // 3 + 1 if text else 0
     return u
 
 
 def payload_estimate(task: Task, payload: dict[str, Any]) -> Units:
     """What a queued job is estimated to cost, from its payload (a dict): reserved at submit like a sync call."""
-    from .gate import Units
-
     if task in (Task.CHAT, Task.COMPLETION):
         cap = payload.get("max_completion_tokens") or payload.get("max_tokens")
         cap = cap if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0 else DEFAULT_OUTPUT_ESTIMATE
@@ -289,25 +312,3 @@ def fill_units(real: Units, estimate: Units) -> Units:
     if not real.video_seconds:
         real.video_seconds = estimate.video_seconds
     return real
-
-
-def filter_text(req: Any) -> tuple[str | None, str]:
-    """The text a content filter reads from a request, and the field to name when it blocks."""
-    for name in ("prompt", "input"):
-        value = getattr(req, name, None)
-        if isinstance(value, str):
-            return value, name
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            return "\n".join(value), name
-    messages = getattr(req, "messages", None)
-    if messages:
-        parts = []
-        for m in messages:
-            content = getattr(m, "content", None)
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts += [p.get("text", "") if isinstance(p, dict) else str(getattr(p, "text", "") or "")
-                          for p in content]
-        return "\n".join(p for p in parts if p), "messages"
-    return None, "input"

@@ -6,15 +6,13 @@ import asyncio
 import logging
 import time
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..errors import InvalidRequest
 from ..store.billing_repo import UsageRepo
 from ..store.db import Store
 from ..store.repo import new_id
-
-if TYPE_CHECKING:
-    from .gate import Units
+from .units import Units
 
 log = logging.getLogger(__name__)
 MAX_PENDING = 200_000  # past this, a database that keeps failing costs records, not the server's memory

@@ -10,45 +10,22 @@ from starlette.responses import Response
 
 from ...errors import NotFound
 from ...pipeline import scopes as sc
-from ...pipeline.billing import MICROS_PER_DOLLAR, dollars
+from ...pipeline.billing import balance_body, price_list
 from ...store.repo import OrgRepo
-from .openai import json_response
-from .orgs import balance_body
+from ..render import json_response
 
 router = APIRouter(tags=["Account"])
 
 
-def price_list(ctx: Any) -> dict[str, Any]:
-    """Every model with its price (free when none) and any plan restriction; the studio modes' table."""
-    book = None if ctx.gate.passthrough else ctx.gate.prices
-    models = []
-    for m in ctx.catalog:
-        price = book.models.get(m.id) if book else None
-        entry: dict[str, Any] = {"model_id": m.id, "type": m.type, "free": price is None}
-        if price is not None:
-            entry["price"] = price.public()
-        plans = book.model_plans.get(m.id) if book else None
-        if plans:
-            entry["plans"] = sorted(plans)
-        models.append(entry)
-    studio = {}
-    for mode, t in (book.studio.items() if book else ()):
-        if t.per_resolution:
-            studio[mode] = {"per_resolution": {r: dollars(round(p * MICROS_PER_DOLLAR))
-                                               for r, p in t.per_resolution.items()}, "seconds": t.seconds}
-        else:
-            studio[mode] = {"per_tier": {k: dollars(round(p * MICROS_PER_DOLLAR)) for k, p in t.per_tier.items()}}
-    return {"currency": "usd", "models": models, "studio": studio}
-
-
 @router.get("/api/pricing", summary="Public pricing: every model's price, and the studio modes' table")
 async def pricing(request: Request) -> Response:
-    return json_response(price_list(request.app.state.ctx), headers={"Cache-Control": "public, max-age=60"})
+    ctx = request.app.state.ctx
+    return json_response(price_list(None if ctx.gate.passthrough else ctx.gate.prices, ctx.catalog), headers={"Cache-Control": "public, max-age=60"})
 
 
 async def _mine(request: Request) -> tuple[Any, Any, Any]:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     if ctx.gate.passthrough:
         raise NotFound(f"Unknown route: {request.method} {request.url.path}", code="unknown_route")
     org = await OrgRepo(ctx.store).get(principal.org_id)

@@ -14,18 +14,18 @@ from ...bootstrap import DEFAULT_ORG
 from ...errors import InsufficientBalance, InvalidRequest, ModelyardError, NotFound, PermissionDenied
 from ...pipeline import scopes as sc
 from ...pipeline.auth import Principal
-from ...pipeline.billing import dollars
+from ...pipeline.billing import balance_body, dollars, price_list
 from ...pipeline.limits import UNLIMITED
 from ...pipeline.usage import day_range
 from ...store.billing_repo import FilterRepo
 from ...store.repo import Conflict, Org, OrgRepo, TokenRepo
 from ..body import parse_json
 from ..openapi import json_body
-from .openai import json_response
+from ..render import json_response
 
 router = APIRouter(tags=["Organizations"])
 ORG = "/api/organizations/{org_id}"
-FILTER_OFF_PLANS = ("enterprise", UNLIMITED)  # `off` skips classification entirely: enterprise only (Casola)
+FILTER_OFF_PLANS = ("enterprise", UNLIMITED)  # `off` skips classification entirely: enterprise only (the API reference's rule)
 
 
 class _Body(BaseModel):
@@ -74,7 +74,7 @@ async def _caller(request: Request, scope: str) -> tuple[Any, Principal]:
     ctx = request.app.state.ctx
     if ctx.gate.passthrough:  # a worker process has no accounts; its control plane does
         raise NotFound(f"Unknown route: {request.method} {request.url.path}", code="unknown_route")
-    return ctx, await ctx.auth.authenticate(request, scope)
+    return ctx, await ctx.calls.authorize(request, scope)
 
 
 async def _operator(request: Request, scope: str) -> tuple[Any, Principal]:
@@ -97,12 +97,6 @@ def _check_plan(ctx: Any, plan: str) -> None:
     if not ctx.gate.passthrough and not ctx.gate.limits.known(plan):
         raise InvalidRequest(f"Unknown plan '{plan}'; configured plans: {', '.join(sorted(ctx.gate.limits.rules))}.",
                              param="plan")
-
-
-def balance_body(balance_micros: int) -> dict[str, Any]:
-    # cents round down: never show money the wallet does not hold
-    return {"balance_cents": balance_micros // 10_000, "balance_dollars": f"{balance_micros // 10_000 / 100:.2f}",
-            "balance_micros": balance_micros}
 
 
 async def _org_body(ctx: Any, org: Org) -> dict[str, Any]:
@@ -255,16 +249,15 @@ def _money(row: dict[str, Any]) -> dict[str, Any]:
 
 @router.get(ORG + "/billing/rates", summary="The org's plan limits and what each model costs it")
 async def rates(request: Request, org_id: str) -> Response:
-    from .account import price_list
-
     ctx, _, org = await _org_for(request, org_id, sc.ADMIN_READ)
     rules = ctx.gate.limits.rules.get(org.plan, ()) if not ctx.gate.passthrough else ()
     limits = [{"scope": r.scope, "class": r.cls, "kind": r.kind, "window": "second" if r.seconds == 1 else "minute",
                "count": r.count, "unit": r.unit} for r in rules]
-    allowed = [m for m in price_list(ctx)["models"] if not m.get("plans") or org.plan in m["plans"]
+    prices = price_list(None if ctx.gate.passthrough else ctx.gate.prices, ctx.catalog)
+    allowed = [m for m in prices["models"] if not m.get("plans") or org.plan in m["plans"]
                or org.plan == UNLIMITED]
     return json_response({"organization_id": org.id, "plan": org.plan, "limits": limits, "models": allowed,
-                          "studio": price_list(ctx)["studio"], "currency": "usd"})
+                          "studio": prices["studio"], "currency": "usd"})
 
 
 # ---------------------------------------------------------------- content filter policy
