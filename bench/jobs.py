@@ -16,9 +16,8 @@ from pathlib import Path
 from modelyard.catalog import build_catalog
 from modelyard.config import Settings
 from modelyard.jobs.queue import JobQueue
-from modelyard.jobs.runner import JobRunner, RunnerContext
-from modelyard.media import MediaStore
-from modelyard.pipeline.gate import Gate
+from modelyard.jobs.runner import JobRunner
+from modelyard.jobs.standalone import runner_context
 from modelyard.routing import Router
 from modelyard.store.db import Store
 from modelyard.store.repo import OrgRepo
@@ -37,9 +36,9 @@ async def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency
     for _ in range(jobs):
         await queue.submit(org_id=org.id, token_id=None, model="echo", task="chat", payload=payload, meta={})
     submit_s = time.perf_counter() - t0
-    router = Router(build_catalog(settings))
-    ctx = RunnerContext(settings=settings, store=store, router=router, gate=Gate(settings, store),
-                        media=MediaStore(settings.media_dir, "bench", 60))
+    catalog = build_catalog(settings)
+    router = Router(catalog)
+    ctx = runner_context(settings, store, catalog, router)
     pool = [JobRunner(ctx, queue, name=f"bench-{i}") for i in range(runners)]
     t0 = time.perf_counter()
     tasks = [asyncio.create_task(r.run_forever()) for r in pool]

@@ -9,10 +9,12 @@ from typing import Any, AsyncIterator
 import orjson
 
 from .backends.base import ChatChunk
-from .errors import InternalError, InvalidRequest, ModelyardError, NotFound
-from .pipeline.gate import Ticket, Units
+from .catalog import Deployment, Model
+from .errors import InvalidRequest, ModelyardError, NotFound
+from .pipeline.units import Units
 from .protocols import openai_responses as orp
 from .protocols.sse import encode_event
+from .routing import Router
 from .store.responses_repo import ResponseLog
 from .types import ChatRequest
 from .types_responses import ResponsesRequest
@@ -66,11 +68,6 @@ async def run_search(turn: Turn, search: SearchProvider) -> None:
     turn.chat = orp.chat_request(turn.req, turn.messages, search=orp.search_context(turn.query, hits))
 
 
-def units_of(response: dict[str, Any]) -> Units:
-    usage = response.get("usage") or {}
-    return Units(input_tokens=int(usage.get("input_tokens") or 0), output_tokens=int(usage.get("output_tokens") or 0))
-
-
 def builder_for(turn: Turn, model_id: str) -> orp.ResponseBuilder:
     return orp.ResponseBuilder(orp.skeleton(turn.req, id=turn.response_id, model=model_id))
 
@@ -92,42 +89,57 @@ def complete(turn: Turn, chat: dict[str, Any], model_id: str, log_: ResponseLog)
     return response
 
 
-async def events(turn: Turn, first: ChatChunk | None, stream: AsyncIterator[ChatChunk], model_id: str,
-                 log_: ResponseLog, ticket: Ticket, deployment: Any) -> AsyncIterator[bytes]:
-    """The SSE event stream; an error after the first event goes out as a final `error` event."""
-    builder = builder_for(turn, model_id)
-    ok = False
-    response: dict[str, Any] | None = None
-    try:
-        out = builder.start()
-        if turn.search_item is not None:
-            out += builder.web_search(turn.search_item, turn.search_hits)
-        for event in out:
-            yield encode_event(event["type"], event)
-        if first is not None:
-            for event in builder.feed(_parsed(first)):
-                yield encode_event(event["type"], event)
-            async for chunk in stream:
-                for event in builder.feed(_parsed(chunk)):
-                    yield encode_event(event["type"], event)
-        final, response = builder.finish()
-        for event in final:
-            yield encode_event(event["type"], event)
-        ok = True
-    except ModelyardError as exc:
-        yield encode_event("error", orp.error_event(exc, builder.seq))
-    except Exception:
-        log.exception("responses stream failed")
-        yield encode_event("error", orp.error_event(InternalError("The stream failed on the server."), builder.seq))
-    finally:
-        if ok and response is not None:
-            remember(turn, response, log_)
-            ticket.settle(units_of(response), deployment)
-        else:
-            ticket.fail()
-        close = getattr(stream, "aclose", None)
-        if close is not None:
-            await close()
+async def answer(turn: Turn, model: Model, region: str | None, router: Router, search: SearchProvider
+                 ) -> tuple[dict[str, Any], Deployment]:
+    """The hosted search (when asked for), then the model's whole answer as a chat completion."""
+    await run_search(turn, search)
+    return await router.chat(model, turn.chat, region)
+
+
+async def open_answer(turn: Turn, model: Model, region: str | None, router: Router, search: SearchProvider
+                      ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk], Deployment]:
+    """The hosted search (when asked for), then the model's answer as a stream whose first chunk has arrived."""
+    await run_search(turn, search)
+    return await router.open_stream(model, turn.chat, region)
+
+
+class ResponseFraming:
+    """The Responses SSE event sequence around a chat stream; the finished response is stored (when `store`)
+    and prices the call. An error after the first event goes out as a final `error` event."""
+
+    def __init__(self, turn: Turn, model_id: str, log_: ResponseLog) -> None:
+        self.turn = turn
+        self.log = log_
+        self.builder = builder_for(turn, model_id)
+        self.response: dict[str, Any] | None = None
+
+    @staticmethod
+    def _frame(events: list[dict[str, Any]]) -> bytes:
+        return b"".join(encode_event(e["type"], e) for e in events)
+
+    def head(self) -> bytes:
+        out = self.builder.start()
+        if self.turn.search_item is not None:
+            out += self.builder.web_search(self.turn.search_item, self.turn.search_hits)
+        return self._frame(out)
+
+    def chunk(self, chunk: ChatChunk) -> bytes:
+        return self._frame(self.builder.feed(_parsed(chunk)))
+
+    def tail(self) -> bytes:
+        final, self.response = self.builder.finish()
+        remember(self.turn, self.response, self.log)
+        return self._frame(final)
+
+    def error(self, exc: ModelyardError) -> bytes:
+        return encode_event("error", orp.error_event(exc, self.builder.seq))
+
+    def usage(self) -> Units | None:
+        if self.response is None:
+            return None
+        usage = self.response.get("usage") or {}
+        return Units(input_tokens=int(usage.get("input_tokens") or 0),
+                     output_tokens=int(usage.get("output_tokens") or 0))
 
 
 def _parsed(chunk: ChatChunk) -> dict[str, Any]:

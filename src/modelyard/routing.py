@@ -174,15 +174,18 @@ class Router:
     async def chat(self, model: Model, req: ChatRequest, region: str | None = None) -> tuple[Any, Deployment]:
         return await self.run(model, Task.CHAT, req, region)
 
-    async def open_stream(self, model: Model, req: Any, region: str | None = None, task: Task = Task.CHAT
-                          ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk], Deployment]:
+    async def open_stream(self, model: Model, req: Any, region: str | None = None, task: Task = Task.CHAT, *,
+                          raw_sse: bool = False) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk], Deployment]:
         """Start a stream (chat, or a raw-prompt completion): deployments are tried until one yields its first
-        chunk, then it is committed."""
+        chunk, then it is committed. `raw_sse`: the caller writes OpenAI's chat SSE as it is, so a backend that
+        offers `chat_stream_sse` (an OpenAI-compatible upstream) may yield whole blocks of its events (RawSSE)."""
         method = STREAM_METHOD_FOR_TASK[task]
 
         async def start(d: Deployment, model_id: str, stats: DeploymentStats, started: float
                         ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk]]:
-            stream = getattr(self.backends[d.key], method)(req, model_id)
+            backend = self.backends[d.key]
+            raw = getattr(backend, "chat_stream_sse", None) if raw_sse and task is Task.CHAT else None
+            stream = raw(req, model_id) if raw is not None else getattr(backend, method)(req, model_id)
             try:
                 first = await stream.__anext__()
             except StopAsyncIteration:

@@ -149,9 +149,6 @@ class ChatRequest(_GenerationOptions, _Open):
 
     # the client's body as it arrived: pass-through upstreams forward it rather than re-serializing the model
     _raw: bytes | None = PrivateAttr(default=None)
-    # set by the OpenAI chat route, whose client reads the same SSE an OpenAI-compatible upstream sends: such
-    # upstreams may then yield RawSSE blocks (whole events as received) instead of one chunk per event
-    _relay_sse: bool = PrivateAttr(default=False)
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)

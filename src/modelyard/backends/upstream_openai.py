@@ -157,10 +157,11 @@ class OpenAIUpstream(HTTPUpstream):
             yield chunk
 
     def chat_stream(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
-        url, body = self.base_url + "/chat/completions", self._body(req)
-        if req._relay_sse:
-            return self._relay_blocks(url, body, self._renamer(model))
-        return self._relay(url, body, model)
+        return self._relay(self.base_url + "/chat/completions", self._body(req), model)
+
+    def chat_stream_sse(self, req: ChatRequest, model: str) -> AsyncIterator[ChatChunk]:
+        """For a client that reads OpenAI's SSE itself: whole blocks of the upstream's events (RawSSE), renamed."""
+        return self._relay_blocks(self.base_url + "/chat/completions", self._body(req), self._renamer(model))
 
     async def _relay(self, url: str, body: bytes, model: str) -> AsyncIterator[ChatChunk]:
         # chunks are relayed as the upstream's own bytes; only the model name is swapped, without a re-parse

@@ -8,33 +8,25 @@ import logging
 import os
 import socket
 import time
-from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..pipeline.billing import fill_units
 from ..errors import ModelyardError
-from ..pipeline.gate import Units
+from ..pipeline.units import Units
 from ..routing import RETRYABLE
 from ..types import Task
 from .queue import NOTIFY_CHANNEL, Job, JobQueue
 from .tasks import build_request, store_result
 
+if TYPE_CHECKING:
+    from ..context import AppContext
+
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RunnerContext:
-    """What a runner needs; `modelyard serve` passes its app context, `modelyard runner` builds one."""
-
-    settings: Any
-    store: Any
-    router: Any
-    media: Any
-    gate: Any
-
-
 class JobRunner:
-    def __init__(self, ctx: Any, queue: JobQueue, *, name: str | None = None,
+    def __init__(self, ctx: AppContext, queue: JobQueue, *, name: str | None = None,
                  on_final: Callable[[Job], None] | None = None) -> None:
         s = ctx.settings
         self.ctx = ctx
@@ -201,7 +193,7 @@ class JobRunner:
         hold = job.meta.get("hold")
         if hold is not None:
             try:
-                await self.ctx.gate.settle_hold(hold, units, ok=ok, deployment=deployment)
+                await self.ctx.calls.settle_hold(hold, units, ok=ok, deployment=deployment)
                 await self.queue.settled(job.id)
             except Exception:
                 log.exception("settling job %s failed; a later sweep retries", job.id)
@@ -213,7 +205,7 @@ class JobRunner:
             ok = job.status == "completed"
             units = Units(**job.meta["settle_units"]) if ok and job.meta.get("settle_units") else None
             try:
-                await self.ctx.gate.settle_hold(job.meta["hold"], units, ok=ok)
+                await self.ctx.calls.settle_hold(job.meta["hold"], units, ok=ok)
             except Exception:
                 log.exception("settling job %s failed again", job.id)
                 await self.queue.settle_failed(job.id)

@@ -7,27 +7,27 @@ import contextlib
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..pipeline.billing import payload_estimate
 from ..errors import InvalidRequest, NotFound
 from ..net import check_url
 from ..pipeline.auth import Principal
-from ..pipeline.gate import Units
+from ..pipeline.units import Units
 from ..types import Task
 from .queue import STATUSES, Job, JobQueue, new_job_id
 from .runner import JobRunner
 from .tasks import signed, validate_payload
 from .webhooks import WebhookSender, load_master, org_secret
 
+if TYPE_CHECKING:
+    from ..context import AppContext
+
 log = logging.getLogger(__name__)
-KIND_OF_TASK = {Task.TEXT_TO_IMAGE: "images", Task.IMAGE_TO_IMAGE: "images", Task.TEXT_TO_VIDEO: "videos",
-                Task.IMAGE_TO_VIDEO: "videos", Task.SPEECH: "audio", Task.TRANSCRIPTION: "audio",
-                Task.TRANSLATION: "audio", Task.EMBEDDING: "embeddings", Task.CHAT: "chat"}
 
 
 class JobService:
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: AppContext) -> None:
         s = ctx.settings
         self.ctx = ctx
         self.settings = s
@@ -69,8 +69,9 @@ class JobService:
                      face: str, base_url: str, region: str | None = None, priority: int = 0,
                      max_attempts: int | None = None, webhook_url: str | None = None,
                      estimate: Units | None = None, extra_meta: dict[str, Any] | None = None,
-                     payload_prefix: str = "", validate: bool = True) -> Job:
-        """Validate, admit through the gate (reserving the price), queue. Nothing is queued on a 4xx."""
+                     payload_prefix: str = "", validate: bool = True, field: str | None = None) -> Job:
+        """Validate, admit on the call path (reserving the price), queue. Nothing is queued on a 4xx. `field` names
+        the prompt in a content-filter refusal where the face calls it something else (studio's positive_prompt)."""
         if validate:
             validate_payload(task, payload, model.id, payload_prefix)
         if webhook_url is not None:
@@ -81,10 +82,10 @@ class JobService:
                 await check_url(url, payload_prefix + key, allow_private=self.settings.allow_private_urls)
         if estimate is None:  # reserve what the job may cost, as a sync call would
             estimate = payload_estimate(task, payload)
-        ticket = await self.ctx.gate.admit(principal, model, task, estimate=estimate,
-                                           kind=KIND_OF_TASK.get(task), job=True, text=_prompt_text(payload))
+        call = await self.ctx.calls.admit(principal, model, task, payload, job=True, estimate=estimate,
+                                          field=field, field_prefix=payload_prefix)
         job_id = new_job_id()
-        hold = {**ticket.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement
+        hold = {**call.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement
         meta = {"face": face, "base_url": base_url, "hold": hold, **(extra_meta or {})}
         if estimate.mode:
             meta["units"] = asdict(estimate)
@@ -96,7 +97,7 @@ class JobService:
                                           max_attempts=max_attempts or self.settings.job_max_attempts,
                                           region=region, webhook_url=webhook_url, job_id=job_id)
         except BaseException:
-            await self.ctx.gate.settle_hold(hold, None, ok=False)
+            await self.ctx.calls.settle_hold(hold, None, ok=False)
             raise
         if self.runner is not None:
             self.runner.wake.set()
@@ -155,7 +156,7 @@ class JobService:
             raise NotFound(f"No job '{job_id}'.", param="id", code="job_not_found")
         if outcome == "cancelled":
             if job.meta.get("hold") is not None:  # never ran: the whole reservation goes back
-                await self.ctx.gate.settle_hold(job.meta["hold"], None, ok=False)
+                await self.ctx.calls.settle_hold(job.meta["hold"], None, ok=False)
                 await self.queue.settled(job.id)
             self._finalized(job)
         elif outcome == "requested" and self.runner is not None:
@@ -185,24 +186,3 @@ class JobService:
 
     def webhook_secret(self, org_id: str) -> str:
         return org_secret(self.master, org_id)
-
-
-def _prompt_text(payload: dict[str, Any]) -> str | None:
-    """What the content filter reads from a job payload: the same text a sync call's filter reads."""
-    for key in ("prompt", "positive_prompt", "input"):
-        value = payload.get(key)
-        if isinstance(value, str):
-            return value
-        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
-            return "\n".join(value)
-    msgs = payload.get("messages")
-    if isinstance(msgs, list):
-        parts: list[str] = []
-        for m in msgs:
-            content = m.get("content") if isinstance(m, dict) else None
-            if isinstance(content, str):
-                parts.append(content)
-            elif isinstance(content, list):
-                parts += [p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)]
-        return "\n".join(parts) or None
-    return None

@@ -7,17 +7,34 @@ import contextlib
 import logging
 import signal
 
-from ..catalog import build_catalog
+from ..catalog import Catalog, build_catalog
 from ..config import Settings
+from ..context import AppContext
 from ..media import MediaStore
+from ..pipeline.auth import Authenticator
+from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
 from ..routing import Router
 from ..store.db import Store
+from ..store.responses_repo import ResponseLog
+from ..websearch import build_search
 from ..workers import WorkerRegistry
-from .runner import JobRunner, RunnerContext
+from .runner import JobRunner
 from .service import JobService
 
 log = logging.getLogger(__name__)
+
+
+def runner_context(settings: Settings, store: Store, catalog: Catalog, router: Router) -> AppContext:
+    """The context job runners work in, outside an HTTP server: the same call path, store and media as a
+    gateway's (no requests to authenticate, so its key cache stays empty)."""
+    gate = Gate(settings, store)
+    auth = Authenticator(store, ttl=settings.auth_cache_ttl)
+    ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
+                     calls=CallPath(gate, auth), responses=ResponseLog(store), search=build_search(settings),
+                     media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
+    ctx.router = router
+    return ctx
 
 
 async def run_runner(settings: Settings, *, name: str | None = None) -> None:
@@ -26,9 +43,8 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
     await store.migrate()
     catalog = build_catalog(settings)
     router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
-    gate = Gate(settings, store)
-    ctx = RunnerContext(settings=settings, store=store, router=router, gate=gate,
-                        media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
+    ctx = runner_context(settings, store, catalog, router)
+    gate = ctx.gate
     service = JobService(ctx)
     service.runner = JobRunner(ctx, service.queue, name=name, on_final=service._finalized)
     # remote workers' models are deployments here too, as in the gateway

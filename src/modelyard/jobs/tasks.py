@@ -11,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 from ..pipeline.billing import video_resolution
 from ..errors import InvalidRequest
 from ..net import check_syntax, fetch_bytes
-from ..pipeline.gate import Units
+from ..pipeline.units import Units
 from ..protocols.openai import describe_validation_error
 from ..types import ChatRequest, Task
 from ..types_media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit, ImageRequest, ImageResult,
@@ -19,7 +19,7 @@ from ..types_media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit,
                            VideoResult)
 
 MAX_INPUT_BYTES = 25 * 1024 * 1024
-# Workflow nodes and Casola's job API name tasks with these prefixes; they mean the plain task.
+# Workflow nodes and the job API name tasks with these prefixes; they mean the plain task.
 ALIASES = {"openai/chat-completion": Task.CHAT, "openai/chat-completions": Task.CHAT,
            "openai/embeddings": Task.EMBEDDING, "openai/embedding": Task.EMBEDDING,
            "openai/image-generation": Task.TEXT_TO_IMAGE, "openai/images": Task.TEXT_TO_IMAGE,

@@ -16,6 +16,51 @@ from ..types import Task
 log = logging.getLogger(__name__)
 ACTIONS = ("block", "flag", "log", "off")
 REFRESH_SECONDS = 10.0  # how soon a policy changed through another replica applies here
+# Generation input is filtered; analysis tasks (PII, moderation, rerank, score, transcription) are not: finding
+# personal data in a text is what a PII request is for, and refusing it would make that route useless.
+FILTERED_TASKS = frozenset({Task.CHAT, Task.COMPLETION, Task.EMBEDDING, Task.SPEECH, Task.TEXT_TO_IMAGE,
+                            Task.IMAGE_TO_IMAGE, Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO})
+# The caller's words reach the model through these roles (a tool result is text the caller hands the model);
+# the model's own earlier answers (assistant) are not the caller's input.
+FILTERED_ROLES = frozenset({"system", "developer", "user", "tool"})
+PROMPT_FIELDS = ("prompt", "positive_prompt", "input", "messages")
+
+
+def filtered_text(task: Task, req: Any) -> tuple[str | None, str]:
+    """The text the content filter reads from a request, and the field a refusal names. One definition for every
+    face: a validated request (chat messages, completions prompts, image/video/speech prompts; Anthropic, Gemini
+    and Responses input arrive converted to chat) or a job's payload dict (studio `positive_prompt`, fal `prompt`)."""
+    if task not in FILTERED_TASKS:
+        return None, "input"
+    for name in PROMPT_FIELDS:
+        value = req.get(name) if isinstance(req, dict) else getattr(req, name, None)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            return value, name
+        if isinstance(value, list):
+            text = "\n".join(t for t in (_item_text(v) for v in value) if t)
+            return (text or None), name
+    return None, "input"
+
+
+def _item_text(item: Any) -> str:
+    """One prompt of a list, or one message / input item (an object or a dict) of a filtered role."""
+    if isinstance(item, str):
+        return item
+    get = item.get if isinstance(item, dict) else lambda k: getattr(item, k, None)
+    role = get("role")
+    if role is not None and role not in FILTERED_ROLES:
+        return ""
+    content = get("content")
+    if content is None:
+        content = get("output")  # a Responses function_call_output item: the caller's tool result
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text") if isinstance(p, dict) else getattr(p, "text", None) for p in content]
+        return "\n".join(p for p in parts if isinstance(p, str) and p)
+    return ""
 
 
 class ContentFilter:

@@ -1,28 +1,14 @@
 """The gate every billable call passes: plan check, rate limits, content filter, wallet reserve; then settle + usage.
 
-Routes of every dialect use it the same way, so limits, prices and usage apply alike to all of them:
-
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
-    ticket = await ctx.gate.admit(principal, model, Task.CHAT, estimate=Units(input_tokens=n), kind="chat")
-    try:
-        result, deployment = await ...router...
-    except BaseException:
-        ticket.fail()                      # nothing charged; the reservation is released
-        raise
-    ticket.settle(Units(...), deployment)  # real charge, rest refunded, usage row queued (never awaited)
-    return Response(..., headers={**served_by(deployment), **ticket.headers})
-
-Prices need units: pass `estimate=` (an upper bound; `billing.chat_estimate(req)` for chat, `billing.task_units(task,
-req)` for media, `Units(mode=..., image_size=..., video_seconds=...)` for studio modes) and settle with the real units
-(`billing.chat_units(usage, ticket.estimate)`, `billing.task_units(task, req, result)`). Without units a paid call is
-charged its reservation. Pass `text=`/`field=` (`billing.filter_text(req)`) only when `gate.filters(org_id)` is true.
+Its one caller is the call path (`pipeline/calls.py`), which every surface goes through: it decides what the
+filter reads, what a call is estimated at and what it consumed, and calls `admit`, then `Ticket.settle` / `fail`,
+or stores `Ticket.hold()` with a job for `settle_hold`.
 
 `admit` raises (403 plan / banned, 429 limit with Retry-After, 402 insufficient balance, 400 content filter);
 `settle`/`fail` are synchronous and cheap: they queue work for a background flush, so the hot path does no DB I/O.
-
-Jobs outlive the request (and may finish on another machine): a job submission passes `job=True` (the `job`
-rate-limit class), stores `ticket.hold()` (JSON) in the job row instead of settling, and whichever runner finishes
-the job calls `await gate.settle_hold(hold, units, ok=...)` - charged on success, refunded on failure or cancel.
+Without units a paid call is charged its reservation. Jobs outlive the request (and may finish on another
+machine): whichever runner finishes the job calls `await gate.settle_hold(hold, units, ok=...)` - charged on
+success, refunded on failure or cancel.
 """
 
 from __future__ import annotations
@@ -42,26 +28,10 @@ from .auth import Principal
 from .billing import PriceBook, dollars
 from .filter import ContentFilter
 from .limits import UNLIMITED, Limiter, Taken
+from .units import Units
 from .usage import UsageRecorder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class Units:
-    """What a call consumed (or is estimated to consume); the price table turns these into micro-dollars."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    images: int = 0
-    image_size: str | None = None
-    image_quality: str | None = None
-    video_seconds: float = 0.0
-    video_resolution: str | None = None
-    characters: int = 0
-    audio_seconds: float = 0.0
-    requests: int = 1
-    mode: str | None = None  # a studio mode (t2i, i2v_pro, ...): priced from the studio table, not the model's
 
 
 @dataclass

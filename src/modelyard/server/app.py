@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from dataclasses import dataclass
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
@@ -16,10 +15,12 @@ from .. import __version__
 from ..bootstrap import announce, bootstrap
 from ..catalog import Catalog, build_catalog
 from ..config import Settings, load_settings
+from ..context import AppContext
 from ..media import MediaStore
 from ..errors import ModelyardError
 from ..jobs.service import JobService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
+from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
 from ..routing import Router
 from ..workers import WorkerAgent, WorkerRegistry
@@ -27,6 +28,7 @@ from ..store.db import Store
 from ..store.responses_repo import ResponseLog
 from ..websearch import SearchProvider, build_search
 from . import errors, openapi
+from .disconnect import watch_disconnect
 from .fastlane import FastLane
 from .routes import account as account_routes
 from .routes import anthropic as anthropic_routes
@@ -47,21 +49,6 @@ USAGE_FLUSH_SECONDS = 5.0
 IDLE_CHECK_SECONDS = 10.0
 
 
-@dataclass
-class AppContext:
-    settings: Settings
-    catalog: Catalog
-    store: Store
-    auth: Authenticator
-    media: MediaStore
-    gate: Gate
-    router: Router | None = None
-    workers: WorkerRegistry | None = None
-    jobs: JobService | None = None
-    responses: ResponseLog | None = None  # stored Responses API responses, written behind the request
-    search: SearchProvider | None = None  # the hosted web_search tool's provider
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     catalog = build_catalog(settings)
@@ -72,7 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth: Any = StaticKeyAuthenticator(serving_key)
     else:
         auth = Authenticator(store, ttl=settings.auth_cache_ttl)
-    ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=Gate(settings, store),
+    gate = Gate(settings, store)
+    ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
+                     calls=CallPath(gate, auth, watch=watch_disconnect),
                      media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds),
                      search=build_search(settings))
@@ -87,7 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
         await ctx.router.preload()
         await ctx.gate.start(ctx.router, catalog)
-        await ctx.responses.start()  # type: ignore[union-attr]
+        await ctx.responses.start()
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         agent = None
         if settings.worker is not None:
@@ -97,7 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.workers = WorkerRegistry(store, ctx.router, timeout=settings.worker_timeout_seconds,
                                          interval=settings.worker_heartbeat_seconds)
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
-            ctx.jobs.start(runner=settings.job_runner)  # type: ignore[union-attr]
+            ctx.jobs.start(runner=settings.job_runner)
         try:
             yield
         finally:
@@ -111,8 +100,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await agent.sign_off()
             await ctx.auth.flush_usage()
             await ctx.gate.aclose()
-            await ctx.responses.aclose()  # type: ignore[union-attr]
-            await ctx.search.aclose()  # type: ignore[union-attr]
+            await ctx.responses.aclose()
+            await ctx.search.aclose()
             await ctx.router.aclose()
             await store.aclose()
 
@@ -126,7 +115,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json",
     )
     app.state.ctx = ctx
-    errors.install(app)
+    dialects = errors.Dialects()  # each face's error envelope, by path prefix
+    for renderer, prefixes in (anthropic_routes.ERRORS, gemini_routes.ERRORS, fal_routes.ERRORS, job_routes.ERRORS,
+                               studio_routes.ERRORS):
+        dialects.register(renderer, prefixes)
+    errors.install(app, dialects)
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
     app.include_router(account_routes.router)
     app.include_router(org_routes.router)
@@ -178,7 +171,7 @@ async def _unload_idle_forever(ctx: AppContext) -> None:
     while True:
         await asyncio.sleep(IDLE_CHECK_SECONDS)
         try:
-            await ctx.router.unload_idle()  # type: ignore[union-attr]
+            await ctx.router.unload_idle()
         except Exception:
             log.exception("idle unload failed")
 

@@ -13,31 +13,33 @@ from starlette.responses import Response
 
 from ..errors import InternalError, InvalidRequest, MethodNotAllowed, ModelyardError, NotFound
 from ..protocols import openai as oa
+from .disconnect import ClientGone
 
 log = logging.getLogger(__name__)
 
 Renderer = Callable[[ModelyardError], dict[str, Any]]
 
-# Longest prefix wins; dialects added later register their prefixes here.
-_DIALECT_PREFIXES: list[tuple[str, str]] = []
-_RENDERERS: dict[str, Renderer] = {"openai": oa.error_body}
 
+class Dialects:
+    """Which error envelope each path speaks. `create_app` registers every dialect's prefixes; the longest prefix
+    wins, and everything else answers in OpenAI's envelope."""
 
-def register_dialect(name: str, renderer: Renderer, prefixes: list[str]) -> None:
-    _RENDERERS[name] = renderer
-    _DIALECT_PREFIXES.extend((p, name) for p in prefixes)
-    _DIALECT_PREFIXES.sort(key=lambda item: len(item[0]), reverse=True)
+    def __init__(self) -> None:
+        self._prefixes: list[tuple[str, Renderer]] = []
 
+    def register(self, renderer: Renderer, prefixes: list[str]) -> None:
+        self._prefixes.extend((p, renderer) for p in prefixes)
+        self._prefixes.sort(key=lambda item: len(item[0]), reverse=True)
 
-def dialect_of(path: str) -> str:
-    for prefix, name in _DIALECT_PREFIXES:
-        if path.startswith(prefix):
-            return name
-    return "openai"
+    def renderer(self, path: str) -> Renderer:
+        for prefix, renderer in self._prefixes:
+            if path.startswith(prefix):
+                return renderer
+        return oa.error_body
 
 
 def error_response(request: Request, exc: ModelyardError) -> Response:
-    body = _RENDERERS[dialect_of(request.url.path)](exc)
+    body = request.app.state.dialects.renderer(request.url.path)(exc)
     return Response(orjson.dumps(body), status_code=exc.status, media_type="application/json", headers=exc.headers)
 
 
@@ -76,9 +78,8 @@ async def _on_client_gone(request: Request, exc: Exception) -> Response:
     return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
 
-def install(app: Any) -> None:
-    from .disconnect import ClientGone
-
+def install(app: Any, dialects: Dialects) -> None:
+    app.state.dialects = dialects
     app.add_exception_handler(ClientGone, _on_client_gone)
     app.add_exception_handler(ModelyardError, _on_modelyard_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

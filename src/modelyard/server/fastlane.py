@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import InternalError, ModelyardError
+from ..pipeline.calls import RESPONSE_HEADERS
 from .disconnect import ClientGone
 from .errors import error_response
 
@@ -60,7 +61,8 @@ class FastLane:
 
 
 def _with_request_id(scope: Scope, send: Send) -> Send:
-    """Echo the client's X-Request-Id (if sane) or mint one, on every response, errors included."""
+    """Echo the client's X-Request-Id (if sane) or mint one, on every response, errors included; and add the
+    headers the call path published for this request (`pipeline.calls.publish_headers`)."""
     rid = b""
     for name, value in scope["headers"]:
         if name == _REQUEST_ID:
@@ -73,7 +75,14 @@ def _with_request_id(scope: Scope, send: Send) -> Send:
 
     async def sender(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), (_REQUEST_ID, rid)]
+            headers = [*message.get("headers", ()), (_REQUEST_ID, rid)]
+            earned = scope.get(RESPONSE_HEADERS)  # what the call path earned: rate limits, who served
+            if earned:
+                have = {name.lower() for name, _ in headers}
+                headers += [(k, v.encode("latin-1")) for k, v in
+                            ((name.lower().encode("latin-1"), value) for name, value in earned.items())
+                            if k not in have]
+            message["headers"] = headers
         await send(message)
 
     return sender

@@ -20,8 +20,10 @@ class EventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(self, body: AsyncIterator[bytes], *, end: bytes = b"", status_code: int = 200,
-                 headers: Mapping[str, str] | None = None) -> None:
+                 headers: Mapping[str, str] | None = None, media_type: str | None = None) -> None:
         """`end` goes out after the last chunk (OpenAI's `data: [DONE]`), in the same write as the stream's end."""
+        if media_type is not None:  # Gemini without alt=sse streams one JSON array
+            self.media_type = media_type
         self.body_iterator = body
         self.end = end
         self.status_code = status_code

@@ -6,24 +6,27 @@ from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ...backends.base import ChatChunk
 from ...errors import ModelyardError
 from ...pipeline import scopes as sc
+from ...pipeline.billing import token_units
+from ...pipeline.units import Units
+from ...pipeline.regions import region_for
 from ...pipeline.tokens import count_tokens as count_prompt_tokens
 from ...protocols import anthropic_dialect as ad
 from ...protocols.sse import encode_event
 from ...types import Task
 from ..body import parse_json
-from ..errors import register_dialect
 from ..openapi import json_body
-from .dialect_chat import relay, start_chat
-from .openai import SSE_HEADERS, json_response
+from ..render import SSE_HEADERS, json_response
+from ..streaming import EventStream
 
 router = APIRouter(tags=["Anthropic"])
 # Longest prefix wins: everything under /v1/messages (404s and 405s included) answers in Anthropic's envelope.
-register_dialect("anthropic", ad.error_body, ["/v1/messages", "/anthropic/v1/messages"])
+# the error envelope this face's clients read, under these path prefixes (registered by create_app)
+ERRORS = (ad.error_body, ["/v1/messages", "/anthropic/v1/messages"])
 
 
 class _Writer:
@@ -48,35 +51,38 @@ class _Writer:
     def error(self, exc: ModelyardError) -> bytes:
         return encode_event("error", ad.error_body(exc))
 
-    def usage(self) -> tuple[int, int] | None:
-        return self.encoder.usage
+    def usage(self) -> Units | None:
+        return token_units(self.encoder.usage)
 
 
-async def _authorized(request: Request) -> Any:
+async def _authorized(request: Request, *, paid: bool) -> Any:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=paid)
     ad.check_version(request.headers.get("anthropic-version"))
     return ctx, principal
 
 
 @router.post("/messages", summary="Create a message (Anthropic Messages API)", openapi_extra=json_body(ad.MessagesRequest))
 async def create_message(request: Request) -> Response:
-    ctx, principal = await _authorized(request)
+    ctx, principal = await _authorized(request, paid=True)
     body = await parse_json(request, ad.MessagesRequest)
     req = ad.to_chat_request(body)
     model = ctx.router.resolve(body.model, Task.CHAT)
-    call = await start_chat(request, principal, model, req)
-    if call.response is not None:
-        return json_response(ad.from_chat_response(call.response, model.id), headers=call.headers)
+    region = region_for(request, ctx.settings.region_hosts)
+    async with ctx.calls.start(principal, model, Task.CHAT, req, client=request) as call:
+        if not req.stream:
+            resp, _ = await call.run(ctx.router.chat(model, req, region))
+            return json_response(ad.from_chat_response(resp, model.id))
+        first, stream, deployment = await call.open(ctx.router.open_stream(model, req, region))
     writer = _Writer(ad.StreamEncoder(model=model.id))
-    return StreamingResponse(relay(call, writer), media_type="text/event-stream", headers={**SSE_HEADERS, **call.headers})
+    return EventStream(call.relay(first, stream, deployment, writer), headers=SSE_HEADERS)
 
 
 @router.post("/messages/count_tokens", summary="Count the tokens of a Messages request",
              openapi_extra=json_body(ad.CountTokensRequest))
 async def count_tokens(request: Request) -> Response:
     """Free, like Anthropic's: not gated or billed. Exact for local models, estimated for others (see README)."""
-    ctx, _ = await _authorized(request)
+    ctx, _ = await _authorized(request, paid=False)
     body = await parse_json(request, ad.CountTokensRequest)
     req = ad.to_chat_request(body)
     model = ctx.router.resolve(body.model, Task.CHAT)

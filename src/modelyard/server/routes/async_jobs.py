@@ -11,10 +11,10 @@ from starlette.responses import Response
 from ...catalog import Model
 from ...errors import InvalidRequest, ModelyardError
 from ...jobs.queue import Job
+from ...pipeline.auth import Principal
 from ...pipeline.regions import region_for
 from ...types import Task
-from .jobs import base_url
-from .openai import json_response
+from ..render import base_url, json_response
 
 OBJECT = {Task.CHAT: "chat.completion", Task.EMBEDDING: "embedding", Task.TEXT_TO_IMAGE: "image",
           Task.IMAGE_TO_IMAGE: "image", Task.TEXT_TO_VIDEO: "video", Task.IMAGE_TO_VIDEO: "video",
@@ -37,15 +37,15 @@ def take_async(req: BaseModel) -> bool:
     return flag
 
 
-async def submit(request: Request, model: Model, task: Task, req: BaseModel) -> Job:
+async def submit(request: Request, principal: Principal, model: Model, task: Task, req: BaseModel) -> Job:
     payload = req.model_dump(mode="json", exclude_unset=True)
     payload.pop("model", None)
-    return await submit_payload(request, model, task, payload)
+    return await submit_payload(request, principal, model, task, payload)
 
 
-async def submit_payload(request: Request, model: Model, task: Task, payload: dict[str, Any]) -> Job:
+async def submit_payload(request: Request, principal: Principal, model: Model, task: Task,
+                         payload: dict[str, Any]) -> Job:
     ctx = request.app.state.ctx
-    principal = getattr(request.state, "principal", None) or await ctx.auth.authenticate(request)
     return await ctx.jobs.submit(principal, model, task, payload, face="openai", base_url=base_url(request),
                                  region=region_for(request, ctx.settings.region_hosts))
 

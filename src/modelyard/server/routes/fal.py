@@ -17,12 +17,11 @@ from ...pipeline.regions import region_for
 from ...protocols import fal
 from ...types import Task
 from ..body import parse_object
-from ..errors import register_dialect
-from .jobs import base_url
-from .openai import json_response
+from ..render import base_url, json_response
 
 router = APIRouter(tags=["fal queue"])
-register_dialect("fal", fal.error_body, ["/fal/"])
+# the error envelope this face's clients read, under these path prefixes (registered by create_app)
+ERRORS = (fal.error_body, ["/fal/"])
 # .../requests/{id}, .../requests/{id}/status, .../requests/{id}/cancel, with or without an {owner}/{app} before
 _REQUEST_PATH = re.compile(r"^(?:.+/)?requests/([A-Za-z0-9_\-]{1,64})(/status|/cancel)?/?$")
 BATCH_LIMIT = 50
@@ -70,7 +69,7 @@ async def _result(request: Request, job: Job) -> Response:
 @router.post("/fal/requests/batch", summary="Status of up to 50 requests")
 async def batch_status(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     body = await parse_object(request)
     ids = body.get("request_ids", body.get("ids"))
     if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
@@ -95,7 +94,7 @@ async def get_request(request: Request, path: str) -> Response:
     m = _REQUEST_PATH.match(path)
     if m is None or m.group(2) == "/cancel":
         raise NotFound(f"Unknown route: GET /fal/{path}", code="unknown_route")
-    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     job = await ctx.jobs.get(m.group(1), principal)
     if m.group(2) is None:
         return await _result(request, job)
@@ -111,7 +110,7 @@ async def cancel_request(request: Request, path: str) -> Response:
     m = _REQUEST_PATH.match(path)
     if m is None or m.group(2) != "/cancel":
         raise NotFound(f"Unknown route: PUT /fal/{path}", code="unknown_route")
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE)
     job = await ctx.jobs.queue.get(m.group(1), org_id=principal.org_id)
     if job is None:
         return json_response({"status": "NOT_FOUND"}, status=404)
@@ -124,7 +123,7 @@ async def cancel_request(request: Request, path: str) -> Response:
 @router.post("/fal/{path:path}", summary="Submit to a model by fal slug (queued; `sync_mode: true` waits)")
 async def submit(request: Request, path: str) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     # fal-client's `run` posts to FAL_RUN_HOST: point it at <host>/fal/run and the call waits for its result
     blocking = path.startswith("run/")
     model, subpath = resolve_slug(ctx, path.removeprefix("run/"))

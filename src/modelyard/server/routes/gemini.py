@@ -8,12 +8,14 @@ import orjson
 from fastapi import APIRouter
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ...backends.base import ChatChunk
 from ...catalog import Model
 from ...errors import InvalidRequest, ModelyardError, NotFound
 from ...pipeline import scopes as sc
+from ...pipeline.billing import token_units
+from ...pipeline.units import Units
 from ...pipeline.tokens import count_tokens as count_prompt_tokens
 from ...pipeline.regions import region_for
 from ...protocols import gemini_dialect as gd
@@ -21,15 +23,13 @@ from ...protocols.sse import encode_data
 from ...types import Task
 from ...types_media import EmbeddingRequest
 from ..body import parse_json
-from ..disconnect import unless_disconnected
-from ..errors import register_dialect
-from ...pipeline.billing import task_units
-from .dialect_chat import relay, start_chat, units_of
-from .openai import SSE_HEADERS, json_response, served_by
+from ..render import SSE_HEADERS, json_response
+from ..streaming import EventStream
 
 router = APIRouter(tags=["Gemini"])
 PREFIXES = ("/v1beta", "/api/v1beta")
-register_dialect("gemini", gd.error_body, list(PREFIXES))
+# the error envelope this face's clients read, under these path prefixes (registered by create_app)
+ERRORS = (gd.error_body, list(PREFIXES))
 
 CHAT_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
 EMBED_METHODS = ["embedContent", "batchEmbedContents"]
@@ -53,8 +53,8 @@ class _SSEWriter:
     def error(self, exc: ModelyardError) -> bytes:
         return encode_data(gd.error_body(exc))
 
-    def usage(self) -> tuple[int, int] | None:
-        return self.encoder.usage
+    def usage(self) -> Units | None:
+        return token_units(self.encoder.usage)
 
 
 class _ArrayWriter:
@@ -83,8 +83,8 @@ class _ArrayWriter:
     def error(self, exc: ModelyardError) -> bytes:
         return self._items([gd.error_body(exc)]) + b"]"
 
-    def usage(self) -> tuple[int, int] | None:
-        return self.encoder.usage
+    def usage(self) -> Units | None:
+        return token_units(self.encoder.usage)
 
 
 def _methods(model: Model) -> list[str]:
@@ -108,7 +108,7 @@ def _bare(name: str) -> str:
 @router.get("/models", summary="List models (Gemini)")
 async def list_models(request: Request) -> Response:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_READ)
+    await ctx.calls.authorize(request, sc.USER_READ)
     models = [m for m in ctx.catalog if _methods(m)]
     size = _int_query(request, "pageSize", 50, 1, 1000)
     start = _int_query(request, "pageToken", 0, 0, len(models)) if request.query_params.get("pageToken") else 0
@@ -131,7 +131,7 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
 @router.get("/models/{name:path}", summary="Get a model (Gemini)")
 async def get_model(request: Request, name: str) -> Response:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_READ)
+    await ctx.calls.authorize(request, sc.USER_READ)
     model = ctx.catalog.get(_bare(name), param="name")
     if not _methods(model):
         raise NotFound(f"Model 'models/{model.id}' does not serve the Gemini API.", param="name")
@@ -147,7 +147,8 @@ async def call_model(request: Request, target: str) -> Response:
         raise NotFound(f"Unknown method: POST {request.url.path}; models take "
                        f"{', '.join(':' + m for m in _HANDLERS)}.", code="unknown_route")
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    # countTokens is free (not admitted), so it counts here as an API request; the others count at admission
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=method != "countTokens")
     return await handler(request, ctx, principal, _bare(name))
 
 
@@ -155,14 +156,16 @@ async def _generate(request: Request, ctx: Any, principal: Any, name: str, *, st
     body = await parse_json(request, gd.GenerateContentRequest)
     model = ctx.router.resolve(name, Task.CHAT)
     req = gd.to_chat_request(body, model.id, stream=stream)
-    call = await start_chat(request, principal, model, req)
-    if call.response is not None:
-        return json_response(gd.from_chat_response(call.response, model.id), headers=call.headers)
+    region = region_for(request, ctx.settings.region_hosts)
+    async with ctx.calls.start(principal, model, Task.CHAT, req, client=request, field="contents") as call:
+        if not req.stream:
+            resp, _ = await call.run(ctx.router.chat(model, req, region))
+            return json_response(gd.from_chat_response(resp, model.id))
+        first, stream, deployment = await call.open(ctx.router.open_stream(model, req, region))
     encoder = gd.StreamEncoder(model=model.id)
     if request.query_params.get("alt") == "sse":
-        return StreamingResponse(relay(call, _SSEWriter(encoder)), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **call.headers})
-    return StreamingResponse(relay(call, _ArrayWriter(encoder)), media_type="application/json", headers=call.headers)
+        return EventStream(call.relay(first, stream, deployment, _SSEWriter(encoder)), headers=SSE_HEADERS)
+    return EventStream(call.relay(first, stream, deployment, _ArrayWriter(encoder)), media_type="application/json")
 
 
 async def _stream(request: Request, ctx: Any, principal: Any, name: str) -> Response:
@@ -179,25 +182,18 @@ async def _count(request: Request, ctx: Any, principal: Any, name: str) -> Respo
 
 
 async def _embed(request: Request, ctx: Any, principal: Any, name: str, texts: list[str],
-                 dimensions: int | None) -> tuple[list[list[float]], dict[str, str]]:
+                 dimensions: int | None) -> list[list[float]]:
     model = ctx.router.resolve(name, Task.EMBEDDING)
     try:
         req = EmbeddingRequest(model=model.id, input=texts, dimensions=dimensions)
     except ValidationError as exc:
         raise InvalidRequest(f"Invalid content to embed: {exc.errors(include_url=False)[0]['msg']}",
                              param="content") from None
-    ticket = await ctx.gate.admit(principal, model, Task.EMBEDDING, kind="embeddings", text="\n".join(texts),
-                                  estimate=task_units(Task.EMBEDDING, req))
-    try:
-        result, deployment = await unless_disconnected(
-            request, ctx.router.run(model, Task.EMBEDDING, req, region_for(request, ctx.settings.region_hosts)))
-    except BaseException:
-        ticket.fail()
-        raise
-    usage = result.get("usage") or {}
-    ticket.settle(units_of((int(usage.get("prompt_tokens") or 0), 0)), deployment)
+    region = region_for(request, ctx.settings.region_hosts)
+    async with ctx.calls.start(principal, model, Task.EMBEDDING, req, client=request, field="content") as call:
+        result, _ = await call.run(ctx.router.run(model, Task.EMBEDDING, req, region))
     vectors = [item["embedding"] for item in sorted(result["data"], key=lambda item: item["index"])]
-    return vectors, {**served_by(deployment), **ticket.headers}
+    return vectors
 
 
 def _same_model(given: str | None, name: str, param: str) -> None:
@@ -208,9 +204,9 @@ def _same_model(given: str | None, name: str, param: str) -> None:
 async def _embed_one(request: Request, ctx: Any, principal: Any, name: str) -> Response:
     body = await parse_json(request, gd.EmbedContentRequest)
     _same_model(body.model, name, "model")
-    vectors, headers = await _embed(request, ctx, principal, name, [gd.embed_texts(body, "content")],
-                                    body.output_dimensionality)
-    return json_response({"embedding": {"values": vectors[0]}}, headers=headers)
+    vectors = await _embed(request, ctx, principal, name, [gd.embed_texts(body, "content")],
+                           body.output_dimensionality)
+    return json_response({"embedding": {"values": vectors[0]}})
 
 
 async def _embed_batch(request: Request, ctx: Any, principal: Any, name: str) -> Response:
@@ -223,8 +219,8 @@ async def _embed_batch(request: Request, ctx: Any, principal: Any, name: str) ->
     for i, r in enumerate(body.requests):
         _same_model(r.model, name, f"requests[{i}].model")
         texts.append(gd.embed_texts(r, f"requests[{i}].content"))
-    vectors, headers = await _embed(request, ctx, principal, name, texts, dims.pop())
-    return json_response({"embeddings": [{"values": v} for v in vectors]}, headers=headers)
+    vectors = await _embed(request, ctx, principal, name, texts, dims.pop())
+    return json_response({"embeddings": [{"values": v} for v in vectors]})
 
 
 _HANDLERS = {"generateContent": _generate, "streamGenerateContent": _stream, "countTokens": _count,

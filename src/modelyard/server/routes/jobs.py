@@ -1,4 +1,4 @@
-"""Job API (Casola's): create, get, list, cancel; and each org's webhook signing secret."""
+"""The job API: create, get, list, cancel; and each org's webhook signing secret."""
 
 from __future__ import annotations
 
@@ -13,8 +13,7 @@ from ...jobs.tasks import parse_task
 from ...pipeline import scopes as sc
 from ...pipeline.regions import region_for
 from ..body import parse_object
-from ..errors import register_dialect
-from .openai import json_response
+from ..render import base_url, json_response
 
 router = APIRouter(tags=["Jobs"])
 _CREATE_DOC = {"type": "object", "required": ["model_id", "task", "payload"], "properties": {
@@ -25,16 +24,13 @@ _CREATE_DOC = {"type": "object", "required": ["model_id", "task", "payload"], "p
 
 
 def error_body(exc: ModelyardError) -> dict[str, Any]:
-    """Casola's envelope: code, message, type (`not_found_error` for 404s), plus the field at fault."""
+    """The job API's envelope: code, message, type (`not_found_error` for 404s), plus the field at fault."""
     kind = "not_found_error" if exc.status == 404 else exc.type
     return {"error": {"code": exc.code, "message": exc.message, "type": kind, "param": exc.param}}
 
 
-register_dialect("jobs", error_body, ["/api/jobs", "/api/webhook-secret"])
-
-
-def base_url(request: Request) -> str:
-    return request.app.state.ctx.settings.public_url or str(request.base_url)
+# the error envelope this face's clients read, under these path prefixes (registered by create_app)
+ERRORS = (error_body, ["/api/jobs", "/api/webhook-secret"])
 
 
 def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> int:
@@ -50,7 +46,7 @@ def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> 
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE_DOC}}}})
 async def create_job(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     body = await parse_object(request)
     model_name = body.get("model_id")
     if not isinstance(model_name, str) or not model_name:
@@ -79,7 +75,7 @@ async def create_job(request: Request) -> Response:
 @router.get("/api/jobs", summary="List your jobs (newest first)")
 async def list_jobs(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     q = request.query_params
     limit_raw = q.get("limit", "20")
     if not limit_raw.isdigit() or not 1 <= int(limit_raw) <= 100:
@@ -94,14 +90,14 @@ async def list_jobs(request: Request) -> Response:
 @router.get("/api/jobs/{job_id}", summary="Get a job: status, result or error")
 async def get_job(request: Request, job_id: str) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     return json_response(ctx.jobs.public(await ctx.jobs.get(job_id, principal), base_url(request)))
 
 
 @router.post("/api/jobs/{job_id}/cancel", summary="Cancel a job (pending: at once; running: its work is stopped)")
 async def cancel_job(request: Request, job_id: str) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE)
     job, outcome = await ctx.jobs.cancel(job_id, principal)
     body = ctx.jobs.public(job, base_url(request))
     body["cancel"] = outcome  # cancelled | requested | final
@@ -111,7 +107,7 @@ async def cancel_job(request: Request, job_id: str) -> Response:
 @router.get("/api/webhook-secret", summary="Your organization's webhook signing secret (Standard Webhooks)")
 async def webhook_secret(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     return json_response({"object": "webhook_secret", "secret": ctx.jobs.webhook_secret(principal.org_id),
                           "scheme": "https://www.standardwebhooks.com"})
 

@@ -2,37 +2,56 @@
 
 from __future__ import annotations
 
-import logging
-from typing import Any, AsyncIterator
+from typing import Any
 
-import orjson
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...backends.base import ChatChunk
-from ...catalog import Deployment, Model
-from ...errors import InternalError, ModelyardError
+from ...catalog import Model
+from ...errors import ModelyardError
 from ...pipeline import scopes as sc
-from ...pipeline.billing import chat_estimate, chat_units, chunk_events, chunk_usage, filter_text
-from ...pipeline.gate import Ticket
+from ...pipeline.billing import chat_units, chunk_usage
+from ...pipeline.units import Units
 from ...pipeline.regions import region_for
 from ...protocols import openai as oa
 from ...protocols.sse import DONE, encode_data
 from ...types import ChatRequest, Task
 from ..body import parse_json
-from ..disconnect import unless_disconnected
 from ..openapi import json_body
+from ..render import SSE_HEADERS, json_response
 from ..streaming import EventStream
+from . import async_jobs
 
-log = logging.getLogger(__name__)
 router = APIRouter(tags=["OpenAI"])
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 
+class ChatFraming:
+    """OpenAI's chat SSE: chunks go out as they are (whole blocks of an OpenAI-compatible upstream's own events
+    included); the closing `data: [DONE]` is the EventStream's end. The usage chunk, when the client asked for
+    one, prices the call."""
 
-def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+    __slots__ = ("_usage",)
+
+    def __init__(self) -> None:
+        self._usage: dict[str, Any] | None = None
+
+    def head(self) -> bytes:
+        return b""
+
+    def chunk(self, chunk: Any) -> bytes:
+        if self._usage is None:
+            self._usage = chunk_usage(chunk)
+        return encode_data(chunk)
+
+    def tail(self) -> bytes:
+        return b""
+
+    def error(self, exc: ModelyardError) -> bytes:
+        return encode_data(oa.error_body(exc))
+
+    def usage(self) -> Units | None:
+        return chat_units(self._usage, None) if self._usage else None
 
 
 async def _model_entry(request: Request, model: Model) -> dict[str, Any]:
@@ -46,83 +65,30 @@ async def _model_entry(request: Request, model: Model) -> dict[str, Any]:
 @router.get("/models", summary="List models")
 async def list_models(request: Request) -> Response:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_READ)
+    await ctx.calls.authorize(request, sc.USER_READ)
     return json_response({"object": "list", "data": [await _model_entry(request, m) for m in ctx.catalog]})
 
 
 @router.get("/models/{model:path}", summary="Retrieve a model")
 async def get_model(request: Request, model: str) -> Response:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_READ)
+    await ctx.calls.authorize(request, sc.USER_READ)
     return json_response(await _model_entry(request, ctx.catalog.get(model, param="model")))
 
 
 @router.post("/chat/completions", summary="Create a chat completion", openapi_extra=json_body(ChatRequest))
 async def chat_completions(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     req = await parse_json(request, ChatRequest)
-    req._relay_sse = True  # our client reads OpenAI's SSE: an OpenAI-compatible upstream's events pass as they are
     model = ctx.router.resolve(req.model, Task.CHAT)
-    if req.model_extra and "async" in req.model_extra:  # a dict lookup: the hot path stays as it was
-        from . import async_jobs
-
-        if async_jobs.take_async(req):
-            request.state.principal = principal
-            return async_jobs.accepted(await async_jobs.submit(request, model, Task.CHAT, req))
+    if req.model_extra and "async" in req.model_extra and async_jobs.take_async(req):  # a dict lookup when absent
+        return async_jobs.accepted(await async_jobs.submit(request, principal, model, Task.CHAT, req))
     region = region_for(request, ctx.settings.region_hosts)
-    text, field = filter_text(req) if ctx.gate.filters(principal.org_id) else (None, None)
-    ticket = await ctx.gate.admit(principal, model, Task.CHAT, kind="chat", estimate=chat_estimate(req), text=text,
-                                  field=field)
-    try:
+    async with ctx.calls.start(principal, model, Task.CHAT, req, client=request) as call:
         if not req.stream:
-            resp, deployment = await unless_disconnected(request, ctx.router.chat(model, req, region))
-        else:
-            # The router pulls the first chunk before we answer: failures to start keep their HTTP status, and may
-            # move to another deployment; after that first chunk the stream is committed.
-            first, stream, deployment = await ctx.router.open_stream(model, req, region)
-    except BaseException:
-        ticket.fail()
-        raise
-    if not req.stream:
-        ticket.settle(chat_units(resp.get("usage"), ticket.estimate), deployment)
-        return json_response(resp, headers={**served_by(deployment), **ticket.headers})
-    return EventStream(_sse(first, stream, ticket, deployment), end=DONE,
-                       headers={**SSE_HEADERS, **served_by(deployment), **ticket.headers})
-
-
-def served_by(deployment: Deployment) -> dict[str, str]:
-    return {"X-Modelyard-Model": deployment.model_id, "X-Modelyard-Deployment": deployment.name}
-
-
-async def _sse(first: ChatChunk | None, stream: AsyncIterator[ChatChunk], ticket: Ticket,
-               deployment: Deployment) -> AsyncIterator[bytes]:
-    """Relay chunks as they come; an error after the first byte goes out as a final error event.
-
-    The closing `data: [DONE]` is the EventStream's `end`, written with the end of the response.
-    """
-    failed = False  # the upstream or the server failed: not charged. A client hanging up is charged what it got.
-    usage, chunks = None, 0  # the final chunk's usage prices the call; without it, chunks approximate tokens
-    try:
-        if first is not None:
-            usage = chunk_usage(first)
-            chunks += chunk_events(first) - 1  # a relayed block may hold many events
-            yield encode_data(first)
-            async for chunk in stream:
-                chunks += chunk_events(chunk)
-                if usage is None:
-                    usage = chunk_usage(chunk)
-                yield encode_data(chunk)
-    except ModelyardError as exc:
-        failed = True
-        yield encode_data(oa.error_body(exc))
-    except Exception:
-        failed = True
-        log.exception("stream failed")
-        yield encode_data(oa.error_body(InternalError("The stream failed on the server.")))
-    finally:
-        if failed:
-            ticket.fail()
-        else:
-            ticket.settle(chat_units(usage, ticket.estimate, chunks), deployment)
-        await stream.aclose()  # type: ignore[attr-defined]
+            resp, _ = await call.run(ctx.router.chat(model, req, region))
+            return json_response(resp)
+        # our client reads OpenAI's SSE: an OpenAI-compatible upstream's events may pass as they are (raw_sse)
+        first, stream, deployment = await call.open(ctx.router.open_stream(model, req, region, raw_sse=True))
+    return EventStream(call.relay(first, stream, deployment, ChatFraming()), end=DONE, headers=SSE_HEADERS)

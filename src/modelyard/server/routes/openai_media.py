@@ -13,33 +13,25 @@ from starlette.responses import Response
 from ...catalog import Model
 from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
-from ...pipeline.billing import filter_text, task_units
+from ...pipeline.auth import Principal
 from ...pipeline.regions import region_for
 from ...protocols.transcripts import render as render_transcript
 from ...types import Task
 from ...types_media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest, PIIRequest,
                             RerankRequest, ScoreRequest, SpeechRequest, VideoRequest, parse_size)
 from ..body import parse_json
-from ..disconnect import unless_disconnected
 from ..forms import file_field, multipart_doc, number_field, read_form, text_field
 from ..openapi import json_body
+from ..render import base_url, json_response
 from . import async_jobs
-from .openai import json_response, served_by
 
 router = APIRouter(tags=["OpenAI"])
 TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
-# The rate-limit kind each task counts against (plans limit e.g. images per minute separately from chat).
-KIND_OF_TASK = {Task.TEXT_TO_IMAGE: "images", Task.IMAGE_TO_IMAGE: "images", Task.TEXT_TO_VIDEO: "videos",
-                Task.IMAGE_TO_VIDEO: "videos", Task.SPEECH: "audio", Task.TRANSCRIPTION: "audio",
-                Task.TRANSLATION: "audio", Task.EMBEDDING: "embeddings"}
-FILTERED = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO, Task.SPEECH,
-                      Task.EMBEDDING})
 
 
-async def _authorized(request: Request) -> Any:
+async def _authorized(request: Request) -> tuple[Any, Principal]:
     ctx = request.app.state.ctx
-    request.state.principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
-    return ctx
+    return ctx, await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
 
 
 def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
@@ -51,45 +43,34 @@ def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
     return model
 
 
-async def _async(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> Response | None:
+async def _async(request: Request, principal: Principal, name: str | None, task: Task, req: Any) -> Response | None:
     """`"async": true`: queue the request as a job and answer 202 (None: run it now, as usual)."""
     if not async_jobs.take_async(req):
         return None
-    return async_jobs.accepted(await async_jobs.submit(request, _model_for(ctx, name, task), task, req))
+    model = _model_for(request.app.state.ctx, name, task)
+    return async_jobs.accepted(await async_jobs.submit(request, principal, model, task, req))
 
 
-async def _run(request: Request, ctx: Any, name: str | None, task: Task, req: Any) -> tuple[Any, dict[str, str]]:
+async def _run(request: Request, principal: Principal, name: str | None, task: Task, req: Any) -> Any:
+    """One call of `task` through the call path; the route renders what it returns."""
+    ctx = request.app.state.ctx
     model = _model_for(ctx, name, task)
     region = region_for(request, ctx.settings.region_hosts)
-    principal = request.state.principal
-    # generation input goes through the org's content filter; analysis tasks (PII, moderation, rerank) do not
-    text, field = filter_text(req) if task in FILTERED and ctx.gate.filters(principal.org_id) else (None, None)
-    ticket = await ctx.gate.admit(principal, model, task, kind=KIND_OF_TASK.get(task), estimate=task_units(task, req),
-                                  text=text, field=field)
-    try:
-        result, deployment = await unless_disconnected(request, ctx.router.run(model, task, req, region))
-    except BaseException:
-        ticket.fail()
-        raise
-    ticket.settle(task_units(task, req, result), deployment)
-    return result, {**served_by(deployment), **ticket.headers}
-
-
-def _base_url(request: Request) -> str:
-    return request.app.state.ctx.settings.public_url or str(request.base_url)
+    async with ctx.calls.start(principal, model, task, req, client=request) as call:
+        result, _ = await call.run(ctx.router.run(model, task, req, region))
+    return result
 
 
 def _json_task(path: str, body: type, task: Task, summary: str) -> None:
     """Register a route that reads a JSON body of type `body`, runs `task`, and answers the backend's JSON."""
 
     async def handler(request: Request) -> Response:
-        ctx = await _authorized(request)
+        _, principal = await _authorized(request)
         req = await parse_json(request, body)
-        queued = await _async(request, ctx, req.model, task, req)
+        queued = await _async(request, principal, req.model, task, req)
         if queued is not None:
             return queued
-        result, headers = await _run(request, ctx, req.model, task, req)
-        return json_response(result, headers=headers)
+        return json_response(await _run(request, principal, req.model, task, req))
 
     handler.__name__ = task.value.replace("-", "_")
     router.add_api_route(path, handler, methods=["POST"], summary=summary, openapi_extra=json_body(body))
@@ -107,13 +88,13 @@ for _path, _body, _task, _summary in (
 
 @router.post("/audio/speech", summary="Text to speech", openapi_extra=json_body(SpeechRequest))
 async def speech(request: Request) -> Response:
-    ctx = await _authorized(request)
+    _, principal = await _authorized(request)
     req = await parse_json(request, SpeechRequest)
-    queued = await _async(request, ctx, req.model, Task.SPEECH, req)
+    queued = await _async(request, principal, req.model, Task.SPEECH, req)
     if queued is not None:
         return queued
-    result, headers = await _run(request, ctx, req.model, Task.SPEECH, req)
-    return Response(result.data, media_type=result.content_type, headers=headers)
+    result = await _run(request, principal, req.model, Task.SPEECH, req)
+    return Response(result.data, media_type=result.content_type)
 
 
 _AUDIO_FIELDS = {"file": {"type": "string", "format": "binary"}, "model": {"type": "string"},
@@ -143,19 +124,19 @@ async def _audio_input(request: Request, translation: bool) -> AudioInput:
 
 
 async def _transcribe(request: Request, task: Task) -> Response:
-    ctx = await _authorized(request)
+    ctx, principal = await _authorized(request)
     req = await _audio_input(request, translation=task == Task.TRANSLATION)
     if async_jobs.form_async(await read_form(request)):  # the form is parsed once; this reads it again from cache
         payload = {"file": base64.b64encode(req.data).decode(), "filename": req.filename, "language": req.language,
                    "prompt": req.prompt, "timestamps": req.response_format == "verbose_json"}
         model = _model_for(ctx, req.model, task)
         return async_jobs.accepted(await async_jobs.submit_payload(
-            request, model, task, {k: v for k, v in payload.items() if v is not None}))
-    result, headers = await _run(request, ctx, req.model, task, req)
+            request, principal, model, task, {k: v for k, v in payload.items() if v is not None}))
+    result = await _run(request, principal, req.model, task, req)
     body, media_type = render_transcript(result, req.response_format)
     if isinstance(body, dict):
-        return json_response(body, headers=headers)
-    return Response(body, media_type=media_type, headers=headers)
+        return json_response(body)
+    return Response(body, media_type=media_type)
 
 
 @router.post("/audio/transcriptions", summary="Speech to text",
@@ -179,20 +160,20 @@ def _image_data(request: Request, images: list[bytes], response_format: str, rev
         if response_format == "b64_json":
             item["b64_json"] = base64.b64encode(png).decode()
         else:
-            item["url"] = media.url(media.save(png, "png", "img").name, _base_url(request))
+            item["url"] = media.url(media.save(png, "png", "img").name, base_url(request))
         data.append(item)
     return {"created": int(time.time()), "data": data}
 
 
 @router.post("/images/generations", summary="Create images", openapi_extra=json_body(ImageRequest))
 async def image_generations(request: Request) -> Response:
-    ctx = await _authorized(request)
+    _, principal = await _authorized(request)
     req = await parse_json(request, ImageRequest)
-    queued = await _async(request, ctx, req.model, Task.TEXT_TO_IMAGE, req)
+    queued = await _async(request, principal, req.model, Task.TEXT_TO_IMAGE, req)
     if queued is not None:
         return queued
-    result, headers = await _run(request, ctx, req.model, Task.TEXT_TO_IMAGE, req)
-    return json_response(_image_data(request, result.images, req.response_format, result.revised_prompt), headers=headers)
+    result = await _run(request, principal, req.model, Task.TEXT_TO_IMAGE, req)
+    return json_response(_image_data(request, result.images, req.response_format, result.revised_prompt))
 
 
 @router.post("/images/edits", summary="Edit an image (optionally within a mask)",
@@ -205,7 +186,7 @@ async def image_generations(request: Request) -> Response:
 async def image_edits(request: Request) -> Response:
     from ...backends.local.image import decode_image
 
-    ctx = await _authorized(request)
+    ctx, principal = await _authorized(request)
     form = await read_form(request)
     limit = ctx.settings.max_upload_bytes
     image_field = "image" if form.get("image") is not None else "image[]"
@@ -233,27 +214,27 @@ async def image_edits(request: Request) -> Response:
                    "mask": base64.b64encode(mask[0]).decode() if mask else None}
         model = _model_for(ctx, edit.model, Task.IMAGE_TO_IMAGE)
         return async_jobs.accepted(await async_jobs.submit_payload(
-            request, model, Task.IMAGE_TO_IMAGE, {k: v for k, v in payload.items() if v is not None}))
-    result, headers = await _run(request, ctx, edit.model, Task.IMAGE_TO_IMAGE, edit)
-    return json_response(_image_data(request, result.images, edit.response_format, result.revised_prompt), headers=headers)
+            request, principal, model, Task.IMAGE_TO_IMAGE, {k: v for k, v in payload.items() if v is not None}))
+    result = await _run(request, principal, edit.model, Task.IMAGE_TO_IMAGE, edit)
+    return json_response(_image_data(request, result.images, edit.response_format, result.revised_prompt))
 
 
 @router.post("/videos/generations", summary="Create a video (blocks until it is ready)",
              openapi_extra=json_body(VideoRequest))
 async def video_generations(request: Request) -> Response:
-    """QuickCasa's blocking route, run as a job: waits up to `job_wait_seconds`, then answers 202 with the job."""
-    ctx = await _authorized(request)
+    """The blocking video route, run as a job: waits up to `job_wait_seconds`, then answers 202 with the job."""
+    ctx, principal = await _authorized(request)
     req = await parse_json(request, VideoRequest)
     task = Task.IMAGE_TO_VIDEO if req.image else Task.TEXT_TO_VIDEO
     wants_async = async_jobs.take_async(req)
-    job = await async_jobs.submit(request, _model_for(ctx, req.model, task), task, req)
+    job = await async_jobs.submit(request, principal, _model_for(ctx, req.model, task), task, req)
     if not wants_async:
         job = await ctx.jobs.wait(job, ctx.settings.job_wait_seconds)
     if not job.final:
         return async_jobs.accepted(job)
     if job.status != "completed":
         async_jobs.raise_job_error(job)
-    video = ctx.jobs.result(job, _base_url(request))["video"]
+    video = ctx.jobs.result(job, base_url(request))["video"]
     return json_response({"created": int(job.created_at), "id": job.id, "data": [{
         "url": video["url"], "content_type": video["content_type"], "duration_seconds": video["duration_seconds"],
         "width": video["width"], "height": video["height"], "fps": video["fps"], "frames": video["frames"]}]})

@@ -11,7 +11,7 @@ from starlette.responses import FileResponse, Response
 from ...pipeline import scopes as sc
 from ...routing import best_state
 from ...types import ModelState, Task
-from .openai import json_response
+from ..render import json_response
 
 router = APIRouter(tags=["Platform"])
 
@@ -36,14 +36,14 @@ async def _status_entry(ctx: Any, model: Any) -> dict[str, Any]:
 @router.get("/api/model-status", summary="Every model's state (online, warming, standby, offline), tasks and deployments")
 async def model_status(request: Request) -> Response:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_READ)
+    await ctx.calls.authorize(request, sc.USER_READ)
     return json_response({"models": [await _status_entry(ctx, m) for m in ctx.catalog]})
 
 
 @router.get("/api/voice/models", summary="Speech models and their voices")
 async def voice_models(request: Request) -> Response:
     ctx = request.app.state.ctx
-    await ctx.auth.authenticate(request, sc.USER_READ)
+    await ctx.calls.authorize(request, sc.USER_READ)
     out = []
     for model in ctx.catalog:
         if Task.SPEECH not in model.tasks:

@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from ...errors import NotFound
 from ...pipeline import scopes as sc
 from ..metrics import render as render_metrics
-from .openai import json_response
+from ..render import json_response
 
 router = APIRouter(include_in_schema=False)
 
@@ -64,7 +64,7 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     ctx = request.app.state.ctx
     if not ctx.settings.metrics_public:
-        await ctx.auth.authenticate(request, sc.ADMIN_READ)
+        await ctx.calls.authorize(request, sc.ADMIN_READ)
     return Response(await render_metrics(ctx.router), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 

@@ -1,4 +1,4 @@
-"""Studio (Qiklab) routes: POST /api/v1/generate queues a job for a mode; GET /api/v1/status/{job_id} reports it."""
+"""Studio routes: POST /api/v1/generate queues a job for a mode; GET /api/v1/status/{job_id} reports it."""
 
 from __future__ import annotations
 
@@ -8,16 +8,15 @@ from starlette.responses import Response
 
 from ...errors import NotFound
 from ...pipeline import scopes as sc
-from ...pipeline.gate import Units
+from ...pipeline.units import Units
 from ...pipeline.regions import region_for
 from ...protocols import studio
 from ..body import parse_object
-from ..errors import register_dialect
-from .jobs import base_url
-from .openai import json_response
+from ..render import base_url, json_response
 
 router = APIRouter(tags=["Studio"])
-register_dialect("studio", studio.error_body, ["/api/v1/generate", "/api/v1/status/"])
+# the error envelope this face's clients read, under these path prefixes (registered by create_app)
+ERRORS = (studio.error_body, ["/api/v1/generate", "/api/v1/status/"])
 _DOC = {"type": "object", "required": ["mode", "positive_prompt"], "properties": {
     "mode": {"type": "string", "enum": list(studio.MODES)},
     "positive_prompt": {"type": "string", "maxLength": studio.MAX_PROMPT},
@@ -34,7 +33,7 @@ _DOC = {"type": "object", "required": ["mode", "positive_prompt"], "properties":
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _DOC}}}})
 async def generate(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_WRITE)
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     spec = studio.parse_generate(await parse_object(request))
     configured = ctx.settings.studio_models.get(spec.mode)
     model = ctx.catalog.get(configured, param="mode") if configured else ctx.catalog.first_for(spec.task)
@@ -44,13 +43,13 @@ async def generate(request: Request) -> Response:
                      video_seconds=spec.video_seconds, video_resolution=spec.video_resolution)
     job = await ctx.jobs.submit(principal, model, spec.task, spec.payload, face="studio", base_url=base_url(request),
                                 region=region_for(request, ctx.settings.region_hosts), estimate=estimate,
-                                extra_meta={"mode": spec.mode})
+                                extra_meta={"mode": spec.mode}, field="positive_prompt")
     return json_response({"job_id": job.id, "gateway_job_id": job.id, "status": "QUEUED", "mode": spec.mode})
 
 
 @router.get("/api/v1/status/{job_id}", summary="A generation job's status; result URLs when completed")
 async def status(request: Request, job_id: str) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     job = await ctx.jobs.get(job_id, principal)
     return json_response(studio.status_body(job, ctx.jobs.result(job, base_url(request))))

@@ -15,7 +15,7 @@ from ...pipeline import scopes as sc
 from ...store.workers_repo import WorkerRepo
 from ..body import parse_json
 from ..openapi import json_body
-from .openai import json_response
+from ..render import json_response
 
 router = APIRouter(tags=["Workers"])
 
@@ -47,7 +47,7 @@ class Heartbeat(BaseModel):
 
 async def _worker_principal(request: Request) -> Any:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.WORKER)
+    principal = await ctx.calls.authorize(request, sc.WORKER)
     # Workers receive other organizations' traffic: only the operator may add them.
     if principal.org_name != DEFAULT_ORG:
         raise PermissionDenied("Only worker tokens of the operator's organization can register workers.")
@@ -89,6 +89,6 @@ async def deregister(request: Request, worker_id: str) -> Response:
 @router.get("/api/workers", summary="Workers registered by this organization")
 async def list_workers(request: Request) -> Response:
     ctx = request.app.state.ctx
-    principal = await ctx.auth.authenticate(request, sc.ADMIN_READ)
+    principal = await ctx.calls.authorize(request, sc.ADMIN_READ)
     rows = await WorkerRepo(ctx.store).list(principal.org_id)
     return json_response({"data": [w.public(timeout=ctx.settings.worker_timeout_seconds) for w in rows]})

@@ -1,0 +1,42 @@
+"""The application context: every long-lived part of one Modelyard process, built once by `create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles through the context
+    from .catalog import Catalog
+    from .config import Settings
+    from .jobs.service import JobService
+    from .media import MediaStore
+    from .pipeline.auth import Authenticator, StaticKeyAuthenticator
+    from .pipeline.calls import CallPath
+    from .pipeline.gate import Gate
+    from .routing import Router
+    from .store.db import Store
+    from .store.responses_repo import ResponseLog
+    from .websearch import SearchProvider
+    from .workers import WorkerRegistry
+
+
+@dataclass
+class AppContext:
+    """What routes reach as `request.app.state.ctx`, and what job runners run with.
+
+    `router` is made when the server starts (its pooled HTTP clients bind to the running event loop); `jobs` and
+    `workers` exist on a gateway, not on a `modelyard worker` model host.
+    """
+
+    settings: Settings
+    catalog: Catalog
+    store: Store
+    auth: Authenticator | StaticKeyAuthenticator
+    media: MediaStore
+    gate: Gate
+    calls: CallPath
+    responses: ResponseLog  # stored Responses API responses, written behind the request
+    search: SearchProvider  # the hosted web_search tool's provider
+    router: Router = field(init=False)
+    jobs: JobService | None = None  # None on a model host
+    workers: WorkerRegistry | None = None  # None on a model host

@@ -1,0 +1,277 @@
+"""The call path: every unit of paid work runs from admission to settlement through this one piece of code.
+
+Every surface — the OpenAI, Anthropic, Gemini, fal and studio routes, streams, `"async": true`, job runners, and
+whatever starts paid work next (batch lines, agent nodes, render) — goes through `CallPath`:
+
+    principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
+    async with ctx.calls.start(principal, model, Task.CHAT, req, client=request) as call:
+        if not req.stream:
+            resp, deployment = await call.run(ctx.router.chat(model, req, region))    # settled on its usage
+            return json_response(resp)
+        first, stream, deployment = await call.open(ctx.router.open_stream(model, req, region))
+        return EventStream(call.relay(first, stream, deployment, framing))          # settled when it ends
+
+It owns admission (plan, rate limits, content filter, wallet reserve), the failure path (an exception, a cancel or
+a client that leaves releases the reservation, uncharged), settlement on the units the result shows, the usage row,
+and the headers the call earns (rate limits, which deployment served): those go out with whatever the route
+answers, errors included. A stream the client leaves after bytes were sent is charged for what it was sent.
+
+Jobs outlive their request: `start(..., job=True)` admits in the `job` limit class, the service stores
+`call.hold()` in the job row, and whichever runner finishes the job calls `settle_hold`.
+
+What a request is filtered on (`filter.filtered_text`), what it is estimated to cost (`estimate_units`), what its
+result consumed (`result_units`) and which rate-limit kind it counts in (`KIND_OF_TASK`) are each defined once, here
+or in the module named.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Protocol, TypeVar
+
+from ..catalog import Deployment, Model
+from ..errors import InternalError, ModelyardError
+from ..types import Task
+from .auth import Authenticator, Principal
+from .billing import chat_estimate, chat_units, chunk_events, task_units
+from .filter import filtered_text
+from .gate import Gate, Ticket
+from .units import Units
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The rate-limit kind each task counts in (plans limit e.g. chat or images per minute per key). Every text
+# generation counts as chat, whichever face asked: a plan's chat limit cannot be stepped around through
+# /v1/completions, /v1/responses, Anthropic's or Gemini's routes. Analysis tasks count only in kind-less rules.
+KIND_OF_TASK: dict[Task, str] = {
+    Task.CHAT: "chat", Task.COMPLETION: "chat", Task.EMBEDDING: "embeddings",
+    Task.TEXT_TO_IMAGE: "images", Task.IMAGE_TO_IMAGE: "images",
+    Task.TEXT_TO_VIDEO: "videos", Task.IMAGE_TO_VIDEO: "videos",
+    Task.SPEECH: "audio", Task.TRANSCRIPTION: "audio", Task.TRANSLATION: "audio",
+}
+# Where a call's earned headers wait in the ASGI scope until the server writes the response's head.
+RESPONSE_HEADERS = "modelyard.response_headers"
+
+
+class Client(Protocol):
+    """The HTTP request a call serves (a Starlette Request fits): its disconnect cancels the work, and the headers
+    the call earns go out with its answer."""
+
+    scope: MutableMapping[str, Any]
+
+    async def receive(self) -> Mapping[str, Any]: ...
+
+
+Watch = Callable[[Callable[[], Awaitable[Mapping[str, Any]]], Awaitable[T]], Awaitable[T]]
+
+
+class Framing(Protocol):
+    """How a face writes a stream: its opening, each chunk, its close, an error after bytes went out, and the
+    usage the stream reported (None until it does)."""
+
+    def head(self) -> bytes: ...
+
+    def chunk(self, chunk: Any) -> bytes: ...
+
+    def tail(self) -> bytes: ...
+
+    def error(self, exc: ModelyardError) -> bytes: ...
+
+    def usage(self) -> Units | None: ...
+
+
+def estimate_units(task: Task, req: Any) -> Units:
+    """What a request is reserved at before it runs: an upper bound, settled later on what it really consumed."""
+    if task in (Task.CHAT, Task.COMPLETION):
+        return chat_estimate(req)
+    return task_units(task, req)
+
+
+def result_units(task: Task, req: Any, result: Any, estimate: Units | None) -> Units | None:
+    """What a finished call consumed, read from its result (chat-shaped results carry OpenAI's `usage`)."""
+    if task in (Task.CHAT, Task.COMPLETION):
+        return chat_units(result.get("usage") if isinstance(result, dict) else None, estimate)
+    return task_units(task, req, result)
+
+
+def served_by(deployment: Deployment) -> dict[str, str]:
+    """The headers that say which model and deployment answered."""
+    return {"X-Modelyard-Model": deployment.model_id, "X-Modelyard-Deployment": deployment.name}
+
+
+def publish_headers(client: Client | None, headers: Mapping[str, str]) -> None:
+    """Headers for the response the client will get, whatever the route renders (its errors included)."""
+    if client is not None and headers:
+        scope = client.scope
+        held = scope.get(RESPONSE_HEADERS)
+        if held is None:
+            scope[RESPONSE_HEADERS] = dict(headers)
+        else:
+            held.update(headers)
+
+
+class Call:
+    """One admitted unit of paid work. It ends exactly once: settled on what it consumed, or released."""
+
+    __slots__ = ("ticket", "task", "req", "client", "_watch", "streaming")
+
+    def __init__(self, ticket: Ticket, task: Task, req: Any, client: Client | None, watch: Watch | None) -> None:
+        self.ticket = ticket
+        self.task = task
+        self.req = req
+        self.client = client
+        self._watch = watch
+        self.streaming = False  # handed to `relay`, which settles when the stream ends
+
+    @property
+    def estimate(self) -> Units | None:
+        return self.ticket.estimate
+
+    async def run(self, work: Awaitable[tuple[T, Deployment]],
+                  units: Callable[[T], Units | None] | None = None) -> tuple[T, Deployment]:
+        """Await `(result, deployment)` — cancelled if the client leaves — and settle on the units the result
+        shows (`units(result)` where the face knows better than `result_units`). Any failure releases."""
+        try:
+            if self.client is not None and self._watch is not None:
+                result, deployment = await self._watch(self.client.receive, work)
+            else:
+                result, deployment = await work
+        except BaseException:
+            self.ticket.fail()
+            raise
+        used = units(result) if units is not None else result_units(self.task, self.req, result, self.ticket.estimate)
+        self.ticket.settle(used, deployment)
+        publish_headers(self.client, served_by(deployment))
+        return result, deployment
+
+    async def open(self, opening: Awaitable[tuple[Any, AsyncIterator[Any], Deployment]]
+                   ) -> tuple[Any, AsyncIterator[Any], Deployment]:
+        """Open a stream: the router pulls its first chunk before anything is answered, so a failure to start keeps
+        its HTTP status (and releases the reservation). Hand the result to `relay`."""
+        try:
+            first, stream, deployment = await opening
+        except BaseException:
+            self.ticket.fail()
+            raise
+        self.streaming = True
+        publish_headers(self.client, served_by(deployment))
+        return first, stream, deployment
+
+    async def relay(self, first: Any, stream: AsyncIterator[Any], deployment: Deployment,
+                    framing: Framing) -> AsyncIterator[bytes]:
+        """Frame chunks as they come, then settle. An error after the first byte goes out as the face's error
+        event and is not charged; a client that leaves is charged for what it was sent (the usage the stream
+        reported, else the input estimate and one token per event sent)."""
+        self.streaming = True
+        failed = False
+        events = 0  # stream events sent, less the opening one (a role, no words): the fallback's output tokens
+        try:
+            head = framing.head()
+            if head:
+                yield head
+            if first is not None:
+                events += chunk_events(first) - 1
+                out = framing.chunk(first)
+                if out:
+                    yield out
+                async for chunk in stream:
+                    events += chunk_events(chunk)
+                    out = framing.chunk(chunk)
+                    if out:
+                        yield out
+            tail = framing.tail()
+            if tail:
+                yield tail
+        except ModelyardError as exc:
+            failed = True
+            yield framing.error(exc)
+        except Exception:
+            failed = True
+            log.exception("stream failed")
+            yield framing.error(InternalError("The stream failed on the server."))
+        finally:
+            if failed:
+                self.ticket.fail()
+            else:
+                used = framing.usage()
+                if used is None:
+                    used = chat_units(None, self.ticket.estimate, events)
+                self.ticket.settle(used, deployment)
+            close = getattr(stream, "aclose", None)
+            if close is not None:
+                await close()
+
+    def hold(self) -> dict[str, Any]:
+        """The reservation as JSON, stored with a job and settled by whichever runner finishes it."""
+        return self.ticket.hold()
+
+
+class _Admission:
+    """`async with calls.start(...) as call`: admits on entry; on exit an unfinished call is released."""
+
+    __slots__ = ("_path", "_args", "_call")
+
+    def __init__(self, path: CallPath, args: tuple[Any, ...]) -> None:
+        self._path = path
+        self._args = args
+        self._call: Call | None = None
+
+    async def __aenter__(self) -> Call:
+        self._call = await self._path.admit(*self._args)
+        return self._call
+
+    async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        call = self._call
+        if call is None or call.ticket.closed or call.streaming:
+            return
+        if exc_type is None:  # a route that returned without running its call: nothing was served
+            log.error("a %s call to %s ended without running; its reservation is released", call.task.value,
+                      call.ticket.model_id)
+        call.ticket.fail()
+
+
+class CallPath:
+    """Authorization and admission for every surface; settlement of calls and of jobs' holds."""
+
+    def __init__(self, gate: Gate, auth: Authenticator, *, watch: Watch | None = None) -> None:
+        self.gate = gate
+        self.auth = auth
+        self._watch = watch  # how a call notices its client leaving (the server's disconnect watcher)
+
+    async def authorize(self, client: Client, scope: str | None = None, *, paid: bool = False) -> Principal:
+        """Who is calling, with `scope`. Every authenticated request counts once against its org's limits: here,
+        as an API request — or, for a route that starts paid work (`paid=True`), at that work's admission, in its
+        limit class and kind. Counting uses the same memory/Redis counters as calls; never the database."""
+        principal = await self.auth.authenticate(client, scope)  # type: ignore[arg-type]
+        if not paid and not self.gate.passthrough:
+            headers, _ = await self.gate.limits.admit(principal.plan, principal.org_id, principal.token_id, "api",
+                                                      None)
+            publish_headers(client, headers)
+        return principal
+
+    def start(self, principal: Principal, model: Model, task: Task, req: Any, *, client: Client | None = None,
+              job: bool = False, estimate: Units | None = None, field: str | None = None) -> _Admission:
+        """Admit one unit of paid work (see the module's docstring); use as `async with ... as call`."""
+        return _Admission(self, (principal, model, task, req, client, job, estimate, field))
+
+    async def admit(self, principal: Principal, model: Model, task: Task, req: Any, client: Client | None = None,
+                    job: bool = False, estimate: Units | None = None, field: str | None = None,
+                    field_prefix: str = "") -> Call:
+        """Plan, limits, content filter, wallet reserve. `req` is the face's request or a job's payload; `field`
+        names the filtered input in a refusal when the face calls it something else (Gemini's `contents`), and
+        `field_prefix` says where a job's payload sits in its body (`payload.`)."""
+        gate = self.gate
+        text = named = None
+        if gate.filters(principal.org_id):
+            text, named = filtered_text(task, req)
+        ticket = await gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
+                                  kind=KIND_OF_TASK.get(task), job=job, text=text,
+                                  field=field or (field_prefix + named if named else None))
+        publish_headers(client, ticket.headers)
+        return Call(ticket, task, req, client, self._watch)
+
+    async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
+                          deployment: Any = None) -> None:
+        """Finish a job's reservation: charged on success, refunded on failure or cancel (idempotent per job)."""
+        await self.gate.settle_hold(hold, units, ok=ok, deployment=deployment)
