@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .store.db import Store
     from .store.responses_repo import ResponseLog
     from .websearch import SearchProvider
-    from .workers import WorkerRegistry
+    from .workers.registry import WorkerRegistry
 
 
 @dataclass

@@ -12,7 +12,7 @@ KINDS = {
     "openai": "upstream_openai:OpenAIUpstream",
     "anthropic": "upstream_anthropic:AnthropicUpstream",
     "gemini": "upstream_gemini:GeminiUpstream",
-    "worker": "worker:WorkerBackend",
+    "worker": "modelyard.workers.backend:WorkerBackend",  # the workers feature's own
     "llama_cpp": "local.llama:LlamaCppBackend",
     "sentence_transformers": "local.embed:SentenceTransformersBackend",
     "cross_encoder": "local.embed:CrossEncoderBackend",
@@ -31,7 +31,8 @@ def create_backend(deployment: Deployment, *, shared: dict) -> BaseBackend:
     if kind not in KINDS:
         raise ValueError(f"unknown backend kind '{kind}' for deployment {deployment.key}")
     module_name, class_name = KINDS[kind].split(":")
-    cls = getattr(importlib.import_module(f"{__package__}.{module_name}"), class_name)
+    module = module_name if module_name.startswith("modelyard.") else f"{__package__}.{module_name}"
+    cls = getattr(importlib.import_module(module), class_name)
     if kind in ("openai", "anthropic", "gemini", "worker"):
         return cls(deployment, shared=shared)
     return cls(deployment)

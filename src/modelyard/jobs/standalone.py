@@ -18,7 +18,7 @@ from ..routing import Router
 from ..store.db import Store
 from ..store.responses_repo import ResponseLog
 from ..websearch import build_search
-from ..workers import WorkerRegistry
+from ..workers.registry import WorkerRegistry
 from .runner import JobRunner
 from .service import JobService
 

@@ -23,10 +23,11 @@ from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
 from ..routing import Router
-from ..workers import WorkerAgent, WorkerRegistry
+from ..workers.agent import WorkerAgent
+from ..workers.registry import WorkerRegistry
 from ..store.db import Store
 from ..store.responses_repo import ResponseLog
-from ..websearch import SearchProvider, build_search
+from ..websearch import build_search
 from . import errors, openapi
 from .disconnect import watch_disconnect
 from .fastlane import FastLane

@@ -12,7 +12,7 @@ from starlette.responses import Response
 from ...bootstrap import DEFAULT_ORG
 from ...errors import NotFound, PermissionDenied
 from ...pipeline import scopes as sc
-from ...store.workers_repo import WorkerRepo
+from ...workers.repo import WorkerRepo
 from ..body import parse_json
 from ..openapi import json_body
 from ..render import json_response

@@ -8,9 +8,9 @@ from typing import Any, Mapping
 
 from sqlalchemy import and_, insert, select, update
 
-from .db import Store
-from .repo import _aware, new_id, utcnow
-from .tables import workers
+from ..store.db import Store
+from ..store.repo import _aware, new_id, utcnow
+from ..store.tables import workers
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..backends.upstream_openai import OpenAIUpstream
 from ..types import Task
-from .upstream_openai import OpenAIUpstream
 
 
 class WorkerBackend(OpenAIUpstream):

@@ -1,4 +1,4 @@
-"""Remote workers, both ends: the control plane's registry, and the agent a `modelyard worker` runs."""
+"""The model host's side of workers: register with the control plane, beat, re-register when forgotten, sign off."""
 
 from __future__ import annotations
 
@@ -8,34 +8,10 @@ from typing import Any
 
 import aiohttp
 
-from .config import WorkerSettings
-from .routing import Router
-from .store.db import Store
-from .store.workers_repo import WorkerRepo
+from ..config import WorkerSettings
+from ..routing import Router
 
 log = logging.getLogger(__name__)
-
-
-class WorkerRegistry:
-    """Control plane: the database says which workers are alive; every replica's router follows it."""
-
-    def __init__(self, store: Store, router: Router, *, timeout: float, interval: float) -> None:
-        self.repo = WorkerRepo(store)
-        self.router = router
-        self.timeout = timeout
-        self.interval = interval
-
-    async def sync(self) -> None:
-        rows = await self.repo.list()
-        self.router.set_workers([w for w in rows if w.alive(self.timeout)])
-
-    async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.sync()
-            except Exception:
-                log.exception("worker sync failed; keeping the last known set")
-            await asyncio.sleep(min(self.interval, 1.0))
 
 
 class WorkerAgent:
