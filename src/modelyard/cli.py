@@ -34,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .bootstrap import announce, bootstrap
+    from .server.app import SETTINGS_FILE_ENV, create_app, write_settings_file
     from .store.db import Store
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
@@ -48,18 +49,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     # Migrations and the first-start admin key happen once, here, before any worker process exists.
     asyncio.run(prepare())
-    # Workers rebuild settings from the same sources; pass what came from flags through the environment.
-    os.environ["MODELYARD_DATA_DIR"] = str(settings.data_dir)
-    os.environ["MODELYARD_BOOTSTRAP_ON_STARTUP"] = "false"
-    if args.config:
-        os.environ["MODELYARD_CONFIG"] = os.path.abspath(args.config)
+    settings = settings.model_copy(update={"bootstrap_on_startup": False})  # done above, once
+    if settings.workers > 1:
+        # uvicorn's worker processes import the app by name: they get these resolved settings as one file
+        app: Any = "modelyard.server.app:app_from_env"
+        os.environ[SETTINGS_FILE_ENV] = str(write_settings_file(settings))
+    else:
+        app = create_app(settings)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
     scheme = "https" if args.ssl_certfile else "http"
     print(f"Modelyard {__version__} on {scheme}://{settings.host}:{settings.port}  (data: {settings.data_dir.resolve()}, "
           f"database: {settings.resolved_database_url.split('://')[0]}, API reference: /reference)", flush=True)
-    uvicorn.run("modelyard.server.app:app_from_env", factory=True, host=settings.host, port=settings.port,
+    uvicorn.run(app, factory=isinstance(app, str), host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level=settings.log_level,
                 loop="auto", http="auto", proxy_headers=True, timeout_graceful_shutdown=30,
                 access_log=args.access_log, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)

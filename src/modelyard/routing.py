@@ -56,6 +56,8 @@ class Router:
         self.backends: dict[str, BaseBackend] = {}
         self.stats: dict[str, DeploymentStats] = {}
         self.worker_keys: dict[str, tuple] = {}  # deployment key -> (url, secret, region) of a live worker
+        # model id -> deployments on live workers: the router's own, beside the catalog's configured ones
+        self._on_workers: dict[str, list[Deployment]] = {}
         for model in catalog:
             for name in model.fallbacks:
                 if catalog.find(name) is None:
@@ -63,6 +65,11 @@ class Router:
             for d in model.deployments:
                 self.backends[d.key] = create_backend(d, shared=self.shared)
                 self.stats[d.key] = DeploymentStats()
+
+    def deployments(self, model: Model) -> list[Deployment]:
+        """Where `model` runs now: its configured deployments, then those of live workers hosting it."""
+        extra = self._on_workers.get(model.id)
+        return model.deployments + extra if extra else model.deployments
 
     def resolve(self, name: str, task: Task) -> Model:
         model = self.catalog.get(name)
@@ -72,13 +79,13 @@ class Router:
 
     def serves(self, model: Model, task: Task) -> bool:
         """Whether any deployment of `model` has a backend method for `task` (a completion may go through chat)."""
-        return any(task in self.backends[d.key].tasks for d in model.deployments)
+        return any(task in self.backends[d.key].tasks for d in self.deployments(model))
 
     # ---------------------------------------------------------------- choosing
 
     def candidates(self, model: Model, region: str | None, task: Task | None = None) -> list[Deployment]:
         """Deployments to try, best first. Raises when none can serve (region, cooldown)."""
-        able = [d for d in model.deployments if task is None or task in self.backends[d.key].tasks]
+        able = [d for d in self.deployments(model) if task is None or task in self.backends[d.key].tasks]
         if not able:
             raise InvalidRequest(f"No deployment of model '{model.id}' can serve {task.value if task else 'this'}.",
                                  param="model", code="unsupported_task")
@@ -224,10 +231,9 @@ class Router:
             for entry in w.models:
                 wanted[f"{entry['id']}/worker:{w.name}"] = (w, entry)
         for key in [k for k in self.worker_keys if k not in wanted]:
-            model_id = key.split("/worker:", 1)[0]
-            model = self.catalog.find(model_id)
+            model = self.catalog.find(key.split("/worker:", 1)[0])
             if model is not None:
-                model.deployments = [d for d in model.deployments if d.key != key]
+                self._on_workers[model.id] = [d for d in self._on_workers.get(model.id, ()) if d.key != key]
             self.worker_keys.pop(key)
             log.info("withdrew deployment %s", key)
         for key, (w, entry) in wanted.items():
@@ -240,7 +246,7 @@ class Router:
             config = DeploymentConfig(name=f"worker:{w.name}", backend="worker", base_url=w.url.rstrip("/") + "/v1",
                                       api_key=w.secret, model=entry["id"], region=w.region, timeout=600)
             deployment = Deployment(model_id=model.id, name=config.name, config=config)  # type: ignore[arg-type]
-            model.deployments = [d for d in model.deployments if d.key != key] + [deployment]
+            self._on_workers[model.id] = [d for d in self._on_workers.get(model.id, ()) if d.key != key] + [deployment]
             self.backends[key] = create_backend(deployment, shared=self.shared)
             self.stats.setdefault(key, DeploymentStats())
             self.worker_keys[key] = signature
@@ -260,7 +266,7 @@ class Router:
     # ---------------------------------------------------------------- state
 
     async def model_state(self, model: Model) -> ModelState:
-        return best_state([await self.backends[d.key].status() for d in model.deployments])
+        return best_state([await self.backends[d.key].status() for d in self.deployments(model)])
 
     async def unload_idle(self) -> None:
         now = time.monotonic()

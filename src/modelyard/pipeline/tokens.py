@@ -40,7 +40,7 @@ async def count_tokens(router: Any, model: Any, req: ChatRequest) -> tuple[int, 
     A deployment that cannot count (an OpenAI-compatible upstream, a worker, a provider that fails) leaves the
     count to the next one, and finally to the estimate: counting must not fail because a provider lacks it.
     """
-    for d in model.deployments:
+    for d in router.deployments(model):
         backend = router.backends.get(d.key)
         counter = getattr(backend, "count_tokens", None)
         available = getattr(backend, "available", None)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+from pathlib import Path
 from typing import Any, AsyncIterator
 
 from fastapi import FastAPI
@@ -183,6 +185,24 @@ async def _flush_forever(ctx: AppContext) -> None:
         await ctx.auth.flush_usage()
 
 
+SETTINGS_FILE_ENV = "MODELYARD_SETTINGS_FILE"
+
+
+def write_settings_file(settings: Settings) -> Path:
+    """The resolved settings (flags, config file, environment), for `serve --workers N`'s worker processes.
+    Readable by the owner only: it holds the same secrets as the config it came from."""
+    path = settings.data_dir / "run" / "settings.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(settings.model_dump_json(by_alias=True))
+    return path
+
+
 def app_from_env() -> FastAPI:
-    """Factory for `uvicorn --factory` and multi-worker serve: settings from the config file and environment."""
+    """Factory for `uvicorn --factory`: the settings `serve --workers N` resolved (see `write_settings_file`), else
+    those of the config file and environment."""
+    handed = os.environ.get(SETTINGS_FILE_ENV)
+    if handed:
+        return create_app(Settings.model_validate_json(Path(handed).read_text()))
     return create_app(load_settings())

@@ -27,7 +27,7 @@ async def render(router: Any) -> str:
         "# TYPE modelyard_model_state gauge",
     ]
     for model in router.catalog:
-        for d in model.deployments:
+        for d in router.deployments(model):
             s = router.stats[d.key]
             base = dict(model=model.id, deployment=d.name, backend=d.config.backend, region=d.config.region)
             lines.append(f"modelyard_deployment_in_flight{_labels(**base)} {s.in_flight}")

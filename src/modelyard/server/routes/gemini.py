@@ -91,11 +91,11 @@ def _methods(model: Model) -> list[str]:
     return (CHAT_METHODS if Task.CHAT in model.tasks else []) + (EMBED_METHODS if Task.EMBEDDING in model.tasks else [])
 
 
-def _model_entry(model: Model) -> dict[str, Any]:
+def _model_entry(model: Model, router: Any) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": f"models/{model.id}", "baseModelId": model.id, "version": "1",
                              "displayName": model.id, "description": model.description or "",
                              "supportedGenerationMethods": _methods(model)}
-    n_ctx = next((d.config.n_ctx for d in model.deployments if getattr(d.config, "n_ctx", None)), None)
+    n_ctx = next((d.config.n_ctx for d in router.deployments(model) if getattr(d.config, "n_ctx", None)), None)
     if n_ctx:  # known for local models only; upstreams' limits are theirs to state
         entry["inputTokenLimit"] = n_ctx
     return entry
@@ -113,7 +113,7 @@ async def list_models(request: Request) -> Response:
     size = _int_query(request, "pageSize", 50, 1, 1000)
     start = _int_query(request, "pageToken", 0, 0, len(models)) if request.query_params.get("pageToken") else 0
     page = models[start:start + size]
-    body: dict[str, Any] = {"models": [_model_entry(m) for m in page]}
+    body: dict[str, Any] = {"models": [_model_entry(m, ctx.router) for m in page]}
     if start + size < len(models):
         body["nextPageToken"] = str(start + size)  # an offset: the catalog is small and changes rarely
     return json_response(body)
@@ -135,7 +135,7 @@ async def get_model(request: Request, name: str) -> Response:
     model = ctx.catalog.get(_bare(name), param="name")
     if not _methods(model):
         raise NotFound(f"Model 'models/{model.id}' does not serve the Gemini API.", param="name")
-    return json_response(_model_entry(model))
+    return json_response(_model_entry(model, ctx.router))
 
 
 @router.post("/models/{target:path}", summary="Call a model method: generateContent, streamGenerateContent, "

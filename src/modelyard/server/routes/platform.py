@@ -18,7 +18,7 @@ router = APIRouter(tags=["Platform"])
 
 async def _status_entry(ctx: Any, model: Any) -> dict[str, Any]:
     deployments, states = [], []
-    for d in model.deployments:
+    for d in ctx.router.deployments(model):
         backend = ctx.router.backends[d.key]
         stats = ctx.router.stats[d.key]
         states.append(await backend.status())
@@ -48,7 +48,10 @@ async def voice_models(request: Request) -> Response:
     for model in ctx.catalog:
         if Task.SPEECH not in model.tasks:
             continue
-        backend = ctx.router.backends[model.deployments[0].key]
+        placed = ctx.router.deployments(model)
+        if not placed:
+            continue
+        backend = ctx.router.backends[placed[0].key]
         list_voices = getattr(backend, "list_voices", None)
         voices = await list_voices() if list_voices is not None else []
         out.append({"model_id": model.id, "status": (await backend.status()).value, "voices": voices,
