@@ -202,9 +202,6 @@ class Settings(BaseSettings):
     write_behind_batch: int = Field(default=10_000, ge=1, description="usage rows per transaction")
     # on shutdown, retry writing what is queued this long; what is still unwritten then is spooled for the next start
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
-    # reservations older than this with no release or charge (their release died with a SIGKILLed process) are
-    # released at start; 0 turns it off. Longer than any call can run; job holds are never touched
-    reservation_reconcile_seconds: float = Field(default=86_400.0, ge=0)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
     # async jobs (README "Async jobs"): runners inside `serve` unless turned off (then run `modelyard runner`)

@@ -225,6 +225,11 @@ class Gate:
                           status="ok" if ok else "failed", latency_ms=int((time.monotonic() - t.started) * 1000),
                           region=region, flagged=t.flagged)
 
+    # A release queued here and lost to a SIGKILL within one flush interval leaves its `reserve` ledger row with no
+    # settlement. No reconciler refunds those automatically (decided for issue 11): a job's hold (`Ticket.hold`)
+    # uses the same ref namespace and may stay unsettled for hours while the job waits or runs, so an age bound
+    # alone would refund money a job runner is about to charge. The window is one `usage_flush_seconds`; the
+    # README tells operators to find such rows (reserve, no release/charge) and refund them by hand.
     def _queue_money(self, org_id: str, ref: str | None, reserved: int, price: int) -> None:
         delta = reserved - price
         if delta > 0:
