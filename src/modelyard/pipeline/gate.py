@@ -134,7 +134,7 @@ class Gate:
         every = settings.usage_flush_seconds
         self.writer = WriteBehind(settings.resolved_spool_dir, max_queue=settings.write_behind_max_queue,
                                   grace_seconds=settings.shutdown_grace_seconds,
-                                  tick_seconds=min(every, settings.responses_flush_seconds))
+                                  tick_seconds=min(every, settings.responses_flush_seconds), stuck_seconds=every)
         self.limits = Limiter(settings.plans, settings.redis_url, settings.redis_key_prefix)
         if settings.workers > 1 and not settings.redis_url:
             log.warning("%d gateway processes without redis_url: each counts rate limits on its own", settings.workers)

@@ -165,8 +165,10 @@ class WriteBehind:
     """The process's off-path writer; see the module docstring for what it guarantees."""
 
     def __init__(self, spool_dir: Path | None, *, max_queue: int = 50_000, grace_seconds: float = 20.0,
-                 tick_seconds: float = 1.0) -> None:
+                 tick_seconds: float = 1.0, stuck_seconds: float | None = None) -> None:
         self.spool = Spool(spool_dir) if spool_dir is not None else None
+        # a write running this long counts as hung: memory is spooled meanwhile (the SIGKILL bound)
+        self.stuck_seconds = stuck_seconds if stuck_seconds is not None else tick_seconds
         self.max_queue = max_queue
         self.grace_seconds = grace_seconds
         self.tick_seconds = tick_seconds
@@ -293,7 +295,8 @@ class WriteBehind:
                 # asyncio.wait never cancels the drain; while it hangs (a locked file, a silent server), whatever
                 # arrives is made durable each tick, so a SIGKILL now still loses at most one tick of records
                 done, _ = await asyncio.wait({drain}, timeout=self.tick_seconds)
-                if not done:
+                started = self._write_started
+                if not done and started is not None and time.monotonic() - started >= self.stuck_seconds:
                     await self._spool_all()
             exc = drain.exception()
             if exc is None:
