@@ -192,7 +192,16 @@ class Settings(BaseSettings):
     content_filter_model: str = "omni-moderation-latest"
     # the policy orgs without their own get; unset: no filtering (and no cost) unless an org asks for it
     content_filter_default: Literal["block", "flag", "log"] | None = None
+    # how long usage rows, wallet movements and other off-path records wait in memory before their batched write;
+    # also the most a SIGKILL can lose (older records are in the database or fsynced in the spool)
     usage_flush_seconds: float = Field(default=1.0, gt=0)
+    # the write-behind (store/writebehind.py): past `write_behind_max_queue` records in memory, or while the
+    # database fails or hangs, records go to append-only files in `spool_dir` (default <data_dir>/spool)
+    spool_dir: Path | None = None
+    write_behind_max_queue: int = Field(default=50_000, ge=1)
+    write_behind_batch: int = Field(default=10_000, ge=1, description="usage rows per transaction")
+    # on shutdown, retry writing what is queued this long; what is still unwritten then is spooled for the next start
+    shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)
     bootstrap_on_startup: bool = True
     # async jobs (README "Async jobs"): runners inside `serve` unless turned off (then run `modelyard runner`)
@@ -232,6 +241,10 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return normalize_database_url(self.database_url or f"sqlite:///{(self.data_dir / 'modelyard.db').resolve()}")
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        return (self.spool_dir or self.data_dir / "spool").expanduser()
 
     @property
     def media_dir(self) -> Path:

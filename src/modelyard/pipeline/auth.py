@@ -6,16 +6,20 @@ import hmac
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from starlette.requests import HTTPConnection
 
 from ..errors import AuthenticationError, PermissionDenied
 from ..store.db import Store
-from ..store.repo import OrgRepo, TokenRepo, hash_secret, utcnow
+from ..store.repo import OrgRepo, TokenRepo, hash_secret, new_id, utcnow
+from ..store.writebehind import Sink, WriteBehind
 from . import scopes as sc
 
 log = logging.getLogger(__name__)
+TOKEN_USES = "token_uses"  # the write-behind kind of batched token counters
+USES_EVERY = 5.0  # seconds between counter batches: each is one receipt row, so not every writer tick
+RECEIPT_DAYS = 7  # receipts older than this are pruned; a spool older than this would count its batches twice
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,31 @@ class Authenticator:
         self.max_entries = max_entries
         self._cache: dict[str, tuple[Principal, float]] = {}
         self._uses: dict[str, tuple[int, datetime]] = {}
+        self.writer: WriteBehind | None = None
+        self._collected = time.monotonic()
+        self._pruned = 0.0
+
+    def attach(self, writer: WriteBehind) -> None:
+        """Write the counters through the process's write-behind (spooled, replayed once by receipt)."""
+        self.writer = writer
+        writer.register(Sink(TOKEN_USES, self._write_uses, interval=0.0))
+        writer.collector(self._collect)
+
+    def _collect(self, due_only: bool) -> None:
+        if not self._uses or (due_only and time.monotonic() - self._collected < USES_EVERY):
+            return
+        uses, self._uses = self._uses, {}
+        self._collected = time.monotonic()
+        self.writer.put(TOKEN_USES, {"id": new_id("tku"),  # type: ignore[union-attr]
+                                     "uses": {t: [n, last.isoformat()] for t, (n, last) in uses.items()}})
+
+    async def _write_uses(self, records: list[dict]) -> None:
+        for r in records:
+            counts = {t: (int(n), datetime.fromisoformat(last)) for t, (n, last) in r["uses"].items()}
+            await self.tokens.record_use(counts, receipt=r["id"])
+        if time.monotonic() - self._pruned > 3600:
+            self._pruned = time.monotonic()
+            await self.tokens.prune_receipts(utcnow() - timedelta(days=RECEIPT_DAYS))
 
     async def authenticate(self, conn: HTTPConnection, scope: str | None = None) -> Principal:
         key = extract_key(conn)
@@ -121,6 +150,10 @@ class Authenticator:
                 del self._cache[digest]
 
     async def flush_usage(self) -> None:
+        if self.writer is not None:
+            self._collect(False)
+            await self.writer.flush()
+            return
         uses, self._uses = self._uses, {}
         if not uses:
             return

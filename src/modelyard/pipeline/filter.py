@@ -10,12 +10,14 @@ from typing import Any
 from ..errors import InvalidRequest, ModelyardError, Overloaded
 from ..store.billing_repo import FilterPolicy, FilterRepo
 from ..store.db import Store
-from ..store.repo import new_id, utcnow
+from ..store.repo import new_id
+from ..store.writebehind import Sink, WriteBehind
 from ..types import Task
 
 log = logging.getLogger(__name__)
 ACTIONS = ("block", "flag", "log", "off")
 REFRESH_SECONDS = 10.0  # how soon a policy changed through another replica applies here
+EVENTS = "filter_event"  # the write-behind kind of audit events
 # Generation input is filtered; analysis tasks (PII, moderation, rerank, score, transcription) are not: finding
 # personal data in a text is what a PII request is for, and refusing it would make that route useless.
 FILTERED_TASKS = frozenset({Task.CHAT, Task.COMPLETION, Task.EMBEDDING, Task.SPEECH, Task.TEXT_TO_IMAGE,
@@ -66,13 +68,16 @@ def _item_text(item: Any) -> str:
 class ContentFilter:
     """Policies live in memory (loaded at start, refreshed in the background), so orgs without one pay nothing."""
 
-    def __init__(self, store: Store, model_name: str, default: str | None) -> None:
+    def __init__(self, store: Store, model_name: str, default: str | None, *, writer: WriteBehind,
+                 interval: float = 1.0) -> None:
         self.repo = FilterRepo(store)
         self.model_name = model_name
         self.default = default
         self.policies: dict[str, FilterPolicy] = {}
-        self._events: list[dict[str, Any]] = []
         self._loaded_at = 0.0
+        # audit events go through the process's write-behind (ids assigned now, so a replay writes each once)
+        self.writer = writer
+        writer.register(Sink(EVENTS, self.repo.record, interval=interval))
 
     def action_for(self, org_id: str) -> str | None:
         """The action that applies, or None when nothing need be checked (the hot path's only cost)."""
@@ -115,8 +120,9 @@ class ContentFilter:
             raise InvalidRequest(f"'{field}' was rejected by your organization's content filter "
                                  f"({', '.join(flagged)}).", param=field, code="content_filter")
         if action == "log":
-            self._events.append({"id": new_id("cfe"), "org_id": org_id, "token_id": token_id, "model_id": model_id,
-                                 "action": action, "categories": flagged, "created_at": utcnow()})
+            self.writer.put(EVENTS, {"id": new_id("cfe"), "org_id": org_id, "token_id": token_id,
+                                     "model_id": model_id, "action": action, "categories": flagged,
+                                     "created_at": time.time()})
             return False
         return True  # flag
 
@@ -133,15 +139,6 @@ class ContentFilter:
                 if hit and (only is None or category in only):
                     flagged.add(category)
         return sorted(flagged)
-
-    async def flush(self) -> None:
-        events, self._events = self._events, []
-        try:
-            await self.repo.record(events)
-        except Exception:
-            log.exception("could not write %d content filter events; keeping them", len(events))
-            self._events = events + self._events
-
 
 async def refresh_forever(flt: ContentFilter) -> None:
     while True:

@@ -23,6 +23,7 @@ from typing import Any
 from ..errors import InsufficientBalance, PermissionDenied
 from ..store.billing_repo import Movement, WalletRepo
 from ..store.repo import new_id
+from ..store.writebehind import Sink, WriteBehind
 from ..types import Task
 from .auth import Principal
 from .billing import PriceBook, dollars
@@ -75,6 +76,7 @@ class Ticket:
                 "flagged": self.flagged, "house": self.house, "admitted_at": time.time()}
 
 
+MONEY = "wallet"  # the write-behind kind of wallet movements
 MAX_RESERVE = 2**62  # micro-dollars; beyond this an estimate cannot be stored (64-bit columns) or be real
 
 
@@ -82,8 +84,10 @@ class Gate:
     """Plan check, rate limits, content filter and wallet reserve on admission; settlement and usage afterwards.
 
     Free calls (no price) never touch the database on the request path; paid calls make exactly one atomic
-    reservation. Everything after the call (releases, usage rows, filter audit rows) is queued and flushed in
-    batches. A worker process passes everything: its only caller is the control plane, which did all this.
+    reservation. Everything after the call (releases, usage rows, filter audit rows) goes to the process's
+    write-behind (`self.writer`, store/writebehind.py), which writes it in batches and spools it to the data dir
+    while the database lags, so none of it is lost to load, shutdown or a locked database. A worker process passes
+    everything: its only caller is the control plane, which did all this.
     """
 
     def __init__(self, settings: Any = None, store: Any = None) -> None:
@@ -92,18 +96,30 @@ class Gate:
         self.passthrough = settings is None or store is None or settings.worker is not None
         self.router: Any = None
         self.catalog: Any = None
-        self._moves: list[Movement] = []
         self._unpriced_warned: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         if self.passthrough:
+            self.writer: WriteBehind | None = None
             return
+        every = settings.usage_flush_seconds
+        self.writer = WriteBehind(settings.resolved_spool_dir, max_queue=settings.write_behind_max_queue,
+                                  grace_seconds=settings.shutdown_grace_seconds,
+                                  tick_seconds=min(every, settings.responses_flush_seconds), stuck_seconds=every)
         self.limits = Limiter(settings.plans, settings.redis_url, settings.redis_key_prefix)
         if settings.workers > 1 and not settings.redis_url:
             log.warning("%d gateway processes without redis_url: each counts rate limits on its own", settings.workers)
         self.prices = PriceBook(settings)
         self.wallets = WalletRepo(store)
-        self.usage = UsageRecorder(store)
-        self.filter = ContentFilter(store, settings.content_filter_model, settings.content_filter_default)
+        # money first: the writer drains sinks in the order they are registered
+        self.writer.register(Sink(MONEY, self._write_moves, encode=asdict, interval=every, batch=2_000))
+        self.usage = UsageRecorder(store, self.writer, interval=every, batch=settings.write_behind_batch)
+        self.filter = ContentFilter(store, settings.content_filter_model, settings.content_filter_default,
+                                    writer=self.writer, interval=every)
+
+    @property
+    def _moves(self) -> list[Movement]:
+        """Wallet movements queued in memory, not yet written (nor spooled)."""
+        return [] if self.writer is None else self.writer.queued(MONEY)
 
     def filters(self, org_id: str) -> bool:
         """Whether admission will read `text` for this org: routes skip extracting it otherwise."""
@@ -179,12 +195,23 @@ class Gate:
                           status="ok" if ok else "failed", latency_ms=int((time.monotonic() - t.started) * 1000),
                           region=region, flagged=t.flagged)
 
+    # A release queued here and lost to a SIGKILL within one flush interval leaves its `reserve` ledger row with no
+    # settlement. No reconciler refunds those automatically (decided for issue 11): a job's hold (`Ticket.hold`)
+    # uses the same ref namespace and may stay unsettled for hours while the job waits or runs, so an age bound
+    # alone would refund money a job runner is about to charge. The window is one `usage_flush_seconds`; the
+    # README tells operators to find such rows (reserve, no release/charge) and refund them by hand.
     def _queue_money(self, org_id: str, ref: str | None, reserved: int, price: int) -> None:
         delta = reserved - price
         if delta > 0:
-            self._moves.append(Movement(org_id, "release", delta, ref))
+            self.writer.put(MONEY, Movement(org_id, "release", delta, ref))  # type: ignore[union-attr]
         elif delta < 0:  # the call cost more than its estimate: collect the rest if the wallet covers it
-            self._moves.append(Movement(org_id, "charge", delta, ref, "over the reservation"))
+            self.writer.put(MONEY, Movement(org_id, "charge", delta, ref, "over the reservation"))  # type: ignore[union-attr]
+
+    async def _write_moves(self, records: list[dict[str, Any]]) -> None:
+        """The wallet sink: idempotent per (kind, ref), so a replayed movement moves its money once."""
+        for skipped in await self.wallets.apply(Movement(**r) for r in records):
+            log.error("org %s: %s micro-dollars over call %s's reservation could not be collected "
+                      "(balance too low)", skipped.org_id, -skipped.amount_micros, skipped.ref)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
                           deployment: Any = None) -> None:
@@ -206,49 +233,39 @@ class Gate:
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:
-        """Write queued settlements, usage rows and filter events (the background loop; shutdown; reads)."""
-        if self.passthrough:
-            return
-        moves, self._moves = self._moves, []
-        if moves:
-            try:
-                for skipped in await self.wallets.apply(moves):
-                    log.error("org %s: %s micro-dollars over call %s's reservation could not be collected "
-                              "(balance too low)", skipped.org_id, -skipped.amount_micros, skipped.ref)
-            except Exception:
-                log.exception("could not settle %d wallet movements; retrying on the next flush", len(moves))
-                self._moves = moves + self._moves
-        await self.usage.flush()
-        await self.filter.flush()
+        """Write everything queued now: settlements, usage rows, filter events, token counters, stored responses
+        (and what the spool holds). A database failure is logged and leaves them queued; nothing is dropped."""
+        if self.writer is not None:
+            await self.writer.flush()
 
     def describe(self) -> dict[str, Any]:
         return {} if self.passthrough else self.limits.describe()
 
     async def start(self, router: Any = None, catalog: Any = None) -> None:
-        """Begin background flushing (called from the app's lifespan)."""
+        """Begin background writing (called from the app's lifespan); the writer first replays any spool."""
         self.router, self.catalog = router, catalog
         if self.passthrough:
             return
         if catalog is not None:
             self.prices.resolve(catalog)
         await self.filter.refresh()
-        self._task = asyncio.create_task(self._flush_forever())
+        await self.writer.start()  # type: ignore[union-attr]
+        self._task = asyncio.create_task(self._refresh_forever())
 
-    async def _flush_forever(self) -> None:
+    async def _refresh_forever(self) -> None:
         while True:
             await asyncio.sleep(self.settings.usage_flush_seconds)
             try:
-                await self.flush()
                 await self.filter.refresh_if_stale()
-            except Exception:  # the loop must outlive any one bad flush
-                log.exception("gate flush failed")
+            except Exception:  # the loop must outlive any one bad refresh
+                log.exception("content filter refresh failed")
 
     async def aclose(self) -> None:
-        """Flush queued usage and settlements (called on shutdown)."""
+        """Drain what is queued, with retries until `shutdown_grace_seconds`; the rest is spooled (shutdown)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         if not self.passthrough:
-            await self.flush()
+            await self.writer.aclose()  # type: ignore[union-attr]
             await self.limits.aclose()

@@ -63,10 +63,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     else:
         auth = Authenticator(store, ttl=settings.auth_cache_ttl)
     gate = Gate(settings, store)
+    if gate.writer is not None and isinstance(auth, Authenticator):
+        auth.attach(gate.writer)  # token counters go through the gate's write-behind too
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
                      calls=CallPath(gate, auth, watch=watch_disconnect),
                      media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl),
-                     responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds),
+                     responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds, writer=gate.writer),
                      search=build_search(settings))
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
@@ -101,9 +103,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
                 await agent.sign_off()
-            await ctx.auth.flush_usage()
+            # one drain for every off-path record (usage, money, counters, responses), retried for the grace period
             await ctx.gate.aclose()
             await ctx.responses.aclose()
+            if ctx.gate.writer is None:
+                await ctx.auth.flush_usage()
             await ctx.search.aclose()
             await ctx.router.aclose()
             await store.aclose()
@@ -180,6 +184,8 @@ async def _unload_idle_forever(ctx: AppContext) -> None:
 
 
 async def _flush_forever(ctx: AppContext) -> None:
+    if ctx.gate.writer is not None:
+        return  # the write-behind collects the counters itself
     while True:
         await asyncio.sleep(USAGE_FLUSH_SECONDS)
         await ctx.auth.flush_usage()

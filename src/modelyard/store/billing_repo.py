@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from sqlalchemy import case, delete, func, insert, select, text, update
+from sqlalchemy import Table, case, delete, func, insert, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import Store
 from .repo import _aware, new_id, utcnow
@@ -138,14 +140,42 @@ def _plain(row: dict[Any, Any]) -> dict[str, Any]:
     return {str(k): (_aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}  # type: ignore[union-attr]
 
 
+async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, skipping ids already there (a replayed or twice-spooled record): one executemany statement."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        # a write-behind batch must not wait forever on a lock: failing lets the writer spool and retry
+        await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
+        await conn.execute(text("SET LOCAL statement_timeout = '60s'"))
+        q: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    elif dialect == "sqlite":
+        q = sqlite.insert(table).on_conflict_do_nothing(index_elements=["id"])
+    else:  # pragma: no cover - the two supported databases are above
+        q = insert(table)
+    await conn.execute(q, rows)
+
+
+def _when(at: Any) -> datetime:
+    return at if isinstance(at, datetime) else datetime.fromtimestamp(float(at), timezone.utc)
+
+
 class UsageRepo:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
 
-    async def insert_many(self, rows: list[dict[str, Any]]) -> None:
+    async def insert_many(self, records: list[dict[str, Any]]) -> None:
+        """Write usage records (as `UsageRecorder` encodes them: `at` in unix seconds) in one transaction."""
+        rows = []
+        for r in records:
+            when = _when(r["at"])
+            row = {k: v for k, v in r.items() if k != "at"}
+            row["created_at"], row["day"] = when, when.strftime("%Y-%m-%d")
+            rows.append(row)
         if rows:
             async with self.engine.begin() as conn:
-                await conn.execute(insert(usage_records), rows)
+                await insert_new(conn, usage_records, rows)
 
     async def totals(self, org_id: str, start: str, end: str, by: tuple[str, ...]) -> list[dict[str, Any]]:
         """Sums over [start, end] (UTC days, inclusive), grouped by the named columns."""
@@ -223,9 +253,11 @@ class FilterRepo:
         return done.rowcount == 1
 
     async def record(self, events: list[dict[str, Any]]) -> None:
-        if events:
+        """Write filter events (ids assigned when they happened, `created_at` in unix seconds or a datetime)."""
+        rows = [{**e, "created_at": _when(e["created_at"])} for e in events]
+        if rows:
             async with self.engine.begin() as conn:
-                await conn.execute(insert(content_filter_events), events)
+                await insert_new(conn, content_filter_events, rows)
 
     async def events(self, org_id: str, limit: int = 100) -> list[dict[str, Any]]:
         q = select(content_filter_events).where(content_filter_events.c.org_id == org_id).order_by(

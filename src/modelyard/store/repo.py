@@ -8,11 +8,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from .db import Store
-from .tables import api_tokens, organizations
+from .tables import api_tokens, organizations, write_receipts
 
 TOKEN_PREFIX = "myd_"  # recognizable in logs and by secret scanners
 
@@ -183,11 +184,29 @@ class TokenRepo:
             await conn.execute(q.values(status="revoked", revoked_at=utcnow()))
         return await self.get(token_id, org_id=org_id)
 
-    async def record_use(self, counts: dict[str, tuple[int, datetime]]) -> None:
-        """Batched from the auth layer off the request path: request counts and last use per token."""
+    async def record_use(self, counts: dict[str, tuple[int, datetime]], receipt: str | None = None) -> bool:
+        """Batched from the auth layer off the request path: request counts and last use per token.
+
+        With a `receipt` (the batch's id) the batch applies at most once: the receipt row is inserted in the same
+        transaction, and a batch replayed from the write-behind spool finds it and changes nothing. Returns whether
+        the counts were applied."""
         if not counts:
-            return
+            return False
         async with self.engine.begin() as conn:
+            if receipt is not None:
+                ins = (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(write_receipts)
+                done = await conn.execute(ins.values(id=receipt, created_at=utcnow()).on_conflict_do_nothing(
+                    index_elements=["id"]))
+                if done.rowcount != 1:
+                    return False
             for token_id, (n, last) in counts.items():
+                # max(): a batch replayed late must not move last use backwards
+                newest = case((api_tokens.c.last_used_at.is_(None), last),
+                              (api_tokens.c.last_used_at < last, last), else_=api_tokens.c.last_used_at)
                 await conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(
-                    request_count=api_tokens.c.request_count + n, last_used_at=last))
+                    request_count=api_tokens.c.request_count + n, last_used_at=newest))
+        return True
+
+    async def prune_receipts(self, before: datetime) -> None:
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(write_receipts).where(write_receipts.c.created_at < before))

@@ -180,3 +180,12 @@ content_filter_events = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_content_filter_events_org_id", "org_id"),
 )
+
+# ---- write-behind (0006): a batch of increments (token counters) applied once, however often it is replayed
+write_receipts = Table(
+    "write_receipts",
+    metadata,
+    Column("id", String(60), primary_key=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Index("ix_write_receipts_created_at", "created_at"),
+)

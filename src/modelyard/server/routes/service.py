@@ -55,8 +55,11 @@ async def readyz(request: Request) -> Response:
     ready = all(v == "ok" for v in checks.values()) and ctx.router is not None
     # a degraded rate limiter (Redis gone) still serves, on local limits: reported, not failed
     limiter = ctx.gate.describe()
+    # the off-path writer's backlog is reported, not failed on: a lagging database still serves (records spool)
+    writer = ctx.gate.writer.stats() if ctx.gate.writer is not None else None
     return json_response({"status": "ready" if ready else "not_ready", "checks": checks,
-                          "models": len(ctx.catalog), **({"rate_limits": limiter} if limiter else {})},
+                          "models": len(ctx.catalog), **({"rate_limits": limiter} if limiter else {}),
+                          **({"write_behind": writer} if writer is not None else {})},
                          status=200 if ready else 503)
 
 
@@ -65,7 +68,7 @@ async def metrics(request: Request) -> Response:
     ctx = request.app.state.ctx
     if not ctx.settings.metrics_public:
         await ctx.calls.authorize(request, sc.ADMIN_READ)
-    return Response(await render_metrics(ctx.router), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(await render_metrics(ctx.router, ctx.gate.writer), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 @router.get("/reference")
