@@ -15,7 +15,8 @@ from google.genai import types as genai_types
 
 from modelyard.config import PlanConfig
 from modelyard.pipeline.filter import filtered_text
-from modelyard.types import ChatRequest, Task
+from modelyard.protocols.openai.schema import ChatRequest
+from modelyard.types import Task
 
 from .conftest import Running, make_settings, running, upstream_models
 from .support.accounts import create_key, create_org

@@ -16,7 +16,7 @@ from modelyard.protocols import anthropic as up_anthropic
 from modelyard.protocols import anthropic_dialect as ad
 from modelyard.protocols import gemini as up_gemini
 from modelyard.protocols import gemini_dialect as gd
-from modelyard.types import ChatRequest
+from modelyard.protocols.openai.schema import ChatRequest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dialects"
 
@@ -91,7 +91,7 @@ def test_anthropic_text_only_stream_has_one_block_and_stop_reason():
 def test_anthropic_invalid_requests_name_the_field(body, param):
     from pydantic import ValidationError
 
-    from modelyard.protocols.openai import describe_validation_error
+    from modelyard.protocols.openai.wire import describe_validation_error
 
     with pytest.raises(ValidationError) as info:
         ad.MessagesRequest.model_validate(body)
@@ -178,7 +178,7 @@ def test_gemini_stream_round_trips():
 def test_gemini_invalid_requests_name_the_field(body, param):
     from pydantic import ValidationError
 
-    from modelyard.protocols.openai import describe_validation_error
+    from modelyard.protocols.openai.wire import describe_validation_error
 
     with pytest.raises(ValidationError) as info:
         gd.GenerateContentRequest.model_validate(body)

@@ -16,10 +16,10 @@ from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
 from modelyard.errors import InvalidRequest
-from modelyard.protocols import openai_completions as oc
-from modelyard.protocols import openai_responses as orp
-from modelyard.types_completions import CompletionRequest
-from modelyard.types_responses import InputItem, ResponsesRequest
+from modelyard.protocols.openai import completions as oc
+from modelyard.protocols.openai import responses_events as orp
+from modelyard.protocols.openai.completions import CompletionRequest
+from modelyard.protocols.openai.responses import InputItem, ResponsesRequest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "openai"
 WEATHER = {"type": "function", "name": "get_weather", "parameters": {"type": "object", "properties": {}}}

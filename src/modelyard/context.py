@@ -15,8 +15,8 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .pipeline.gate import Gate
     from .routing import Router
     from .store.db import Store
-    from .store.responses_repo import ResponseLog
-    from .websearch import SearchProvider
+    from .responses.repo import ResponseLog
+    from .responses.websearch import SearchProvider
     from .workers.registry import WorkerRegistry
 
 

@@ -13,7 +13,8 @@ from .backends.base import METHOD_FOR_TASK, STREAM_METHOD_FOR_TASK, ChatChunk
 from .catalog import Catalog, Deployment, Model
 from .config import DeploymentConfig
 from .errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
-from .types import ChatRequest, ModelState, Task
+from .protocols.openai.schema import ChatRequest
+from .types import ModelState, Task
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any, AsyncIterator, Protocol, runtime_checkable
 
 from ..errors import InvalidRequest
-from ..types import ChatRequest, ChatResponse, ModelState, RawJSON, Task
+from ..protocols.openai.schema import ChatRequest
+from ..types import ChatResponse, ModelState, RawJSON, Task
 
 ChatChunk = dict | RawJSON
 

@@ -8,7 +8,7 @@ import secrets
 from typing import Any
 
 from ..errors import UpstreamError
-from ..types_media import ImageResult
+from ..protocols.openai.media import ImageResult
 
 
 def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:

@@ -8,7 +8,8 @@ import orjson
 
 from ..errors import UpstreamError
 from ..protocols import anthropic as an
-from ..types import ChatRequest, ChatResponse, Task
+from ..protocols.openai.schema import ChatRequest
+from ..types import ChatResponse, Task
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream
 

@@ -9,7 +9,8 @@ import orjson
 
 from ..errors import UpstreamError
 from ..protocols import gemini as gm
-from ..types import ChatRequest, ChatResponse, Task
+from ..protocols.openai.schema import ChatRequest
+from ..types import ChatResponse, Task
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream, upstream_message
 

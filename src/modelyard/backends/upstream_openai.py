@@ -10,9 +10,10 @@ import orjson
 from ..catalog import Deployment
 from ..errors import UpstreamError
 from ..protocols.sse import SSEBlocks, SSEDecoder
-from ..types import ChatRequest, ChatResponse, RawJSON, RawSSE, Task
-from ..types_completions import CompletionRequest
-from ..types_media import AudioInput, AudioResult, ImageEdit, ImageResult
+from ..protocols.openai.schema import ChatRequest
+from ..types import ChatResponse, RawJSON, RawSSE, Task
+from ..protocols.openai.completions import CompletionRequest
+from ..protocols.openai.media import AudioInput, AudioResult, ImageEdit, ImageResult
 from .media_http import images_from, multipart, png_bytes
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream, upstream_message

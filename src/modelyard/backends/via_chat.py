@@ -12,10 +12,10 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 
 import orjson
 
-from ..protocols import openai as oa
-from ..protocols import openai_completions as oc
-from ..types import ChatRequest
-from ..types_completions import CompletionRequest
+from ..protocols.openai import wire as oa
+from ..protocols.openai import completions as oc
+from ..protocols.openai.schema import ChatRequest
+from ..protocols.openai.completions import CompletionRequest
 
 ChatFn = Callable[[ChatRequest], Awaitable[dict[str, Any]]]
 OpenChatStream = Callable[[ChatRequest], Awaitable[AsyncIterator[Any]]]

@@ -16,8 +16,8 @@ from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
 from ..routing import Router
 from ..store.db import Store
-from ..store.responses_repo import ResponseLog
-from ..websearch import build_search
+from ..responses.repo import ResponseLog
+from ..responses.websearch import build_search
 from ..workers.registry import WorkerRegistry
 from .runner import JobRunner
 from .service import JobService

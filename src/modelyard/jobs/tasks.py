@@ -12,11 +12,11 @@ from ..pipeline.billing import video_resolution
 from ..errors import InvalidRequest
 from ..net import check_syntax, fetch_bytes
 from ..pipeline.units import Units
-from ..protocols.openai import describe_validation_error
-from ..types import ChatRequest, Task
-from ..types_media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit, ImageRequest, ImageResult,
-                           ModerationRequest, PIIRequest, RerankRequest, ScoreRequest, SpeechRequest, VideoRequest,
-                           VideoResult)
+from ..protocols.openai.wire import describe_validation_error
+from ..protocols.openai.schema import ChatRequest
+from ..types import Task
+from ..protocols.openai.media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit, ImageRequest, ImageResult, ModerationRequest, PIIRequest,
+    RerankRequest, ScoreRequest, SpeechRequest, VideoRequest, VideoResult)
 
 MAX_INPUT_BYTES = 25 * 1024 * 1024
 # Workflow nodes and the job API name tasks with these prefixes; they mean the plain task.
@@ -104,7 +104,7 @@ def _validate_image_edit(payload: dict[str, Any], prefix: str) -> None:
     never meets a payload it cannot convert (those failed as internal errors, retried and dead-lettered)."""
     from ..backends._media_input import decode_base64_image
     from ..backends.local.image import decode_image
-    from ..types_media import parse_size
+    from ..protocols.openai.media import parse_size
 
     if len(payload["prompt"]) > 4000:
         raise InvalidRequest("'prompt' is longer than 4000 characters.", param=f"{prefix}prompt")

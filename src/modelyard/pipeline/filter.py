@@ -127,7 +127,7 @@ class ContentFilter:
         return True  # flag
 
     async def _classify(self, router: Any, catalog: Any, text: str, only: tuple[str, ...] | None) -> list[str]:
-        from ..types_media import ModerationRequest
+        from ..protocols.openai.media import ModerationRequest
 
         model = catalog.find(self.model_name) or catalog.first_for(Task.MODERATION)
         if model is None:

@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from ..errors import ModelyardError
-from ..types import ChatRequest
+from ..protocols.openai.schema import ChatRequest
 
 log = logging.getLogger(__name__)
 

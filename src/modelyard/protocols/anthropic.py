@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidRequest
-from ..types import ChatRequest
-from . import openai as oa
-from .openai_chat_parts import json_instruction, parse_arguments, split_data_url, tool_call
+from .openai.schema import ChatRequest
+from .openai import wire as oa
+from .openai.chat_parts import json_instruction, parse_arguments, split_data_url, tool_call
 
 API_VERSION = "2023-06-01"
 FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",

@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import InvalidRequest, ModelyardError
-from ..types import ChatRequest
-from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
+from .openai.schema import ChatRequest
+from .openai.chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
 
 # anthropic-version is a date; later versions only add to the 2023-06-01 wire format we serve, and SDKs send
 # their own release's date, so any well-formed date is served the same (a malformed one is refused).

@@ -7,9 +7,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import InvalidRequest
-from ..types import ChatRequest
-from . import openai as oa
-from .openai_chat_parts import call_id, guess_mime, parse_arguments, split_data_url, tool_call
+from .openai.schema import ChatRequest
+from .openai import wire as oa
+from .openai.chat_parts import call_id, guess_mime, parse_arguments, split_data_url, tool_call
 
 FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
           "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter"}

@@ -11,8 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 
 from ..errors import InvalidRequest, ModelyardError
-from ..types import ChatRequest
-from .openai_chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
+from .openai.schema import ChatRequest
+from .openai.chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
 
 FINISH_REASON = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP",
                  "content_filter": "SAFETY"}

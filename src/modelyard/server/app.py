@@ -28,8 +28,8 @@ from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
 from ..store.db import Store
-from ..store.responses_repo import ResponseLog
-from ..websearch import build_search
+from ..responses.repo import ResponseLog
+from ..responses.websearch import build_search
 from . import errors, openapi
 from .disconnect import watch_disconnect
 from .fastlane import FastLane

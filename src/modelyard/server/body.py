@@ -9,7 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from ..errors import InvalidRequest, PayloadTooLarge
 from .disconnect import ClientGone
-from ..protocols.openai import describe_validation_error
+from ..protocols.openai.wire import describe_validation_error
 
 M = TypeVar("M", bound=BaseModel)
 

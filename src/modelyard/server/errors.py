@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import InternalError, InvalidRequest, MethodNotAllowed, ModelyardError, NotFound
-from ..protocols import openai as oa
+from ..protocols.openai import wire as oa
 from .disconnect import ClientGone
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .db import Store
-from .repo import _aware, new_id, utcnow
+from .repo import aware, new_id, utcnow
 from .tables import content_filter_events, content_filter_policies, usage_records, wallet_ledger, wallets
 
 
@@ -137,7 +137,7 @@ class WalletRepo:
 
 def _plain(row: dict[Any, Any]) -> dict[str, Any]:
     """JSON-ready: column names as plain str (orjson refuses SQLAlchemy's str subclass), datetimes as ISO text."""
-    return {str(k): (_aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}  # type: ignore[union-attr]
+    return {str(k): (aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}  # type: ignore[union-attr]
 
 
 async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -210,7 +210,7 @@ class FilterPolicy:
 def _policy(m: Any) -> FilterPolicy:
     cats = m["categories"]
     return FilterPolicy(org_id=m["org_id"], action=m["action"], categories=tuple(cats) if cats is not None else None,
-                        created_at=_aware(m["created_at"]), updated_at=_aware(m["updated_at"]))  # type: ignore[arg-type]
+                        created_at=aware(m["created_at"]), updated_at=aware(m["updated_at"]))  # type: ignore[arg-type]
 
 
 class FilterRepo:

@@ -39,7 +39,7 @@ def display_of(secret: str) -> str:
     return f"{secret[:8]}...{secret[-4:]}"
 
 
-def _aware(dt: datetime | None) -> datetime | None:
+def aware(dt: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; everything stored is UTC
     if dt is not None and dt.tzinfo is None:
         return dt.replace(tzinfo=timezone.utc)
@@ -87,13 +87,13 @@ class Token:
 
 def _org(m: Mapping[str, Any]) -> Org:
     return Org(id=m["id"], name=m["name"], plan=m["plan"], status=m["status"],
-               created_at=_aware(m["created_at"]), profile=m["profile"] or {})
+               created_at=aware(m["created_at"]), profile=m["profile"] or {})
 
 
 def _token(m: Mapping[str, Any]) -> Token:
     return Token(id=m["id"], org_id=m["org_id"], name=m["name"], display=m["display"], scopes=tuple(m["scopes"]),
-                 status=m["status"], created_at=_aware(m["created_at"]), expires_at=_aware(m["expires_at"]),
-                 revoked_at=_aware(m["revoked_at"]), last_used_at=_aware(m["last_used_at"]))
+                 status=m["status"], created_at=aware(m["created_at"]), expires_at=aware(m["expires_at"]),
+                 revoked_at=aware(m["revoked_at"]), last_used_at=aware(m["last_used_at"]))
 
 
 class Conflict(Exception):

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 from sqlalchemy import and_, insert, select, update
 
 from ..store.db import Store
-from ..store.repo import _aware, new_id, utcnow
+from ..store.repo import aware, new_id, utcnow
 from ..store.tables import workers
 
 
@@ -38,7 +38,7 @@ class Worker:
 def _worker(m: Mapping[str, Any]) -> Worker:
     return Worker(id=m["id"], org_id=m["org_id"], name=m["name"], url=m["url"], region=m["region"],
                   models=list(m["models"] or []), secret=m["secret"], status=m["status"],
-                  registered_at=_aware(m["registered_at"]), last_heartbeat=_aware(m["last_heartbeat"]))
+                  registered_at=aware(m["registered_at"]), last_heartbeat=aware(m["last_heartbeat"]))
 
 
 class WorkerRepo:

@@ -11,7 +11,8 @@ import time
 from typing import Any, AsyncIterator
 
 from ...catalog import Deployment
-from ...types import ChatRequest, Task
+from ...protocols.openai.schema import ChatRequest
+from ...types import Task
 from ..base import BaseBackend, ChatChunk
 
 

@@ -10,9 +10,9 @@ import numpy as np
 
 from ...catalog import Deployment
 from ...errors import InvalidRequest
-from ...protocols import openai as oa
+from ...protocols.openai import wire as oa
 from ...types import Task
-from ...types_media import EmbeddingRequest, RerankRequest, ScoreRequest
+from ...protocols.openai.media import EmbeddingRequest, RerankRequest, ScoreRequest
 from .batching import DynamicBatcher
 from .runtime import LocalRuntime, installed
 

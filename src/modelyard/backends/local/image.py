@@ -12,7 +12,7 @@ import numpy as np
 from ...catalog import Deployment
 from ...errors import InvalidRequest
 from ...types import Task
-from ...types_media import ImageEdit, ImageRequest, ImageResult, VideoRequest, VideoResult, parse_size
+from ...protocols.openai.media import ImageEdit, ImageRequest, ImageResult, VideoRequest, VideoResult, parse_size
 from .demo_pipeline import DEMO_NOTE, build_demo_pipeline
 from .runtime import LocalRuntime, installed
 

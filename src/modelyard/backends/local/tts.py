@@ -13,7 +13,7 @@ import numpy as np
 from ...catalog import Deployment
 from ...errors import InvalidRequest, UpstreamError
 from ...types import ModelState, Task
-from ...types_media import AudioResult, SpeechRequest
+from ...protocols.openai.media import AudioResult, SpeechRequest
 from . import audio
 from .runtime import LocalRuntime, installed
 

@@ -21,7 +21,7 @@ from ...pipeline.regions import region_for
 from ...protocols import gemini_dialect as gd
 from ...protocols.sse import encode_data
 from ...types import Task
-from ...types_media import EmbeddingRequest
+from ...protocols.openai.media import EmbeddingRequest
 from ..body import parse_json
 from ..render import SSE_HEADERS, json_response
 from ..streaming import EventStream

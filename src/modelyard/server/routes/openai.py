@@ -14,9 +14,10 @@ from ...pipeline import scopes as sc
 from ...pipeline.billing import chat_units, chunk_usage
 from ...pipeline.units import Units
 from ...pipeline.regions import region_for
-from ...protocols import openai as oa
+from ...protocols.openai import wire as oa
 from ...protocols.sse import DONE, encode_data
-from ...types import ChatRequest, Task
+from ...protocols.openai.schema import ChatRequest
+from ...types import Task
 from ..body import parse_json
 from ..openapi import json_body
 from ..render import SSE_HEADERS, json_response

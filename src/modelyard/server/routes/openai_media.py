@@ -15,10 +15,10 @@ from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
 from ...pipeline.auth import Principal
 from ...pipeline.regions import region_for
-from ...protocols.transcripts import render as render_transcript
+from ...protocols.openai.transcripts import render as render_transcript
 from ...types import Task
-from ...types_media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest, PIIRequest,
-                            RerankRequest, ScoreRequest, SpeechRequest, VideoRequest, parse_size)
+from ...protocols.openai.media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest, PIIRequest, RerankRequest,
+    ScoreRequest, SpeechRequest, VideoRequest, parse_size)
 from ..body import parse_json
 from ..forms import file_field, multipart_doc, number_field, read_form, text_field
 from ..openapi import json_body

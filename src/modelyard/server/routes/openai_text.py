@@ -8,18 +8,19 @@ from fastapi import APIRouter, Query
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ... import responses_api as ra
+from ...responses import turn as ra
 from ...backends.base import ChatChunk
 from ...backends.via_chat import complete_via_chat, stream_via_chat
 from ...catalog import Deployment
 from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
 from ...pipeline.regions import region_for
-from ...protocols import openai_responses as orp
+from ...protocols.openai import responses_events as orp
 from ...protocols.sse import DONE
-from ...types import ChatRequest, Task
-from ...types_completions import CompletionRequest
-from ...types_responses import ResponsesRequest
+from ...protocols.openai.schema import ChatRequest
+from ...types import Task
+from ...protocols.openai.completions import CompletionRequest
+from ...protocols.openai.responses import ResponsesRequest
 from ..body import parse_json
 from ..openapi import json_body
 from ..render import SSE_HEADERS, json_response

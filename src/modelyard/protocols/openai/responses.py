@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from .types import _Open
+from .schema import Open
 
 _NAME = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 WEB_SEARCH_TYPES = frozenset({"web_search", "web_search_preview", "web_search_2025_08_26",
@@ -16,7 +16,7 @@ ToolType = Literal["function", "web_search", "web_search_preview", "web_search_2
                    "web_search_preview_2025_03_11"]
 
 
-class ResponseTool(_Open):
+class ResponseTool(Open):
     """A client `function` tool (flat, as OpenAI sends it, or nested under `function` as Chat does) or the hosted
     `web_search` tool. Other hosted tools (file_search, code_interpreter, ...) are refused by the type check."""
 
@@ -47,7 +47,7 @@ class ResponseTool(_Open):
         return self.type in WEB_SEARCH_TYPES
 
 
-class InputPart(_Open):
+class InputPart(Open):
     type: Literal["input_text", "output_text", "text", "input_image", "refusal", "input_file"]
     text: str | None = None
     image_url: str | None = None
@@ -62,7 +62,7 @@ class InputPart(_Open):
         return self
 
 
-class InputItem(_Open):
+class InputItem(Open):
     """One input item: a message (`type` optional, as EasyInputMessage allows), a function call the model made,
     a function call's output, or a previous turn's web search call (context only)."""
 
@@ -106,7 +106,7 @@ class InputItem(_Open):
         return "".join(p.text or p.refusal or "" for p in value)
 
 
-class TextFormat(_Open):
+class TextFormat(Open):
     type: Literal["text", "json_object", "json_schema"] = "text"
     name: str | None = None
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
@@ -119,11 +119,11 @@ class TextFormat(_Open):
         return self
 
 
-class TextConfig(_Open):
+class TextConfig(Open):
     format: TextFormat | None = None
 
 
-class ResponsesRequest(_Open):
+class ResponsesRequest(Open):
     """POST /v1/responses. `async` (the API reference's extension) is refused with hosted tools, as that reference says."""
 
     model: str = Field(min_length=1)

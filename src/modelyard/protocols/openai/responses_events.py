@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from ..errors import InvalidRequest, ModelyardError
-from ..types import ChatRequest
-from ..types_responses import WEB_SEARCH_TYPES, InputItem, ResponsesRequest
-from .openai import describe_validation_error, new_id
+from ...errors import InvalidRequest, ModelyardError
+from .schema import ChatRequest
+from .responses import WEB_SEARCH_TYPES, InputItem, ResponsesRequest
+from .wire import describe_validation_error, new_id
 
 SEARCH_PREAMBLE = ("Web search results for \"{query}\" (retrieved just now). Use them to answer, and cite the "
                    "URLs you rely on.")

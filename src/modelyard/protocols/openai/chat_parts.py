@@ -6,7 +6,10 @@ import json
 import secrets
 from typing import Any
 
-from ..errors import InvalidRequest
+from pydantic import ValidationError
+
+from ...errors import InvalidRequest
+from .schema import ChatRequest
 
 
 def split_data_url(url: str, param: str) -> tuple[str, str]:
@@ -88,10 +91,6 @@ def validate_chat(body: dict[str, Any], fields: dict[str, str], default: str) ->
 
     `fields` maps our top-level field names to the dialect's (stop -> stop_sequences); others blame `default`.
     """
-    from pydantic import ValidationError
-
-    from ..types import ChatRequest
-
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:

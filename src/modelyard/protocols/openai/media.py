@@ -6,13 +6,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from .schema import Open
 
 _SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
-
-
-class _Open(BaseModel):
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
 
 
 def _texts(v: Any, field_name: str, *, max_items: int) -> Any:
@@ -28,7 +26,7 @@ def _texts(v: Any, field_name: str, *, max_items: int) -> Any:
     return v
 
 
-class EmbeddingRequest(_Open):
+class EmbeddingRequest(Open):
     model: str = Field(min_length=1)
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
@@ -50,7 +48,7 @@ class EmbeddingRequest(_Open):
         return None
 
 
-class RerankRequest(_Open):
+class RerankRequest(Open):
     model: str = Field(min_length=1)
     query: str = Field(min_length=1)
     documents: list[str | dict[str, Any]] = Field(min_length=1, max_length=1000)
@@ -70,7 +68,7 @@ class RerankRequest(_Open):
         return [d if isinstance(d, str) else d["text"] for d in self.documents]
 
 
-class ScoreRequest(_Open):
+class ScoreRequest(Open):
     """vLLM's score API: text_1 against text_2, one-to-one, one-to-many or pairwise."""
 
     model: str = Field(min_length=1)
@@ -93,7 +91,7 @@ class ScoreRequest(_Open):
         return list(zip(a, b))
 
 
-class PIIRequest(_Open):
+class PIIRequest(Open):
     model: str | None = None
     input: str | list[str]
     language: str = "en"
@@ -110,7 +108,7 @@ class PIIRequest(_Open):
         return [self.input] if isinstance(self.input, str) else list(self.input)
 
 
-class ModerationRequest(_Open):
+class ModerationRequest(Open):
     model: str | None = None
     input: str | list[str] | list[dict[str, Any]]
 
@@ -127,7 +125,7 @@ class ModerationRequest(_Open):
         return out
 
 
-class SpeechRequest(_Open):
+class SpeechRequest(Open):
     model: str = Field(min_length=1)
     input: str = Field(min_length=1, max_length=4096)
     voice: str | None = None
@@ -146,7 +144,7 @@ def parse_size(size: str, field_name: str = "size") -> tuple[int, int]:
     return w, h
 
 
-class ImageRequest(_Open):
+class ImageRequest(Open):
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1, max_length=4000)
     n: int = Field(default=1, ge=1, le=10)
@@ -183,7 +181,7 @@ class ImageEdit:
     steps: int | None = None
 
 
-class VideoRequest(_Open):
+class VideoRequest(Open):
     """The blocking video route: size, duration, fps."""
 
     model: str = Field(min_length=1)

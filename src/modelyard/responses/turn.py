@@ -8,16 +8,16 @@ from typing import Any, AsyncIterator
 
 import orjson
 
-from .backends.base import ChatChunk
-from .catalog import Deployment, Model
-from .errors import InvalidRequest, ModelyardError, NotFound
-from .pipeline.units import Units
-from .protocols import openai_responses as orp
-from .protocols.sse import encode_event
-from .routing import Router
-from .store.responses_repo import ResponseLog
-from .types import ChatRequest
-from .types_responses import ResponsesRequest
+from ..backends.base import ChatChunk
+from ..catalog import Deployment, Model
+from ..errors import InvalidRequest, ModelyardError, NotFound
+from ..pipeline.units import Units
+from ..protocols.openai import responses_events as orp
+from ..protocols.sse import encode_event
+from ..routing import Router
+from .repo import ResponseLog
+from ..protocols.openai.schema import ChatRequest
+from ..protocols.openai.responses import ResponsesRequest
 from .websearch import SearchProvider
 
 log = logging.getLogger(__name__)

@@ -10,11 +10,11 @@ from typing import Any
 
 from sqlalchemy import and_, delete, select
 
-from .billing_repo import insert_new
-from .db import Store
-from .repo import _aware, utcnow
-from .tables import responses
-from .writebehind import Sink, WriteBehind
+from ..store.billing_repo import insert_new
+from ..store.db import Store
+from ..store.repo import aware, utcnow
+from ..store.tables import responses
+from ..store.writebehind import Sink, WriteBehind
 
 log = logging.getLogger(__name__)
 KIND = "response"  # the write-behind kind of stored responses
@@ -95,7 +95,7 @@ class ResponseLog:
             return None
         return StoredResponse(id=row["id"], org_id=row["org_id"], model=row["model"], status=row["status"],
                               body=row["body"], history=list(row["history"] or []), input=list(row["input"] or []),
-                              created_at=_aware(row["created_at"]))  # type: ignore[arg-type]
+                              created_at=aware(row["created_at"]))  # type: ignore[arg-type]
 
     async def flush(self) -> None:
         await self.writer.flush()

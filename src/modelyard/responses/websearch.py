@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from .errors import InvalidRequest, UpstreamError
+from ..errors import InvalidRequest, UpstreamError
 
 log = logging.getLogger(__name__)
 

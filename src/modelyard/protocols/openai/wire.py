@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from pydantic import ValidationError
 
-from ..errors import ModelyardError
+from ...errors import ModelyardError
 
 _TYPE_SEGMENTS = {"str", "int", "float", "bool", "dict", "list", "none", "literal"}
 
