@@ -1,4 +1,4 @@
-"""What every route renders with: JSON bodies and the headers of an event stream."""
+"""What every route starts and renders with: the app context, JSON bodies, the headers of an event stream."""
 
 from __future__ import annotations
 
@@ -8,7 +8,15 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..context import AppContext
+
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
+
+
+def app_context(request: Request) -> AppContext:
+    """The context `create_app` built, typed."""
+    ctx: AppContext = request.app.state.ctx
+    return ctx
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -17,4 +25,4 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def base_url(request: Request) -> str:
     """Where this server is reached from outside: the configured public URL, else what the client called."""
-    return request.app.state.ctx.settings.public_url or str(request.base_url)
+    return app_context(request).settings.public_url or str(request.base_url)

@@ -12,19 +12,19 @@ from ...errors import NotFound
 from ...pipeline import scopes as sc
 from ...pipeline.billing import balance_body, price_list
 from ...store.repo import OrgRepo
-from ..render import json_response
+from ..render import app_context, json_response
 
 router = APIRouter(tags=["Account"])
 
 
 @router.get("/api/pricing", summary="Public pricing: every model's price, and the studio modes' table")
 async def pricing(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     return json_response(price_list(None if ctx.gate.passthrough else ctx.gate.prices, ctx.catalog), headers={"Cache-Control": "public, max-age=60"})
 
 
 async def _mine(request: Request) -> tuple[Any, Any, Any]:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     if ctx.gate.passthrough:
         raise NotFound(f"Unknown route: {request.method} {request.url.path}", code="unknown_route")

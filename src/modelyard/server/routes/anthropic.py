@@ -20,7 +20,7 @@ from ...protocols.sse import encode_event
 from ...types import Task
 from ..body import parse_json
 from ..openapi import json_body
-from ..render import SSE_HEADERS, json_response
+from ..render import SSE_HEADERS, app_context, json_response
 from ..streaming import EventStream
 
 router = APIRouter(tags=["Anthropic"])
@@ -56,7 +56,7 @@ class _Writer:
 
 
 async def _authorized(request: Request, *, paid: bool) -> Any:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=paid)
     ad.check_version(request.headers.get("anthropic-version"))
     return ctx, principal

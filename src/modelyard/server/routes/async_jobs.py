@@ -14,7 +14,7 @@ from ...jobs.queue import Job
 from ...pipeline.auth import Principal
 from ...pipeline.regions import region_for
 from ...types import Task
-from ..render import base_url, json_response
+from ..render import app_context, base_url, json_response
 
 OBJECT = {Task.CHAT: "chat.completion", Task.EMBEDDING: "embedding", Task.TEXT_TO_IMAGE: "image",
           Task.IMAGE_TO_IMAGE: "image", Task.TEXT_TO_VIDEO: "video", Task.IMAGE_TO_VIDEO: "video",
@@ -45,7 +45,7 @@ async def submit(request: Request, principal: Principal, model: Model, task: Tas
 
 async def submit_payload(request: Request, principal: Principal, model: Model, task: Task,
                          payload: dict[str, Any]) -> Job:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     return await ctx.jobs.submit(principal, model, task, payload, face="openai", base_url=base_url(request),
                                  region=region_for(request, ctx.settings.region_hosts))
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
@@ -16,8 +15,9 @@ from ...pipeline import scopes as sc
 from ...pipeline.regions import region_for
 from ...protocols import fal
 from ...types import Task
+from ...context import AppContext
 from ..body import parse_object
-from ..render import base_url, json_response
+from ..render import app_context, base_url, json_response
 
 router = APIRouter(tags=["fal queue"])
 # the error envelope this face's clients read, under these path prefixes (registered by create_app)
@@ -27,7 +27,7 @@ _REQUEST_PATH = re.compile(r"^(?:.+/)?requests/([A-Za-z0-9_\-]{1,64})(/status|/c
 BATCH_LIMIT = 50
 
 
-def resolve_slug(ctx: Any, path: str) -> tuple[Model, str]:
+def resolve_slug(ctx: AppContext, path: str) -> tuple[Model, str]:
     """Configured slugs first (longest wins), then `modelyard/<model id>`, then model ids and aliases."""
     path = path.strip("/")
     for slug in sorted(ctx.settings.fal_slugs, key=len, reverse=True):
@@ -43,7 +43,7 @@ def resolve_slug(ctx: Any, path: str) -> tuple[Model, str]:
                    f"/api/model-status for configured slugs.", code="application_not_found")
 
 
-def slugs_of(ctx: Any, model: Model) -> list[str]:
+def slugs_of(ctx: AppContext, model: Model) -> list[str]:
     return [f"modelyard/{model.id}", *sorted(s for s, m in ctx.settings.fal_slugs.items() if m == model.id)]
 
 
@@ -53,7 +53,7 @@ def _urls(request: Request, job_id: str) -> dict[str, str]:
 
 
 async def _result(request: Request, job: Job) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     headers = {"x-fal-request-id": job.id}
     if not job.final:
         pos = await ctx.jobs.queue.queue_position(job) if job.status == "pending" else None
@@ -68,7 +68,7 @@ async def _result(request: Request, job: Job) -> Response:
 
 @router.post("/fal/requests/batch", summary="Status of up to 50 requests")
 async def batch_status(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     body = await parse_object(request)
     ids = body.get("request_ids", body.get("ids"))
@@ -90,7 +90,7 @@ async def batch_status(request: Request) -> Response:
 
 @router.get("/fal/{path:path}", summary="Status (…/requests/{id}/status) or result (…/requests/{id})")
 async def get_request(request: Request, path: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     m = _REQUEST_PATH.match(path)
     if m is None or m.group(2) == "/cancel":
         raise NotFound(f"Unknown route: GET /fal/{path}", code="unknown_route")
@@ -106,7 +106,7 @@ async def get_request(request: Request, path: str) -> Response:
 
 @router.put("/fal/{path:path}", summary="Cancel (…/requests/{id}/cancel)")
 async def cancel_request(request: Request, path: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     m = _REQUEST_PATH.match(path)
     if m is None or m.group(2) != "/cancel":
         raise NotFound(f"Unknown route: PUT /fal/{path}", code="unknown_route")
@@ -122,7 +122,7 @@ async def cancel_request(request: Request, path: str) -> Response:
 
 @router.post("/fal/{path:path}", summary="Submit to a model by fal slug (queued; `sync_mode: true` waits)")
 async def submit(request: Request, path: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     # fal-client's `run` posts to FAL_RUN_HOST: point it at <host>/fal/run and the call waits for its result
     blocking = path.startswith("run/")

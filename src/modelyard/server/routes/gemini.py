@@ -22,8 +22,9 @@ from ...protocols import gemini_dialect as gd
 from ...protocols.sse import encode_data
 from ...types import Task
 from ...protocols.openai.media import EmbeddingRequest
+from ...context import AppContext
 from ..body import parse_json
-from ..render import SSE_HEADERS, json_response
+from ..render import SSE_HEADERS, app_context, json_response
 from ..streaming import EventStream
 
 router = APIRouter(tags=["Gemini"])
@@ -107,7 +108,7 @@ def _bare(name: str) -> str:
 
 @router.get("/models", summary="List models (Gemini)")
 async def list_models(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
     models = [m for m in ctx.catalog if _methods(m)]
     size = _int_query(request, "pageSize", 50, 1, 1000)
@@ -130,7 +131,7 @@ def _int_query(request: Request, name: str, default: int, low: int, high: int) -
 
 @router.get("/models/{name:path}", summary="Get a model (Gemini)")
 async def get_model(request: Request, name: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
     model = ctx.catalog.get(_bare(name), param="name")
     if not _methods(model):
@@ -146,13 +147,13 @@ async def call_model(request: Request, target: str) -> Response:
     if handler is None:
         raise NotFound(f"Unknown method: POST {request.url.path}; models take "
                        f"{', '.join(':' + m for m in _HANDLERS)}.", code="unknown_route")
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     # countTokens is free (not admitted), so it counts here as an API request; the others count at admission
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=method != "countTokens")
     return await handler(request, ctx, principal, _bare(name))
 
 
-async def _generate(request: Request, ctx: Any, principal: Any, name: str, *, stream: bool = False) -> Response:
+async def _generate(request: Request, ctx: AppContext, principal: Any, name: str, *, stream: bool = False) -> Response:
     body = await parse_json(request, gd.GenerateContentRequest)
     model = ctx.router.resolve(name, Task.CHAT)
     req = gd.to_chat_request(body, model.id, stream=stream)
@@ -168,11 +169,11 @@ async def _generate(request: Request, ctx: Any, principal: Any, name: str, *, st
     return EventStream(call.relay(first, stream, deployment, _ArrayWriter(encoder)), media_type="application/json")
 
 
-async def _stream(request: Request, ctx: Any, principal: Any, name: str) -> Response:
+async def _stream(request: Request, ctx: AppContext, principal: Any, name: str) -> Response:
     return await _generate(request, ctx, principal, name, stream=True)
 
 
-async def _count(request: Request, ctx: Any, principal: Any, name: str) -> Response:
+async def _count(request: Request, ctx: AppContext, principal: Any, name: str) -> Response:
     """Free, like Gemini's: not gated or billed. Exact for local models, estimated for others (see README)."""
     body = await parse_json(request, gd.CountTokensRequest)
     model = ctx.router.resolve(name, Task.CHAT)
@@ -181,7 +182,7 @@ async def _count(request: Request, ctx: Any, principal: Any, name: str) -> Respo
     return json_response({"totalTokens": tokens}, headers={"X-Modelyard-Token-Count": how})
 
 
-async def _embed(request: Request, ctx: Any, principal: Any, name: str, texts: list[str],
+async def _embed(request: Request, ctx: AppContext, principal: Any, name: str, texts: list[str],
                  dimensions: int | None) -> list[list[float]]:
     model = ctx.router.resolve(name, Task.EMBEDDING)
     try:
@@ -201,7 +202,7 @@ def _same_model(given: str | None, name: str, param: str) -> None:
         raise InvalidRequest(f"'{given}' differs from the model in the URL, models/{name}.", param=param)
 
 
-async def _embed_one(request: Request, ctx: Any, principal: Any, name: str) -> Response:
+async def _embed_one(request: Request, ctx: AppContext, principal: Any, name: str) -> Response:
     body = await parse_json(request, gd.EmbedContentRequest)
     _same_model(body.model, name, "model")
     vectors = await _embed(request, ctx, principal, name, [gd.embed_texts(body, "content")],
@@ -209,7 +210,7 @@ async def _embed_one(request: Request, ctx: Any, principal: Any, name: str) -> R
     return json_response({"embedding": {"values": vectors[0]}})
 
 
-async def _embed_batch(request: Request, ctx: Any, principal: Any, name: str) -> Response:
+async def _embed_batch(request: Request, ctx: AppContext, principal: Any, name: str) -> Response:
     body = await parse_json(request, gd.BatchEmbedContentsRequest)
     dims = {r.output_dimensionality for r in body.requests}
     if len(dims) > 1:

@@ -13,7 +13,7 @@ from ...jobs.tasks import parse_task
 from ...pipeline import scopes as sc
 from ...pipeline.regions import region_for
 from ..body import parse_object
-from ..render import base_url, json_response
+from ..render import app_context, base_url, json_response
 
 router = APIRouter(tags=["Jobs"])
 _CREATE_DOC = {"type": "object", "required": ["model_id", "task", "payload"], "properties": {
@@ -45,7 +45,7 @@ def _int(body: dict[str, Any], name: str, default: int, low: int, high: int) -> 
 @router.post("/api/jobs", summary="Create a job", status_code=201,
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _CREATE_DOC}}}})
 async def create_job(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     body = await parse_object(request)
     model_name = body.get("model_id")
@@ -74,7 +74,7 @@ async def create_job(request: Request) -> Response:
 
 @router.get("/api/jobs", summary="List your jobs (newest first)")
 async def list_jobs(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     q = request.query_params
     limit_raw = q.get("limit", "20")
@@ -89,14 +89,14 @@ async def list_jobs(request: Request) -> Response:
 
 @router.get("/api/jobs/{job_id}", summary="Get a job: status, result or error")
 async def get_job(request: Request, job_id: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     return json_response(ctx.jobs.public(await ctx.jobs.get(job_id, principal), base_url(request)))
 
 
 @router.post("/api/jobs/{job_id}/cancel", summary="Cancel a job (pending: at once; running: its work is stopped)")
 async def cancel_job(request: Request, job_id: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE)
     job, outcome = await ctx.jobs.cancel(job_id, principal)
     body = ctx.jobs.public(job, base_url(request))
@@ -106,7 +106,7 @@ async def cancel_job(request: Request, job_id: str) -> Response:
 
 @router.get("/api/webhook-secret", summary="Your organization's webhook signing secret (Standard Webhooks)")
 async def webhook_secret(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     return json_response({"object": "webhook_secret", "secret": ctx.jobs.webhook_secret(principal.org_id),
                           "scheme": "https://www.standardwebhooks.com"})

@@ -20,7 +20,7 @@ from ...protocols.openai.schema import ChatRequest
 from ...types import Task
 from ..body import parse_json
 from ..openapi import json_body
-from ..render import SSE_HEADERS, json_response
+from ..render import SSE_HEADERS, app_context, json_response
 from ..streaming import EventStream
 from . import async_jobs
 
@@ -56,7 +56,7 @@ class ChatFraming:
 
 
 async def _model_entry(request: Request, model: Model) -> dict[str, Any]:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     state = await ctx.router.model_state(model)
     return oa.model_object(model.id, created=model.created, owned_by=model.owned_by, type_=model.type,
                            tasks=sorted(t.value for t in model.tasks), aliases=list(model.aliases),
@@ -65,21 +65,21 @@ async def _model_entry(request: Request, model: Model) -> dict[str, Any]:
 
 @router.get("/models", summary="List models")
 async def list_models(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
     return json_response({"object": "list", "data": [await _model_entry(request, m) for m in ctx.catalog]})
 
 
 @router.get("/models/{model:path}", summary="Retrieve a model")
 async def get_model(request: Request, model: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
     return json_response(await _model_entry(request, ctx.catalog.get(model, param="model")))
 
 
 @router.post("/chat/completions", summary="Create a chat completion", openapi_extra=json_body(ChatRequest))
 async def chat_completions(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     req = await parse_json(request, ChatRequest)
     model = ctx.router.resolve(req.model, Task.CHAT)

@@ -17,12 +17,14 @@ from ...pipeline.auth import Principal
 from ...pipeline.regions import region_for
 from ...protocols.openai.transcripts import render as render_transcript
 from ...types import Task
-from ...protocols.openai.media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest, PIIRequest, RerankRequest,
-    ScoreRequest, SpeechRequest, VideoRequest, parse_size)
+from ...context import AppContext
+from ...protocols.openai.media import (AudioInput, EmbeddingRequest, ImageEdit, ImageRequest, ModerationRequest,
+                                       PIIRequest, RerankRequest, ScoreRequest, SpeechRequest, VideoRequest,
+                                       parse_size)
 from ..body import parse_json
 from ..forms import file_field, multipart_doc, number_field, read_form, text_field
 from ..openapi import json_body
-from ..render import base_url, json_response
+from ..render import app_context, base_url, json_response
 from . import async_jobs
 
 router = APIRouter(tags=["OpenAI"])
@@ -30,11 +32,11 @@ TRANSCRIPT_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
 
 
 async def _authorized(request: Request) -> tuple[Any, Principal]:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     return ctx, await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
 
 
-def _model_for(ctx: Any, name: str | None, task: Task) -> Model:
+def _model_for(ctx: AppContext, name: str | None, task: Task) -> Model:
     if name:
         return ctx.router.resolve(name, task)
     model = ctx.catalog.first_for(task)
@@ -47,13 +49,13 @@ async def _async(request: Request, principal: Principal, name: str | None, task:
     """`"async": true`: queue the request as a job and answer 202 (None: run it now, as usual)."""
     if not async_jobs.take_async(req):
         return None
-    model = _model_for(request.app.state.ctx, name, task)
+    model = _model_for(app_context(request), name, task)
     return async_jobs.accepted(await async_jobs.submit(request, principal, model, task, req))
 
 
 async def _run(request: Request, principal: Principal, name: str | None, task: Task, req: Any) -> Any:
     """One call of `task` through the call path; the route renders what it returns."""
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     model = _model_for(ctx, name, task)
     region = region_for(request, ctx.settings.region_hosts)
     async with ctx.calls.start(principal, model, task, req, client=request) as call:
@@ -105,7 +107,7 @@ _AUDIO_FIELDS = {"file": {"type": "string", "format": "binary"}, "model": {"type
 
 async def _audio_input(request: Request, translation: bool) -> AudioInput:
     form = await read_form(request)
-    data, filename = await file_field(form, "file", request.app.state.ctx.settings.max_upload_bytes)  # type: ignore[misc]
+    data, filename = await file_field(form, "file", app_context(request).settings.max_upload_bytes)  # type: ignore[misc]
     grans = [g for g in form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities")
              if isinstance(g, str)]
     for g in grans:
@@ -153,7 +155,7 @@ async def translations(request: Request) -> Response:
 
 
 def _image_data(request: Request, images: list[bytes], response_format: str, revised: str | None) -> dict[str, Any]:
-    media = request.app.state.ctx.media
+    media = app_context(request).media
     data = []
     for png in images:
         item: dict[str, Any] = {"revised_prompt": revised}

@@ -23,7 +23,7 @@ from ...protocols.openai.completions import CompletionRequest
 from ...protocols.openai.responses import ResponsesRequest
 from ..body import parse_json
 from ..openapi import json_body
-from ..render import SSE_HEADERS, json_response
+from ..render import SSE_HEADERS, app_context, json_response
 from ..streaming import EventStream
 from . import async_jobs
 from .openai import ChatFraming
@@ -35,7 +35,7 @@ router = APIRouter(tags=["OpenAI"])
 async def completions(request: Request) -> Response:
     """Native where a deployment completes raw prompts (llama.cpp, OpenAI-compatible upstreams); otherwise each
     prompt is served as a one-message chat (see backends/via_chat.py)."""
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     req = await parse_json(request, CompletionRequest)
     if (req.model_extra or {}).get("async") is not None:  # never forwarded upstream as an unknown field
@@ -99,7 +99,7 @@ async def _prepend(first: ChatChunk | None, stream: AsyncIterator[ChatChunk]) ->
 
 @router.post("/responses", summary="Create a model response", openapi_extra=json_body(ResponsesRequest))
 async def create_response(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     req = await parse_json(request, ResponsesRequest)
     model = ctx.router.resolve(req.model, Task.CHAT)
@@ -121,7 +121,7 @@ async def create_response(request: Request) -> Response:
 
 @router.get("/responses/{response_id}", summary="Retrieve a stored model response")
 async def get_response(request: Request, response_id: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     stored = await ctx.responses.get(principal.org_id, response_id)
     if stored is None:
@@ -131,7 +131,7 @@ async def get_response(request: Request, response_id: str) -> Response:
 
 @router.delete("/responses/{response_id}", summary="Delete a stored model response")
 async def delete_response(request: Request, response_id: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE)
     if not await ctx.responses.delete(principal.org_id, response_id):
         raise NotFound(f"Response with id '{response_id}' not found.", param="response_id")
@@ -141,7 +141,7 @@ async def delete_response(request: Request, response_id: str) -> Response:
 @router.get("/responses/{response_id}/input_items", summary="List a stored response's input items")
 async def list_input_items(request: Request, response_id: str, limit: int = Query(20, ge=1, le=100),
                            order: Literal["asc", "desc"] = "desc", after: str | None = None) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     stored = await ctx.responses.get(principal.org_id, response_id)
     if stored is None:

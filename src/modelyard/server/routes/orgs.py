@@ -19,9 +19,10 @@ from ...pipeline.limits import UNLIMITED
 from ...pipeline.usage import day_range
 from ...store.billing_repo import FilterRepo
 from ...store.repo import Conflict, Org, OrgRepo, TokenRepo
+from ...context import AppContext
 from ..body import parse_json
 from ..openapi import json_body
-from ..render import json_response
+from ..render import app_context, json_response
 
 router = APIRouter(tags=["Organizations"])
 ORG = "/api/organizations/{org_id}"
@@ -71,7 +72,7 @@ def is_operator(principal: Principal) -> bool:
 
 
 async def _caller(request: Request, scope: str) -> tuple[Any, Principal]:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     if ctx.gate.passthrough:  # a worker process has no accounts; its control plane does
         raise NotFound(f"Unknown route: {request.method} {request.url.path}", code="unknown_route")
     return ctx, await ctx.calls.authorize(request, scope)
@@ -93,13 +94,13 @@ async def _org_for(request: Request, org_id: str, scope: str) -> tuple[Any, Prin
     return ctx, principal, org
 
 
-def _check_plan(ctx: Any, plan: str) -> None:
+def _check_plan(ctx: AppContext, plan: str) -> None:
     if not ctx.gate.passthrough and not ctx.gate.limits.known(plan):
         raise InvalidRequest(f"Unknown plan '{plan}'; configured plans: {', '.join(sorted(ctx.gate.limits.rules))}.",
                              param="plan")
 
 
-async def _org_body(ctx: Any, org: Org) -> dict[str, Any]:
+async def _org_body(ctx: AppContext, org: Org) -> dict[str, Any]:
     await ctx.gate.flush()
     return {**org.public(), **balance_body(await ctx.gate.wallets.balance(org.id))}
 

@@ -11,12 +11,13 @@ from starlette.responses import FileResponse, Response
 from ...pipeline import scopes as sc
 from ...routing import best_state
 from ...types import ModelState, Task
-from ..render import json_response
+from ...context import AppContext
+from ..render import app_context, json_response
 
 router = APIRouter(tags=["Platform"])
 
 
-async def _status_entry(ctx: Any, model: Any) -> dict[str, Any]:
+async def _status_entry(ctx: AppContext, model: Any) -> dict[str, Any]:
     deployments, states = [], []
     for d in ctx.router.deployments(model):
         backend = ctx.router.backends[d.key]
@@ -35,14 +36,14 @@ async def _status_entry(ctx: Any, model: Any) -> dict[str, Any]:
 
 @router.get("/api/model-status", summary="Every model's state (online, warming, standby, offline), tasks and deployments")
 async def model_status(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
     return json_response({"models": [await _status_entry(ctx, m) for m in ctx.catalog]})
 
 
 @router.get("/api/voice/models", summary="Speech models and their voices")
 async def voice_models(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
     out = []
     for model in ctx.catalog:
@@ -61,5 +62,5 @@ async def voice_models(request: Request) -> Response:
 
 @router.api_route("/media/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 async def media(request: Request, name: str) -> Response:
-    item = request.app.state.ctx.media.open(name, request.query_params.get("expires"), request.query_params.get("sig"))
+    item = app_context(request).media.open(name, request.query_params.get("expires"), request.query_params.get("sig"))
     return FileResponse(item.path, media_type=item.content_type, headers={"Cache-Control": "private, max-age=300"})

@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from ...errors import NotFound
 from ...pipeline import scopes as sc
 from ..metrics import render as render_metrics
-from ..render import json_response
+from ..render import app_context, json_response
 
 router = APIRouter(include_in_schema=False)
 
@@ -45,7 +45,7 @@ async def healthz() -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     checks: dict[str, str] = {}
     try:
         await ctx.store.ping()
@@ -65,7 +65,7 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     if not ctx.settings.metrics_public:
         await ctx.calls.authorize(request, sc.ADMIN_READ)
     return Response(await render_metrics(ctx.router, ctx.gate.writer), media_type="text/plain; version=0.0.4; charset=utf-8")

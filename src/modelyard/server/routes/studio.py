@@ -12,7 +12,7 @@ from ...pipeline.units import Units
 from ...pipeline.regions import region_for
 from ...protocols import studio
 from ..body import parse_object
-from ..render import base_url, json_response
+from ..render import app_context, base_url, json_response
 
 router = APIRouter(tags=["Studio"])
 # the error envelope this face's clients read, under these path prefixes (registered by create_app)
@@ -32,7 +32,7 @@ _DOC = {"type": "object", "required": ["mode", "positive_prompt"], "properties":
 @router.post("/api/v1/generate", summary="Start a generation job (t2i, i2i, t2v, i2v and their pro variants)",
              openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": _DOC}}}})
 async def generate(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     spec = studio.parse_generate(await parse_object(request))
     configured = ctx.settings.studio_models.get(spec.mode)
@@ -49,7 +49,7 @@ async def generate(request: Request) -> Response:
 
 @router.get("/api/v1/status/{job_id}", summary="A generation job's status; result URLs when completed")
 async def status(request: Request, job_id: str) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
     job = await ctx.jobs.get(job_id, principal)
     return json_response(studio.status_body(job, ctx.jobs.result(job, base_url(request))))

@@ -15,7 +15,7 @@ from ...pipeline import scopes as sc
 from ...workers.repo import WorkerRepo
 from ..body import parse_json
 from ..openapi import json_body
-from ..render import json_response
+from ..render import app_context, json_response
 
 router = APIRouter(tags=["Workers"])
 
@@ -46,7 +46,7 @@ class Heartbeat(BaseModel):
 
 
 async def _worker_principal(request: Request) -> Any:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.WORKER)
     # Workers receive other organizations' traffic: only the operator may add them.
     if principal.org_name != DEFAULT_ORG:
@@ -88,7 +88,7 @@ async def deregister(request: Request, worker_id: str) -> Response:
 
 @router.get("/api/workers", summary="Workers registered by this organization")
 async def list_workers(request: Request) -> Response:
-    ctx = request.app.state.ctx
+    ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.ADMIN_READ)
     rows = await WorkerRepo(ctx.store).list(principal.org_id)
     return json_response({"data": [w.public(timeout=ctx.settings.worker_timeout_seconds) for w in rows]})
