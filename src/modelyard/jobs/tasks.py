@@ -15,8 +15,9 @@ from ..pipeline.units import Units
 from ..protocols.openai.wire import describe_validation_error
 from ..protocols.openai.schema import ChatRequest
 from ..types import Task
-from ..protocols.openai.media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit, ImageRequest, ImageResult, ModerationRequest, PIIRequest,
-    RerankRequest, ScoreRequest, SpeechRequest, VideoRequest, VideoResult)
+from ..protocols.openai.media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit, ImageRequest, ImageResult,
+                                      ModerationRequest, PIIRequest, RerankRequest, ScoreRequest, SpeechRequest,
+                                      VideoRequest, VideoResult)
 
 MAX_INPUT_BYTES = 25 * 1024 * 1024
 # Workflow nodes and the job API name tasks with these prefixes; they mean the plain task.
