@@ -12,6 +12,7 @@ from ...backends.base import ChatChunk
 from ...errors import ModelyardError
 from ...pipeline import scopes as sc
 from ...pipeline.tokens import count_tokens as count_prompt_tokens
+from ...pipeline.tokens import stream_input_tokens
 from ...protocols import anthropic_dialect as ad
 from ...protocols.sse import encode_event
 from ...types import Task
@@ -68,7 +69,9 @@ async def create_message(request: Request) -> Response:
     call = await start_chat(request, principal, model, req)
     if call.response is not None:
         return json_response(ad.from_chat_response(call.response, model.id), headers=call.headers)
-    writer = _Writer(ad.StreamEncoder(model=model.id))
+    # message_start reports the prompt's tokens (the SDK's final message keeps them): counted before the first byte
+    writer = _Writer(ad.StreamEncoder(model=model.id,
+                                      input_tokens=await stream_input_tokens(ctx.router, call.deployment, req)))
     return StreamingResponse(relay(call, writer), media_type="text/event-stream", headers={**SSE_HEADERS, **call.headers})
 
 
