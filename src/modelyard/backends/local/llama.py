@@ -162,6 +162,10 @@ class LlamaCppBackend(LocalRuntime):
                 kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             except Exception as exc:
                 raise InvalidRequest(f"The JSON schema cannot be used for constrained output: {exc}", param=param) from None
+            # Under a grammar the answer ends on the end-of-turn token, which the grammar allows only once the JSON
+            # is whole. The template's stop *text* (e.g. "<|im_end|>") is no longer needed, and it can appear inside
+            # a JSON string, where matching it would cut the answer into invalid JSON reported as `stop`.
+            kwargs["stop"] = []
         return Plan(prompt=prompt, prompt_tokens=prompt_tokens, kwargs=kwargs, tool_mode=tool_mode, tool_names=tool_names,
                     match_stops=tuple(req.stop_list))
 
