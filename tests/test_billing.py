@@ -36,6 +36,7 @@ def billing_models(stub_url: str) -> list[dict[str, Any]]:
          "deployments": [{**up, "model": "stub-embedder"}]},
         {"id": "pro-only", "type": "text", "plans": ["pro", "enterprise"], "deployments": [up]},
         {"id": "aliased", "type": "text", "aliases": ["cheap-alias"], "deployments": [up]},
+        {"id": "studio-image", "type": "image", "deployments": [{**up, "model": "stub-images"}]},  # the studio's t2i
     ]
 
 
@@ -43,7 +44,8 @@ def billing_models(stub_url: str) -> list[dict[str, Any]]:
 def srv(tmp_path, database_url, stub_server, stub):
     settings = make_settings(tmp_path, database_url=database_url, models=billing_models(stub_server[0].url),
                              cooldown_failures=1_000_000, auth_cache_ttl=0.0,
-                             prices={"cheap-alias": {"per_request": 0.001}}, model_plans={"cheap-alias": ["pro"]})
+                             prices={"cheap-alias": {"per_request": 0.001}}, model_plans={"cheap-alias": ["pro"]},
+                             studio_models={"t2i": "studio-image"})
     with running(settings) as s:
         yield s
 
@@ -319,6 +321,32 @@ def test_studio_video_prices_scale_with_resolution_and_duration(srv):
     assert prices.cost("x", Units(mode="i2v_pro", video_resolution="720p", video_seconds=10)) == 1_980_000
     assert prices.cost("x", Units(mode="t2v", video_resolution="1080p", video_seconds=5)) == 1_125_000
     assert prices.cost("x", Units(mode="t2i_pro", image_size="2048x2048")) == 100_000  # t2i_pro 2k $0.10
+
+
+def test_studio_prices_each_generation_not_each_image(srv):
+    """The pricing table reads "each generation deducts": t2i's four images are one $0.05, so $0.25 buys exactly five."""
+    assert srv.app.state.ctx.gate.prices.cost("x", Units(mode="t2i", image_size="1k", images=4)) == 50_000
+    org_id, key = org_with_key(srv, plan="pro", cents=25)
+    headers = {"Authorization": f"Bearer {key}"}
+    body = {"mode": "t2i", "positive_prompt": "a lighthouse at dusk"}
+    ids = []
+    for _ in range(5):
+        r = httpx.post(srv.url + "/api/v1/generate", json=body, headers=headers, timeout=30)
+        assert r.status_code == 200, r.text
+        ids.append(r.json()["job_id"])
+    sixth = httpx.post(srv.url + "/api/v1/generate", json=body, headers=headers, timeout=30)
+    assert sixth.status_code == 402 and sixth.json()["code"] == "insufficient_balance", sixth.text
+    jobs = srv.app.state.ctx.jobs
+
+    async def finished(job_id: str) -> str:
+        job = await jobs.queue.get(job_id)
+        return (await jobs.wait(job, 60)).status  # woken by the runner once the job is final and settled
+
+    assert [srv.on_server_loop(finished(i), timeout=90) for i in ids] == ["completed"] * 5
+    for job_id in ids:
+        status = httpx.get(f"{srv.url}/api/v1/status/{job_id}", headers=headers, timeout=30).json()
+        assert status["status"] == "COMPLETED" and len(status["result_urls"]) == 4, status
+    assert wallet(srv, org_id)["balance_micros"] == 0
 
 
 def test_model_price_tables():

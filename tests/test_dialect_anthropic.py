@@ -112,6 +112,66 @@ def test_stream_event_sequence_is_exact(client):
     assert delta.delta.stop_reason == "end_turn" and delta.usage.output_tokens == 5
 
 
+@pytest.mark.parametrize("model", [LOCAL, OPENAI_UP, CLAUDE_UP])
+def test_stream_reports_input_tokens_in_message_start(client, model):
+    """message_start carries the prompt's tokens: exact (the tokenizer) for a local model, estimated for an OpenAI
+    upstream until its usage arrives; the SDK's final message keeps a count above zero."""
+    with client.messages.stream(model=model, max_tokens=6, extra_body={"temperature": 0}, messages=HI,
+                                system="Be brief.") as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    assert events[0].type == "message_start"
+    started = events[0].message.usage.input_tokens
+    assert started > 0 and final.usage.input_tokens > 0
+    if model == LOCAL:
+        counted = client.messages.count_tokens(model=LOCAL, messages=HI, system="Be brief.").input_tokens
+        assert started == counted == final.usage.input_tokens
+
+
+def _stop_word(client) -> tuple[str, str]:
+    """A greedy answer of the local model, and a word from its middle to stop at."""
+    text = client.messages.create(model=LOCAL, max_tokens=30, extra_body={"temperature": 0},
+                                  messages=[{"role": "user", "content": "Name three colors."}]).content[0].text
+    words = [w.strip(".,!?:;") for w in text.split() if len(w.strip(".,!?:;")) > 3]
+    assert words, text
+    return text, words[len(words) // 2]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_stop_sequence_is_named_on_the_local_model(client, stream):
+    text, cut = _stop_word(client)
+    kw = dict(model=LOCAL, max_tokens=30, extra_body={"temperature": 0}, stop_sequences=["never-said-xyz", cut],
+              messages=[{"role": "user", "content": "Name three colors."}])
+    if stream:
+        with client.messages.stream(**kw) as s:
+            streamed = "".join(s.text_stream)
+            msg = s.get_final_message()
+        assert msg.content[0].text == streamed
+    else:
+        msg = client.messages.create(**kw)
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == cut
+    answer = msg.content[0].text if msg.content else ""
+    assert cut not in answer and text.startswith(answer)
+    plain = client.messages.create(model=LOCAL, max_tokens=30, extra_body={"temperature": 0},
+                                   stop_sequences=["never-said-xyz"],
+                                   messages=[{"role": "user", "content": "Name three colors."}])
+    assert plain.stop_reason in ("end_turn", "max_tokens") and plain.stop_sequence is None
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+def test_stop_sequence_of_a_claude_upstream_passes_through(client, providers, stream):
+    kw = dict(model=CLAUDE_UP, max_tokens=20, stop_sequences=["hello"],
+              messages=[{"role": "user", "content": "Say hello twice."}])
+    if stream:
+        with client.messages.stream(**kw) as s:
+            msg = s.get_final_message()
+    else:
+        msg = client.messages.create(**kw)
+    assert msg.content[0].text == "Echo: Say "
+    assert msg.stop_reason == "stop_sequence" and msg.stop_sequence == "hello"
+    assert providers.requests[-1]["stop_sequences"] == ["hello"]
+
+
 def test_stream_headers_and_sse_framing(srv):
     with httpx.stream("POST", srv.url + "/v1/messages", timeout=30,
                       headers={"x-api-key": srv.admin_key, "anthropic-version": "2023-06-01"},

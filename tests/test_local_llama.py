@@ -112,6 +112,51 @@ def test_json_mode_and_schema(client):
     assert set(obj) == {"city", "population"} and isinstance(obj["population"], int)
 
 
+CAT = [{"role": "user", "content": "Give a short JSON object with a cat's name and age."}]
+CITY_SCHEMA = {"type": "object", "additionalProperties": False, "required": ["city", "country", "population"],
+               "properties": {"city": {"type": "string", "maxLength": 20}, "country": {"type": "string", "maxLength": 20},
+                              "population": {"type": "integer", "minimum": 0}}}
+
+
+def _check_city(obj: object) -> None:
+    """CITY_SCHEMA, validated by jsonschema when it is installed, else by hand."""
+    try:
+        import jsonschema
+    except ImportError:
+        assert isinstance(obj, dict) and set(obj) == {"city", "country", "population"}, obj
+        assert isinstance(obj["city"], str) and len(obj["city"]) <= 20, obj
+        assert isinstance(obj["country"], str) and len(obj["country"]) <= 20, obj
+        assert isinstance(obj["population"], int) and not isinstance(obj["population"], bool), obj
+        assert obj["population"] >= 0, obj
+        return
+    jsonschema.validate(obj, CITY_SCHEMA)
+
+
+@pytest.mark.timeout(1200)  # 60 generations on a shared CPU
+def test_json_mode_answers_that_stop_always_parse(client):
+    """As a new user tries it: default sampling, different seeds. An answer cut by max_tokens may be unfinished
+    JSON; one that ends with `stop` is whole, because the grammar only lets the model end a finished object."""
+    finishes = []
+    for seed in range(50):
+        resp = client.chat.completions.create(model=SMOLLM2_ID, messages=CAT, max_tokens=40, seed=seed,
+                                              response_format={"type": "json_object"})
+        choice = resp.choices[0]
+        finishes.append(choice.finish_reason)
+        if choice.finish_reason == "stop":
+            assert isinstance(json.loads(choice.message.content), dict), (seed, choice.message.content)
+    assert finishes.count("stop") >= 35, finishes  # most answers are whole, so the parse check above means something
+    stopped = 0
+    for seed in range(10):
+        resp = client.chat.completions.create(
+            model=SMOLLM2_ID, max_tokens=60, seed=seed,
+            response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA}},
+            messages=[{"role": "user", "content": "A large city, as JSON."}])
+        if resp.choices[0].finish_reason == "stop":
+            stopped += 1
+            _check_city(json.loads(resp.choices[0].message.content))
+    assert stopped >= 7
+
+
 def test_forced_tool_call(client):
     tools = [{"type": "function", "function": {
         "name": "get_weather", "description": "Weather for a city",

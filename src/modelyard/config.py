@@ -108,7 +108,8 @@ class StudioPriceConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    per_tier: dict[str, float] = Field(default_factory=dict, description="image modes: {'1k': 0.05, ...}")
+    per_tier: dict[str, float] = Field(default_factory=dict,
+                                       description="image modes, per generation (however many images): {'1k': 0.05, ...}")
     per_resolution: dict[str, float] = Field(default_factory=dict, description="video modes: {'720p': 0.75}")
     seconds: float = Field(default=5, gt=0, description="the clip length per_resolution prices")
 

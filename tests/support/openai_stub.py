@@ -14,6 +14,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 
+# a 1x1 PNG: what the stub's image endpoints answer with, for every image asked for
+STUB_PNG_B64 = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg==")
+
+
 @dataclass
 class StubControl:
     """Tests flip these between calls."""
@@ -109,6 +113,27 @@ def create_stub(control: StubControl) -> Starlette:
         # a WAV header and the text as "samples": enough to see the bytes travel untouched
         return Response(b"RIFF\x00\x00\x00\x00WAVE" + body["input"].encode(), media_type="audio/wav")
 
+    async def image_generations(request: Request) -> Response:
+        body = await request.json()
+        control.paths.append(request.url.path)
+        control.requests.append(body)
+        failure = _failure(control.mode)
+        if failure is not None:
+            return failure
+        return JSONResponse({"created": int(time.time()),
+                             "data": [{"b64_json": STUB_PNG_B64} for _ in range(int(body.get("n") or 1))]})
+
+    async def image_edits(request: Request) -> Response:
+        form = await request.form()
+        control.paths.append(request.url.path)
+        # the fields as sent, and each uploaded file as (file name, its bytes)
+        control.requests.append({k: v if isinstance(v, str) else (v.filename, await v.read()) for k, v in form.items()})
+        failure = _failure(control.mode)
+        if failure is not None:
+            return failure
+        return JSONResponse({"created": int(time.time()),
+                             "data": [{"b64_json": STUB_PNG_B64} for _ in range(int(str(form.get("n") or 1)))]})
+
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": "stub-model", "object": "model", "created": 0,
                                                           "owned_by": "stub"}]})
@@ -116,7 +141,9 @@ def create_stub(control: StubControl) -> Starlette:
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"]),
                              Route("/v1/completions", completions, methods=["POST"]),
                              Route("/v1/embeddings", embeddings, methods=["POST"]),
-                             Route("/v1/audio/speech", speech, methods=["POST"]), Route("/v1/models", models)])
+                             Route("/v1/audio/speech", speech, methods=["POST"]),
+                             Route("/v1/images/generations", image_generations, methods=["POST"]),
+                             Route("/v1/images/edits", image_edits, methods=["POST"]), Route("/v1/models", models)])
 
 
 def _failure(mode: str) -> Response | None:

@@ -70,11 +70,16 @@ async def anthropic_messages(request: Request) -> Response:
         return failure
     text, tool = _anthropic_reply(body)
     usage = {"input_tokens": 11, "output_tokens": 3}
+    # as Anthropic does: the text ends before the first stop sequence in it, and the answer names the sequence
+    stop = min((s for s in body.get("stop_sequences") or [] if text and s in text), key=lambda s: text.index(s),
+               default=None)
+    if stop is not None:
+        text = text[:text.index(stop)]
+    reason = "tool_use" if tool else "stop_sequence" if stop is not None else "end_turn"
     if not body.get("stream"):
         content = [tool] if tool else [{"type": "text", "text": text}]
         return JSONResponse({"id": "msg_01", "type": "message", "role": "assistant", "model": body["model"],
-                             "content": content, "stop_reason": "tool_use" if tool else "end_turn",
-                             "stop_sequence": None, "usage": usage})
+                             "content": content, "stop_reason": reason, "stop_sequence": stop, "usage": usage})
     events: list[tuple[str | None, dict[str, Any]]] = [
         ("message_start", {"type": "message_start", "message": {"id": "msg_01", "type": "message", "role": "assistant",
                                                                 "content": [], "model": body["model"],
@@ -93,7 +98,7 @@ async def anthropic_messages(request: Request) -> Response:
             events.append(("content_block_delta", {"type": "content_block_delta", "index": 0,
                                                    "delta": {"type": "text_delta", "text": word if i == 0 else " " + word}}))
     events += [("content_block_stop", {"type": "content_block_stop", "index": 0}),
-               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use" if tool else "end_turn"},
+               ("message_delta", {"type": "message_delta", "delta": {"stop_reason": reason, "stop_sequence": stop},
                                   "usage": {"output_tokens": 3}}),
                ("message_stop", {"type": "message_stop"})]
     return _sse(events)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ..errors import UpstreamError
 from ..protocols.openai.media import ImageResult
+from ._media_input import image_header
 
 
 def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:
@@ -27,10 +28,20 @@ def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]
     return out.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
-def png_bytes(image: Any) -> bytes:
+def upload_image(data: bytes, name: str) -> tuple[str, bytes]:
+    """(file name, bytes) for an image upload: PNG as sent; another format converted to PNG when Pillow is here
+    (some OpenAI image models take PNG only), else sent as it is, named by its format (a base install has no Pillow)."""
+    head = image_header(data)
+    fmt = head[0] if head else "png"
+    if fmt == "png":
+        return f"{name}.png", data
+    try:
+        from PIL import Image
+    except ImportError:
+        return f"{name}.{fmt}", data
     buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    return buf.getvalue()
+    Image.open(io.BytesIO(data)).save(buf, format="PNG")
+    return f"{name}.png", buf.getvalue()
 
 
 def images_from(data: dict[str, Any], name: str) -> ImageResult:

@@ -14,7 +14,7 @@ from ..protocols.openai.schema import ChatRequest
 from ..types import ChatResponse, RawJSON, RawSSE, Task
 from ..protocols.openai.completions import CompletionRequest
 from ..protocols.openai.media import AudioInput, AudioResult, ImageEdit, ImageResult
-from .media_http import images_from, multipart, png_bytes
+from .media_http import images_from, multipart, upload_image
 from .base import ChatChunk
 from .upstream_http import HTTPUpstream, upstream_message
 from .via_chat import complete_via_chat, stream_via_chat
@@ -98,9 +98,9 @@ class OpenAIUpstream(HTTPUpstream):
     async def edit_image(self, req: ImageEdit, model: str) -> ImageResult:
         fields = [("model", self.upstream_model), ("prompt", req.prompt), ("n", str(req.n)), ("size", req.size),
                   ("response_format", "b64_json")]
-        files = [("image", "image.png", png_bytes(req.image))]
+        files = [("image", *upload_image(req.image, "image"))]
         if req.mask is not None:
-            files.append(("mask", "mask.png", png_bytes(req.mask)))
+            files.append(("mask", *upload_image(req.mask, "mask")))
         body, content_type = multipart(fields, files)
         return images_from(await self.post_json(self.base_url + "/images/edits", body, content_type), self.name)
 

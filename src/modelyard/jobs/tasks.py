@@ -103,8 +103,7 @@ def _number(payload: dict[str, Any], key: str, kind: type, low: float, high: flo
 def _validate_image_edit(payload: dict[str, Any], prefix: str) -> None:
     """What build_request turns into an ImageEdit, checked as POST /v1/images/edits checks it, so the runner
     never meets a payload it cannot convert (those failed as internal errors, retried and dead-lettered)."""
-    from ..backends._media_input import decode_base64_image
-    from ..backends.local.image import decode_image
+    from ..backends._media_input import check_image, decode_base64_image
     from ..protocols.openai.media import parse_size
 
     if len(payload["prompt"]) > 4000:
@@ -125,11 +124,11 @@ def _validate_image_edit(payload: dict[str, Any], prefix: str) -> None:
     if mask is not None:
         if not isinstance(mask, str):
             raise InvalidRequest("'mask' must be a base64 image.", param=f"{prefix}mask")
-        decode_image(decode_base64_image(mask, f"{prefix}mask"), f"{prefix}mask")
+        check_image(decode_base64_image(mask, f"{prefix}mask"), f"{prefix}mask")
     url = payload.get("image_url")
     if not (isinstance(url, str) and url and not url.startswith("data:")):  # inline: decoded now, as the runner will
         key = "image_url" if isinstance(url, str) and url else "image"
-        decode_image(decode_base64_image(payload[key], f"{prefix}{key}"), f"{prefix}{key}")
+        check_image(decode_base64_image(payload[key], f"{prefix}{key}"), f"{prefix}{key}")
 
 
 def _needs_one(payload: dict[str, Any], keys: tuple[str, str], prefix: str) -> None:
@@ -159,13 +158,12 @@ async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, a
             data["stream"] = False
         return _validated(cls, data, "")
     if task == Task.IMAGE_TO_IMAGE:
-        from ..backends._media_input import decode_base64_image
-        from ..backends.local.image import decode_image
+        from ..backends._media_input import check_image, decode_base64_image
 
         raw = await _input_bytes(payload, "image", "image_url", allow_private=allow_private)
         mask = payload.get("mask")
-        return ImageEdit(model=model_id, prompt=str(payload["prompt"]), image=decode_image(raw, "image"),
-                         mask=decode_image(decode_base64_image(mask, "mask"), "mask") if isinstance(mask, str)
+        return ImageEdit(model=model_id, prompt=str(payload["prompt"]), image=check_image(raw, "image"),
+                         mask=check_image(decode_base64_image(mask, "mask"), "mask") if isinstance(mask, str)
                          else None,  # decoded as validate_payload checked it: a data URL or strict base64
                          n=int(payload.get("n") or 1), size=str(payload.get("size") or "auto"), response_format="url",
                          seed=payload.get("seed"), strength=float(payload.get("strength") or 0.75),

@@ -160,7 +160,8 @@ class PriceBook:
         if tier not in table.per_tier:
             raise InvalidRequest(f"Mode '{u.mode}' has no price for resolution '{tier}' "
                                  f"(priced: {', '.join(table.per_tier)}).", param="resolution")
-        return micros(table.per_tier[tier]) * max(u.images, 1)
+        # the studio's table is per generation ("each generation deducts"): a t2i call's four images are one price
+        return micros(table.per_tier[tier])
 
 
 def price_list(book: PriceBook | None, catalog: Any) -> dict[str, Any]:

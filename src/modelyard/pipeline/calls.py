@@ -223,12 +223,15 @@ class _Admission:
 
     async def __aexit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         call = self._call
-        if call is None or call.ticket.closed or call.streaming:
+        if call is None or call.ticket.closed:
             return
-        if exc_type is None:  # a route that returned without running its call: nothing was served
+        if exc_type is None:
+            if call.streaming:
+                return  # handed to `relay`, which settles when the stream ends
+            # a route that returned without running its call: nothing was served
             log.error("a %s call to %s ended without running; its reservation is released", call.task.value,
                       call.ticket.model_id)
-        call.ticket.fail()
+        call.ticket.fail()  # an exception, even after a stream opened: its relay will never run
 
 
 class CallPath:

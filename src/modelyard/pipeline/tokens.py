@@ -51,3 +51,18 @@ async def count_tokens(router: Any, model: Any, req: ChatRequest) -> tuple[int, 
         except ModelyardError as exc:
             log.info("token count on %s failed, estimating instead: %s", d.key, exc)
     return estimate_tokens(req), "estimate"
+
+
+async def stream_input_tokens(router: Any, deployment: Any, req: ChatRequest) -> int:
+    """A stream's input tokens before its first byte (Anthropic's message_start carries them): the serving
+    deployment's own tokenizer when the model runs here (exact), else the estimate. A provider's count would add a
+    round trip before the first byte; its real figure still arrives with the final usage (message_delta)."""
+    backend = router.backends.get(deployment.key)
+    counter = getattr(backend, "count_tokens", None)
+    available = getattr(backend, "available", None)
+    if counter is not None and available is not None and available():
+        try:
+            return await counter(req)
+        except Exception as exc:  # the call is admitted and streaming: a count must never break it
+            log.info("token count on %s failed, estimating instead: %s", deployment.key, exc)
+    return estimate_tokens(req)

@@ -105,10 +105,13 @@ def from_messages_response(data: dict[str, Any], model: str) -> dict[str, Any]:
     if calls:
         message["tool_calls"] = calls
     usage = data.get("usage", {})
+    choice = {"index": 0, "message": message, "logprobs": None,
+              "finish_reason": FINISH.get(data.get("stop_reason") or "end_turn", "stop")}
+    if data.get("stop_reason") == "stop_sequence" and isinstance(data.get("stop_sequence"), str):
+        choice["stop_reason"] = data["stop_sequence"]  # vLLM's field: which stop sequence ended the answer
     return oa.chat_completion(
         id="chatcmpl-" + str(data.get("id", oa.new_id("msg"))), model=model,
-        choices=[{"index": 0, "message": message, "logprobs": None,
-                  "finish_reason": FINISH.get(data.get("stop_reason") or "end_turn", "stop")}],
+        choices=[choice],
         usage=oa.usage(int(usage.get("input_tokens", 0)) + int(usage.get("cache_read_input_tokens") or 0),
                        int(usage.get("output_tokens", 0))))
 
@@ -154,8 +157,11 @@ class StreamState:
             return []
         if kind == "message_delta":
             self.output_tokens = int(event.get("usage", {}).get("output_tokens", self.output_tokens))
-            reason = (event.get("delta") or {}).get("stop_reason")
+            delta = event.get("delta") or {}
+            reason = delta.get("stop_reason")
             out = [self.chunk(finish_reason=FINISH.get(reason or "end_turn", "stop"))]
+            if reason == "stop_sequence" and isinstance(delta.get("stop_sequence"), str):
+                out[0]["choices"][0]["stop_reason"] = delta["stop_sequence"]  # vLLM's field, as in a whole answer
             if self.include_usage:
                 out.append(self.chunk(choices=False, usage=oa.usage(self.input_tokens, self.output_tokens)))
             return out

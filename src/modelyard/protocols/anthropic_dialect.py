@@ -298,6 +298,12 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
             "cache_read_input_tokens": 0}
 
 
+def _stop_sequence(choice: dict[str, Any]) -> str | None:
+    """The stop sequence that ended a choice: backends that know it say so in vLLM's `stop_reason` field."""
+    matched = choice.get("stop_reason")
+    return matched if choice.get("finish_reason") == "stop" and isinstance(matched, str) else None
+
+
 def from_chat_response(data: dict[str, Any], model: str) -> dict[str, Any]:
     choice = (data.get("choices") or [{}])[0]
     message = choice.get("message") or {}
@@ -309,8 +315,10 @@ def from_chat_response(data: dict[str, Any], model: str) -> dict[str, Any]:
         content.append({"type": "tool_use", "id": call.get("id") or "toolu_" + secrets.token_hex(12),
                         "name": fn.get("name", ""), "input": loads_object(fn.get("arguments") or "")})
     reason = STOP_REASON.get(choice.get("finish_reason") or "stop", "end_turn")
+    matched = _stop_sequence(choice)
     return {"id": new_message_id(), "type": "message", "role": "assistant", "model": model, "content": content,
-            "stop_reason": reason, "stop_sequence": None, "usage": _usage(*usage_numbers(data.get("usage")))}
+            "stop_reason": "stop_sequence" if matched is not None else reason, "stop_sequence": matched,
+            "usage": _usage(*usage_numbers(data.get("usage")))}
 
 
 @dataclass
@@ -318,7 +326,8 @@ class StreamEncoder:
     """Turns internal chat chunks into Anthropic's event sequence, one chunk at a time.
 
     message_start, ping, then for each content block content_block_start / *_delta / content_block_stop, then
-    message_delta (stop_reason, usage) and message_stop. Output tokens are only known at the end.
+    message_delta (stop_reason, usage) and message_stop. `input_tokens` is what message_start reports (the route
+    counts the prompt before the first byte); output tokens are only known at the end.
     """
 
     model: str
@@ -328,6 +337,7 @@ class StreamEncoder:
     open_kind: str | None = None  # "text" | "tool_use" | None
     tool_block: dict[int, int] = field(default_factory=dict)  # OpenAI tool_calls index -> our block index
     stop_reason: str = "end_turn"
+    stop_sequence: str | None = None
     usage: tuple[int, int] | None = None
 
     def start(self) -> list[tuple[str, dict[str, Any]]]:
@@ -374,14 +384,16 @@ class StreamEncoder:
                                                         "delta": {"type": "input_json_delta",
                                                                   "partial_json": fn["arguments"]}}))
             if choice.get("finish_reason"):
-                self.stop_reason = STOP_REASON.get(choice["finish_reason"], "end_turn")
+                self.stop_sequence = _stop_sequence(choice)
+                self.stop_reason = "stop_sequence" if self.stop_sequence is not None else \
+                    STOP_REASON.get(choice["finish_reason"], "end_turn")
         return out
 
     def finish(self) -> list[tuple[str, dict[str, Any]]]:
         prompt, completion = self.usage or (self.input_tokens, 0)
         out = self._close_block()
         out.append(("message_delta", {"type": "message_delta",
-                                      "delta": {"stop_reason": self.stop_reason, "stop_sequence": None},
+                                      "delta": {"stop_reason": self.stop_reason, "stop_sequence": self.stop_sequence},
                                       "usage": {"input_tokens": prompt, "output_tokens": completion}}))
         out.append(("message_stop", {"type": "message_stop"}))
         return out

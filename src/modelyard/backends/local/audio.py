@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import io
 import wave
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy comes with the [local] extra; a base install imports this module without it
+    import numpy as np
 
 # format -> (container, codec, output sample rate or None to keep)
 _CONTAINERS = {"mp3": ("mp3", "libmp3lame", None), "opus": ("ogg", "libopus", 48000),
@@ -17,6 +19,7 @@ PCM_RATE = 24000  # OpenAI's pcm: 24 kHz, 16-bit little-endian, mono
 
 def _resample(samples: np.ndarray, rate: int, out_rate: int, fmt: str = "s16"):
     import av
+    import numpy as np
 
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.int16), format="s16", layout="mono")
     frame.sample_rate = rate
@@ -25,6 +28,8 @@ def _resample(samples: np.ndarray, rate: int, out_rate: int, fmt: str = "s16"):
 
 
 def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
+    import numpy as np
+
     if fmt == "wav":
         buf = io.BytesIO()
         with wave.open(buf, "wb") as w:
@@ -62,6 +67,8 @@ def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
 
 
 def wav_to_samples(data: bytes) -> tuple[np.ndarray, int]:
+    import numpy as np
+
     with wave.open(io.BytesIO(data), "rb") as w:
         rate, width, channels = w.getframerate(), w.getsampwidth(), w.getnchannels()
         raw = w.readframes(w.getnframes())

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import os
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...catalog import Deployment
 from ...errors import InvalidRequest
@@ -15,6 +13,9 @@ from ...types import Task
 from ...protocols.openai.media import EmbeddingRequest, RerankRequest, ScoreRequest
 from .batching import DynamicBatcher
 from .runtime import LocalRuntime, installed
+
+if TYPE_CHECKING:  # numpy comes with the [local] extra; a base install imports this module without it
+    import numpy as np
 
 
 def _quiet_offline() -> None:
@@ -85,11 +86,15 @@ class SentenceTransformersBackend(_STBase):
         return await self.run(work)
 
     async def _vectors(self, texts: list[str]) -> tuple[np.ndarray, int]:
+        import numpy as np
+
         async with self.admitted():
             pairs = await self.batcher.submit(texts)
         return np.stack([v for v, _ in pairs]), sum(n for _, n in pairs)
 
     async def embed(self, req: EmbeddingRequest, model: str) -> dict[str, Any]:
+        import numpy as np
+
         texts = req.texts
         if texts is None:
             raise InvalidRequest(f"Model '{model}' takes text input, not token ids.", param="input")
@@ -113,6 +118,8 @@ class SentenceTransformersBackend(_STBase):
         return _rerank_response(req, model, (vectors[1:] @ vectors[0]).tolist(), tokens)
 
     async def score(self, req: ScoreRequest, model: str) -> dict[str, Any]:
+        import numpy as np
+
         pairs = req.pairs()
         vectors, tokens = await self._vectors([t for pair in pairs for t in pair])
         a, b = vectors[0::2], vectors[1::2]
@@ -135,6 +142,8 @@ class CrossEncoderBackend(_STBase):
             model = await self.model()
 
             def work() -> tuple[list[float], int]:
+                import numpy as np
+
                 scores = model.predict(pairs, batch_size=32, show_progress_bar=False)
                 enc = model.tokenizer([a for a, _ in pairs], [b for _, b in pairs], truncation=True)
                 return [float(s) for s in np.atleast_1d(scores)], sum(len(x) for x in enc["input_ids"])

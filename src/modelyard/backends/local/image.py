@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import os
 import math
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from ...catalog import Deployment
 from ...errors import InvalidRequest
@@ -15,6 +13,9 @@ from ...types import Task
 from ...protocols.openai.media import ImageEdit, ImageRequest, ImageResult, VideoRequest, VideoResult, parse_size
 from .demo_pipeline import DEMO_NOTE, build_demo_pipeline
 from .runtime import LocalRuntime, installed
+
+if TYPE_CHECKING:  # numpy comes with the [local] extra; a base install imports this module without it
+    import numpy as np
 
 
 def png_bytes(image: Any) -> bytes:
@@ -114,6 +115,7 @@ class DiffusersBackend(LocalRuntime):
 
     @staticmethod
     def _generator(seed: int | None) -> Any:
+        import numpy as np
         import torch
 
         return torch.Generator("cpu").manual_seed(seed if seed is not None else int.from_bytes(np.random.bytes(4), "little"))
@@ -134,7 +136,8 @@ class DiffusersBackend(LocalRuntime):
         return ImageResult(images, revised_prompt=req.prompt)
 
     async def edit_image(self, req: ImageEdit, model: str) -> ImageResult:
-        src = req.image.convert("RGB")
+        src = decode_image(req.image, "image").convert("RGB")
+        mask = decode_image(req.mask, "mask") if req.mask is not None else None
         width, height = self._size(req.size, (max(64, src.width // 8 * 8), max(64, src.height // 8 * 8)))
         async with self.admitted():
             _, i2i = await self.model()
@@ -147,9 +150,9 @@ class DiffusersBackend(LocalRuntime):
                           guidance_scale=self.guidance, num_images_per_prompt=req.n, generator=self._generator(req.seed))
                 results = []
                 for img in out.images:
-                    if req.mask is not None:
+                    if mask is not None:
                         # OpenAI's convention: fully transparent mask pixels mark what to change
-                        alpha = req.mask.convert("RGBA").resize((width, height)).getchannel("A")
+                        alpha = mask.convert("RGBA").resize((width, height)).getchannel("A")
                         keep = Image.eval(alpha, lambda a: 255 if a > 0 else 0)
                         img = Image.composite(base, img.convert("RGB"), keep)
                     results.append(png_bytes(img))
@@ -171,6 +174,8 @@ class DiffusersBackend(LocalRuntime):
             t2i, i2i = await self.model()
 
             def work() -> list[np.ndarray]:
+                import numpy as np
+
                 gen = self._generator(req.seed)
                 first = start.resize((width, height)) if start is not None else t2i(
                     prompt=req.prompt, negative_prompt=req.negative_prompt, width=width, height=height,

@@ -47,6 +47,9 @@ class Plan:
     kwargs: dict[str, Any]
     tool_mode: str  # none | forced | auto
     tool_names: frozenset[str]
+    # the request's stop sequences, matched by _generate rather than llama.cpp, which ends on one without saying
+    # which (or that it was one rather than end-of-turn); Anthropic clients are told the sequence that matched
+    match_stops: tuple[str, ...] = ()
 
 
 class _TokenCounter:
@@ -144,7 +147,7 @@ class LlamaCppBackend(LocalRuntime):
         room = loaded.n_ctx - prompt_tokens
         limit = min(req.token_limit or room, room)
         stops = [s for s in ([formatted.stop] if isinstance(formatted.stop, str) else (formatted.stop or [])) if s]
-        kwargs = self._sampling(req, limit, stops + req.stop_list)
+        kwargs = self._sampling(req, limit, stops)
         schema = None
         param = "response_format"
         if tool_mode == "forced":
@@ -160,7 +163,12 @@ class LlamaCppBackend(LocalRuntime):
                 kwargs["grammar"] = LlamaGrammar.from_json_schema(json.dumps(schema), verbose=False)
             except Exception as exc:
                 raise InvalidRequest(f"The JSON schema cannot be used for constrained output: {exc}", param=param) from None
-        return Plan(prompt=prompt, prompt_tokens=prompt_tokens, kwargs=kwargs, tool_mode=tool_mode, tool_names=tool_names)
+            # Under a grammar the answer ends on the end-of-turn token, which the grammar allows only once the JSON
+            # is whole. The template's stop *text* (e.g. "<|im_end|>") is no longer needed, and it can appear inside
+            # a JSON string, where matching it would cut the answer into invalid JSON reported as `stop`.
+            kwargs["stop"] = []
+        return Plan(prompt=prompt, prompt_tokens=prompt_tokens, kwargs=kwargs, tool_mode=tool_mode, tool_names=tool_names,
+                    match_stops=tuple(req.stop_list))
 
     async def count_tokens(self, req: ChatRequest) -> int:
         """The prompt's exact token count under this model's chat template (tool instructions included)."""
@@ -174,8 +182,8 @@ class LlamaCppBackend(LocalRuntime):
     # ---------------------------------------------------------------- generation (worker thread)
 
     def _generate(self, loaded: Loaded, plan: Plan, seed_offset: int, stop_event: threading.Event | None
-                  ) -> Iterator[tuple[str, str | None, int]]:
-        """Yields (text piece, finish_reason or None, tokens sampled so far)."""
+                  ) -> Iterator[tuple[str, str | None, int, str | None]]:
+        """Yields (text piece, finish_reason or None, tokens sampled so far, the stop sequence that ended it)."""
         counter = _TokenCounter()
         kwargs = dict(plan.kwargs)
         if "seed" in kwargs:
@@ -185,6 +193,8 @@ class LlamaCppBackend(LocalRuntime):
         stream = loaded.llm.create_completion(plan.prompt, stream=True, logits_processor=LogitsProcessorList([counter]),
                                               **kwargs)
         finish: str | None = None
+        matched: str | None = None
+        held = ""  # text that may be the start of a stop sequence: kept back until it is known not to be
         try:
             for chunk in stream:
                 if stop_event is not None and stop_event.is_set():
@@ -192,19 +202,34 @@ class LlamaCppBackend(LocalRuntime):
                     break
                 choice = chunk["choices"][0]
                 finish = choice.get("finish_reason") or finish
-                yield choice.get("text") or "", None, counter.n
+                piece = choice.get("text") or ""
+                if plan.match_stops and piece:
+                    held += piece
+                    hit = _find_stop(held, plan.match_stops)
+                    if hit is not None:
+                        at, matched = hit
+                        piece, held, finish = held[:at], "", "stop"
+                        if piece:
+                            yield piece, None, counter.n, None
+                        break
+                    keep = _partial_stop(held, plan.match_stops)
+                    piece, held = held[:len(held) - keep], held[len(held) - keep:]
+                yield piece, None, counter.n, None
         finally:
             stream.close()
-        yield "", finish or "stop", counter.n
+        if held:  # the answer ended (end of turn, length) inside what looked like the start of a stop sequence
+            yield held, None, counter.n, None
+        yield "", finish or "stop", counter.n, matched
 
-    async def _complete(self, loaded: Loaded, plan: Plan, index: int) -> tuple[str, str, int]:
+    async def _complete(self, loaded: Loaded, plan: Plan, index: int) -> tuple[str, str, int, str | None]:
         """One whole completion, through the same stoppable path as a stream (a cancelled call stops generating)."""
-        text, finish, tokens = "", "stop", 0
-        async for piece, fin, count in self.iterate(lambda stop: self._generate(loaded, plan, index, stop)):
+        text, finish, tokens, matched = "", "stop", 0, None
+        async for piece, fin, count, hit in self.iterate(lambda stop: self._generate(loaded, plan, index, stop)):
             text += piece
             tokens = count
             finish = fin or finish
-        return text, finish, tokens
+            matched = hit or matched
+        return text, finish, tokens, matched
 
     # ---------------------------------------------------------------- Backend API
 
@@ -215,10 +240,13 @@ class LlamaCppBackend(LocalRuntime):
             results = [await self._complete(loaded, plan, i) for i in range(req.n or 1)]
         choices = []
         completion_tokens = 0
-        for index, (text, finish, tokens) in enumerate(results):
+        for index, (text, finish, tokens, matched) in enumerate(results):
             completion_tokens += tokens
             message, finish = _message_from(text, finish, plan)
-            choices.append({"index": index, "message": message, "logprobs": None, "finish_reason": finish})
+            choice = {"index": index, "message": message, "logprobs": None, "finish_reason": finish}
+            if matched is not None and finish == "stop":
+                choice["stop_reason"] = matched  # vLLM's field for the stop sequence that ended the answer
+            choices.append(choice)
         return oa.chat_completion(id=oa.new_id("chatcmpl"), model=model, choices=choices,
                                   usage=oa.usage(plan.prompt_tokens, completion_tokens))
 
@@ -232,13 +260,14 @@ class LlamaCppBackend(LocalRuntime):
             for index in range(req.n or 1):
                 yield oa.chat_chunk(id=cid, model=model, created=created, index=index,
                                     delta={"role": "assistant", "content": ""})
-                text, finish, tokens = "", "stop", 0
+                text, finish, tokens, matched = "", "stop", 0, None
 
-                def make(stop: threading.Event, i: int = index) -> Iterator[tuple[str, str | None, int]]:
+                def make(stop: threading.Event, i: int = index) -> Iterator[tuple[str, str | None, int, str | None]]:
                     return self._generate(loaded, plan, i, stop)
 
-                async for piece, fin, count in self.iterate(make):
+                async for piece, fin, count, hit in self.iterate(make):
                     tokens = count
+                    matched = hit or matched
                     if fin:
                         finish = fin
                     if piece:
@@ -253,7 +282,10 @@ class LlamaCppBackend(LocalRuntime):
                     if delta.get("tool_calls"):
                         delta["tool_calls"] = [{"index": k, **c} for k, c in enumerate(delta["tool_calls"])]
                     yield oa.chat_chunk(id=cid, model=model, created=created, index=index, delta=delta)
-                yield oa.chat_chunk(id=cid, model=model, created=created, index=index, finish_reason=finish)
+                last = oa.chat_chunk(id=cid, model=model, created=created, index=index, finish_reason=finish)
+                if matched is not None and finish == "stop":
+                    last["choices"][0]["stop_reason"] = matched  # vLLM's field, as in the whole answer
+                yield last
             if req.wants_usage_in_stream:
                 yield oa.chat_chunk(id=cid, model=model, created=created, choices=False,
                                     usage=oa.usage(plan.prompt_tokens, completion_tokens))
@@ -282,7 +314,7 @@ class LlamaCppBackend(LocalRuntime):
                 plan = self._completion_plan(loaded, req, prompt, p)
                 prompt_tokens += plan.prompt_tokens
                 for j in range(n):
-                    text, finish, tokens = await self._complete(loaded, plan, j)
+                    text, finish, tokens, _ = await self._complete(loaded, plan, j)
                     completion_tokens += tokens
                     choices.append(oc.choice(p * n + j, (prompt if req.echo else "") + text, finish))
         return oc.completion(id=oa.new_id("cmpl"), model=model, choices=choices,
@@ -308,10 +340,10 @@ class LlamaCppBackend(LocalRuntime):
                     finish, tokens = "stop", 0
 
                     def make(stop: threading.Event, plan: Plan = plan, j: int = j
-                             ) -> Iterator[tuple[str, str | None, int]]:
+                             ) -> Iterator[tuple[str, str | None, int, str | None]]:
                         return self._generate(loaded, plan, j, stop)
 
-                    async for piece, fin, count in self.iterate(make):
+                    async for piece, fin, count, _ in self.iterate(make):
                         tokens = count
                         if fin:
                             finish = fin
@@ -329,6 +361,21 @@ def _loads_or_str(s: str) -> Any:
         return json.loads(s)
     except (ValueError, TypeError):
         return s
+
+
+def _find_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
+    """Where the earliest stop sequence in `text` begins, and which it is."""
+    best: tuple[int, str] | None = None
+    for s in stops:
+        at = text.find(s)
+        if at != -1 and (best is None or at < best[0]):
+            best = (at, s)
+    return best
+
+
+def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
+    """How many characters at the end of `text` could begin a stop sequence (they must not be sent yet)."""
+    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
 
 
 def _tool_call_schema(req: ChatRequest) -> dict[str, Any]:

@@ -8,8 +8,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ...catalog import Deployment
 from ...errors import InvalidRequest, UpstreamError
 from ...types import ModelState, Task
@@ -67,6 +65,7 @@ class PiperBackend(LocalRuntime):
             voice = await self.model()
 
             def work() -> bytes:
+                import numpy as np
                 from piper import SynthesisConfig
 
                 cfg = SynthesisConfig(length_scale=1.0 / req.speed)
@@ -91,9 +90,11 @@ class EspeakBackend(LocalRuntime):
         self._voices: list[str] | None = None
 
     def missing(self) -> str | None:
-        if self.binary and Path(self.binary).exists():
-            return None
-        return "the espeak-ng program is not installed (apt-get install espeak-ng)"
+        if not (self.binary and Path(self.binary).exists()):
+            return "the espeak-ng program is not installed (apt-get install espeak-ng)"
+        if not (installed("numpy") and installed("av")):  # its WAV is re-encoded with numpy and PyAV
+            return "numpy and av are not installed (pip install 'modelyard[local]')"
+        return None
 
     def _load(self) -> list[str]:
         import subprocess

@@ -167,12 +167,13 @@ class ImageRequest(Open):
 
 @dataclass
 class ImageEdit:
-    """POST /v1/images/edits (multipart), after validation: the image and mask are decoded PIL images."""
+    """POST /v1/images/edits (multipart), after validation: the image and mask are the uploaded files' bytes, checked
+    to be images; a local runtime decodes them, an upstream receives them as sent (no Pillow in a base install)."""
 
     model: str
     prompt: str
-    image: Any
-    mask: Any | None = None
+    image: bytes
+    mask: bytes | None = None
     n: int = 1
     size: str = "auto"
     response_format: str = "url"

@@ -15,6 +15,7 @@ from ...pipeline.billing import token_units
 from ...pipeline.units import Units
 from ...pipeline.regions import region_for
 from ...pipeline.tokens import count_tokens as count_prompt_tokens
+from ...pipeline.tokens import stream_input_tokens
 from ...protocols import anthropic_dialect as ad
 from ...protocols.sse import encode_event
 from ...types import Task
@@ -74,7 +75,9 @@ async def create_message(request: Request) -> Response:
             resp, _ = await call.run(ctx.router.chat(model, req, region))
             return json_response(ad.from_chat_response(resp, model.id))
         first, stream, deployment = await call.open(ctx.router.open_stream(model, req, region))
-    writer = _Writer(ad.StreamEncoder(model=model.id))
+        # message_start reports the prompt's tokens (the SDK's final message keeps them): counted before the first byte
+        input_tokens = await stream_input_tokens(ctx.router, deployment, req)
+    writer = _Writer(ad.StreamEncoder(model=model.id, input_tokens=input_tokens))
     return EventStream(call.relay(first, stream, deployment, writer), headers=SSE_HEADERS)
 
 

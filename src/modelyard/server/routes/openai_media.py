@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ...backends._media_input import check_image
 from ...catalog import Model
 from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
@@ -186,8 +187,6 @@ async def image_generations(request: Request) -> Response:
                                           "response_format": {"type": "string", "enum": ["url", "b64_json"]}},
                                          ["image", "prompt", "model"]))
 async def image_edits(request: Request) -> Response:
-    from ...backends.local.image import decode_image
-
     ctx, principal = await _authorized(request)
     form = await read_form(request)
     limit = ctx.settings.max_upload_bytes
@@ -205,7 +204,7 @@ async def image_edits(request: Request) -> Response:
         raise InvalidRequest("'prompt' is longer than 4000 characters.", param="prompt")
     edit = ImageEdit(
         model=text_field(form, "model", required=True), prompt=prompt,  # type: ignore[arg-type]
-        image=decode_image(image_bytes, "image"), mask=decode_image(mask[0], "mask") if mask else None,
+        image=check_image(image_bytes, "image"), mask=check_image(mask[0], "mask") if mask else None,
         n=number_field(form, "n", int, default=1, low=1, high=10), size=size,  # type: ignore[arg-type]
         response_format=text_field(form, "response_format", choices=("url", "b64_json"), default="url"),  # type: ignore[arg-type]
         seed=number_field(form, "seed", int, default=None, low=0, high=2**32 - 1),
