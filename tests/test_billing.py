@@ -228,15 +228,6 @@ def test_job_payloads_are_estimated_like_sync_requests():
     assert fill_units(Units(), speech).characters == 11
 
 
-def test_the_content_filter_reads_job_payloads_like_sync_requests():
-    from modelyard.jobs.service import _prompt_text
-
-    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "secret plan"}]}]}
-    assert _prompt_text(parts) == "secret plan"
-    assert _prompt_text({"input": ["a", "b"]}) == "a\nb"
-    assert _prompt_text({"positive_prompt": "p"}) == "p"
-
-
 def test_media_routes_price_from_the_result(srv):
     """Embeddings go through the media routes' `_run`: estimated from the input, settled on the upstream's usage."""
     org_id, key = org_with_key(srv, plan="pro", cents=1)
