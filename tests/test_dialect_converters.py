@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 
 from modelyard.errors import InvalidRequest
-from modelyard.protocols import anthropic as up_anthropic
-from modelyard.protocols import anthropic_dialect as ad
-from modelyard.protocols import gemini as up_gemini
-from modelyard.protocols import gemini_dialect as gd
+from modelyard.protocols.anthropic import inbound as ad
+from modelyard.protocols.anthropic import outbound as up_anthropic
+from modelyard.protocols.anthropic import schema as an
+from modelyard.protocols.gemini import inbound as gd
+from modelyard.protocols.gemini import outbound as up_gemini
+from modelyard.protocols.gemini import schema as gs
 from modelyard.protocols.openai.schema import ChatRequest
 
 FIXTURES = Path(__file__).parent / "fixtures" / "dialects"
@@ -28,13 +30,13 @@ def load(name: str):
 # ---------------------------------------------------------------- Anthropic
 
 def test_anthropic_request_matches_golden_chat_request():
-    req = ad.MessagesRequest.model_validate(load("anthropic_request.json"))
+    req = an.MessagesRequest.model_validate(load("anthropic_request.json"))
     assert ad.messages_to_chat(req) == load("anthropic_request.chat.json")
 
 
 def test_anthropic_request_round_trips_through_the_upstream_converter():
     original = load("anthropic_request.json")
-    chat = ad.to_chat_request(ad.MessagesRequest.model_validate(original))
+    chat = ad.to_chat_request(an.MessagesRequest.model_validate(original))
     back = up_anthropic.to_messages_request(chat, "claude-x", default_max_tokens=1)
     # the upstream converter always writes tool descriptions and sends results as plain strings
     assert back == original
@@ -94,12 +96,12 @@ def test_anthropic_invalid_requests_name_the_field(body, param):
     from modelyard.protocols.openai.wire import describe_validation_error
 
     with pytest.raises(ValidationError) as info:
-        ad.MessagesRequest.model_validate(body)
+        an.MessagesRequest.model_validate(body)
     assert describe_validation_error(info.value)[1] == param
 
 
 def test_anthropic_tool_choice_must_name_a_tool():
-    req = ad.MessagesRequest.model_validate({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
+    req = an.MessagesRequest.model_validate({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}],
                                              "tool_choice": {"type": "tool", "name": "nope"}})
     with pytest.raises(InvalidRequest) as info:
         ad.to_chat_request(req)
@@ -107,25 +109,25 @@ def test_anthropic_tool_choice_must_name_a_tool():
 
 
 def test_anthropic_error_envelope():
-    body = ad.error_body(InvalidRequest("is required", param="max_tokens"))
+    body = an.error_body(InvalidRequest("is required", param="max_tokens"))
     assert body == {"type": "error", "error": {"type": "invalid_request_error", "message": "max_tokens: is required"}}
 
 
 # ---------------------------------------------------------------- Gemini
 
 def test_gemini_request_matches_golden_chat_request():
-    req = gd.GenerateContentRequest.model_validate(load("gemini_request.json"))
+    req = gs.GenerateContentRequest.model_validate(load("gemini_request.json"))
     assert gd.generate_to_chat(req, "gemini-x") == load("gemini_request.chat.json")
 
 
 def test_gemini_request_round_trips_through_the_upstream_converter():
     original = load("gemini_request.json")
-    chat = gd.to_chat_request(gd.GenerateContentRequest.model_validate(original), "gemini-x")
+    chat = gd.to_chat_request(gs.GenerateContentRequest.model_validate(original), "gemini-x")
     assert up_gemini.to_generate_request(chat) == original
 
 
 def test_gemini_snake_case_and_upper_case_schema_types_are_accepted():
-    req = gd.GenerateContentRequest.model_validate({
+    req = gs.GenerateContentRequest.model_validate({
         "contents": [{"parts": [{"text": "hi"}]}],
         "generation_config": {"max_output_tokens": 9},
         "tools": [{"function_declarations": [{"name": "f", "parameters": {
@@ -181,12 +183,12 @@ def test_gemini_invalid_requests_name_the_field(body, param):
     from modelyard.protocols.openai.wire import describe_validation_error
 
     with pytest.raises(ValidationError) as info:
-        gd.GenerateContentRequest.model_validate(body)
+        gs.GenerateContentRequest.model_validate(body)
     assert describe_validation_error(info.value)[1] == param
 
 
 def test_gemini_function_response_must_answer_a_call():
-    req = gd.GenerateContentRequest.model_validate(
+    req = gs.GenerateContentRequest.model_validate(
         {"contents": [{"parts": [{"functionResponse": {"name": "f", "response": {"x": 1}}}]}]})
     with pytest.raises(InvalidRequest) as info:
         gd.to_chat_request(req, "m")
@@ -194,13 +196,13 @@ def test_gemini_function_response_must_answer_a_call():
 
 
 def test_gemini_error_envelope_names_the_field():
-    body = gd.error_body(InvalidRequest("bad", param="contents"))
+    body = gs.error_body(InvalidRequest("bad", param="contents"))
     assert body["error"]["code"] == 400 and body["error"]["status"] == "INVALID_ARGUMENT"
     assert body["error"]["details"][0]["fieldViolations"][0]["field"] == "contents"
 
 
 def test_chat_requests_from_both_dialects_validate():
-    a = ad.to_chat_request(ad.MessagesRequest.model_validate(load("anthropic_request.json")))
-    g = gd.to_chat_request(gd.GenerateContentRequest.model_validate(load("gemini_request.json")), "gemini-x")
+    a = ad.to_chat_request(an.MessagesRequest.model_validate(load("anthropic_request.json")))
+    g = gd.to_chat_request(gs.GenerateContentRequest.model_validate(load("gemini_request.json")), "gemini-x")
     assert isinstance(a, ChatRequest) and isinstance(g, ChatRequest)
     assert a.messages[3].role == "tool" and g.messages[3].tool_call_id == "call_1"

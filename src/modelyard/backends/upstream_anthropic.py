@@ -7,7 +7,7 @@ from typing import AsyncIterator
 import orjson
 
 from ..errors import UpstreamError
-from ..protocols import anthropic as an
+from ..protocols.anthropic import outbound as an
 from ..protocols.openai.schema import ChatRequest
 from ..types import ChatResponse, Task
 from .base import ChatChunk

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import orjson
 
 from ..errors import UpstreamError
-from ..protocols import gemini as gm
+from ..protocols.gemini import outbound as gm
 from ..protocols.openai.schema import ChatRequest
 from ..types import ChatResponse, Task
 from .base import ChatChunk

@@ -16,7 +16,8 @@ from ...pipeline.units import Units
 from ...pipeline.regions import region_for
 from ...pipeline.tokens import count_tokens as count_prompt_tokens
 from ...pipeline.tokens import stream_input_tokens
-from ...protocols import anthropic_dialect as ad
+from ...protocols.anthropic import inbound as ad
+from ...protocols.anthropic import schema as an
 from ...protocols.sse import encode_event
 from ...types import Task
 from ..body import parse_json
@@ -27,7 +28,7 @@ from ..streaming import EventStream
 router = APIRouter(tags=["Anthropic"])
 # Longest prefix wins: everything under /v1/messages (404s and 405s included) answers in Anthropic's envelope.
 # the error envelope this face's clients read, under these path prefixes (registered by create_app)
-ERRORS = (ad.error_body, ["/v1/messages", "/anthropic/v1/messages"])
+ERRORS = (an.error_body, ["/v1/messages", "/anthropic/v1/messages"])
 
 
 class _Writer:
@@ -50,7 +51,7 @@ class _Writer:
         return self._frame(self.encoder.finish())
 
     def error(self, exc: ModelyardError) -> bytes:
-        return encode_event("error", ad.error_body(exc))
+        return encode_event("error", an.error_body(exc))
 
     def usage(self) -> Units | None:
         return token_units(self.encoder.usage)
@@ -59,14 +60,14 @@ class _Writer:
 async def _authorized(request: Request, *, paid: bool) -> Any:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=paid)
-    ad.check_version(request.headers.get("anthropic-version"))
+    an.check_version(request.headers.get("anthropic-version"))
     return ctx, principal
 
 
-@router.post("/messages", summary="Create a message (Anthropic Messages API)", openapi_extra=json_body(ad.MessagesRequest))
+@router.post("/messages", summary="Create a message (Anthropic Messages API)", openapi_extra=json_body(an.MessagesRequest))
 async def create_message(request: Request) -> Response:
     ctx, principal = await _authorized(request, paid=True)
-    body = await parse_json(request, ad.MessagesRequest)
+    body = await parse_json(request, an.MessagesRequest)
     req = ad.to_chat_request(body)
     model = ctx.router.resolve(body.model, Task.CHAT)
     region = region_for(request, ctx.settings.region_hosts)
@@ -82,11 +83,11 @@ async def create_message(request: Request) -> Response:
 
 
 @router.post("/messages/count_tokens", summary="Count the tokens of a Messages request",
-             openapi_extra=json_body(ad.CountTokensRequest))
+             openapi_extra=json_body(an.CountTokensRequest))
 async def count_tokens(request: Request) -> Response:
     """Free, like Anthropic's: not gated or billed. Exact for local models, estimated for others (see README)."""
     ctx, _ = await _authorized(request, paid=False)
-    body = await parse_json(request, ad.CountTokensRequest)
+    body = await parse_json(request, an.CountTokensRequest)
     req = ad.to_chat_request(body)
     model = ctx.router.resolve(body.model, Task.CHAT)
     tokens, how = await count_prompt_tokens(ctx.router, model, req)

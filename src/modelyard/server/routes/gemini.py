@@ -18,7 +18,8 @@ from ...pipeline.billing import token_units
 from ...pipeline.units import Units
 from ...pipeline.tokens import count_tokens as count_prompt_tokens
 from ...pipeline.regions import region_for
-from ...protocols import gemini_dialect as gd
+from ...protocols.gemini import inbound as gd
+from ...protocols.gemini import schema as gs
 from ...protocols.sse import encode_data
 from ...types import Task
 from ...protocols.openai.media import EmbeddingRequest
@@ -30,7 +31,7 @@ from ..streaming import EventStream
 router = APIRouter(tags=["Gemini"])
 PREFIXES = ("/v1beta", "/api/v1beta")
 # the error envelope this face's clients read, under these path prefixes (registered by create_app)
-ERRORS = (gd.error_body, list(PREFIXES))
+ERRORS = (gs.error_body, list(PREFIXES))
 
 CHAT_METHODS = ["generateContent", "streamGenerateContent", "countTokens"]
 EMBED_METHODS = ["embedContent", "batchEmbedContents"]
@@ -52,7 +53,7 @@ class _SSEWriter:
         return b"".join(encode_data(r) for r in self.encoder.finish())
 
     def error(self, exc: ModelyardError) -> bytes:
-        return encode_data(gd.error_body(exc))
+        return encode_data(gs.error_body(exc))
 
     def usage(self) -> Units | None:
         return token_units(self.encoder.usage)
@@ -82,7 +83,7 @@ class _ArrayWriter:
         return self._items(self.encoder.finish()) + b"]"
 
     def error(self, exc: ModelyardError) -> bytes:
-        return self._items([gd.error_body(exc)]) + b"]"
+        return self._items([gs.error_body(exc)]) + b"]"
 
     def usage(self) -> Units | None:
         return token_units(self.encoder.usage)
@@ -154,7 +155,7 @@ async def call_model(request: Request, target: str) -> Response:
 
 
 async def _generate(request: Request, ctx: AppContext, principal: Any, name: str, *, stream: bool = False) -> Response:
-    body = await parse_json(request, gd.GenerateContentRequest)
+    body = await parse_json(request, gs.GenerateContentRequest)
     model = ctx.router.resolve(name, Task.CHAT)
     req = gd.to_chat_request(body, model.id, stream=stream)
     region = region_for(request, ctx.settings.region_hosts)
@@ -175,9 +176,9 @@ async def _stream(request: Request, ctx: AppContext, principal: Any, name: str) 
 
 async def _count(request: Request, ctx: AppContext, principal: Any, name: str) -> Response:
     """Free, like Gemini's: not gated or billed. Exact for local models, estimated for others (see README)."""
-    body = await parse_json(request, gd.CountTokensRequest)
+    body = await parse_json(request, gs.CountTokensRequest)
     model = ctx.router.resolve(name, Task.CHAT)
-    inner = body.generate_content_request or gd.GenerateContentRequest(contents=body.contents or [])
+    inner = body.generate_content_request or gs.GenerateContentRequest(contents=body.contents or [])
     tokens, how = await count_prompt_tokens(ctx.router, model, gd.to_chat_request(inner, model.id))
     return json_response({"totalTokens": tokens}, headers={"X-Modelyard-Token-Count": how})
 
@@ -203,7 +204,7 @@ def _same_model(given: str | None, name: str, param: str) -> None:
 
 
 async def _embed_one(request: Request, ctx: AppContext, principal: Any, name: str) -> Response:
-    body = await parse_json(request, gd.EmbedContentRequest)
+    body = await parse_json(request, gs.EmbedContentRequest)
     _same_model(body.model, name, "model")
     vectors = await _embed(request, ctx, principal, name, [gd.embed_texts(body, "content")],
                            body.output_dimensionality)
@@ -211,7 +212,7 @@ async def _embed_one(request: Request, ctx: AppContext, principal: Any, name: st
 
 
 async def _embed_batch(request: Request, ctx: AppContext, principal: Any, name: str) -> Response:
-    body = await parse_json(request, gd.BatchEmbedContentsRequest)
+    body = await parse_json(request, gs.BatchEmbedContentsRequest)
     dims = {r.output_dimensionality for r in body.requests}
     if len(dims) > 1:
         raise InvalidRequest("All requests in a batch must ask for the same outputDimensionality.",

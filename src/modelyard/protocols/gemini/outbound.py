@@ -1,4 +1,5 @@
-"""Gemini generateContent wire format: OpenAI chat <-> Gemini converters (request, response, stream chunks)."""
+"""Outbound Gemini: we call a Gemini upstream. Our chat request becomes generateContent; its responses and stream chunks
+become chat."""
 
 from __future__ import annotations
 
@@ -6,13 +7,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidRequest
-from .openai.schema import ChatRequest
-from .openai import wire as oa
-from .openai.chat_parts import call_id, guess_mime, parse_arguments, split_data_url, tool_call
+from ...errors import InvalidRequest
+from ..openai.schema import ChatRequest
+from ..openai import wire as oa
+from ..openai.chat_parts import call_id, guess_mime, parse_arguments, split_data_url, tool_call
+from .schema import FINISH_OF_GEMINI
 
-FINISH = {"STOP": "stop", "MAX_TOKENS": "length", "SAFETY": "content_filter", "RECITATION": "content_filter",
-          "BLOCKLIST": "content_filter", "PROHIBITED_CONTENT": "content_filter", "SPII": "content_filter"}
 
 
 def _parts(message: Any, i: int) -> list[dict[str, Any]]:
@@ -111,7 +111,7 @@ def _finish(candidate: dict[str, Any], has_calls: bool) -> str | None:
     reason = candidate.get("finishReason")
     if reason is None:
         return None
-    return "tool_calls" if has_calls and reason == "STOP" else FINISH.get(reason, "stop")
+    return "tool_calls" if has_calls and reason == "STOP" else FINISH_OF_GEMINI.get(reason, "stop")
 
 
 def _usage(data: dict[str, Any]) -> dict[str, int]:

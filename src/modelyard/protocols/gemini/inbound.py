@@ -1,197 +1,27 @@
-"""Gemini generateContent as a client dialect: Gemini request -> internal chat request; chat reply/chunks -> Gemini."""
+"""Inbound Gemini: clients speak generateContent to us. Their request becomes our chat request; our chat reply and
+chunks become Gemini responses."""
 
 from __future__ import annotations
 
 import json
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
 
-from ..errors import InvalidRequest, ModelyardError
-from .openai.schema import ChatRequest
-from .openai.chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
+from ...errors import InvalidRequest
+from ..openai.schema import ChatRequest
+from ..openai.chat_parts import chunk_dict, data_url, loads_object, usage_numbers, validate_chat
+from .schema import GEMINI_OF_FINISH, Content, EmbedContentRequest, GenerateContentRequest, GenerationConfig, schema_to_json_schema
 
-FINISH_REASON = {"stop": "STOP", "length": "MAX_TOKENS", "tool_calls": "STOP", "function_call": "STOP",
-                 "content_filter": "SAFETY"}
+
+
+
 # our chat request's fields, as a Gemini client names them (for errors only the converted request reveals)
 CHAT_FIELDS = {"stop": "generationConfig.stopSequences", "max_tokens": "generationConfig.maxOutputTokens",
                "n": "generationConfig.candidateCount", "temperature": "generationConfig.temperature",
                "top_p": "generationConfig.topP", "response_format": "generationConfig", "tools": "tools",
                "tool_choice": "toolConfig"}
-STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 402: "FAILED_PRECONDITION", 403: "PERMISSION_DENIED",
-          404: "NOT_FOUND", 405: "UNIMPLEMENTED", 409: "ABORTED", 413: "INVALID_ARGUMENT", 429: "RESOURCE_EXHAUSTED",
-          499: "CANCELLED", 500: "INTERNAL", 501: "UNIMPLEMENTED", 502: "UNAVAILABLE", 503: "UNAVAILABLE",
-          504: "DEADLINE_EXCEEDED"}
-
-
-class _Camel(BaseModel):
-    # Gemini's JSON is camelCase, but its REST surface also takes the proto's snake_case names; accept both.
-    # Unknown fields (safetySettings, labels, thoughtSignature, ...) are accepted and ignored.
-    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
-
-
-class Blob(_Camel):
-    mime_type: str = Field(min_length=1)
-    data: str
-
-
-class FileData(_Camel):
-    mime_type: str | None = None
-    file_uri: str = Field(min_length=1)
-
-
-class FunctionCall(_Camel):
-    name: str = Field(min_length=1)
-    args: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = None
-
-
-class FunctionResponse(_Camel):
-    name: str = Field(min_length=1)
-    response: dict[str, Any] = Field(default_factory=dict)
-    id: str | None = None
-
-
-class Part(_Camel):
-    text: str | None = None
-    inline_data: Blob | None = None
-    file_data: FileData | None = None
-    function_call: FunctionCall | None = None
-    function_response: FunctionResponse | None = None
-    thought: bool | None = None
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> Part:
-        kinds = [k for k in ("text", "inline_data", "file_data", "function_call", "function_response")
-                 if getattr(self, k) is not None]
-        if not kinds:
-            extra = sorted(self.model_extra or {})
-            raise ValueError(f"part kind {extra[0]!r} is not supported here" if extra else
-                             "a part needs one of text, inlineData, fileData, functionCall, functionResponse")
-        if len(kinds) > 1:
-            raise ValueError(f"a part holds exactly one kind of data, not {', '.join(kinds)}")
-        return self
-
-
-class Content(_Camel):
-    role: Literal["user", "model", "function", "tool"] | None = None
-    parts: list[Part] = Field(min_length=1)
-
-
-class FunctionDeclaration(_Camel):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z_][A-Za-z0-9_.\-:]*$")
-    description: str | None = None
-    parameters: dict[str, Any] | None = None
-    parameters_json_schema: dict[str, Any] | None = None
-
-
-class Tool(_Camel):
-    function_declarations: list[FunctionDeclaration] | None = None
-
-    @model_validator(mode="after")
-    def _function_tools_only(self) -> Tool:
-        hosted = sorted(self.model_extra or {})
-        if hosted:  # googleSearch, codeExecution, urlContext: hosted tools this server does not run
-            raise ValueError(f"tool {hosted[0]!r} is not available here; declare functions instead")
-        return self
-
-
-class FunctionCallingConfig(_Camel):
-    mode: Literal["AUTO", "ANY", "NONE", "VALIDATED", "MODE_UNSPECIFIED"] = "AUTO"
-    allowed_function_names: list[str] | None = None
-
-
-class ToolConfig(_Camel):
-    function_calling_config: FunctionCallingConfig | None = None
-
-
-class GenerationConfig(_Camel):
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    top_k: float | None = Field(default=None, ge=0)
-    max_output_tokens: int | None = Field(default=None, ge=1)
-    stop_sequences: list[str] | None = Field(default=None, max_length=4)
-    candidate_count: int | None = Field(default=None, ge=1, le=8)
-    seed: int | None = None
-    presence_penalty: float | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
-    response_mime_type: str | None = None
-    response_schema: dict[str, Any] | None = None
-    response_json_schema: dict[str, Any] | None = None
-
-
-class GenerateContentRequest(_Camel):
-    """The body of models/{model}:generateContent (and :streamGenerateContent, :countTokens)."""
-
-    contents: list[Content] = Field(min_length=1)
-    system_instruction: Content | None = None
-    generation_config: GenerationConfig | None = None
-    tools: list[Tool] | None = None
-    tool_config: ToolConfig | None = None
-    model: str | None = None  # countTokens' generateContentRequest names the model again
-    cached_content: str | None = None
-
-    @field_validator("cached_content")
-    @classmethod
-    def _no_cache(cls, v: str | None) -> str | None:
-        if v is not None:  # ignoring it would answer without the context the client cached
-            raise ValueError("cached content is not available here; send the contents in full")
-        return v
-
-
-class CountTokensRequest(_Camel):
-    contents: list[Content] | None = None
-    generate_content_request: GenerateContentRequest | None = None
-
-    @model_validator(mode="after")
-    def _something(self) -> CountTokensRequest:
-        if not self.contents and self.generate_content_request is None:
-            raise ValueError("send 'contents' or 'generateContentRequest'")
-        return self
-
-
-class EmbedContentRequest(_Camel):
-    content: Content
-    model: str | None = None
-    task_type: str | None = None
-    title: str | None = None
-    output_dimensionality: int | None = Field(default=None, ge=1)
-
-
-class BatchEmbedContentsRequest(_Camel):
-    requests: list[EmbedContentRequest] = Field(min_length=1, max_length=2048)
-
-
-# ---------------------------------------------------------------- request -> internal chat request
-
-def schema_to_json_schema(schema: Any) -> Any:
-    """Gemini's OpenAPI-subset Schema (types in upper case, `nullable`, snake_case names) as plain JSON Schema."""
-    if isinstance(schema, list):
-        return [schema_to_json_schema(s) for s in schema]
-    if not isinstance(schema, dict):
-        return schema
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if "_" in key and not key.startswith(("$", "_")):
-            key = to_camel(key)  # the proto's snake_case field names (max_length, any_of) as JSON Schema's
-        if key == "type" and isinstance(value, str):
-            out["type"] = value.lower()
-        elif key == "nullable":
-            continue
-        elif key in ("properties", "$defs", "definitions") and isinstance(value, dict):
-            out[key] = {k: schema_to_json_schema(v) for k, v in value.items()}
-        elif key in ("items", "anyOf", "oneOf", "allOf", "additionalProperties"):
-            out[key] = schema_to_json_schema(value)
-        elif key == "propertyOrdering":
-            continue
-        else:
-            out[key] = value
-    if schema.get("nullable") and isinstance(out.get("type"), str):
-        out["type"] = [out["type"], "null"]
-    return out
 
 
 def _text_response(response: dict[str, Any]) -> str:
@@ -340,6 +170,7 @@ def embed_texts(req: EmbedContentRequest, param: str) -> str:
 
 # ---------------------------------------------------------------- internal reply -> Gemini
 
+
 def new_response_id() -> str:
     return secrets.token_urlsafe(16)
 
@@ -368,7 +199,7 @@ def from_chat_response(data: dict[str, Any], model: str) -> dict[str, Any]:
             parts.append({"text": message.get("content") or ""})
         parts += _call_parts(message.get("tool_calls") or [])
         candidates.append({"content": {"role": "model", "parts": parts},
-                           "finishReason": FINISH_REASON.get(choice.get("finish_reason") or "stop", "OTHER"),
+                           "finishReason": GEMINI_OF_FINISH.get(choice.get("finish_reason") or "stop", "OTHER"),
                            "index": choice.get("index", i)})
     return {"candidates": candidates, "usageMetadata": usage_metadata(*usage_numbers(data.get("usage"))),
             "modelVersion": model, "responseId": new_response_id()}
@@ -411,7 +242,7 @@ class StreamEncoder:
                 out.append(self._response([{"content": {"role": "model", "parts": [{"text": delta["content"]}]},
                                             "index": index}]))
             if choice.get("finish_reason"):
-                self.finished[index] = FINISH_REASON.get(choice["finish_reason"], "OTHER")
+                self.finished[index] = GEMINI_OF_FINISH.get(choice["finish_reason"], "OTHER")
         return out
 
     def finish(self) -> list[dict[str, Any]]:
@@ -422,12 +253,3 @@ class StreamEncoder:
             candidates.append({"content": {"role": "model", "parts": parts},
                                "finishReason": self.finished.get(index, "STOP"), "index": index})
         return [self._response(candidates, usageMetadata=usage_metadata(*(self.usage or (0, 0))))]
-
-
-def error_body(exc: ModelyardError) -> dict[str, Any]:
-    error: dict[str, Any] = {"code": exc.status, "message": exc.message,
-                             "status": STATUS.get(exc.status, "INTERNAL" if exc.status >= 500 else "INVALID_ARGUMENT")}
-    if exc.param:
-        error["details"] = [{"@type": "type.googleapis.com/google.rpc.BadRequest",
-                             "fieldViolations": [{"field": exc.param, "description": exc.message}]}]
-    return {"error": error}

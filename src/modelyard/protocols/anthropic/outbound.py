@@ -1,4 +1,5 @@
-"""Anthropic Messages wire format: OpenAI chat <-> Messages converters (request, response, stream events)."""
+"""Outbound Anthropic: we call an Anthropic upstream. Our chat request becomes a Messages request; its reply and stream
+events become chat."""
 
 from __future__ import annotations
 
@@ -7,14 +8,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InvalidRequest
-from .openai.schema import ChatRequest
-from .openai import wire as oa
-from .openai.chat_parts import json_instruction, parse_arguments, split_data_url, tool_call
+from ...errors import InvalidRequest
+from ..openai.schema import ChatRequest
+from ..openai import wire as oa
+from ..openai.chat_parts import json_instruction, parse_arguments, split_data_url, tool_call
+from .schema import FINISH_OF_STOP
 
 API_VERSION = "2023-06-01"
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "max_tokens": "length", "tool_use": "tool_calls",
-          "pause_turn": "stop", "refusal": "content_filter"}
 
 
 def _image_block(url: str, param: str) -> dict[str, Any]:
@@ -106,7 +106,7 @@ def from_messages_response(data: dict[str, Any], model: str) -> dict[str, Any]:
         message["tool_calls"] = calls
     usage = data.get("usage", {})
     choice = {"index": 0, "message": message, "logprobs": None,
-              "finish_reason": FINISH.get(data.get("stop_reason") or "end_turn", "stop")}
+              "finish_reason": FINISH_OF_STOP.get(data.get("stop_reason") or "end_turn", "stop")}
     if data.get("stop_reason") == "stop_sequence" and isinstance(data.get("stop_sequence"), str):
         choice["stop_reason"] = data["stop_sequence"]  # vLLM's field: which stop sequence ended the answer
     return oa.chat_completion(
@@ -159,7 +159,7 @@ class StreamState:
             self.output_tokens = int(event.get("usage", {}).get("output_tokens", self.output_tokens))
             delta = event.get("delta") or {}
             reason = delta.get("stop_reason")
-            out = [self.chunk(finish_reason=FINISH.get(reason or "end_turn", "stop"))]
+            out = [self.chunk(finish_reason=FINISH_OF_STOP.get(reason or "end_turn", "stop"))]
             if reason == "stop_sequence" and isinstance(delta.get("stop_sequence"), str):
                 out[0]["choices"][0]["stop_reason"] = delta["stop_sequence"]  # vLLM's field, as in a whole answer
             if self.include_usage:
