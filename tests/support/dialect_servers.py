@@ -22,12 +22,13 @@ def provider_models(stub_url: str) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def dialect_server(tmp: Path, database_url: str | None, openai_stub_url: str) -> Iterator[tuple[Any, ProviderControl]]:
-    from ..conftest import make_settings, running, upstream_models
+def dialect_server(tmp: Path, database_url: str | None, openai_stub_url: str,
+                   **settings: Any) -> Iterator[tuple[Any, ProviderControl]]:
+    """A `server_fixture` build: the server and the provider stubs' controls."""
+    from ..conftest import quiet_server, upstream_models
 
     control = ProviderControl()
-    with ServerThread(create_provider_stub(control)) as providers:
-        models = upstream_models(openai_stub_url) + provider_models(providers.url)
-        settings = make_settings(tmp, database_url=database_url, models=models, cooldown_failures=1_000_000)
-        with running(settings) as srv:
-            yield srv, control
+    with ServerThread(create_provider_stub(control)) as providers, \
+            quiet_server(tmp, database_url, upstream_models(openai_stub_url) + provider_models(providers.url),
+                         **settings) as srv:
+        yield srv, control
