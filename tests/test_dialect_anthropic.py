@@ -12,7 +12,7 @@ import pytest
 from modelyard.catalog.builtin import SMOLLM2_ID
 
 from .conftest import server_fixture
-from .support.dialect_servers import dialect_server
+from .support.dialect_servers import dialect_server, providers, srv  # noqa: F401 (fixtures on env)
 
 LOCAL, OPENAI_UP, GEMINI_UP, CLAUDE_UP = SMOLLM2_ID, "stub-gpt", "gemini-up", "claude-up"
 WEATHER = {"name": "get_weather", "description": "Weather for a city",
@@ -24,17 +24,6 @@ HI = [{"role": "user", "content": "Say hello."}]
 
 
 env = server_fixture("env", dialect_server)
-
-
-@pytest.fixture
-def srv(env):
-    return env[0]
-
-
-@pytest.fixture
-def providers(env):
-    env[1].__init__()  # type: ignore[misc]
-    return env[1]
 
 
 @pytest.fixture

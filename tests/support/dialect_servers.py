@@ -6,6 +6,8 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
+
 from .provider_stubs import ProviderControl, create_provider_stub
 from .servers import ServerThread
 
@@ -32,3 +34,16 @@ def dialect_server(tmp: Path, database_url: str | None, openai_stub_url: str,
             quiet_server(tmp, database_url, upstream_models(openai_stub_url) + provider_models(providers.url),
                          **settings) as srv:
         yield srv, control
+
+
+# for suites whose `env` fixture is server_fixture("env", dialect_server)
+@pytest.fixture
+def srv(env: tuple[Any, ProviderControl]) -> Any:
+    return env[0]
+
+
+@pytest.fixture
+def providers(env: tuple[Any, ProviderControl]) -> ProviderControl:
+    """The provider stubs' controls, reset for each test."""
+    env[1].__init__()  # type: ignore[misc]
+    return env[1]
