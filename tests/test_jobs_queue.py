@@ -4,6 +4,7 @@ cancel, and the gate contract (each job's hold settled exactly once); plus the U
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -36,7 +37,7 @@ async def queue(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[JobQue
     await store.migrate()
     org = await OrgRepo(store).create("q-org")
     try:
-        yield JobQueue(store, backoff=0.05, backoff_max=0.1, clock=Clock()), org.id
+        yield JobQueue(store, backoff=0.05, backoff_max=0.1, clock=Clock(tick=1e-6)), org.id
     finally:
         await store.aclose()
 
@@ -92,8 +93,9 @@ async def test_retryable_failure_backs_off_then_dead_letters(queue: tuple[JobQue
     q, org = queue
     job = await _submit(q, org, max_attempts=2)
     claimed = await _claim(q, "r")
+    failed_at = q.clock()
     assert await q.fail(claimed, {"message": "down"}, retryable=True) == "pending"
-    assert (await q.get(job.id)).run_after == q.clock() + q.delay(1)  # backoff before the next attempt
+    assert (await q.get(job.id)).run_after >= failed_at + q.delay(1)  # backoff before the next attempt
     assert await q.claim("r", 30) == []
     q.clock.advance(q.delay(1))
     claimed = await _claim(q, "r")
@@ -268,7 +270,7 @@ async def test_a_settlement_lost_to_a_crash_is_swept_once(queue: tuple[JobQueue,
     assert await wallets.reserve(org, 7, "call_lost")  # what admission took for the job
     job_id = new_job_id()
     hold = {"org_id": org, "token_id": None, "model_id": "echo", "task": "chat", "reserved_micros": 7,
-            "ref": "call_lost", "estimate": None, "flagged": False, "house": False, "admitted_at": q.clock(),
+            "ref": "call_lost", "estimate": None, "flagged": False, "house": False, "admitted_at": time.time(),
             "job_id": job_id}
     job = await q.submit(org_id=org, token_id=None, model="echo", task="chat", payload=chat_payload(),
                          meta={"hold": hold}, job_id=job_id)
