@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, ContextManager, Iterator
 
 import pytest
 
@@ -46,12 +47,18 @@ def postgres_problem() -> str | None:
     return _postgres_problem()
 
 
-@contextlib.contextmanager
-def fresh_postgres_database(problem: str | None) -> Iterator[str]:
+def require(what: str, problem: str | None) -> None:
+    """Skip a test whose service or tool is missing, locally only: under CI (the CI variable set) it fails, so
+    every test runs there."""
     if problem:
         if os.environ.get("CI"):
-            pytest.fail(f"CI must test PostgreSQL: {problem}")
+            pytest.fail(f"CI must test {what}: {problem}")
         pytest.skip(problem)
+
+
+@contextlib.contextmanager
+def fresh_postgres_database(problem: str | None) -> Iterator[str]:
+    require("PostgreSQL", problem)
     import asyncpg
 
     name = "modelyard_t_" + secrets.token_hex(6)
@@ -71,14 +78,51 @@ def fresh_postgres_database(problem: str | None) -> Iterator[str]:
         asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None) -> Iterator[str]:
-    """Each test that takes this runs once on a SQLite file and once on a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'db' / 'modelyard.db'}"
+DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@contextlib.contextmanager
+def database_for(kind: str, postgres_problem: str | None) -> Iterator[str | None]:
+    """None for SQLite (the server's own file in its data dir), else the URL of a fresh PostgreSQL database."""
+    if kind == "sqlite":
+        yield None
         return
     with fresh_postgres_database(postgres_problem) as url:
         yield url
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_problem: str | None) -> Iterator[str]:
+    """Each test that takes this runs once on a SQLite file and once on a fresh PostgreSQL database."""
+    with database_for(request.param, postgres_problem) as url:
+        yield url or f"sqlite:///{tmp_path / 'db' / 'modelyard.db'}"
+
+
+# ---------------------------------------------------------------- other services and tools
+
+REDIS_URL = os.environ.get("MODELYARD_TEST_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """A reachable Redis (tests that take this skip locally without one; under CI they fail)."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_timeout=1).ping()
+    except Exception as exc:
+        require("Redis", f"Redis at {REDIS_URL} is unreachable: {exc}")
+    return REDIS_URL
+
+
+def require_espeak() -> None:
+    """The espeak-ng speech engine: a test that needs it skips locally without it; under CI it fails."""
+    require("espeak-ng", None if shutil.which("espeak-ng") else "espeak-ng is not installed (apt-get install espeak-ng)")
+
+
+@pytest.fixture(scope="session")
+def espeak() -> None:
+    require_espeak()
 
 
 # ---------------------------------------------------------------- upstream stub
@@ -167,18 +211,33 @@ def running(settings: Settings) -> Iterator[Running]:
         yield Running(url=srv.url, settings=settings, app=app, thread=srv)
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
-           stub_server: tuple[ServerThread, StubControl], postgres_problem: str | None) -> Iterator[Running]:
-    """One server per test module and database: built-in models and upstream deployments on the stub."""
-    tmp = tmp_path_factory.mktemp("server")
-    models = upstream_models(stub_server[0].url)
-    # these suites provoke upstream failures on purpose; cooldown (tested on its own) would mask the mapping
-    quiet = {"cooldown_failures": 1_000_000}
-    if request.param == "sqlite":
-        with running(make_settings(tmp, models=models, **quiet)) as srv:
-            yield srv
-        return
-    with fresh_postgres_database(postgres_problem) as url, \
-            running(make_settings(tmp, database_url=url, models=models, **quiet)) as srv:
-        yield srv
+# (tmp dir, database URL or None for SQLite, the OpenAI stub's URL) -> a context manager yielding what tests get
+ServerBuild = Callable[[Path, "str | None", str], ContextManager[Any]]
+
+
+def server_fixture(name: str, build: ServerBuild) -> Any:
+    """A module-scoped fixture `name`: what `build` yields, built once on SQLite and once on a fresh PostgreSQL
+    database. Every suite that needs a server of its own makes its fixture here, so they all run on both."""
+    @pytest.fixture(name=name, scope="module", params=DATABASES)
+    def fixture(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+                stub_server: tuple[ServerThread, StubControl], postgres_problem: str | None) -> Iterator[Any]:
+        with database_for(request.param, postgres_problem) as url, \
+                build(tmp_path_factory.mktemp(name), url, stub_server[0].url) as built:
+            yield built
+    return fixture
+
+
+def quiet_server(tmp: Path, database_url: str | None, models: list[dict[str, Any]],
+                 **extra: Any) -> ContextManager[Running]:
+    """A server on these models. The suites provoke upstream failures on purpose; cooldown (tested on its own)
+    would mask the mapping, so it never trips here."""
+    return running(make_settings(tmp, database_url=database_url, models=models, cooldown_failures=1_000_000,
+                                 **extra))
+
+
+def upstream_server(tmp: Path, database_url: str | None, stub_url: str) -> ContextManager[Running]:
+    """Built-in models and upstream deployments on the stub."""
+    return quiet_server(tmp, database_url, upstream_models(stub_url))
+
+
+server = server_fixture("server", upstream_server)

@@ -4,7 +4,6 @@ no charge for failures, 402s, plan restrictions, banned accounts, studio prices 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any
 
 import httpx
@@ -20,6 +19,7 @@ from modelyard.types import Task
 
 from .conftest import make_settings, running
 from .support.accounts import chat, create_key, create_org, org_with_key, top_up, wallet
+from .support.waiting import wait_until
 
 PER_REQUEST = 0.01  # $0.01 a call: 10_000 micro-dollars
 
@@ -60,17 +60,17 @@ def _db(srv, fn):
     return asyncio.run(go())
 
 
-def _eventually(check, seconds: float = 3.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def _flush(srv) -> None:
     srv.on_server_loop(srv.app.state.ctx.gate.flush())
+
+
+def _settles_to(srv, org_id: str, balance: int) -> None:
+    """A stream settles as its generator closes, just after the client read its end (on the server's thread):
+    flush the gate until the wallet shows it."""
+    def settled() -> bool:
+        _flush(srv)
+        return wallet(srv, org_id)["balance_micros"] == balance
+    wait_until(settled, 5, f"the wallet to settle at {balance}")
 
 
 def test_200_concurrent_paid_calls_against_a_wallet_for_100(srv):
@@ -130,9 +130,7 @@ def test_token_priced_call_settles_on_real_usage_and_releases_the_rest(srv, stub
                                             stream=True, stream_options={"include_usage": True}, max_tokens=50)
     final = [c for c in stream if c.usage is not None][-1].usage
     second = final.prompt_tokens * 2 + final.completion_tokens * 8
-    # the stream settles as its generator closes, just after the client read [DONE]
-    ok = _eventually(lambda: wallet(srv, org_id)["balance_micros"] == 1_000_000 - price - second)
-    assert ok, (wallet(srv, org_id)["ledger"], final)
+    _settles_to(srv, org_id, 1_000_000 - price - second)
 
 
 def test_failed_upstream_is_not_charged(srv, stub):
@@ -150,7 +148,7 @@ def test_failed_upstream_is_not_charged(srv, stub):
     stub.mode = "midstream_error"
     r = chat(srv, key, "paid-tokens", stream=True)
     assert r.status_code == 200 and '"error"' in r.text
-    assert _eventually(lambda: wallet(srv, org_id)["balance_micros"] == 50_000)
+    _settles_to(srv, org_id, 50_000)
     usage = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()
     assert usage["totals"]["failed"] == 2 and usage["totals"]["price_micros"] == 0
 
@@ -166,10 +164,11 @@ def test_a_stream_the_client_leaves_is_charged_for_what_it_received(srv, stub):
         got = [next(lines) for _ in range(6)]  # a few events, then hang up
     assert any(line.startswith("data: {") for line in got)
 
-    def settled() -> bool:
+    def settled() -> bool:  # the server notices the hang-up on its own thread, then settles
+        _flush(srv)
         u = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()["totals"]
         return u["requests"] == 1
-    assert _eventually(settled, 10)
+    wait_until(settled, 10, "the abandoned stream to be settled")
     totals = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()["totals"]
     assert totals["succeeded"] == 1 and 0 < totals["output_tokens"] < 40  # what was relayed, not the whole reply
     assert wallet(srv, org_id)["balance_micros"] == 50_000 - totals["price_micros"] and totals["price_micros"] > 0

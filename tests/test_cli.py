@@ -8,7 +8,6 @@ import sqlite3
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import openai
 import pytest
 
 from .support.servers import free_port
+from .support.waiting import wait_until
 
 CLI = [sys.executable, "-m", "modelyard.cli"]
 
@@ -26,17 +26,14 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) 
 
 
 def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def ready() -> bool:
         if proc.poll() is not None:
             raise AssertionError(f"server exited: {proc.stdout.read() if proc.stdout else ''}")
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return
+            return httpx.get(url + "/readyz", timeout=1).status_code == 200
         except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError("server did not become ready")
+            return False
+    wait_until(ready, timeout, "the server to become ready", interval=0.1)
 
 
 def serve(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:

@@ -1,9 +1,10 @@
-"""Every billable Anthropic and Gemini call passes the gate: admitted with its kind, settled with its usage (after
-the last chunk for streams), failed when the backend fails, and the gate's headers reach the client."""
+"""Every billable Anthropic and Gemini call passes the gate: admitted with its kind (the plan's per-kind rate limit
+is the one in its headers), settled with its usage (after the last chunk for streams), failed when the backend fails.
+Asserted on what the real gate wrote: usage rows and the rate-limit headers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import functools
 from typing import Any
 
 import anthropic
@@ -11,103 +12,94 @@ import httpx
 import pytest
 from google import genai
 from google.genai import types
+from sqlalchemy import select
 
-from modelyard.pipeline.gate import Gate, Ticket, Units
+from modelyard.store.tables import usage_records
 
-from .conftest import fresh_postgres_database
+from .conftest import Running, server_fixture
+from .support.accounts import org_with_key
 from .support.dialect_servers import dialect_server
 
 HI = [{"role": "user", "content": "Say hello."}]
+# one request rule per kind, each with its own count, so a call's headers say which kind admission counted it as
+PLANS = {"gate": {"limits": [{"scope": "token", "kind": "chat", "count": 77},
+                             {"scope": "token", "kind": "embeddings", "count": 55}]}}
 
-
-@dataclass
-class Record:
-    admitted: list[tuple[str, str, str | None]] = field(default_factory=list)  # (model, task, kind)
-    settled: list[Units | None] = field(default_factory=list)
-    failed: int = 0
-
-
-class RecordingGate(Gate):
-    """The real pass-through gate, plus a record of what each route asked of it and a header to pass on."""
-
-    def __init__(self, record: Record) -> None:
-        super().__init__()
-        self.record = record
-
-    async def admit(self, principal: Any, model: Any, task: Any, **kw: Any) -> Ticket:
-        ticket = await super().admit(principal, model, task, **kw)
-        self.record.admitted.append((ticket.model_id, task.value, kw.get("kind")))
-        record = self.record
-
-        class Recorded(Ticket):
-            def settle(self, units: Units | None = None, deployment: Any = None) -> None:
-                record.settled.append(units)
-                super().settle(units, deployment)
-
-            def fail(self, status: int = 502) -> None:
-                record.failed += 1
-                super().fail(status)
-
-        return Recorded(principal=ticket.principal, model_id=ticket.model_id, task=ticket.task,
-                        headers={"X-RateLimit-Limit-Requests": "77"})
-
-
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request, tmp_path_factory, stub_server, postgres_problem):
-    tmp = tmp_path_factory.mktemp("gate")
-    if request.param == "sqlite":
-        with dialect_server(tmp, None, stub_server[0].url) as pair:
-            yield pair[0]
-        return
-    with fresh_postgres_database(postgres_problem) as url, dialect_server(tmp, url, stub_server[0].url) as pair:
-        yield pair[0]
+env = server_fixture("env", functools.partial(dialect_server, plans=PLANS))
 
 
 @pytest.fixture
-def record(env, stub):
-    ctx = env.app.state.ctx
-    original, rec = ctx.gate, Record()
-    ctx.gate = RecordingGate(rec)
-    yield rec
-    ctx.gate = original
+def srv(env: Any) -> Running:
+    return env[0]
 
 
-def test_anthropic_create_and_stream_settle_with_usage(env, record):
-    client = anthropic.Anthropic(base_url=env.url, api_key=env.admin_key, max_retries=0)
+@pytest.fixture
+def account(srv: Running, stub: Any) -> tuple[str, str]:
+    """A fresh organization on the `gate` plan and its key: (org id, key)."""
+    return org_with_key(srv, plan="gate")
+
+
+def usage_rows(srv: Running, org_id: str) -> list[tuple[str, str, int, int, str]]:
+    """What the gate wrote for this org, written now: (model, task, input tokens, output tokens, status)."""
+    ctx = srv.app.state.ctx
+
+    async def read() -> list[tuple[str, str, int, int, str]]:
+        await ctx.gate.flush()
+        c = usage_records.c
+        async with ctx.store.engine.connect() as conn:
+            rows = await conn.execute(select(c.model_id, c.task, c.input_tokens, c.output_tokens, c.status)
+                                      .where(c.org_id == org_id))
+            return sorted(tuple(r) for r in rows)
+    return srv.on_server_loop(read())
+
+
+def test_anthropic_create_and_stream_settle_with_usage(srv, account):
+    org_id, key = account
+    client = anthropic.Anthropic(base_url=srv.url, api_key=key, max_retries=0)
     raw = client.messages.with_raw_response.create(model="stub-gpt", max_tokens=10, messages=HI)
-    assert raw.headers["x-ratelimit-limit-requests"] == "77"
+    assert raw.headers["x-ratelimit-limit-requests"] == "77"  # counted as chat
+    assert raw.headers["x-ratelimit-remaining-requests"] == "76"
     with client.messages.stream(model="stub-gpt", max_tokens=10, messages=HI) as stream:
         stream.get_final_message()
-    assert record.admitted == [("stub-gpt", "chat", "chat")] * 2
-    assert record.settled == [Units(input_tokens=7, output_tokens=5)] * 2 and record.failed == 0
+        assert stream.response.headers["x-ratelimit-remaining-requests"] == "75"
+    assert usage_rows(srv, org_id) == [("stub-gpt", "chat", 7, 5, "ok")] * 2
 
 
-def test_gemini_generate_stream_and_embed_go_through_the_gate(env, record):
-    client = genai.Client(api_key=env.admin_key, http_options=types.HttpOptions(base_url=env.url, api_version="v1beta"))
+def test_gemini_generate_stream_and_embed_go_through_the_gate(srv, account):
+    org_id, key = account
+    client = genai.Client(api_key=key, http_options=types.HttpOptions(base_url=srv.url, api_version="v1beta"))
     client.models.generate_content(model="stub-gpt", contents="hi")
     list(client.models.generate_content_stream(model="stub-gpt", contents="hi"))
     client.models.embed_content(model="stub-embed", contents=["abc", "de"])
-    assert record.admitted == [("stub-gpt", "chat", "chat"), ("stub-gpt", "chat", "chat"),
-                               ("stub-embed", "embedding", "embeddings")]
-    assert record.settled == [Units(input_tokens=7, output_tokens=5)] * 2 + [Units(input_tokens=2)]
+    assert usage_rows(srv, org_id) == [("stub-embed", "embedding", 2, 0, "ok")] + [("stub-gpt", "chat", 7, 5, "ok")] * 2
+    # the kinds admission counted them as: chat twice, embeddings once
+    headers = {"x-goog-api-key": key}
+    chat = httpx.post(srv.url + "/v1beta/models/stub-gpt:generateContent", headers=headers,
+                      json={"contents": [{"parts": [{"text": "hi"}]}]})
+    assert chat.headers["x-ratelimit-limit-requests"] == "77" and chat.headers["x-ratelimit-remaining-requests"] == "74"
+    embed = httpx.post(srv.url + "/v1beta/models/stub-embed:embedContent", headers=headers,
+                       json={"content": {"parts": [{"text": "abc"}]}})
+    assert embed.status_code == 200, embed.text
+    assert embed.headers["x-ratelimit-limit-requests"] == "55" and embed.headers["x-ratelimit-remaining-requests"] == "53"
 
 
-def test_counting_tokens_is_free(env, record):
-    headers = {"x-api-key": env.admin_key}
-    assert httpx.post(env.url + "/v1/messages/count_tokens", headers=headers,
+def test_counting_tokens_is_free(srv, account):
+    org_id, key = account
+    assert httpx.post(srv.url + "/v1/messages/count_tokens", headers={"x-api-key": key},
                       json={"model": "stub-gpt", "messages": HI}).status_code == 200
-    assert httpx.post(env.url + "/v1beta/models/stub-gpt:countTokens", headers={"x-goog-api-key": env.admin_key},
+    assert httpx.post(srv.url + "/v1beta/models/stub-gpt:countTokens", headers={"x-goog-api-key": key},
                       json={"contents": [{"parts": [{"text": "hi"}]}]}).status_code == 200
-    assert record.admitted == []
+    assert usage_rows(srv, org_id) == []
 
 
-def test_backend_failures_fail_the_ticket(env, record, stub):
+def test_backend_failures_fail_the_ticket(srv, account, stub):
+    org_id, key = account
     stub.mode = "error500"
-    resp = httpx.post(env.url + "/v1/messages", headers={"x-api-key": env.admin_key},
+    resp = httpx.post(srv.url + "/v1/messages", headers={"x-api-key": key},
                       json={"model": "stub-gpt", "max_tokens": 5, "messages": HI})
     assert resp.status_code == 502 and resp.json()["error"]["type"] == "api_error"
     stub.mode = "midstream_error"
-    with httpx.stream("POST", env.url + "/v1beta/models/stub-gpt:streamGenerateContent?alt=sse",
-                      headers={"x-goog-api-key": env.admin_key}, json={"contents": [{"parts": [{"text": "hi"}]}]}) as r:
+    with httpx.stream("POST", srv.url + "/v1beta/models/stub-gpt:streamGenerateContent?alt=sse",
+                      headers={"x-goog-api-key": key}, json={"contents": [{"parts": [{"text": "hi"}]}]}) as r:
         r.read()
-    assert record.failed == 2 and record.settled == []
+    assert usage_rows(srv, org_id) == [("stub-gpt", "chat", 0, 0, "failed")] * 2

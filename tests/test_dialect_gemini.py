@@ -13,8 +13,8 @@ from google.genai import types
 
 from modelyard.catalog.builtin import MINILM_ID, SMOLLM2_ID
 
-from .conftest import fresh_postgres_database
-from .support.dialect_servers import dialect_server
+from .conftest import server_fixture
+from .support.dialect_servers import dialect_server, providers, srv  # noqa: F401 (fixtures on env)
 
 LOCAL, OPENAI_UP, GEMINI_UP, CLAUDE_UP = SMOLLM2_ID, "stub-gpt", "gemini-up", "claude-up"
 WEATHER = types.FunctionDeclaration(
@@ -23,26 +23,7 @@ WEATHER = types.FunctionDeclaration(
                             properties={"city": types.Schema(type=types.Type.STRING, max_length=30)}))
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def env(request, tmp_path_factory, stub_server, postgres_problem):
-    tmp = tmp_path_factory.mktemp("gemini")
-    if request.param == "sqlite":
-        with dialect_server(tmp, None, stub_server[0].url) as pair:
-            yield pair
-        return
-    with fresh_postgres_database(postgres_problem) as url, dialect_server(tmp, url, stub_server[0].url) as pair:
-        yield pair
-
-
-@pytest.fixture
-def srv(env):
-    return env[0]
-
-
-@pytest.fixture
-def providers(env):
-    env[1].__init__()  # type: ignore[misc]
-    return env[1]
+env = server_fixture("env", dialect_server)
 
 
 def make_client(base_url: str, key: str) -> genai.Client:

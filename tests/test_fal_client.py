@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -17,6 +16,7 @@ import yaml
 from .conftest import ADMIN_KEY
 from .support.jobs import FAST, job_models
 from .support.servers import free_port
+from .support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -79,16 +79,15 @@ def https_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
                              str(tmp / "data"), "--port", str(port), "--ssl-certfile", str(tmp / "server.pem"),
                              "--ssl-keyfile", str(tmp / "server.key")], env=env, stdout=log, stderr=log, cwd=tmp)
     base = f"https://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(base + "/healthz", verify=str(tmp / "ca.pem")).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
+
+    def up() -> bool:
+        if proc.poll() is not None:
             raise RuntimeError("serve did not start: " + (tmp / "serve.log").read_text())
-        time.sleep(0.3)
+        try:
+            return httpx.get(base + "/healthz", verify=str(tmp / "ca.pem")).status_code == 200
+        except httpx.HTTPError:
+            return False
+    wait_until(up, 60, "serve to start", interval=0.3)
     try:
         yield f"127.0.0.1:{port}", tmp / "ca.pem"
     finally:

@@ -24,6 +24,7 @@ from modelyard.store.repo import OrgRepo
 
 from .conftest import make_settings, running
 from .support.jobs import FAST, chat_payload, job_models
+from .support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,13 +119,8 @@ def harness(tmp_path: Path, database_url: str) -> Any:
 
 
 def wait_for(check: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    """The runners are other processes: poll the database for what they did."""
+    return wait_until(check, timeout, what, interval=0.2)
 
 
 @pytest.mark.slow
@@ -150,17 +146,15 @@ def test_thousand_jobs_three_runners_random_kills(harness: Any) -> None:
     runners = {f"r{i}": h.start_runner(f"r{i}") for i in range(3)}
     kills = 0
     started = time.monotonic()
-    while time.monotonic() - started < 90:
-        time.sleep(rng.uniform(1.0, 2.0))
-        rows = h.statuses()
-        if all(r.status == "completed" for r in rows.values()):
-            break
-        if kills < 6:
-            victim = rng.choice(sorted(runners))
-            runners[victim].send_signal(signal.SIGKILL)
-            runners[victim].wait()
-            kills += 1
-            runners[victim] = h.start_runner(victim)
+    # a kill each time the runners have finished another random stretch of jobs (progress, not the clock, paces it)
+    for target in sorted(rng.sample(range(50, 950), 6)):
+        wait_for(lambda n=target: sum(r.status == "completed" for r in h.statuses().values()) >= n, 60,
+                 f"{target} jobs to complete")
+        victim = rng.choice(sorted(runners))
+        runners[victim].send_signal(signal.SIGKILL)
+        runners[victim].wait()
+        kills += 1
+        runners[victim] = h.start_runner(victim)
     rows = wait_for(lambda: (rs := h.statuses()) and all(r.status == "completed" for r in rs.values()) and rs,
                     60, "every job to complete")
     assert set(rows) == set(ids)  # none lost

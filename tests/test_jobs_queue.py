@@ -10,26 +10,34 @@ from typing import Any, AsyncIterator
 
 import httpx
 import pytest
+from sqlalchemy import select
 
 from modelyard.errors import InvalidRequest
-from modelyard.jobs.queue import JobQueue
+from modelyard.jobs.queue import JobQueue, new_job_id
+from modelyard.jobs.runner import JobRunner, RunnerContext
 from modelyard.net import BlockedURL, GuardedResolver, check_url, fetch_bytes
 from modelyard.pipeline.gate import Gate
+from modelyard.store.billing_repo import WalletRepo
 from modelyard.store.db import Store
 from modelyard.store.repo import OrgRepo
+from modelyard.store.tables import usage_records, wallet_ledger
 
 from .conftest import make_settings, running
+from .support.accounts import org_with_key
+from .support.clock import Clock
 from .support.jobs import FAST, chat_payload, job_models, wait_status
 from .support.servers import ServerThread
+from .support.waiting import wait_until
 
 
 @pytest.fixture
 async def queue(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[JobQueue, str]]:
+    """A queue on a clock the test moves (`q.clock.advance`): leases expire and backoffs pass when it says."""
     store = Store(make_settings(tmp_path, database_url=database_url).resolved_database_url)
     await store.migrate()
     org = await OrgRepo(store).create("q-org")
     try:
-        yield JobQueue(store, backoff=0.05, backoff_max=0.1), org.id
+        yield JobQueue(store, backoff=0.05, backoff_max=0.1, clock=Clock(tick=1e-6)), org.id
     finally:
         await store.aclose()
 
@@ -48,9 +56,11 @@ async def test_claim_order_lease_and_exclusive_completion(queue: tuple[JobQueue,
     [b] = await q.claim("b", 30)
     assert b.id == low.id
     assert await q.claim("c", 30) == []
-    await asyncio.sleep(0.3)  # a's lease runs out; the reaper gives the job back
+    q.clock.advance(0.3)  # a's lease runs out; the reaper gives the job back ...
     assert await q.reap() == []
-    again = await _wait_claim(q, "c")
+    assert await q.claim("c", 30) == []  # ... after its backoff
+    q.clock.advance(q.delay(1))
+    [again] = await q.claim("c", 30)
     assert again.id == high.id and again.attempts == 2
     assert await q.renew(a, 30) == (False, False)  # a lost its lease ...
     assert await q.complete(a, {"by": "a"}) is False  # ... and its result is not accepted
@@ -60,23 +70,20 @@ async def test_claim_order_lease_and_exclusive_completion(queue: tuple[JobQueue,
     assert row.status == "completed" and row.result == {"by": "c"}
 
 
-async def _wait_claim(q: JobQueue, owner: str, lease: float = 30):
-    for _ in range(100):
-        claimed = await q.claim(owner, lease)
-        if claimed:
-            return claimed[0]
-        await asyncio.sleep(0.02)
-    raise AssertionError("nothing to claim")
+async def _claim(q: JobQueue, owner: str, lease: float = 30):
+    [claimed] = await q.claim(owner, lease)
+    return claimed
 
 
 async def test_expired_leases_dead_letter_after_max_attempts(queue: tuple[JobQueue, str]) -> None:
     q, org = queue
     job = await _submit(q, org, max_attempts=2)
     for attempt in (1, 2):
-        claimed = await _wait_claim(q, f"r{attempt}", lease=0.1)
+        claimed = await _claim(q, f"r{attempt}", lease=0.1)
         assert claimed.attempts == attempt
-        await asyncio.sleep(0.15)
+        q.clock.advance(0.15)
         finals = await q.reap()
+        q.clock.advance(q.delay(attempt))
     assert [j.id for j in finals] == [job.id]
     row = await q.get(job.id)
     assert row.status == "dead_letter" and row.error["code"] == "lease_expired" and row.finished_at
@@ -85,14 +92,16 @@ async def test_expired_leases_dead_letter_after_max_attempts(queue: tuple[JobQue
 async def test_retryable_failure_backs_off_then_dead_letters(queue: tuple[JobQueue, str]) -> None:
     q, org = queue
     job = await _submit(q, org, max_attempts=2)
-    claimed = await _wait_claim(q, "r")
-    failed_at = time.time()
+    claimed = await _claim(q, "r")
+    failed_at = q.clock()
     assert await q.fail(claimed, {"message": "down"}, retryable=True) == "pending"
     assert (await q.get(job.id)).run_after >= failed_at + q.delay(1)  # backoff before the next attempt
-    claimed = await _wait_claim(q, "r")
+    assert await q.claim("r", 30) == []
+    q.clock.advance(q.delay(1))
+    claimed = await _claim(q, "r")
     assert await q.fail(claimed, {"message": "down"}, retryable=True) == "dead_letter"
     other = await _submit(q, org)
-    claimed = await _wait_claim(q, "r")
+    claimed = await _claim(q, "r")
     assert await q.fail(claimed, {"message": "bad input"}, retryable=False) == "failed"
     assert (await q.get(other.id)).attempts == 1
 
@@ -104,7 +113,7 @@ async def test_cancel_pending_running_final_and_other_org(queue: tuple[JobQueue,
     job, outcome = await q.cancel(pending.id, org)
     assert outcome == "cancelled" and job.status == "cancelled"
     running_job = await _submit(q, org)
-    claimed = await _wait_claim(q, "r")
+    claimed = await _claim(q, "r")
     assert (await q.cancel(running_job.id, org))[1] == "requested"
     assert await q.renew(claimed, 30) == (True, True)  # the runner learns of it at its next heartbeat
     assert await q.cancelled(claimed) is True
@@ -122,7 +131,7 @@ async def test_batch_claim_takes_each_job_once(queue: tuple[JobQueue, str]) -> N
 async def test_release_on_shutdown_does_not_spend_an_attempt(queue: tuple[JobQueue, str]) -> None:
     q, org = queue
     job = await _submit(q, org)
-    claimed = await _wait_claim(q, "r")
+    claimed = await _claim(q, "r")
     assert await q.release(claimed) is True
     row = await q.get(job.id)
     assert row.status == "pending" and row.attempts == 0 and row.lease_owner is None
@@ -130,26 +139,24 @@ async def test_release_on_shutdown_does_not_spend_an_attempt(queue: tuple[JobQue
 
 # ---------------------------------------------------------------- the gate contract, through a live server
 
-class RecordingGate(Gate):
-    def __init__(self, *a: Any, **kw: Any) -> None:
-        super().__init__(*a, **kw)
-        self.admitted: list[dict[str, Any]] = []
-        self.settled: list[tuple[dict[str, Any], Any, bool]] = []
-
-    async def admit(self, principal: Any, model: Any, task: Any, **kw: Any) -> Any:
-        self.admitted.append({"model": getattr(model, "id", model), "task": task, **kw})
-        return await super().admit(principal, model, task, **kw)
-
-    async def settle_hold(self, hold: dict[str, Any], units: Any, *, ok: bool, deployment: Any = None) -> None:
-        self.settled.append((hold, units, ok))
+async def _ledger_and_usage(store: Store, org_id: str) -> tuple[list[Any], list[Any]]:
+    """What the gate wrote for one org: its ledger as (kind, amount), its usage rows as (model, output tokens,
+    status), each sorted."""
+    async with store.engine.connect() as conn:
+        ledger = await conn.execute(select(wallet_ledger.c.kind, wallet_ledger.c.amount_micros)
+                                    .where(wallet_ledger.c.org_id == org_id))
+        u = usage_records.c
+        usage = await conn.execute(select(u.model_id, u.output_tokens, u.status).where(u.org_id == org_id))
+        return sorted(tuple(r) for r in ledger), sorted(tuple(r) for r in usage)
 
 
 def test_each_job_hold_is_settled_exactly_once(tmp_path: Path, database_url: str) -> None:
-    settings = make_settings(tmp_path, database_url=database_url, models=job_models(2.0), **FAST)
+    """Reserved at submit; charged once on success, released once on a dead letter or a cancel, one usage row each."""
+    models = [{**m, "price": {"per_request": 0.01}} for m in job_models(2.0)]  # 10_000 micro-dollars a job
+    settings = make_settings(tmp_path, database_url=database_url, models=models, **FAST)
     with running(settings) as srv, httpx.Client(base_url=srv.url, timeout=30) as http:
-        gate = RecordingGate(settings)
-        srv.app.state.ctx.gate = gate
-        h = srv.headers()
+        org_id, key = org_with_key(srv, plan="enterprise", cents=100)
+        h = {"Authorization": f"Bearer {key}"}
         ok = http.post("/api/jobs", json={"model_id": "echo", "task": "chat", "payload": chat_payload("a b c")},
                        headers=h).json()["id"]
         dead = http.post("/api/jobs", json={"model_id": "always-down", "task": "chat", "payload": chat_payload(),
@@ -160,16 +167,14 @@ def test_each_job_hold_is_settled_exactly_once(tmp_path: Path, database_url: str
         http.post(f"/api/jobs/{slow}/cancel", headers=h)
         for job_id, want in ((ok, "completed"), (dead, "dead_letter"), (slow, "cancelled")):
             wait_status(http, f"/api/jobs/{job_id}", h, {want}, timeout=30)
-        time.sleep(0.5)
-        assert all(a["job"] is True for a in gate.admitted) and len(gate.admitted) == 3
-        by_job = {}
-        for hold, units, was_ok in gate.settled:
-            by_job.setdefault(hold["model_id"], []).append((units, was_ok))
-        assert len(gate.settled) == 3
-        assert {hold["job_id"] for hold, _, _ in gate.settled} == {ok, dead, slow}  # the gate's idempotency key
-        assert by_job["echo"][0][1] is True and by_job["echo"][0][0].output_tokens == 3
-        assert by_job["always-down"] == [(None, False)]
-        assert by_job["echo-slow"] == [(None, False)]
+        ctx = srv.app.state.ctx
+        # a job is final before its runner settles it; settled, its row's settle_due is cleared
+        wait_until(lambda: not any(srv.on_server_loop(ctx.jobs.queue.get(j)).settle_due for j in (ok, dead, slow)),
+                   what="the runner to settle the three jobs")
+        srv.on_server_loop(ctx.gate.flush())
+        ledger, usage = srv.on_server_loop(_ledger_and_usage(ctx.store, org_id))
+    assert ledger == sorted([("top_up", 1_000_000)] + [("reserve", -10_000)] * 3 + [("release", 10_000)] * 2)
+    assert usage == [("always-down", 0, "failed"), ("echo", 3, "ok"), ("echo-slow", 0, "failed")]
 
 
 # ---------------------------------------------------------------- URLs fetched for clients
@@ -259,29 +264,30 @@ def test_private_webhook_and_image_urls_are_400_at_submit(tmp_path: Path) -> Non
 
 
 async def test_a_settlement_lost_to_a_crash_is_swept_once(queue: tuple[JobQueue, str], tmp_path: Path) -> None:
-    from sqlalchemy import update
-
-    from modelyard.jobs.runner import JobRunner, RunnerContext
-    from modelyard.store.tables import jobs
-
     q, org = queue
-    hold = {"org_id": org, "reserved_micros": 7, "job_id": "set below"}
+    wallets = WalletRepo(q.store)
+    await wallets.top_up(org, 100)
+    assert await wallets.reserve(org, 7, "call_lost")  # what admission took for the job
+    job_id = new_job_id()
+    hold = {"org_id": org, "token_id": None, "model_id": "echo", "task": "chat", "reserved_micros": 7,
+            "ref": "call_lost", "estimate": None, "flagged": False, "house": False, "admitted_at": time.time(),
+            "job_id": job_id}
     job = await q.submit(org_id=org, token_id=None, model="echo", task="chat", payload=chat_payload(),
-                         meta={"hold": hold})
+                         meta={"hold": hold}, job_id=job_id)
     [claimed] = await q.claim("r", 30)
     # the runner committed the result, then died before the gate settled
     assert await q.complete(claimed, {"ok": 1}, {**claimed.meta, "settle_units": {"output_tokens": 5}})
     assert (await q.get(job.id)).settle_due is True
-    gate = RecordingGate()
-    runner = JobRunner(RunnerContext(settings=make_settings(tmp_path, **FAST), store=q.store, router=None,
-                                     media=None, gate=gate), q)
+    settings = make_settings(tmp_path, **FAST)
+    runner = JobRunner(RunnerContext(settings=settings, store=q.store, router=None, media=None,
+                                     gate=Gate(settings, q.store)), q)
     await runner._sweep_settlements()
-    assert gate.settled == []  # within the grace period the finisher may still be settling
-    async with q.engine.begin() as conn:
-        await conn.execute(update(jobs).where(jobs.c.id == job.id).values(finished_at=time.time() - 3600))
+    assert await _ledger_and_usage(q.store, org) == ([("reserve", -7), ("top_up", 100)], [])  # within the grace
+    q.clock.advance(3600)  # the finisher is long gone
     await runner._sweep_settlements()
     await runner._sweep_settlements()
-    assert len(gate.settled) == 1
-    settled_hold, units, ok = gate.settled[0]
-    assert settled_hold == hold and ok is True and units.output_tokens == 5
+    # free model: the whole reservation goes back, once; one usage row with the units the runner committed
+    assert await _ledger_and_usage(q.store, org) == ([("release", 7), ("reserve", -7), ("top_up", 100)],
+                                                     [("echo", 5, "ok")])
+    assert await wallets.balance(org) == 100
     assert (await q.get(job.id)).settle_due is False

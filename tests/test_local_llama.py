@@ -15,6 +15,7 @@ from modelyard.catalog.builtin import SMOLLM2_ID, smollm2_gguf_path
 
 from .conftest import make_settings, running
 from .support.tiny_gguf import write_tiny_gguf
+from .support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 ASK = [{"role": "user", "content": "Name three colors."}]
@@ -231,10 +232,7 @@ def test_client_disconnect_stops_generation(local):
         lines = r.iter_lines()
         next(line for line in lines if line.startswith("data:"))
     # the slot frees long before 400 tokens could have been generated
-    deadline = time.monotonic() + 10
-    while backend._pending and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert backend._pending == 0
+    wait_until(lambda: backend._pending == 0, 10, "the generation to stop")
 
 
 def test_client_disconnect_stops_a_non_stream_generation(local):
@@ -244,7 +242,5 @@ def test_client_disconnect_stops_a_non_stream_generation(local):
         httpx.post(local.v1 + "/chat/completions", headers=local.headers(), timeout=0.5,
                    json={"model": "tight", "messages": ASK, "max_tokens": 450, "temperature": 1.0,
                          "logit_bias": {"2": -100}})  # no end-of-turn token: it would run all 450 tokens
-    while backend._pending and time.monotonic() - started < 10:
-        time.sleep(0.05)
-    assert backend._pending == 0
+    wait_until(lambda: backend._pending == 0, 10, "the generation to stop")
     assert time.monotonic() - started < 3.0  # 450 tokens would take several seconds more

@@ -347,8 +347,12 @@ def test_model_status_and_lifecycle(client, local):
     assert status("minilm-quick-unload")["status"] == "standby"
     client.embeddings.create(model="minilm-quick-unload", input="wake up")
     assert status("minilm-quick-unload")["status"] == "online"
-    time.sleep(0.05)
-    local.on_server_loop(local.app.state.ctx.router.unload_idle())
+    router = local.app.state.ctx.router
+    later = time.monotonic() + 3600  # as far as its backends are told, the model has sat idle for an hour
+
+    async def unload_if_idle() -> list[bool]:
+        return [await b.unload_if_idle(later) for k, b in router.backends.items() if k.startswith("minilm-quick-unload/")]
+    assert local.on_server_loop(unload_if_idle()) == [True]
     assert status("minilm-quick-unload")["status"] == "standby"
     assert client.embeddings.create(model="minilm-quick-unload", input="again").data  # loads again on demand
     models = {m.id: m for m in client.models.list().data}

@@ -9,22 +9,13 @@ import pytest
 
 from modelyard.catalog.builtin import SMOLLM2_ID
 
+from .conftest import server_fixture
 from .support.text_server import text_server
 
 PROMPT = "The capital of France is"
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def setup(request, tmp_path_factory, stub_server, postgres_problem):
-    from .conftest import fresh_postgres_database
-
-    tmp = tmp_path_factory.mktemp("completions")
-    if request.param == "sqlite":
-        with text_server(tmp, stub_server[0].url) as s:
-            yield s
-        return
-    with fresh_postgres_database(postgres_problem) as url, text_server(tmp, stub_server[0].url, url) as s:
-        yield s
+setup = server_fixture("setup", text_server)
 
 
 @pytest.fixture

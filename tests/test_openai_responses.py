@@ -12,24 +12,15 @@ import pytest
 
 from modelyard.catalog.builtin import SMOLLM2_ID
 
-from .conftest import make_settings, running
+from .conftest import make_settings, running, server_fixture
+from .support.jobs import wait_status
 from .support.text_server import new_org_key, text_server
 
 WEATHER = {"type": "function", "name": "get_weather", "description": "Current weather for a city",
            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 
 
-@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def setup(request, tmp_path_factory, stub_server, postgres_problem):
-    from .conftest import fresh_postgres_database
-
-    tmp = tmp_path_factory.mktemp("responses")
-    if request.param == "sqlite":
-        with text_server(tmp, stub_server[0].url) as s:
-            yield s
-        return
-    with fresh_postgres_database(postgres_problem) as url, text_server(tmp, stub_server[0].url, url) as s:
-        yield s
+setup = server_fixture("setup", text_server)
 
 
 @pytest.fixture
@@ -40,6 +31,11 @@ def client(setup):
 
 def _retrieve(client: openai.OpenAI, response_id: str):
     return client.responses.retrieve(response_id)
+
+
+def _flush_responses(setup) -> None:
+    """Write the stored responses the server has queued (its batched write, done now)."""
+    setup.srv.on_server_loop(setup.srv.app.state.ctx.responses.flush())
 
 
 # ---------------------------------------------------------------- text
@@ -221,8 +217,6 @@ def test_async_with_hosted_tools_is_refused(setup, stub, client):
 
 
 def test_async_without_hosted_tools_runs_as_a_job(setup, stub, client):
-    import time
-
     import httpx
 
     srv = setup.srv
@@ -231,12 +225,9 @@ def test_async_without_hosted_tools_runs_as_a_job(setup, stub, client):
     assert r.status_code == 202, r.text
     job = r.json()
     assert job["object"] == "response.async" and job["status"] == "pending"
-    deadline = time.monotonic() + 60
-    while True:
-        polled = httpx.get(f"{srv.url}/api/jobs/{job['id']}", headers=srv.headers()).json()
-        if polled["status"] in ("completed", "failed", "dead_letter") or time.monotonic() > deadline:
-            break
-        time.sleep(0.2)
+    with httpx.Client() as http:
+        polled = wait_status(http, f"{srv.url}/api/jobs/{job['id']}", srv.headers(),
+                             {"completed", "failed", "dead_letter"}, timeout=60)
     assert polled["status"] == "completed", polled
     assert polled["result"]["choices"][0]["message"]["content"]  # the chat completion the turn ran
     sent = stub.requests[-1]
@@ -270,7 +261,7 @@ def test_another_orgs_response_is_404(setup, stub, client):
         rival.responses.create(model="stub-gpt", input="continue", previous_response_id=mine.id)
     assert info.value.body["param"] == "previous_response_id"
     # once written to the database (batched, off the request path) the answer is the same
-    time.sleep(setup.srv.settings.responses_flush_seconds * 3)
+    _flush_responses(setup)
     with pytest.raises(openai.NotFoundError):
         rival.responses.retrieve(mine.id)
     assert client.responses.retrieve(mine.id).output_text == stub.reply
@@ -311,7 +302,7 @@ def test_an_upstream_failure_mid_stream_ends_with_an_error_event_and_stores_noth
     assert [e.type for e in events[:2]] == ["response.created", "response.in_progress"]
     assert events[-1].type == "error" and "mid-stream" in events[-1].message
     assert events[-1].sequence_number == events[-2].sequence_number + 1
-    time.sleep(setup.srv.settings.responses_flush_seconds * 3)
+    _flush_responses(setup)
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(events[0].response.id)
 
@@ -343,7 +334,7 @@ def test_input_items_are_listed_and_a_response_can_be_deleted(setup, stub, clien
         rival.responses.delete(resp.id)
     # deleted before and after its batched write lands
     client.responses.delete(resp.id)
-    time.sleep(setup.srv.settings.responses_flush_seconds * 3)
+    _flush_responses(setup)
     client.responses.delete(first.id)
     for gone in (resp.id, first.id):
         with pytest.raises(openai.NotFoundError):

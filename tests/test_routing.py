@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from .conftest import make_settings, running
+from .support.waiting import wait_until
 
 MSG = [{"role": "user", "content": "hi"}]
 
@@ -131,19 +132,12 @@ def test_sdk_sees_the_healthy_answer(routed, stub):
     assert resp.choices[0].message.content == "Hello from upstream B"
 
 
-def _wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.02)
-    return predicate()
-
-
 def test_client_disconnect_cancels_the_upstream_call(routed, stub, stub_b):
     stub.delay = stub_b.delay = 3.0
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(routed.v1 + "/chat/completions", headers=routed.headers(), timeout=0.5,
                    json={"model": "pair", "messages": MSG})
-    assert _wait_for(lambda: stub.disconnects + stub_b.disconnects == 1), "the upstream never saw the hang-up"
+    wait_until(lambda: stub.disconnects + stub_b.disconnects == 1, 5, "the upstream to see the hang-up")
 
 
 def test_client_disconnect_mid_stream_closes_the_upstream_stream(routed, stub, stub_b):
@@ -152,9 +146,9 @@ def test_client_disconnect_mid_stream_closes_the_upstream_stream(routed, stub, s
     with httpx.stream("POST", routed.v1 + "/chat/completions", headers=routed.headers(), timeout=10,
                       json={"model": "pair", "messages": MSG, "stream": True}) as r:
         next(line for line in r.iter_lines() if '"content": "one"' in line or '"content":"one"' in line)
-    assert _wait_for(lambda: stub.disconnects + stub_b.disconnects == 1)
+    wait_until(lambda: stub.disconnects + stub_b.disconnects == 1, 5, "the upstream to see the hang-up")
     stats = routed.app.state.ctx.router.stats
-    assert _wait_for(lambda: stats["pair/a"].in_flight == 0 and stats["pair/b"].in_flight == 0)
+    wait_until(lambda: stats["pair/a"].in_flight == 0 and stats["pair/b"].in_flight == 0, 5, "both slots to free")
 
 
 def test_first_byte_timeout_moves_to_the_next_deployment(tmp_path, stub_server, stub_server_b, stub, stub_b):

@@ -24,6 +24,7 @@ async def read_request(reader: asyncio.StreamReader) -> bytes:
 
 async def test_a_kept_alive_connection_the_server_dropped_is_replaced():
     served = 0
+    closed = asyncio.Event()
 
     async def handler(reader, writer):
         nonlocal served
@@ -31,8 +32,9 @@ async def test_a_kept_alive_connection_the_server_dropped_is_replaced():
         served += 1
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
         await writer.drain()
-        await asyncio.sleep(0.05)
         writer.close()  # keep-alive was promised, yet the server goes away: the next call must not fail
+        await writer.wait_closed()
+        closed.set()
 
     server, port = await serve(handler)
     pool = Pool(f"http://127.0.0.1:{port}/v1", limit=4)
@@ -40,7 +42,8 @@ async def test_a_kept_alive_connection_the_server_dropped_is_replaced():
         resp = await pool.post("/x", b"{}", {}, connect_timeout=2)
         assert resp.status == 200 and await resp.read() == b"{}"
         resp.release()
-        await asyncio.sleep(0.1)
+        await closed.wait()  # the pool holds a connection the server has closed
+        closed.clear()
     assert served == 3
     await pool.close()
     server.close()
@@ -83,7 +86,7 @@ async def test_refused_connection_and_idle_timeout_are_transport_errors():
         await read_request(reader)
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n")
         await writer.drain()
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # and not a byte more
 
     server, port = await serve(silent_body)
     pool = Pool(f"http://127.0.0.1:{port}", limit=2)
@@ -98,7 +101,7 @@ async def test_refused_connection_and_idle_timeout_are_transport_errors():
 async def test_a_cancelled_call_frees_its_slot_and_never_reuses_the_connection():
     async def slow(reader, writer):
         await read_request(reader)
-        await asyncio.sleep(5)
+        await asyncio.Event().wait()  # never answers
 
     server, port = await serve(slow)
     pool = Pool(f"http://127.0.0.1:{port}", limit=1)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +19,9 @@ from modelyard.store.repo import OrgRepo, TokenRepo
 
 from .conftest import make_settings, running
 from .support.servers import free_port
+from .support import waiting
+
+wait_until = functools.partial(waiting.wait_until, timeout=40.0)  # a worker process starts and announces itself
 from .support.tiny_gguf import write_tiny_gguf
 
 pytestmark = pytest.mark.slow
@@ -79,15 +82,6 @@ def deployments(plane) -> dict[str, str]:
         if m["model_id"] == "tiny":
             return {d["name"]: d["status"] for d in m["deployments"]}
     return {}
-
-
-def wait_until(predicate, timeout: float = 40.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def chat(plane) -> httpx.Response:
@@ -153,8 +147,7 @@ def test_a_worker_answers_only_its_control_plane(plane, tmp_path):
         w.kill()
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed (apt-get install espeak-ng)")
-def test_media_tasks_run_on_a_worker(plane, tmp_path):
+def test_media_tasks_run_on_a_worker(plane, tmp_path, espeak):
     """Speech, transcription and images travel over the worker's OpenAI-shaped surface like chat does."""
     token = _token(plane, "default", ["worker"])
     w = Worker(tmp_path, plane, token, "media", models="espeak-ng,whisper-base,demo-image").start()

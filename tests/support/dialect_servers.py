@@ -6,6 +6,8 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator
 
+import pytest
+
 from .provider_stubs import ProviderControl, create_provider_stub
 from .servers import ServerThread
 
@@ -22,12 +24,26 @@ def provider_models(stub_url: str) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def dialect_server(tmp: Path, database_url: str | None, openai_stub_url: str) -> Iterator[tuple[Any, ProviderControl]]:
-    from ..conftest import make_settings, running, upstream_models
+def dialect_server(tmp: Path, database_url: str | None, openai_stub_url: str,
+                   **settings: Any) -> Iterator[tuple[Any, ProviderControl]]:
+    """A `server_fixture` build: the server and the provider stubs' controls."""
+    from ..conftest import quiet_server, upstream_models
 
     control = ProviderControl()
-    with ServerThread(create_provider_stub(control)) as providers:
-        models = upstream_models(openai_stub_url) + provider_models(providers.url)
-        settings = make_settings(tmp, database_url=database_url, models=models, cooldown_failures=1_000_000)
-        with running(settings) as srv:
-            yield srv, control
+    with ServerThread(create_provider_stub(control)) as providers, \
+            quiet_server(tmp, database_url, upstream_models(openai_stub_url) + provider_models(providers.url),
+                         **settings) as srv:
+        yield srv, control
+
+
+# for suites whose `env` fixture is server_fixture("env", dialect_server)
+@pytest.fixture
+def srv(env: tuple[Any, ProviderControl]) -> Any:
+    return env[0]
+
+
+@pytest.fixture
+def providers(env: tuple[Any, ProviderControl]) -> ProviderControl:
+    """The provider stubs' controls, reset for each test."""
+    env[1].__init__()  # type: ignore[misc]
+    return env[1]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,6 +13,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .servers import free_port
+from .waiting import wait_until
 
 FAST = {"job_poll_seconds": 0.2, "job_heartbeat_seconds": 0.3, "job_lease_seconds": 2.0, "job_backoff_seconds": 0.1,
         "job_backoff_max_seconds": 0.5, "webhook_backoff_seconds": 0.2, "webhook_timeout_seconds": 3.0,
@@ -36,14 +36,13 @@ def chat_payload(text: str = "hello jobs") -> dict[str, Any]:
 
 
 def wait_status(client: httpx.Client, url: str, headers: dict[str, str], want: set[str], timeout: float = 30) -> dict:
-    deadline = time.monotonic() + timeout
-    body: dict = {}
-    while time.monotonic() < deadline:
-        body = client.get(url, headers=headers).json()
-        if body.get("status") in want:
-            return body
-        time.sleep(0.1)
-    raise AssertionError(f"{url} never reached {want}; last: {body}")
+    """Poll a job until its status is one of `want` (its runner works on another thread or process)."""
+    last: dict = {}
+
+    def reached() -> dict | None:
+        last.update(client.get(url, headers=headers).json())
+        return dict(last) if last.get("status") in want else None
+    return wait_until(reached, timeout, f"{url} to reach {want} (last: {last})", interval=0.1)
 
 
 @dataclass
@@ -52,7 +51,13 @@ class Receiver:
 
     fail_first: int = 0
     calls: list[tuple[dict[str, str], bytes]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Condition = field(default_factory=threading.Condition)
+
+    def wait_for_calls(self, n: int, timeout: float = 30) -> list[tuple[dict[str, str], bytes]]:
+        """The first `n` calls, once they have come (told by the receiving thread, not by polling)."""
+        with self.lock:
+            assert self.lock.wait_for(lambda: len(self.calls) >= n, timeout), f"{len(self.calls)} of {n} webhooks"
+            return self.calls[:n]
 
     def app(self) -> Starlette:
         async def hook(request: Request) -> Response:
@@ -60,6 +65,7 @@ class Receiver:
             with self.lock:
                 self.calls.append((dict(request.headers), body))
                 n = len(self.calls)
+                self.lock.notify_all()
             return Response(status_code=500 if n <= self.fail_first else 204)
 
         return Starlette(routes=[Route("/hook", hook, methods=["POST"])])

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
-import time
 from typing import Any
 
 import uvicorn
+
+from .waiting import wait_until
 
 
 class ServerThread:
@@ -32,13 +33,12 @@ class ServerThread:
 
     def __enter__(self) -> "ServerThread":
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
+
+        def started() -> bool:
             if not self.thread.is_alive():
                 raise RuntimeError("server thread died during startup")
-            if time.monotonic() > deadline:
-                raise RuntimeError("server did not start in 30 s")
-            time.sleep(0.01)
+            return self.server.started
+        wait_until(started, 30, "the server to start", interval=0.01)
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 from modelyard.store.db import Store
 from modelyard.store.repo import OrgRepo, TokenRepo
 
-from ..conftest import Running, make_settings, running, upstream_models
+from ..conftest import Running, quiet_server, upstream_models
 from .provider_stubs import ProviderControl, create_provider_stub
 from .searxng_stub import SearchControl, create_search_stub
 from .servers import ServerThread
@@ -38,13 +38,13 @@ def text_models(stub_url: str, provider_url: str) -> list[dict[str, Any]]:
 
 
 @contextlib.contextmanager
-def text_server(tmp: Path, stub_url: str, database_url: str | None = None) -> Iterator[TextSetup]:
+def text_server(tmp: Path, database_url: str | None, stub_url: str) -> Iterator[TextSetup]:
+    """A `server_fixture` build: the server and the provider and search stubs' controls."""
     provider, search = ProviderControl(), SearchControl()
-    with ServerThread(create_provider_stub(provider)) as pstub, ServerThread(create_search_stub(search)) as sstub:
-        settings = make_settings(tmp, database_url=database_url, models=text_models(stub_url, pstub.url),
-                                 cooldown_failures=1_000_000, web_search_url=sstub.url + "/search")
-        with running(settings) as srv:
-            yield TextSetup(srv=srv, provider=provider, search=search)
+    with ServerThread(create_provider_stub(provider)) as pstub, ServerThread(create_search_stub(search)) as sstub, \
+            quiet_server(tmp, database_url, text_models(stub_url, pstub.url),
+                         web_search_url=sstub.url + "/search") as srv:
+        yield TextSetup(srv=srv, provider=provider, search=search)
 
 
 def new_org_key(srv: Running, name: str, scopes: list[str] | None = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from sqlalchemy import and_, case, func, insert, or_, select, text, update
 
@@ -79,8 +79,10 @@ class JobQueue:
     partitioned, presumed dead) finds its UPDATE matching nothing and drops the result.
     """
 
-    def __init__(self, store: Store, *, backoff: float = 2.0, backoff_max: float = 300.0) -> None:
+    def __init__(self, store: Store, *, backoff: float = 2.0, backoff_max: float = 300.0,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock  # every lease, backoff and due time is read from it (tests pass one they move)
         self.engine = store.engine
         self.backoff = backoff
         self.backoff_max = backoff_max
@@ -90,7 +92,7 @@ class JobQueue:
     async def submit(self, *, org_id: str, token_id: str | None, model: str, task: str, payload: dict[str, Any],
                      meta: dict[str, Any], priority: int = 0, max_attempts: int = 3, region: str | None = None,
                      webhook_url: str | None = None, job_id: str | None = None) -> Job:
-        now = time.time()
+        now = self.clock()
         row = {"id": job_id or new_job_id(), "org_id": org_id, "token_id": token_id, "model": model, "task": task,
                "payload": payload, "meta": meta, "status": "pending", "priority": priority, "attempts": 0,
                "max_attempts": max_attempts, "run_after": now, "lease_owner": None, "lease_token": None,
@@ -144,7 +146,7 @@ class JobQueue:
         PostgreSQL: FOR UPDATE SKIP LOCKED, so runners never wait on each other's picks; SQLite serializes
         writers, so the same single UPDATE ... RETURNING is atomic there too.
         """
-        now = time.time()
+        now = self.clock()
         pick = (select(jobs.c.id).where(jobs.c.status == "pending", jobs.c.run_after <= now)
                 .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id).limit(limit)
                 .with_for_update(skip_locked=True))
@@ -159,20 +161,20 @@ class JobQueue:
     async def renew(self, job: Job, lease_seconds: float) -> tuple[bool, bool]:
         """Extend the lease: (still ours, cancel requested)."""
         q = (update(jobs).where(jobs.c.id == job.id, jobs.c.lease_token == job.lease_token, jobs.c.status == "running")
-             .values(lease_expires=time.time() + lease_seconds).returning(jobs.c.cancel_requested))
+             .values(lease_expires=self.clock() + lease_seconds).returning(jobs.c.cancel_requested))
         async with self.engine.begin() as conn:
             row = (await conn.execute(q)).first()
         return (row is not None, bool(row.cancel_requested) if row else False)
 
     async def _finish(self, job: Job, **values: Any) -> bool:
         """A lease holder's final word; False when the lease was lost (the result is then dropped)."""
-        values.setdefault("finished_at", time.time())
+        values.setdefault("finished_at", self.clock())
         if values.get("status") not in FINAL:  # back in the queue: nobody owns it; a final row keeps who finished it
             values["lease_owner"] = None
         elif job.meta.get("hold") is not None:
             values["settle_due"] = True
         q = (update(jobs).where(jobs.c.id == job.id, jobs.c.lease_token == job.lease_token, jobs.c.status == "running")
-             .values(lease_token=None, lease_expires=None, **values, **_webhook_due(values)))
+             .values(lease_token=None, lease_expires=None, **values, **_webhook_due(values, self.clock())))
         async with self.engine.begin() as conn:
             return (await conn.execute(q)).rowcount == 1
 
@@ -187,7 +189,7 @@ class JobQueue:
         """
         if retryable and job.attempts < job.max_attempts:
             ok = await self._finish(job, status="pending", error=error, finished_at=None,
-                                    run_after=time.time() + self.delay(job.attempts))
+                                    run_after=self.clock() + self.delay(job.attempts))
             return "pending" if ok else None
         status = "dead_letter" if retryable else "failed"
         return status if await self._finish(job, status=status, error=error) else None
@@ -199,14 +201,14 @@ class JobQueue:
     async def release(self, job: Job) -> bool:
         """Give a job back untouched (runner shutting down): the attempt does not count."""
         return await self._finish(job, status="pending", finished_at=None, attempts=jobs.c.attempts - 1,
-                                  run_after=time.time())
+                                  run_after=self.clock())
 
     def delay(self, attempts: int) -> float:
         return min(self.backoff * (2 ** max(attempts - 1, 0)), self.backoff_max)
 
     async def reap(self, limit: int = 200) -> list[Job]:
         """Put jobs whose lease expired back in the queue (or dead-letter / cancel them). Returns those made final."""
-        now = time.time()
+        now = self.clock()
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(jobs).where(jobs.c.status == "running", jobs.c.lease_expires < now)
                                        .limit(limit))).all()
@@ -230,7 +232,7 @@ class JobQueue:
 
     async def cancel(self, job_id: str, org_id: str) -> tuple[Job | None, str]:
         """('cancelled' at once when pending | 'requested' when running | 'final' when already done)."""
-        now = time.time()
+        now = self.clock()
         err = {"message": "The job was cancelled.", "code": "cancelled"}
         q = (update(jobs).where(jobs.c.id == job_id, jobs.c.org_id == org_id, jobs.c.status == "pending")
              .values(status="cancelled", finished_at=now, error=err, settle_due=True,
@@ -259,7 +261,7 @@ class JobQueue:
         to one caller, which settles it (the hold's job_id lets the gate recognize a repeat)."""
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(jobs).where(jobs.c.settle_due.is_(True),
-                                                          jobs.c.finished_at < time.time() - grace)
+                                                          jobs.c.finished_at < self.clock() - grace)
                                        .limit(limit))).all()
         won = []
         for r in rows:
@@ -277,7 +279,7 @@ class JobQueue:
 
     async def due_webhooks(self, limit: int = 20) -> list[Job]:
         """Claim deliveries that are due: each goes to one deliverer (its next_at moves past the timeout)."""
-        now = time.time()
+        now = self.clock()
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(jobs).where(jobs.c.webhook_status == "pending",
                                                           jobs.c.webhook_next_at <= now).limit(limit))).all()
@@ -300,9 +302,9 @@ class JobQueue:
                                .values(webhook_status=status, webhook_next_at=retry_at))
 
 
-def _webhook_due(values: dict[str, Any]) -> dict[str, Any]:
+def _webhook_due(values: dict[str, Any], now: float) -> dict[str, Any]:
     """A job reaching a final state owes its webhook (if it named one) a delivery, starting now."""
     if values.get("status") not in FINAL:
         return {}
     return {"webhook_status": case((jobs.c.webhook_url.is_not(None), "pending"), else_=None),
-            "webhook_next_at": time.time()}
+            "webhook_next_at": now}

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..config import LimitRuleConfig, PlanConfig
 from ..errors import RateLimited
@@ -169,8 +169,10 @@ class Taken:
 class Limiter:
     """Applies a plan's rules to one call; Redis when configured, local counters while Redis is unreachable."""
 
-    def __init__(self, plans: dict[str, PlanConfig], redis_url: str | None = None, prefix: str = "modelyard:") -> None:
+    def __init__(self, plans: dict[str, PlanConfig], redis_url: str | None = None, prefix: str = "modelyard:",
+                 clock: Callable[[], float] = time.time) -> None:
         self.rules = build_rules(plans)
+        self.clock = clock  # windows are read from it (tests pass one they move)
         self.local = MemoryCounters()
         self.remote = RedisCounters(redis_url, prefix + "rl:") if redis_url else None
         self.degraded: str | None = None  # why Redis is not in use right now
@@ -199,7 +201,7 @@ class Limiter:
         rules = self.applicable(plan, cls, kind)
         if not rules:
             return {}, None
-        now = time.time()
+        now = self.clock()
         keys, limits, amounts, ttls = [], [], [], []
         for r in rules:
             window = int(now // r.seconds)
@@ -221,7 +223,7 @@ class Limiter:
 
     def correct(self, taken: Taken, real_tokens: int) -> None:
         """Token rules reserved an estimate; move their counters to the real usage (off the request path)."""
-        now = time.time()
+        now = self.clock()
         for key, rule, amount in zip(taken.keys, taken.rules, taken.amounts):
             if rule.unit != "tokens" or real_tokens == amount:
                 continue
