@@ -14,9 +14,11 @@ from sqlalchemy import select
 
 from modelyard.errors import InvalidRequest
 from modelyard.jobs.queue import JobQueue, new_job_id
-from modelyard.jobs.runner import JobRunner, RunnerContext
+from modelyard.catalog import build_catalog
+from modelyard.jobs.runner import JobRunner
+from modelyard.jobs.standalone import runner_context
+from modelyard.routing import Router
 from modelyard.net import BlockedURL, GuardedResolver, check_url, fetch_bytes
-from modelyard.pipeline.gate import Gate
 from modelyard.store.billing_repo import WalletRepo
 from modelyard.store.db import Store
 from modelyard.store.repo import OrgRepo
@@ -279,8 +281,8 @@ async def test_a_settlement_lost_to_a_crash_is_swept_once(queue: tuple[JobQueue,
     assert await q.complete(claimed, {"ok": 1}, {**claimed.meta, "settle_units": {"output_tokens": 5}})
     assert (await q.get(job.id)).settle_due is True
     settings = make_settings(tmp_path, **FAST)
-    runner = JobRunner(RunnerContext(settings=settings, store=q.store, router=None, media=None,
-                                     gate=Gate(settings, q.store)), q)
+    catalog = build_catalog(settings)
+    runner = JobRunner(runner_context(settings, q.store, catalog, Router(catalog)), q)
     await runner._sweep_settlements()
     assert await _ledger_and_usage(q.store, org) == ([("reserve", -7), ("top_up", 100)], [])  # within the grace
     q.clock.advance(3600)  # the finisher is long gone
