@@ -16,10 +16,11 @@ from google.genai import types as genai_types
 from modelyard.config import PlanConfig
 from modelyard.pipeline.filter import filtered_text
 from modelyard.protocols.openai.schema import ChatRequest
+from modelyard.server.routes.openai import ChatFraming
 from modelyard.types import Task
 
 from ..conftest import Running, make_settings, running, upstream_models
-from ..support.accounts import create_key, create_org
+from ..support.accounts import create_key, create_org, org_with_key, wallet
 
 # Personal data Presidio finds: an e-mail address and a US phone number.
 PII = "Write to john.smith@example.com or call +1 212 555 0199 about the order."
@@ -153,3 +154,29 @@ def test_every_authenticated_request_counts_and_carries_the_rate_limit_headers(t
         r = httpx.get(srv.v1 + "/models", headers=auth)
         assert r.status_code == 429 and r.json()["error"]["type"] == "rate_limit_error"
         assert int(r.headers["retry-after"]) >= 1 and r.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def test_a_stream_closed_before_its_relay_began_is_released(tmp_path: Any, stub_server: Any, stub: Any) -> None:
+    """A client that leaves between the stream's opening and its first byte is not charged, and the upstream
+    stream is closed (a generator closed before it starts would run no cleanup of its own)."""
+    up = {"backend": "openai", "base_url": stub_server[0].url + "/v1", "model": "stub-model"}
+    models = [{"id": "paid", "type": "text", "price": {"per_request": 0.01}, "deployments": [up]}]
+    with running(make_settings(tmp_path, models=models, auth_cache_ttl=0.0)) as srv:
+        org_id, key = org_with_key(srv, plan="pro", cents=100)
+        ctx = srv.app.state.ctx
+
+        async def leave_before_the_first_byte() -> None:
+            principal = await ctx.auth.resolve(key)
+            model = ctx.router.resolve("paid", Task.CHAT)
+            req = ChatRequest.model_validate({"model": "paid", "stream": True,
+                                              "messages": [{"role": "user", "content": "hi"}]})
+            async with ctx.calls.start(principal, model, Task.CHAT, req) as call:
+                first, stream, deployment = await call.open(ctx.router.open_stream(model, req, None))
+            assert call.ticket.reserved == 10_000  # one cent, reserved while the stream is open
+            await call.relay(first, stream, deployment, ChatFraming()).aclose()
+            assert call.ticket.closed
+
+        srv.on_server_loop(leave_before_the_first_byte())
+        assert wallet(srv, org_id)["balance_cents"] == 100  # released in full
+        usage = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()["totals"]
+        assert usage["requests"] == 1 and usage["failed"] == 1 and usage["price_micros"] == 0, usage

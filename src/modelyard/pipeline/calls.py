@@ -128,10 +128,9 @@ class Call:
     def estimate(self) -> Units | None:
         return self.ticket.estimate
 
-    async def run(self, work: Awaitable[tuple[T, Deployment]],
-                  units: Callable[[T], Units | None] | None = None) -> tuple[T, Deployment]:
+    async def run(self, work: Awaitable[tuple[T, Deployment]]) -> tuple[T, Deployment]:
         """Await `(result, deployment)` — cancelled if the client leaves — and settle on the units the result
-        shows (`units(result)` where the face knows better than `result_units`). Any failure releases."""
+        shows. Any failure releases."""
         try:
             if self.client is not None and self._watch is not None:
                 result, deployment = await self._watch(self.client.receive, work)
@@ -140,8 +139,7 @@ class Call:
         except BaseException:
             self.ticket.fail()
             raise
-        used = units(result) if units is not None else result_units(self.task, self.req, result, self.ticket.estimate)
-        self.ticket.settle(used, deployment)
+        self.ticket.settle(result_units(self.task, self.req, result, self.ticket.estimate), deployment)
         publish_headers(self.client, served_by(deployment))
         return result, deployment
 
@@ -158,12 +156,17 @@ class Call:
         publish_headers(self.client, served_by(deployment))
         return first, stream, deployment
 
-    async def relay(self, first: Any, stream: AsyncIterator[Any], deployment: Deployment,
-                    framing: Framing) -> AsyncIterator[bytes]:
+    def relay(self, first: Any, stream: AsyncIterator[Any], deployment: Deployment,
+              framing: Framing) -> AsyncIterator[bytes]:
         """Frame chunks as they come, then settle. An error after the first byte goes out as the face's error
         event and is not charged; a client that leaves is charged for what it was sent (the usage the stream
-        reported, else the input estimate and one token per event sent)."""
+        reported, else the input estimate and one token per event sent); a relay closed before it began (the
+        client left in between) is released."""
         self.streaming = True
+        return _Relay(self._relay(first, stream, deployment, framing), self, stream)
+
+    async def _relay(self, first: Any, stream: AsyncIterator[Any], deployment: Deployment,
+                     framing: Framing) -> AsyncIterator[bytes]:
         failed = False
         events = 0  # stream events sent, less the opening one (a role, no words): the fallback's output tokens
         try:
@@ -205,6 +208,34 @@ class Call:
     def hold(self) -> dict[str, Any]:
         """The reservation as JSON, stored with a job and settled by whichever runner finishes it."""
         return self.ticket.hold()
+
+
+class _Relay:
+    """A call's relay as an async iterator: a generator closed before it began never runs its `finally`, so this
+    settles that case itself (released: nothing was sent) and closes the upstream stream."""
+
+    __slots__ = ("_frames", "_call", "_stream", "_started")
+
+    def __init__(self, frames: AsyncIterator[bytes], call: Call, stream: AsyncIterator[Any]) -> None:
+        self._frames = frames
+        self._call = call
+        self._stream = stream
+        self._started = False
+
+    def __aiter__(self) -> _Relay:
+        return self
+
+    async def __anext__(self) -> bytes:
+        self._started = True
+        return await self._frames.__anext__()
+
+    async def aclose(self) -> None:
+        if not self._started:
+            self._call.ticket.fail()
+            close = getattr(self._stream, "aclose", None)
+            if close is not None:
+                await close()
+        await self._frames.aclose()  # type: ignore[attr-defined]
 
 
 class _Admission:
