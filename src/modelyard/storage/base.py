@@ -101,7 +101,10 @@ def build_storage(settings: Settings) -> Storage:
     conf = settings.storage
     signer = UrlSigner.from_settings(settings.media_secret, settings.data_dir)
     if conf.backend == "s3":
-        from .s3 import S3Storage
+        try:
+            from .s3 import S3Storage
+        except ImportError as exc:
+            raise SystemExit(f"storage: backend s3 needs the s3 extra (pip install 'modelyard[s3]'): {exc}") from None
 
         return S3Storage(conf, signer)
     from .local import LocalStorage
