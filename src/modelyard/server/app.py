@@ -18,6 +18,7 @@ from ..bootstrap import announce, bootstrap
 from ..catalog import Catalog, build_catalog
 from ..config import Settings, load_settings
 from ..context import AppContext
+from ..files import FileService
 from ..media import MediaStore
 from ..errors import ModelyardError
 from ..jobs.service import JobService
@@ -27,6 +28,7 @@ from ..pipeline.gate import Gate
 from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
+from ..storage import build_storage
 from ..store.db import Store
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
@@ -36,6 +38,7 @@ from .fastlane import FastLane
 from .routes import account as account_routes
 from .routes import anthropic as anthropic_routes
 from .routes import fal as fal_routes
+from .routes import files as file_routes
 from .routes import gemini as gemini_routes
 from .routes import jobs as job_routes
 from .routes import openai as openai_routes
@@ -65,9 +68,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gate = Gate(settings, store)
     if gate.writer is not None and isinstance(auth, Authenticator):
         auth.attach(gate.writer)  # token counters go through the gate's write-behind too
+    storage = build_storage(settings)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
-                     calls=CallPath(gate, auth, watch=watch_disconnect),
-                     media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl),
+                     calls=CallPath(gate, auth, watch=watch_disconnect), storage=storage,
+                     media=MediaStore(storage, settings.media_url_ttl), 
+                     files=FileService.from_settings(settings, store, storage),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds, writer=gate.writer),
                      search=build_search(settings))
     if settings.worker is None:
@@ -91,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.workers = WorkerRegistry(store, ctx.router, timeout=settings.worker_timeout_seconds,
                                          interval=settings.worker_heartbeat_seconds)
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
+            tasks.append(asyncio.create_task(ctx.files.sweep_forever()))
             ctx.jobs.start(runner=settings.job_runner)
         try:
             yield
@@ -110,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await ctx.auth.flush_usage()
             await ctx.search.aclose()
             await ctx.router.aclose()
+            await storage.aclose()
             await store.aclose()
 
     app = FastAPI(
@@ -130,7 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
     app.include_router(account_routes.router)
     app.include_router(org_routes.router)
-    for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router):
+    for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, file_routes.router):
         app.include_router(r, prefix="/v1")
         # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
         for prefix in ("/openai/v1", "/api/v1"):

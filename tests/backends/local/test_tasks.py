@@ -285,7 +285,7 @@ def test_media_urls_are_signed_and_expire(client, local):
     assert httpx.get(url.replace(name, name.replace("img_", "img_0")[:len(name)])).status_code == 403
     media = local.app.state.ctx.media
     past = int(time.time()) - 5
-    expired = f"{local.url}/media/{name}?expires={past}&sig={media._sign(name, past)}"
+    expired = f"{local.url}/media/{name}?expires={past}&sig={media.signer.sign(name, past)}"
     r = httpx.get(expired)
     assert r.status_code == 403 and r.json()["error"]["code"] == "url_expired"
 
