@@ -19,7 +19,6 @@ from ..store.db import Store
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
 from ..workers.registry import WorkerRegistry
-from .runner import JobRunner
 from .service import JobService
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
     ctx = runner_context(settings, store, catalog, router)
     gate = ctx.gate
     service = JobService(ctx)
-    service.runner = JobRunner(ctx, service.queue, name=name, on_final=service._finalized)
+    service.runner = service.make_runner(name)
     # remote workers' models are deployments here too, as in the gateway
     workers = WorkerRegistry(store, router, timeout=settings.worker_timeout_seconds,
                              interval=settings.worker_heartbeat_seconds)
