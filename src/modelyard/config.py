@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 DEFAULT_CONFIG_NAME = "modelyard.yaml"
@@ -146,6 +146,35 @@ class WorkerSettings(BaseModel):
     heartbeat_seconds: float = Field(default=2.0, gt=0)
 
 
+class StorageSettings(BaseModel):
+    """Where files, batch outputs and generated media live: the data dir, or an S3-compatible bucket that gateways
+    and runners on other machines share (docs/configuration.md "Storage")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: Literal["local", "s3"] = "local"
+    path: Path | None = Field(default=None, description="local: the folder (default: the data dir)")
+    endpoint_url: str | None = Field(default=None, description="s3: the S3 API's URL (unset: AWS)")
+    bucket: str | None = None
+    region: str | None = None
+    prefix: str = Field(default="", description="s3: prepended to every key, to share a bucket")
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    # keys default to botocore's chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profiles, instance roles);
+    # MODELYARD_STORAGE__ACCESS_KEY_ID / __SECRET_ACCESS_KEY set them for Modelyard alone
+    access_key_id: str | None = None
+    secret_access_key: str | None = None  # plain str: `serve --workers N` hands settings on as JSON
+    # a bucket clients cannot reach: links are our signed /media URLs and the gateway streams the bytes through
+    proxy: bool = False
+    # the bucket's address as clients see it, when it differs from endpoint_url (presigned links are signed for it)
+    public_endpoint_url: str | None = None
+
+    @model_validator(mode="after")
+    def _bucket_for_s3(self) -> "StorageSettings":
+        if self.backend == "s3" and not self.bucket:
+            raise ValueError("storage.bucket is required when storage.backend is s3")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the server needs to start; see README 'Configuration'."""
 
@@ -173,6 +202,12 @@ class Settings(BaseSettings):
     # base URL used in media links, when clients reach us through a proxy (else the request's own)
     public_url: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    # the Files API (OpenAI's limits by default): per file, per batch input file, and how often expired files'
+    # bytes are swept
+    files_max_bytes: int = Field(default=512 * 1024 * 1024, ge=1)
+    files_batch_max_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
+    files_sweep_seconds: float = Field(default=60.0, gt=0)
     # routing: a deployment failing this many times in a row sits out `cooldown_seconds`, then gets one probe
     cooldown_failures: int = Field(default=3, ge=1)
     cooldown_seconds: float = Field(default=30.0, gt=0)

@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles through the context
     from .catalog import Catalog
     from .config import Settings
+    from .files import FileService
     from .jobs.service import JobService
     from .media import MediaStore
     from .pipeline.auth import Authenticator, StaticKeyAuthenticator
     from .pipeline.calls import CallPath
     from .pipeline.gate import Gate
     from .routing import Router
+    from .storage import Storage
     from .store.db import Store
     from .responses.repo import ResponseLog
     from .responses.websearch import SearchProvider
@@ -32,7 +34,9 @@ class AppContext:
     catalog: Catalog
     store: Store
     auth: Authenticator | StaticKeyAuthenticator
+    storage: Storage  # files, batch outputs and media: the data dir or a bucket shared across machines
     media: MediaStore
+    files: FileService
     gate: Gate
     calls: CallPath
     responses: ResponseLog  # stored Responses API responses, written behind the request

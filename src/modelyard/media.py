@@ -1,17 +1,15 @@
-"""Generated media on disk, handed out as signed, expiring URLs (or inline base64)."""
+"""Generated media in object storage (under `media/`), handed out as signed, expiring URLs (or inline base64)."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import os
 import re
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-from .errors import ModelyardError, NotFound
+from .errors import ModelyardError
+from .storage import Storage, one_chunk
+from .storage.base import MEDIA_PREFIX
 
 _NAME = re.compile(r"^[a-z]+_[0-9a-f]{24}\.[a-z0-9]{2,5}$")
 CONTENT_TYPES = {
@@ -30,55 +28,35 @@ class MediaForbidden(ModelyardError):
 @dataclass(frozen=True)
 class StoredMedia:
     name: str
-    path: Path
+    key: str  # the storage key, `media/<name>`
     content_type: str
 
 
 class MediaStore:
-    """Files live under <data_dir>/media; a URL is valid only with its HMAC signature and before its expiry."""
+    """Media live in the storage backend; a job's row keeps the name, and whoever reads it gets a fresh link: our
+    HMAC-signed `/media/<name>` (checked here before a byte is read) or the bucket's presigned URL."""
 
-    def __init__(self, folder: Path, secret: str | None, ttl: int) -> None:
-        self.folder = folder
+    def __init__(self, storage: Storage, ttl: int) -> None:
+        self.storage = storage
+        self.signer = storage.signer
         self.ttl = ttl
-        self._key = (secret or _load_or_create_secret(folder.parent / "media-secret")).encode()
 
-    def save(self, data: bytes, ext: str, kind: str = "media") -> StoredMedia:
-        self.folder.mkdir(parents=True, exist_ok=True)
+    async def save(self, data: bytes, ext: str, kind: str = "media") -> StoredMedia:
         name = f"{kind}_{secrets.token_hex(12)}.{ext}"
-        path = self.folder / name
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # readers never see half a file
-        return StoredMedia(name, path, CONTENT_TYPES.get(ext, "application/octet-stream"))
-
-    def _sign(self, name: str, expires: int) -> str:
-        return hmac.new(self._key, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()[:32]
+        content_type = CONTENT_TYPES.get(ext, "application/octet-stream")
+        await self.storage.put(MEDIA_PREFIX + name, one_chunk(data), content_type=content_type)
+        return StoredMedia(name, MEDIA_PREFIX + name, content_type)
 
     def url(self, name: str, base_url: str) -> str:
-        expires = int(time.time()) + self.ttl
-        return f"{base_url.rstrip('/')}/media/{name}?expires={expires}&sig={self._sign(name, expires)}"
+        return self.storage.url(MEDIA_PREFIX + name, base_url, ttl=self.ttl)
 
     def open(self, name: str, expires: str | None, sig: str | None) -> StoredMedia:
-        """Check the signature first, then the expiry; only then look at the disk."""
+        """Check the signature first, then the expiry; the caller reads storage only after this passes."""
         if not _NAME.match(name) or not expires or not sig or not expires.isdigit():
             raise MediaForbidden("This media URL is not valid.")
-        if not hmac.compare_digest(self._sign(name, int(expires)), sig):
+        if not self.signer.valid(name, int(expires), sig):
             raise MediaForbidden("This media URL's signature does not match.")
         if int(expires) < time.time():
             raise MediaForbidden("This media URL has expired.", code="url_expired")
-        path = self.folder / name
-        if not path.is_file():
-            raise NotFound("This media no longer exists.")
         ext = name.rsplit(".", 1)[1]
-        return StoredMedia(name, path, CONTENT_TYPES.get(ext, "application/octet-stream"))
-
-
-def _load_or_create_secret(path: Path) -> str:
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    value = secrets.token_hex(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(value)
-    return value
+        return StoredMedia(name, MEDIA_PREFIX + name, CONTENT_TYPES.get(ext, "application/octet-stream"))

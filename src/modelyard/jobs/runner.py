@@ -186,7 +186,7 @@ class JobRunner:
         model = ctx.router.resolve(job.model, task)
         req = await build_request(task, job.payload, model.id, allow_private=ctx.settings.allow_private_urls)
         result, deployment = await ctx.router.run(model, task, req, job.region)
-        stored, units = store_result(task, result, ctx.media)
+        stored, units = await store_result(task, result, ctx.media)
         if job.meta.get("units"):  # priced as estimated at submit (studio modes price by mode, size, seconds)
             units = Units(**job.meta["units"])
         elif job.meta.get("estimate"):

@@ -10,11 +10,13 @@ import signal
 from ..catalog import Catalog, build_catalog
 from ..config import Settings
 from ..context import AppContext
+from ..files import FileService
 from ..media import MediaStore
 from ..pipeline.auth import Authenticator
 from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
 from ..routing import Router
+from ..storage import build_storage
 from ..store.db import Store
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
@@ -29,9 +31,11 @@ def runner_context(settings: Settings, store: Store, catalog: Catalog, router: R
     gateway's (no requests to authenticate, so its key cache stays empty)."""
     gate = Gate(settings, store)
     auth = Authenticator(store, ttl=settings.auth_cache_ttl)
+    storage = build_storage(settings)  # the gateways' bucket: a runner on another machine shares only that
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
                      calls=CallPath(gate, auth), responses=ResponseLog(store), search=build_search(settings),
-                     media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl))
+                     storage=storage, media=MediaStore(storage, settings.media_url_ttl),
+                     files=FileService.from_settings(settings, store, storage))
     ctx.router = router
     return ctx
 
@@ -68,4 +72,5 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
                 await task
         await gate.aclose()
         await router.aclose()
+        await ctx.storage.aclose()
         await store.aclose()

@@ -181,24 +181,24 @@ def png_size(data: bytes) -> tuple[int | None, int | None]:
     return None, None
 
 
-def store_result(task: Task, result: Any, media: Any) -> tuple[Any, Units]:
+async def store_result(task: Task, result: Any, media: Any) -> tuple[Any, Units]:
     """Media go to the media store; the job row keeps file names, which become signed URLs when read."""
     if isinstance(result, ImageResult):
         items = []
         for png in result.images:
             w, h = png_size(png)
-            items.append({"file": media.save(png, "png", "img").name, "content_type": "image/png",
+            items.append({"file": (await media.save(png, "png", "img")).name, "content_type": "image/png",
                           "width": w, "height": h})
         return {"images": items, "revised_prompt": result.revised_prompt}, Units(images=len(items))
     if isinstance(result, VideoResult):
-        return {"video": {"file": media.save(result.data, "mp4", "video").name, "content_type": "video/mp4",
+        return {"video": {"file": (await media.save(result.data, "mp4", "video")).name, "content_type": "video/mp4",
                           "duration_seconds": result.duration_seconds, "width": result.width,
                           "height": result.height, "fps": result.fps, "frames": result.frames}}, \
             Units(video_seconds=result.duration_seconds,
                   video_resolution=video_resolution(f"{result.width}x{result.height}"))
     if isinstance(result, AudioResult):
         ext = AUDIO_EXT.get(result.content_type, "bin")
-        return {"audio": {"file": media.save(result.data, ext, "audio").name, "content_type": result.content_type}}, \
+        return {"audio": {"file": (await media.save(result.data, ext, "audio")).name, "content_type": result.content_type}}, \
             Units()
     if isinstance(result, BaseModel):
         result = result.model_dump(mode="json")

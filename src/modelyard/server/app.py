@@ -18,6 +18,7 @@ from ..bootstrap import announce, bootstrap
 from ..catalog import Catalog, build_catalog
 from ..config import Settings, load_settings
 from ..context import AppContext
+from ..files import FileService
 from ..media import MediaStore
 from ..errors import ModelyardError
 from ..jobs.service import JobService
@@ -27,6 +28,7 @@ from ..pipeline.gate import Gate
 from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
+from ..storage import build_storage
 from ..store.db import Store
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
@@ -65,9 +67,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gate = Gate(settings, store)
     if gate.writer is not None and isinstance(auth, Authenticator):
         auth.attach(gate.writer)  # token counters go through the gate's write-behind too
+    storage = build_storage(settings)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
-                     calls=CallPath(gate, auth, watch=watch_disconnect),
-                     media=MediaStore(settings.media_dir, settings.media_secret, settings.media_url_ttl),
+                     calls=CallPath(gate, auth, watch=watch_disconnect), storage=storage,
+                     media=MediaStore(storage, settings.media_url_ttl), 
+                     files=FileService.from_settings(settings, store, storage),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds, writer=gate.writer),
                      search=build_search(settings))
     if settings.worker is None:
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.workers = WorkerRegistry(store, ctx.router, timeout=settings.worker_timeout_seconds,
                                          interval=settings.worker_heartbeat_seconds)
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
+            tasks.append(asyncio.create_task(ctx.files.sweep_forever()))
             ctx.jobs.start(runner=settings.job_runner)
         try:
             yield
@@ -110,6 +115,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await ctx.auth.flush_usage()
             await ctx.search.aclose()
             await ctx.router.aclose()
+            await storage.aclose()
             await store.aclose()
 
     app = FastAPI(

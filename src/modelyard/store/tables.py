@@ -238,3 +238,23 @@ write_receipts = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_write_receipts_created_at", "created_at"),
 )
+
+# ---- the Files API (0007): a row per file; the bytes live in object storage under `storage_key`. Times are unix
+# seconds like jobs', since OpenAI's file objects show them so and the sweeper compares them in SQL.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("purpose", String(40), nullable=False),
+    Column("filename", String(1000), nullable=False),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    # uploading (bytes on their way; invisible) | processed | deleted (invisible; the sweeper removes the bytes)
+    Column("status", String(20), nullable=False),
+    Column("storage_key", String(500), nullable=False),
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("expires_at", Float(precision=53), nullable=True),
+    Index("ix_files_org_id", "org_id", "created_at"),
+    Index("ix_files_expires_at", "expires_at"),
+    Index("ix_files_status", "status", "created_at"),
+)

@@ -155,7 +155,7 @@ async def translations(request: Request) -> Response:
     return await _transcribe(request, Task.TRANSLATION)
 
 
-def _image_data(request: Request, images: list[bytes], response_format: str, revised: str | None) -> dict[str, Any]:
+async def _image_data(request: Request, images: list[bytes], response_format: str, revised: str | None) -> dict[str, Any]:
     media = app_context(request).media
     data = []
     for png in images:
@@ -163,7 +163,7 @@ def _image_data(request: Request, images: list[bytes], response_format: str, rev
         if response_format == "b64_json":
             item["b64_json"] = base64.b64encode(png).decode()
         else:
-            item["url"] = media.url(media.save(png, "png", "img").name, base_url(request))
+            item["url"] = media.url((await media.save(png, "png", "img")).name, base_url(request))
         data.append(item)
     return {"created": int(time.time()), "data": data}
 
@@ -176,7 +176,7 @@ async def image_generations(request: Request) -> Response:
     if queued is not None:
         return queued
     result = await _run(request, principal, req.model, Task.TEXT_TO_IMAGE, req)
-    return json_response(_image_data(request, result.images, req.response_format, result.revised_prompt))
+    return json_response(await _image_data(request, result.images, req.response_format, result.revised_prompt))
 
 
 @router.post("/images/edits", summary="Edit an image (optionally within a mask)",
@@ -217,7 +217,7 @@ async def image_edits(request: Request) -> Response:
         return async_jobs.accepted(await async_jobs.submit_payload(
             request, principal, model, Task.IMAGE_TO_IMAGE, {k: v for k, v in payload.items() if v is not None}))
     result = await _run(request, principal, edit.model, Task.IMAGE_TO_IMAGE, edit)
-    return json_response(_image_data(request, result.images, edit.response_format, result.revised_prompt))
+    return json_response(await _image_data(request, result.images, edit.response_format, result.revised_prompt))
 
 
 @router.post("/videos/generations", summary="Create a video (blocks until it is ready)",

@@ -6,8 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import FileResponse, Response
+from starlette.responses import FileResponse, Response, StreamingResponse
 
+from ...errors import NotFound
 from ...pipeline import scopes as sc
 from ...routing import best_state
 from ...types import ModelState, Task
@@ -62,5 +63,19 @@ async def voice_models(request: Request) -> Response:
 
 @router.api_route("/media/{name}", methods=["GET", "HEAD"], include_in_schema=False)
 async def media(request: Request, name: str) -> Response:
-    item = app_context(request).media.open(name, request.query_params.get("expires"), request.query_params.get("sig"))
-    return FileResponse(item.path, media_type=item.content_type, headers={"Cache-Control": "private, max-age=300"})
+    """A signed link's bytes: from the disk (with Range support), or streamed from the bucket when it is private."""
+    ctx = app_context(request)
+    item = ctx.media.open(name, request.query_params.get("expires"), request.query_params.get("sig"))
+    headers = {"Cache-Control": "private, max-age=300"}
+    path = ctx.storage.local_path(item.key)
+    if path is not None:
+        if not path.is_file():
+            raise NotFound("This media no longer exists.")
+        return FileResponse(path, media_type=item.content_type, headers=headers)
+    size = await ctx.storage.size(item.key)
+    if size is None:
+        raise NotFound("This media no longer exists.")
+    headers["Content-Length"] = str(size)
+    if request.method == "HEAD":
+        return Response(media_type=item.content_type, headers=headers)
+    return StreamingResponse(ctx.storage.get(item.key), media_type=item.content_type, headers=headers)
