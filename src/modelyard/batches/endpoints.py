@@ -135,7 +135,7 @@ async def execute(ctx: AppContext, line: Line, region: str | None, base_url: str
         return body, result_units(Task.COMPLETION, req, body, line.estimate), served[-1]
     result, deployment = await router.run(model, line.task, req, region)
     if url == "/v1/images/generations":
-        return _images(ctx, req, result, base_url), Units(images=len(result.images)), deployment
+        return await _images(ctx, req, result, base_url), Units(images=len(result.images)), deployment
     if url == "/v1/audio/speech":
         return {"object": "audio.speech", "content_type": result.content_type,
                 "data": base64.b64encode(result.data).decode()}, result_units(line.task, req, result, None), deployment
@@ -156,7 +156,7 @@ def _json(result: Any) -> Any:
     return result
 
 
-def _images(ctx: AppContext, req: ImageRequest, result: Any, base_url: str) -> dict[str, Any]:
+async def _images(ctx: AppContext, req: ImageRequest, result: Any, base_url: str) -> dict[str, Any]:
     """`url` items are signed media links (valid `media_url_ttl`); `b64_json` keeps the bytes in the line."""
     data = []
     for png in result.images:
@@ -164,6 +164,6 @@ def _images(ctx: AppContext, req: ImageRequest, result: Any, base_url: str) -> d
         if req.response_format == "b64_json":
             item["b64_json"] = base64.b64encode(png).decode()
         else:
-            item["url"] = ctx.media.url(ctx.media.save(png, "png", "img").name, base_url)
+            item["url"] = ctx.media.url((await ctx.media.save(png, "png", "img")).name, base_url)
         data.append(item)
     return {"created": int(time.time()), "data": data}
