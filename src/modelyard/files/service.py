@@ -51,6 +51,18 @@ class FileObject:
                 "status": "processed", "status_details": None}
 
 
+@dataclass(slots=True)
+class Upload:
+    """A file on its way in: its row exists (hidden) from `begin` on."""
+
+    id: str
+    org_id: str
+    filename: str
+    key: str
+    created_at: float
+    bytes: int = 0
+
+
 @dataclass(frozen=True, slots=True)
 class FilePage:
     data: list[FileObject]
@@ -90,35 +102,61 @@ class FileService:
                      expires_after_seconds: int | None = None) -> FileObject:
         """Stream `chunks` to storage as a new file of the org's. Past the purpose's limit the upload stops with a
         413 naming `file`; on any failure no row and no bytes are left behind."""
-        if purpose not in UPLOAD_PURPOSES + OUTPUT_PURPOSES:
-            raise InvalidRequest(f"'{purpose}' is not a valid purpose; expected one of {', '.join(UPLOAD_PURPOSES)}.",
-                                 param="purpose")
-        filename = (filename or "file").replace("\\", "/").rsplit("/", 1)[-1][:1000] or "file"
-        if purpose == "batch" and not filename.lower().endswith(".jsonl"):
-            raise InvalidRequest("A file with purpose 'batch' must be a .jsonl file.", param="file")
+        check_purpose(purpose, filename, internal=True)
+        upload = await self.begin(org_id, filename)
+        try:
+            await self.receive(upload, chunks, purpose=purpose)
+            return await self.commit(upload, purpose=purpose, expires_after_seconds=expires_after_seconds)
+        except BaseException:
+            await asyncio.shield(self.abort(upload))
+            raise
+
+    # A multipart form may carry `file` before `purpose` (openai-node sends it so): the route begins the upload,
+    # streams the bytes under the largest limit, and commits once the whole form (and so the purpose) is known.
+
+    async def begin(self, org_id: str, filename: str) -> Upload:
+        """A row that stays invisible (`uploading`) until `commit`; the sweeper removes it if nobody commits."""
+        now = self.clock()
+        file_id = "file-" + secrets.token_hex(12)
+        upload = Upload(id=file_id, org_id=org_id, filename=_basename(filename), key=f"files/{org_id}/{file_id}",
+                        created_at=now)
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(files), {
+                "id": file_id, "org_id": org_id, "purpose": "", "filename": upload.filename, "bytes": 0,
+                "status": "uploading", "storage_key": upload.key, "created_at": now, "expires_at": None})
+        return upload
+
+    async def receive(self, upload: Upload, chunks: AsyncIterator[bytes], *, purpose: str | None = None) -> int:
+        """Stream the bytes to storage under the purpose's limit (the largest while the purpose is unknown)."""
+        limit = self.limit_for(purpose)
+        upload.bytes = await self.storage.put(
+            upload.key, _limited(chunks, limit, purpose),
+            content_type=mimetypes.guess_type(upload.filename)[0] or "application/octet-stream")
+        return upload.bytes
+
+    async def commit(self, upload: Upload, *, purpose: str, expires_after_seconds: int | None = None) -> FileObject:
+        """Check what needed the whole form (purpose, the purpose's limit, the batch file rules), then show the file.
+        On a refusal the caller aborts the upload."""
+        check_purpose(purpose, upload.filename, internal=True)
+        limit = self.limit_for(purpose)
+        if upload.bytes > limit:
+            raise PayloadTooLarge(f"The file is larger than the {_size(limit)} limit for purpose '{purpose}'.",
+                                  param="file")
+        if upload.bytes == 0 and purpose in UPLOAD_PURPOSES:
+            raise InvalidRequest("The file is empty.", param="file")
         if expires_after_seconds is not None and expires_after_seconds <= 0:
             raise InvalidRequest("expires_after.seconds must be positive.", param="expires_after[seconds]")
-        now = self.clock()
         ttl = expires_after_seconds or (BATCH_EXPIRY if purpose == "batch" else None)
-        file_id = "file-" + secrets.token_hex(12)
-        key = f"files/{org_id}/{file_id}"
-        row = {"id": file_id, "org_id": org_id, "purpose": purpose, "filename": filename, "bytes": 0,
-               "status": "uploading", "storage_key": key, "created_at": now,
-               "expires_at": now + ttl if ttl else None}
+        expires_at = upload.created_at + ttl if ttl else None
         async with self.engine.begin() as conn:
-            await conn.execute(insert(files), row)
-        limit = self.limit_for(purpose)
-        try:
-            size = await self.storage.put(key, _limited(chunks, limit, purpose),
-                                          content_type=mimetypes.guess_type(filename)[0] or "application/octet-stream")
-            if size == 0 and purpose in UPLOAD_PURPOSES:
-                raise InvalidRequest("The file is empty.", param="file")
-            async with self.engine.begin() as conn:
-                await conn.execute(update(files).where(files.c.id == file_id).values(status="processed", bytes=size))
-        except BaseException:
-            await asyncio.shield(self._discard(file_id, key))
-            raise
-        return _file({**row, "bytes": size, "status": "processed"})
+            await conn.execute(update(files).where(files.c.id == upload.id).values(
+                status="processed", purpose=purpose, bytes=upload.bytes, expires_at=expires_at))
+        return FileObject(id=upload.id, org_id=upload.org_id, purpose=purpose, filename=upload.filename,
+                          bytes=upload.bytes, created_at=int(upload.created_at),
+                          expires_at=int(expires_at) if expires_at is not None else None, storage_key=upload.key)
+
+    async def abort(self, upload: Upload) -> None:
+        await self._discard(upload.id, upload.key)
 
     async def _discard(self, file_id: str, key: str) -> None:
         with contextlib.suppress(Exception):  # the sweeper finishes what this cannot
@@ -246,13 +284,27 @@ class FileService:
                 log.exception("file sweep failed")
 
 
-async def _limited(chunks: AsyncIterator[bytes], limit: int, purpose: str) -> AsyncIterator[bytes]:
+def check_purpose(purpose: str | None, filename: str, *, internal: bool = False) -> None:
+    """A purpose clients may upload with (or, `internal`, one we write ourselves); batch inputs are .jsonl."""
+    allowed = UPLOAD_PURPOSES + OUTPUT_PURPOSES if internal else UPLOAD_PURPOSES
+    if purpose not in allowed:
+        raise InvalidRequest(f"'{purpose}' is not a valid purpose; expected one of {', '.join(UPLOAD_PURPOSES)}."
+                             if purpose else "'purpose' is required.", param="purpose")
+    if purpose == "batch" and not filename.lower().endswith(".jsonl"):
+        raise InvalidRequest("A file with purpose 'batch' must be a .jsonl file.", param="file")
+
+
+def _basename(filename: str) -> str:
+    return (filename or "file").replace("\\", "/").rsplit("/", 1)[-1][:1000] or "file"
+
+
+async def _limited(chunks: AsyncIterator[bytes], limit: int, purpose: str | None) -> AsyncIterator[bytes]:
     size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"The file is larger than the {_size(limit)} limit for purpose '{purpose}'.",
-                                  param="file")
+            what = f" for purpose '{purpose}'" if purpose else ""
+            raise PayloadTooLarge(f"The file is larger than the {_size(limit)} limit{what}.", param="file")
         yield chunk
 
 

@@ -40,6 +40,7 @@ from .routes import account as account_routes
 from .routes import anthropic as anthropic_routes
 from .routes import batches as batch_routes
 from .routes import fal as fal_routes
+from .routes import files as file_routes
 from .routes import gemini as gemini_routes
 from .routes import jobs as job_routes
 from .routes import openai as openai_routes
@@ -143,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
     app.include_router(account_routes.router)
     app.include_router(org_routes.router)
-    for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, batch_routes.router):
+    for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, file_routes.router,
+              batch_routes.router):
         app.include_router(r, prefix="/v1")
         # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
         for prefix in ("/openai/v1", "/api/v1"):

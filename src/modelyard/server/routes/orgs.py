@@ -219,6 +219,12 @@ async def revoke_token(request: Request, org_id: str, token_id: str) -> Response
 
 # ---------------------------------------------------------------- usage and rates
 
+@router.get(ORG + "/storage", summary="What the org stores now: live files and bytes, in all and per purpose")
+async def storage_usage(request: Request, org_id: str) -> Response:
+    ctx, _, org = await _org_for(request, org_id, sc.ADMIN_READ)
+    return json_response(await ctx.files.usage(org.id))
+
+
 @router.get(ORG + "/usage", summary="Usage totals by day, model and task over ?start=&end= (UTC dates)")
 async def usage(request: Request, org_id: str) -> Response:
     ctx, _, org = await _org_for(request, org_id, sc.ADMIN_READ)
