@@ -250,6 +250,13 @@ class Settings(BaseSettings):
     job_backoff_seconds: float = Field(default=2.0, ge=0, description="retry delay, doubled per attempt")
     job_backoff_max_seconds: float = Field(default=300.0, ge=0)
     job_wait_seconds: float = Field(default=600.0, gt=0, description="blocking video route: wait this long, then 202")
+    # batches (docs/batches.md): lines run as jobs at `batch_priority`, at most `batch_concurrency` at once per batch
+    batch_price_factor: float = Field(default=0.5, ge=0, description="a batch line costs this share of its price")
+    batch_concurrency: int = Field(default=64, ge=1, description="lines of one batch admitted and queued at once")
+    batch_priority: int = Field(default=-10, ge=-100, le=100, description="below interactive jobs (0)")
+    batch_window_seconds: float = Field(default=86400.0, gt=0, description="what completion_window '24h' means")
+    batch_max_lines: int = Field(default=50_000, ge=1)
+    batch_max_input_bytes: int = Field(default=200 * 1024 * 1024, ge=1)
     fal_sync_timeout_seconds: float = Field(default=120.0, gt=0)
     # fal-style slug -> model id (every model also answers at modelyard/<id>); studio mode -> model id
     fal_slugs: dict[str, str] = Field(default_factory=dict)

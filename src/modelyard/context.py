@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles through the context
+    from .batches.service import BatchService
     from .catalog import Catalog
     from .config import Settings
     from .files import FileService
@@ -43,4 +44,5 @@ class AppContext:
     search: SearchProvider  # the hosted web_search tool's provider
     router: Router = field(init=False)
     jobs: JobService | None = None  # None on a model host
+    batches: BatchService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host

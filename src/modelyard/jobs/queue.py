@@ -121,7 +121,7 @@ class JobQueue:
     async def list(self, org_id: str, *, status: str | None = None, limit: int = 20,
                    after: tuple[float, str] | None = None) -> list[Job]:
         """Newest first; `after` is the (created_at, id) of the last job of the previous page."""
-        q = select(jobs).where(jobs.c.org_id == org_id)
+        q = select(jobs).where(jobs.c.org_id == org_id, jobs.c.batch_id.is_(None))  # a batch's lines list with it
         if status:
             q = q.where(jobs.c.status == status)
         if after is not None:

@@ -9,7 +9,7 @@ import os
 import socket
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..pipeline.billing import fill_units
 from ..errors import ModelyardError
@@ -25,9 +25,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# How a kind of job runs when it is not a plain task (a batch line): the job -> (stored result, units, deployment)
+Executor = Callable[[Job], Awaitable[tuple[Any, Units, Any]]]
+
+
 class JobRunner:
     def __init__(self, ctx: AppContext, queue: JobQueue, *, name: str | None = None,
-                 on_final: Callable[[Job], None] | None = None) -> None:
+                 on_final: Callable[[Job], None] | None = None,
+                 executors: dict[str, Executor] | None = None) -> None:
         s = ctx.settings
         self.ctx = ctx
         self.queue = queue
@@ -37,6 +42,7 @@ class JobRunner:
         self.heartbeat = s.job_heartbeat_seconds
         self.poll = s.job_poll_seconds
         self.on_final = on_final
+        self.executors = executors if executors is not None else {}  # by the job's meta["executor"]
         self.wake = asyncio.Event()
         self.active: dict[str, asyncio.Task] = {}
         self.cancelling: set[str] = set()
@@ -172,6 +178,9 @@ class JobRunner:
                 return
 
     async def _execute(self, job: Job) -> tuple[Any, Units, Any]:
+        executor = self.executors.get(job.meta.get("executor") or "")
+        if executor is not None:
+            return await executor(job)
         ctx = self.ctx
         task = Task(job.task)
         model = ctx.router.resolve(job.model, task)

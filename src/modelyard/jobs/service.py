@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..pipeline.billing import payload_estimate
 from ..errors import InvalidRequest, NotFound
@@ -16,7 +16,7 @@ from ..pipeline.auth import Principal
 from ..pipeline.units import Units
 from ..types import Task
 from .queue import STATUSES, Job, JobQueue, new_job_id
-from .runner import JobRunner
+from .runner import Executor, JobRunner
 from .tasks import signed, validate_payload
 from .webhooks import WebhookSender, load_master, org_secret
 
@@ -37,6 +37,9 @@ class JobService:
         self.webhooks = WebhookSender(self.queue, self.master, render=self.webhook_body,
                                       allow_private=s.allow_private_urls, timeout=s.webhook_timeout_seconds,
                                       max_attempts=s.webhook_max_attempts, backoff=s.webhook_backoff_seconds)
+        # kinds of job other features run (a batch line), and who hears of each job that ends here
+        self.executors: dict[str, Executor] = {}
+        self.listeners: list[Callable[[Job], None]] = []
         self._waiters: dict[str, list[asyncio.Future]] = {}
         self._tasks: list[asyncio.Task] = []
 
@@ -45,9 +48,12 @@ class JobService:
     def start(self, *, runner: bool) -> None:
         """Runners in this process (unless turned off); webhooks are delivered wherever runners run."""
         if runner:
-            self.runner = JobRunner(self.ctx, self.queue, on_final=self._finalized)
+            self.runner = self.make_runner()
             self._tasks.append(asyncio.create_task(self.runner.run_forever()))
             self._tasks.append(asyncio.create_task(self.webhooks.run_forever(self.settings.job_poll_seconds)))
+
+    def make_runner(self, name: str | None = None) -> JobRunner:
+        return JobRunner(self.ctx, self.queue, name=name, on_final=self._finalized, executors=self.executors)
 
     async def aclose(self) -> None:
         for task in self._tasks:
@@ -57,6 +63,8 @@ class JobService:
                 await task
 
     def _finalized(self, job: Job) -> None:
+        for listener in self.listeners:
+            listener(job)
         for fut in self._waiters.pop(job.id, []):
             if not fut.done():
                 fut.set_result(None)

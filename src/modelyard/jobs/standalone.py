@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from ..batches.service import BatchService
 from ..catalog import Catalog, build_catalog
 from ..config import Settings
 from ..context import AppContext
@@ -21,7 +22,6 @@ from ..store.db import Store
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
 from ..workers.registry import WorkerRegistry
-from .runner import JobRunner
 from .service import JobService
 
 log = logging.getLogger(__name__)
@@ -50,12 +50,14 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
     ctx = runner_context(settings, store, catalog, router)
     gate = ctx.gate
     service = JobService(ctx)
-    service.runner = JobRunner(ctx, service.queue, name=name, on_final=service._finalized)
+    ctx.jobs = service
+    service.runner = service.make_runner(name)
+    batches = BatchService(ctx)  # batch lines run here, and batches are driven here
     # remote workers' models are deployments here too, as in the gateway
     workers = WorkerRegistry(store, router, timeout=settings.worker_timeout_seconds,
                              interval=settings.worker_heartbeat_seconds)
-    await gate.start()
-    tasks = [asyncio.create_task(service.runner.run_forever()),
+    await gate.start(router, catalog)  # admission here (batch lines) prices and filters as a gateway does
+    tasks = [asyncio.create_task(service.runner.run_forever()), asyncio.create_task(batches.driver.run_forever()),
              asyncio.create_task(service.webhooks.run_forever(settings.job_poll_seconds)),
              asyncio.create_task(workers.run_forever())]
     stop = asyncio.Event()

@@ -81,33 +81,40 @@ class WebhookSender:
             self.wake.clear()
 
     async def deliver(self, job: Job) -> bool:
-        body = orjson.dumps(await self.render(job))
-        # the same id on every retry, so receivers can drop duplicates
-        msg_id = f"msg_{job.id}"
+        ok, permanent = await self.send(job.org_id, f"msg_{job.id}", job.webhook_url or "",
+                                        orjson.dumps(await self.render(job)))
+        await self.queue.webhook_done(job.id, delivered=ok, retry_at=self.retry_at(job.webhook_attempts, ok,
+                                                                                  permanent))
+        return ok
+
+    def retry_at(self, attempts: int, ok: bool, permanent: bool) -> float | None:
+        """When to try a failed delivery again (None: never again)."""
+        if not ok and not permanent and attempts < self.max_attempts:
+            return time.time() + self.backoff * 2 ** (attempts - 1)
+        return None
+
+    async def send(self, org_id: str, msg_id: str, url: str, body: bytes) -> tuple[bool, bool]:
+        """One signed POST (any event: a job's, a batch's): (delivered, failed for good). `msg_id` is the same on
+        every retry, so receivers can drop duplicates."""
         ts = int(time.time())
         headers = {"content-type": "application/json", "webhook-id": msg_id, "webhook-timestamp": str(ts),
-                   "webhook-signature": sign(org_secret(self.master, job.org_id), msg_id, ts, body),
+                   "webhook-signature": sign(org_secret(self.master, org_id), msg_id, ts, body),
                    "user-agent": "Modelyard-Webhooks/1"}
         ok, permanent = False, False
         try:
-            await check_url(job.webhook_url or "", "webhook_url", allow_private=self.allow_private)
+            await check_url(url, "webhook_url", allow_private=self.allow_private)
             async with guarded_session(allow_private=self.allow_private, timeout=self.timeout,
                                        param="webhook_url") as session:
-                async with session.post(job.webhook_url, data=body, headers=headers,  # type: ignore[arg-type]
-                                        allow_redirects=False) as resp:
+                async with session.post(url, data=body, headers=headers, allow_redirects=False) as resp:
                     ok = 200 <= resp.status < 300
                     if not ok:
-                        log.info("webhook for %s answered %d", job.id, resp.status)
+                        log.info("webhook %s answered %d", msg_id, resp.status)
         except BlockedURL:  # a private address: retrying will not help
             permanent = True
-            log.warning("webhook for %s refused: %s is a private address", job.id, job.webhook_url)
+            log.warning("webhook %s refused: %s is a private address", msg_id, url)
         except InvalidRequest as exc:  # a host that does not resolve (now) may resolve later
             permanent = exc.code != "url_unresolvable"
-            log.warning("webhook for %s not sent: %s", job.id, exc.message)
+            log.warning("webhook %s not sent: %s", msg_id, exc.message)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            log.info("webhook for %s failed: %r", job.id, exc)
-        retry_at = None
-        if not ok and not permanent and job.webhook_attempts < self.max_attempts:
-            retry_at = time.time() + self.backoff * 2 ** (job.webhook_attempts - 1)
-        await self.queue.webhook_done(job.id, delivered=ok, retry_at=retry_at)
-        return ok
+            log.info("webhook %s failed: %r", msg_id, exc)
+        return ok, permanent

@@ -52,6 +52,7 @@ class Ticket:
     taken: Taken | None = None
     flagged: bool = False
     house: bool = False  # the operator's own (unlimited) org: priced in its usage rows, never charged
+    price_factor: float = 1.0  # a discount (batch lines: `batch_price_factor`) on the list price
 
     def settle(self, units: Units | None = None, deployment: Any = None) -> None:
         """The call succeeded: charge the real price of `units` (the estimate when None), release the rest."""
@@ -73,10 +74,16 @@ class Ticket:
         return {"org_id": self.principal.org_id, "token_id": self.principal.token_id, "model_id": self.model_id,
                 "task": self.task.value, "reserved_micros": self.reserved, "ref": self.ref,
                 "estimate": asdict(self.estimate) if self.estimate is not None else None,
-                "flagged": self.flagged, "house": self.house, "admitted_at": time.time()}
+                "flagged": self.flagged, "house": self.house, "admitted_at": time.time(),
+                "price_factor": self.price_factor}
 
 
 MONEY = "wallet"  # the write-behind kind of wallet movements
+
+
+def _scaled(micros: int, factor: float) -> int:
+    """A list price with a discount applied, rounded up: a discounted call is never free by rounding."""
+    return micros if factor == 1.0 else -(-int(micros * factor * 1000) // 1000)
 MAX_RESERVE = 2**62  # micro-dollars; beyond this an estimate cannot be stored (64-bit columns) or be real
 
 
@@ -127,9 +134,9 @@ class Gate:
 
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
                     kind: str | None = None, job: bool = False, text: str | None = None,
-                    field: str | None = None) -> Ticket:
+                    field: str | None = None, price_factor: float = 1.0) -> Ticket:
         """`text` is what the content filter inspects (prompt text), when the caller has it at hand; `field` names
-        it in a block's 400 (default 'input')."""
+        it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged."""
         model_id = model.id
         if self.passthrough:
             return Ticket(principal=principal, model_id=model_id, task=task)
@@ -150,12 +157,13 @@ class Gate:
                                                   token_id=principal.token_id, model_id=model_id, action=action,
                                                   text=text, field=field or "input")
         ticket = Ticket(principal=principal, model_id=model_id, task=task, headers=headers, gate=self,
-                        estimate=estimate, taken=taken, flagged=flagged, house=plan == UNLIMITED)
+                        estimate=estimate, taken=taken, flagged=flagged, house=plan == UNLIMITED,
+                        price_factor=price_factor)
         # the operator's org does not pay itself: its calls skip the wallet (usage rows still show list prices)
         if not ticket.house and not self.prices.is_free(model_id, estimate):
             # a priced call whose estimate is zero (audio of unknown length) still needs money in the wallet
             try:
-                amount = max(self.prices.cost(model_id, estimate or Units()), 1)
+                amount = max(_scaled(self.prices.cost(model_id, estimate or Units()), price_factor), 1)
             except (OverflowError, ValueError):  # absurd sizes from the client: nobody's balance covers them
                 amount = MAX_RESERVE + 1
             if amount > MAX_RESERVE:
@@ -172,10 +180,11 @@ class Gate:
             ticket.reserved, ticket.ref = amount, ref
         return ticket
 
-    def _price(self, model_id: str, units: Units | None, reserved: int, estimate: Units | None) -> int:
+    def _price(self, model_id: str, units: Units | None, reserved: int, estimate: Units | None,
+               factor: float = 1.0) -> int:
         if self.prices.is_free(model_id, units if units is not None else estimate):
             return 0
-        return self.prices.cost(model_id, units) if units is not None else reserved
+        return _scaled(self.prices.cost(model_id, units), factor) if units is not None else reserved
 
     def _finish(self, t: Ticket, units: Units | None, *, ok: bool, deployment: Any) -> None:
         """Queue the settlement and the usage row; never awaits (this runs on the request path)."""
@@ -184,7 +193,7 @@ class Gate:
             log.warning("a paid %s call to %s settled without units: charged only its reservation (%d micro-dollars);"
                         " the route should pass estimate= and settle(units)", t.task.value, t.model_id, t.reserved)
         units = units if units is not None else t.estimate
-        price = self._price(t.model_id, units, t.reserved, t.estimate) if ok else 0
+        price = self._price(t.model_id, units, t.reserved, t.estimate, t.price_factor) if ok else 0
         if not t.house:
             self._queue_money(t.principal.org_id, t.ref, t.reserved, price)
         if t.taken is not None:
@@ -221,7 +230,8 @@ class Gate:
         estimate = Units(**hold["estimate"]) if hold.get("estimate") else None
         reserved = int(hold.get("reserved_micros") or 0)
         units = units if units is not None else estimate
-        price = self._price(hold["model_id"], units, reserved, estimate) if ok else 0
+        factor = float(hold.get("price_factor", 1.0))
+        price = self._price(hold["model_id"], units, reserved, estimate, factor) if ok else 0
         if not hold.get("house"):
             self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
         admitted = float(hold.get("admitted_at") or time.time())

@@ -21,6 +21,7 @@ from ..context import AppContext
 from ..files import FileService
 from ..media import MediaStore
 from ..errors import ModelyardError
+from ..batches.service import BatchService
 from ..jobs.service import JobService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.calls import CallPath
@@ -37,6 +38,7 @@ from .disconnect import watch_disconnect
 from .fastlane import FastLane
 from .routes import account as account_routes
 from .routes import anthropic as anthropic_routes
+from .routes import batches as batch_routes
 from .routes import fal as fal_routes
 from .routes import files as file_routes
 from .routes import gemini as gemini_routes
@@ -77,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                      search=build_search(settings))
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
+        ctx.batches = BatchService(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -98,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
             tasks.append(asyncio.create_task(ctx.files.sweep_forever()))
             ctx.jobs.start(runner=settings.job_runner)
+            if settings.job_runner:  # batches are driven where their lines run
+                ctx.batches.start()
         try:
             yield
         finally:
@@ -105,6 +110,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if ctx.batches is not None:
+                await ctx.batches.aclose()
             if ctx.jobs is not None:
                 await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
@@ -137,7 +144,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
     app.include_router(account_routes.router)
     app.include_router(org_routes.router)
-    for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, file_routes.router):
+    for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, file_routes.router,
+              batch_routes.router):
         app.include_router(r, prefix="/v1")
         # The same OpenAI surface under the prefixes other clients expect; documented once, under /v1.
         for prefix in ("/openai/v1", "/api/v1"):

@@ -60,7 +60,7 @@ workers = Table(
     Index("uq_workers_org_id_name", "org_id", "name", unique=True),
 )
 
-# Async jobs (jobs/queue.py is the only writer). Times are unix seconds (double precision): the queue compares
+# Async jobs (jobs/queue.py writes them; batches/lines.py parks, releases and ends a batch's lines). Times are unix seconds (double precision): the queue compares
 # them in SQL on both dialects, and every face shows unix times anyway.
 jobs = Table(
     "jobs",
@@ -93,10 +93,59 @@ jobs = Table(
     Column("webhook_status", String(20), nullable=True),  # pending delivering delivered failed
     Column("webhook_attempts", Integer, nullable=False, default=0),
     Column("webhook_next_at", Float(precision=53), nullable=True),
+    # a batch's line (0008): which batch, which line of its input file (1-based); null for every other job
+    Column("batch_id", String(40), nullable=True),
+    Column("batch_line", Integer, nullable=True),
     Index("ix_jobs_claim", "status", "priority", "run_after"),
     Index("ix_jobs_org_id", "org_id", "created_at"),
     Index("ix_jobs_webhook", "webhook_status", "webhook_next_at"),
     Index("ix_jobs_settle_due", "settle_due", "finished_at"),
+    Index("ix_jobs_batch_line", "batch_id", "batch_line"),
+    Index("ix_jobs_batch_status", "batch_id", "status"),
+)
+
+# OpenAI batches (0008; batches/repo.py is the only writer). Each line is a job row (jobs.batch_id). Times are unix
+# seconds like the jobs'. A driver (batches/driver.py, wherever runners run) holds a batch by a short lease while
+# it validates, dispatches or finalizes it.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("token_id", String(40), nullable=True),
+    Column("endpoint", String(60), nullable=False),
+    Column("model", String(200), nullable=True),  # the first line's model, as OpenAI shows it
+    Column("input_file_id", String(60), nullable=False),
+    Column("completion_window", String(10), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("ending", String(20), nullable=True),  # expired | cancelled: why unfinished lines stop
+    Column("errors", JSON, nullable=True),  # validation errors: [{code, message, param, line}]
+    Column("meta", JSON, nullable=True),  # the client's metadata (<= 16 pairs)
+    Column("output_expires_after", Integer, nullable=True),  # seconds, for the output and error files
+    Column("output_file_id", String(60), nullable=True),
+    Column("error_file_id", String(60), nullable=True),
+    Column("total", Integer, nullable=False, default=0),
+    Column("completed", Integer, nullable=False, default=0),  # frozen when final; live counts come from the lines
+    Column("failed", Integer, nullable=False, default=0),
+    Column("usage", JSON, nullable=True),
+    Column("base_url", String(500), nullable=True),
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("expires_at", Float(precision=53), nullable=False),
+    Column("in_progress_at", Float(precision=53), nullable=True),
+    Column("finalizing_at", Float(precision=53), nullable=True),
+    Column("completed_at", Float(precision=53), nullable=True),
+    Column("failed_at", Float(precision=53), nullable=True),
+    Column("expired_at", Float(precision=53), nullable=True),
+    Column("cancelling_at", Float(precision=53), nullable=True),
+    Column("cancelled_at", Float(precision=53), nullable=True),
+    Column("driver_token", String(40), nullable=True),
+    Column("driver_expires", Float(precision=53), nullable=True),
+    Column("webhook_status", String(20), nullable=True),  # pending delivered failed
+    Column("webhook_attempts", Integer, nullable=False, default=0),
+    Column("webhook_next_at", Float(precision=53), nullable=True),
+    Index("ix_batches_org_id", "org_id", "created_at"),
+    Index("ix_batches_status", "status"),
+    Index("ix_batches_webhook", "webhook_status", "webhook_next_at"),
 )
 
 responses = Table(

@@ -1,0 +1,100 @@
+"""The batch driver across processes: a `modelyard runner` SIGKILLed mid-batch loses no line, charges none twice and
+puts none in both files; another runner finishes the batch (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+import yaml
+
+from ..conftest import make_settings, running
+from ..support.accounts import create_key, create_org, top_up, wallet
+from ..support.jobs import FAST
+from ..support.paths import REPO
+from ..support.waiting import wait_until
+
+MODELS = [{"id": "slow-priced", "type": "text", "price": {"per_request": 0.02},
+           "deployments": [{"backend": "echo", "options": {"delay_seconds": 1.0}}]}]
+LINES = 16
+
+
+def _runner(tmp: Path, config: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    log = tmp / f"{name}.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "runner", "--config", str(config),
+                             "--data-dir", str(tmp / "data"), "--name", name, "--log-level", "info"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=tmp)
+    return proc, log
+
+
+@pytest.mark.slow
+def test_sigkilled_runner_mid_batch(tmp_path: Path, database_url: str) -> None:
+    fast = {k: v for k, v in FAST.items() if k != "builtin_models"}
+    knobs = {**fast, "builtin_models": False, "batch_concurrency": 6, "job_concurrency": 8}
+    settings = make_settings(tmp_path, database_url=database_url, models=MODELS, job_runner=False,
+                             auth_cache_ttl=0.0, **{k: v for k, v in knobs.items() if k != "builtin_models"},
+                             builtin_models=False)
+    config = tmp_path / "modelyard.yaml"
+    config.write_text(yaml.safe_dump({"database_url": database_url, "models": MODELS, **knobs}))
+    procs: list[tuple[subprocess.Popen, Path]] = []
+    try:
+        with running(settings) as srv:  # a gateway that only accepts work: the runners drive the batch
+            org = create_org(srv, "pro")
+            top_up(srv, org["id"], 1000)
+            client = openai.OpenAI(api_key=create_key(srv, org["id"]), base_url=srv.v1, max_retries=0)
+            data = b"".join(json.dumps({"custom_id": f"c{i}", "method": "POST", "url": "/v1/chat/completions",
+                                        "body": {"model": "slow-priced", "messages": [
+                                            {"role": "user", "content": f"line {i}"}]}}).encode() + b"\n"
+                            for i in range(LINES))
+            file_id = client.files.create(file=("in.jsonl", data), purpose="batch").id
+            batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions",
+                                          completion_window="24h")
+            before = wallet(srv, org["id"])["balance_cents"]
+            procs.append(_runner(tmp_path, config, "runner-a"))
+
+            def progressed() -> Any:
+                b = client.batches.retrieve(batch.id)
+                return b if b.request_counts.completed >= 3 else None
+            mid = wait_until(progressed, 60, "runner-a to finish some lines", interval=0.1)
+            assert mid.status == "in_progress" and mid.request_counts.completed < LINES
+            procs[0][0].send_signal(signal.SIGKILL)  # lines are mid-run: each echo sleeps 1 s
+            procs[0][0].wait()
+            procs.append(_runner(tmp_path, config, "runner-b"))
+
+            def finished() -> Any:
+                b = client.batches.retrieve(batch.id)
+                return b if b.status in ("completed", "failed", "expired", "cancelled") else None
+            done = wait_until(finished, 90, "runner-b to finish the batch", interval=0.2)
+            assert done.status == "completed", done
+            assert done.request_counts.total == LINES and done.request_counts.completed == LINES
+            out = [json.loads(x) for x in client.files.content(done.output_file_id).text.splitlines()]
+            assert [x["custom_id"] for x in out] == [f"c{i}" for i in range(LINES)]  # none lost, none twice
+            assert done.error_file_id is None
+            assert all(x["response"]["body"]["choices"][0]["message"]["content"] == f"line {i}"
+                       for i, x in enumerate(out))
+            # each line completed by exactly one runner, and charged once: half of $0.02 each
+            seen: Counter = Counter()
+            for _, log in procs:
+                seen.update(re.findall(r"job (job_[0-9a-f]+) completed by", log.read_text(errors="replace")))
+            assert seen and max(seen.values()) == 1
+            assert "runner-b" in (tmp_path / "runner-b.log").read_text()
+            assert before - wallet(srv, org["id"])["balance_cents"] == LINES
+    finally:
+        for proc, _ in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
