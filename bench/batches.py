@@ -137,8 +137,8 @@ def main() -> None:
     targets: list[tuple[str, str | None]] = [("sqlite", None)]
     if a.postgres:
         targets.append(("postgres", asyncio.run(fresh_pg(a.postgres))))
-    print(f"| db | batch | lines | output lines | lines/s | validating s | in_progress s | finalizing s "
-          f"| gateway peak RSS MB | runner peak RSS MB |")
+    print("| db | batch | lines | output lines | lines/s | validating s | in_progress s | finalizing s "
+          "| gateway peak RSS MB | runner peak RSS MB |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for db_name, url in targets:
         for name, n, out, rate, spent, gw, rn in bench(url, a.embeddings, a.chat, a.concurrency):
