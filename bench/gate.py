@@ -15,7 +15,8 @@ from pathlib import Path
 
 from modelyard.config import Settings
 from modelyard.pipeline.auth import Principal
-from modelyard.pipeline.gate import Gate, Units
+from modelyard.pipeline.gate import Gate
+from modelyard.pipeline.units import Units
 from modelyard.store.db import Store
 from modelyard.store.repo import OrgRepo
 from modelyard.types import Task

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from modelyard.pipeline.gate import Units
+from modelyard.pipeline.units import Units
 from modelyard.pipeline.usage import UsageRecorder
 from modelyard.store.db import Store
 from modelyard.store.writebehind import WriteBehind

@@ -11,7 +11,7 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from modelyard.pipeline.gate import Units
+from modelyard.pipeline.units import Units
 from modelyard.store.billing_repo import WalletRepo
 from modelyard.store.db import Store
 from modelyard.store.tables import usage_records, wallet_ledger

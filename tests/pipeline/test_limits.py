@@ -12,7 +12,8 @@ import pytest
 from modelyard.config import PlanConfig
 from modelyard.errors import RateLimited
 from modelyard.pipeline.auth import Principal
-from modelyard.pipeline.gate import Gate, Units
+from modelyard.pipeline.gate import Gate
+from modelyard.pipeline.units import Units
 from modelyard.pipeline.limits import Limiter, MemoryCounters
 from modelyard.store.db import Store
 from modelyard.types import Task
