@@ -9,7 +9,7 @@ from typing import Any
 
 from ..errors import UpstreamError
 from ..protocols.openai.media import ImageResult
-from ._media_input import image_header
+from .media_input import image_header
 
 
 def multipart(fields: list[tuple[str, str]], files: list[tuple[str, str, bytes]]) -> tuple[bytes, str]:

@@ -13,11 +13,12 @@ from ..errors import InvalidRequest
 from ..net import check_syntax, fetch_bytes
 from ..pipeline.units import Units
 from ..protocols.openai.wire import describe_validation_error
+from ..backends.media_input import check_image, decode_base64_image
 from ..protocols.openai.schema import ChatRequest
 from ..types import Task
 from ..protocols.openai.media import (AudioInput, AudioResult, EmbeddingRequest, ImageEdit, ImageRequest, ImageResult,
                                       ModerationRequest, PIIRequest, RerankRequest, ScoreRequest, SpeechRequest,
-                                      VideoRequest, VideoResult)
+                                      VideoRequest, VideoResult, parse_size)
 
 MAX_INPUT_BYTES = 25 * 1024 * 1024
 # Workflow nodes and the job API name tasks with these prefixes; they mean the plain task.
@@ -103,9 +104,6 @@ def _number(payload: dict[str, Any], key: str, kind: type, low: float, high: flo
 def _validate_image_edit(payload: dict[str, Any], prefix: str) -> None:
     """What build_request turns into an ImageEdit, checked as POST /v1/images/edits checks it, so the runner
     never meets a payload it cannot convert (those failed as internal errors, retried and dead-lettered)."""
-    from ..backends._media_input import check_image, decode_base64_image
-    from ..protocols.openai.media import parse_size
-
     if len(payload["prompt"]) > 4000:
         raise InvalidRequest("'prompt' is longer than 4000 characters.", param=f"{prefix}prompt")
     _number(payload, "n", int, 1, 10, prefix)
@@ -137,8 +135,6 @@ def _needs_one(payload: dict[str, Any], keys: tuple[str, str], prefix: str) -> N
 
 
 async def _input_bytes(payload: dict[str, Any], inline: str, url_key: str, *, allow_private: bool) -> bytes:
-    from ..backends._media_input import decode_base64_image
-
     url = payload.get(url_key)
     if isinstance(url, str) and url and not url.startswith("data:"):
         return await fetch_bytes(url, url_key, allow_private=allow_private, limit=MAX_INPUT_BYTES)
@@ -158,8 +154,6 @@ async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, a
             data["stream"] = False
         return _validated(cls, data, "")
     if task == Task.IMAGE_TO_IMAGE:
-        from ..backends._media_input import check_image, decode_base64_image
-
         raw = await _input_bytes(payload, "image", "image_url", allow_private=allow_private)
         mask = payload.get("mask")
         return ImageEdit(model=model_id, prompt=str(payload["prompt"]), image=check_image(raw, "image"),

@@ -13,6 +13,7 @@ from ..store.db import Store
 from ..store.repo import new_id
 from ..store.writebehind import Sink, WriteBehind
 from ..types import Task
+from ..protocols.openai.media import ModerationRequest
 
 log = logging.getLogger(__name__)
 ACTIONS = ("block", "flag", "log", "off")
@@ -127,8 +128,6 @@ class ContentFilter:
         return True  # flag
 
     async def _classify(self, router: Any, catalog: Any, text: str, only: tuple[str, ...] | None) -> list[str]:
-        from ..protocols.openai.media import ModerationRequest
-
         model = catalog.find(self.model_name) or catalog.first_for(Task.MODERATION)
         if model is None:
             raise Overloaded("No moderation model is configured for the content filter.")

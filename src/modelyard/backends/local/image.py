@@ -11,6 +11,7 @@ from ...catalog import Deployment
 from ...errors import InvalidRequest
 from ...types import Task
 from ...protocols.openai.media import ImageEdit, ImageRequest, ImageResult, VideoRequest, VideoResult, parse_size
+from .. import media_input
 from .demo_pipeline import DEMO_NOTE, build_demo_pipeline
 from .runtime import LocalRuntime, installed
 
@@ -167,9 +168,7 @@ class DiffusersBackend(LocalRuntime):
         keys = max(2, math.ceil(req.duration * self.keyframes_per_second) + 1)
         start = None
         if req.image:
-            from .. import _media_input
-
-            start = decode_image(_media_input.decode_base64_image(req.image, "image"), "image").convert("RGB")
+            start = decode_image(media_input.decode_base64_image(req.image, "image"), "image").convert("RGB")
         async with self.admitted():
             t2i, i2i = await self.model()
 

@@ -29,24 +29,24 @@ ERROR_TYPE = {400: "invalid_request_error", 401: "authentication_error", 402: "b
               413: "request_too_large", 429: "rate_limit_error", 503: "overloaded_error", 504: "timeout_error"}
 
 
-class _Open(BaseModel):
+class _Lenient(BaseModel):
     # unknown fields (cache_control, citations, ...) are accepted and ignored, as the API evolves faster than we do
     model_config = ConfigDict(extra="allow")
 
 
-class TextBlock(_Open):
+class TextBlock(_Lenient):
     type: Literal["text"]
     text: str
 
 
-class ImageSource(_Open):
+class ImageSource(_Lenient):
     type: Literal["base64", "url"]
     media_type: str | None = None
     data: str | None = None
     url: str | None = None
 
 
-class ImageBlock(_Open):
+class ImageBlock(_Lenient):
     type: Literal["image"]
     source: ImageSource
 
@@ -61,21 +61,21 @@ class ImageBlock(_Open):
         return src.url
 
 
-class ToolUseBlock(_Open):
+class ToolUseBlock(_Lenient):
     type: Literal["tool_use"]
     id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     input: dict[str, Any] = Field(default_factory=dict)
 
 
-class ToolResultBlock(_Open):
+class ToolResultBlock(_Lenient):
     type: Literal["tool_result"]
     tool_use_id: str = Field(min_length=1)
     content: str | list[Annotated[Union[TextBlock, ImageBlock], Field(discriminator="type")]] | None = None
     is_error: bool | None = None
 
 
-class ThinkingBlock(_Open):
+class ThinkingBlock(_Lenient):
     """Reasoning from an earlier turn: clients send it back; no model here consumes it, so it is dropped."""
 
     type: Literal["thinking", "redacted_thinking"]
@@ -85,35 +85,35 @@ Block = Annotated[Union[TextBlock, ImageBlock, ToolUseBlock, ToolResultBlock, Th
                   Field(discriminator="type")]
 
 
-class InputMessage(_Open):
+class InputMessage(_Lenient):
     role: Literal["user", "assistant"]
     content: str | Annotated[list[Block], Field(min_length=1)]
 
 
-class Tool(_Open):
+class Tool(_Lenient):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")
     description: str | None = None
     input_schema: dict[str, Any]
     type: Literal["custom"] | None = None  # server tools (web_search_..., bash_...) are not offered here
 
 
-class ToolChoice(_Open):
+class ToolChoice(_Lenient):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class OutputFormat(_Open):
+class OutputFormat(_Lenient):
     type: Literal["json_schema"]
     schema_: dict[str, Any] = Field(alias="schema")
 
 
-class OutputConfig(_Open):
+class OutputConfig(_Lenient):
     format: OutputFormat | None = None
     effort: str | None = None  # a reasoning budget; no model here reasons, so it has nothing to steer
 
 
-class MessagesRequest(_Open):
+class MessagesRequest(_Lenient):
     """POST /v1/messages, as Anthropic defines it."""
 
     model: str = Field(min_length=1)
@@ -138,7 +138,7 @@ class MessagesRequest(_Open):
         return v
 
 
-class CountTokensRequest(_Open):
+class CountTokensRequest(_Lenient):
     """POST /v1/messages/count_tokens: a Messages request without max_tokens."""
 
     model: str = Field(min_length=1)

@@ -10,7 +10,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...backends._media_input import check_image
+from ...backends.media_input import check_image
 from ...catalog import Model
 from ...errors import InvalidRequest, NotFound
 from ...pipeline import scopes as sc
