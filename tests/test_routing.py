@@ -157,11 +157,9 @@ def test_first_byte_timeout_moves_to_the_next_deployment(tmp_path, stub_server, 
         {"name": "fast", "backend": "openai", "base_url": stub_server_b[0].url + "/v1", "weight": 0.001}]}]
     stub.delay = 2.0
     with running(make_settings(tmp_path, models=models)) as srv:
-        started = time.monotonic()
-        for _ in range(3):
+        for _ in range(3):  # the slow one would answer 200 after 2 s: "fast" means its first byte timed out
             r = chat(srv, model="impatient")
             assert r.status_code == 200 and r.headers["x-modelyard-deployment"] == "fast"
-        assert time.monotonic() - started < 2.5
 
 
 def test_metrics_expose_deployment_counters(routed, stub, stub_b):

@@ -96,12 +96,10 @@ def test_unreachable_upstream_is_502(server, client):
 
 
 def test_slow_upstream_times_out_as_502(server, stub, client):
-    stub.delay = 1.5
-    started = time.monotonic()
+    stub.delay = 1.5  # past the deployment's 0.5 s timeout; waited out, the stub would answer 200
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="stub-slow", messages=[{"role": "user", "content": "x"}])
     assert info.value.status_code == 502
-    assert time.monotonic() - started < 1.4  # the deployment's 0.5 s timeout, not the stub's delay
 
 
 def test_error_after_first_byte_is_a_final_sse_event(server, stub, client):

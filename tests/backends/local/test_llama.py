@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import time
 
 import httpx
 import openai
@@ -237,10 +236,10 @@ def test_client_disconnect_stops_generation(local):
 
 def test_client_disconnect_stops_a_non_stream_generation(local):
     backend = local.app.state.ctx.router.backends["tight/llama_cpp"]
-    started = time.monotonic()
+    before = backend.tokens_sampled
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(local.v1 + "/chat/completions", headers=local.headers(), timeout=0.5,
                    json={"model": "tight", "messages": ASK, "max_tokens": 450, "temperature": 1.0,
                          "logit_bias": {"2": -100}})  # no end-of-turn token: it would run all 450 tokens
-    wait_until(lambda: backend._pending == 0, 10, "the generation to stop")
-    assert time.monotonic() - started < 3.0  # 450 tokens would take several seconds more
+    wait_until(lambda: backend._pending == 0, 30, "the generation to stop")
+    assert backend.tokens_sampled - before < 450  # stopped when the client left, not at max_tokens

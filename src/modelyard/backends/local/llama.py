@@ -53,18 +53,22 @@ class Plan:
 
 
 class _TokenCounter:
-    """A logits processor that only counts: called once per sampled token, so usage is exact."""
+    """A logits processor that only counts: called once per sampled token, so usage is exact. It also adds to its
+    backend's running total (`tokens_sampled`), which shows how much work a cancelled generation really did."""
 
-    def __init__(self) -> None:
+    def __init__(self, backend: LlamaCppBackend) -> None:
         self.n = 0
+        self.backend = backend
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         self.n += 1
+        self.backend.tokens_sampled += 1  # one generation thread per slot; a lost update only undercounts a stat
         return scores
 
 
 class LlamaCppBackend(LocalRuntime):
     tasks = frozenset({Task.CHAT, Task.COMPLETION})
+    tokens_sampled = 0  # every token this deployment has sampled (an instance counter once the first is counted)
 
     def _sampling(self, req: Any, max_tokens: int, stop: list[str]) -> dict[str, Any]:
         """llama.cpp's sampling arguments: the deployment's defaults, then what the request sets."""
@@ -184,7 +188,7 @@ class LlamaCppBackend(LocalRuntime):
     def _generate(self, loaded: Loaded, plan: Plan, seed_offset: int, stop_event: threading.Event | None
                   ) -> Iterator[tuple[str, str | None, int, str | None]]:
         """Yields (text piece, finish_reason or None, tokens sampled so far, the stop sequence that ended it)."""
-        counter = _TokenCounter()
+        counter = _TokenCounter(self)
         kwargs = dict(plan.kwargs)
         if "seed" in kwargs:
             kwargs["seed"] = kwargs["seed"] + seed_offset
