@@ -124,10 +124,6 @@ class Call:
         self._watch = watch
         self.streaming = False  # handed to `relay`, which settles when the stream ends
 
-    @property
-    def estimate(self) -> Units | None:
-        return self.ticket.estimate
-
     async def run(self, work: Awaitable[tuple[T, Deployment]]) -> tuple[T, Deployment]:
         """Await `(result, deployment)` — cancelled if the client leaves — and settle on the units the result
         shows. Any failure releases."""
