@@ -243,3 +243,12 @@ def test_client_disconnect_stops_a_non_stream_generation(local):
                          "logit_bias": {"2": -100}})  # no end-of-turn token: it would run all 450 tokens
     wait_until(lambda: backend._pending == 0, 30, "the generation to stop")
     assert backend.tokens_sampled - before < 450  # stopped when the client left, not at max_tokens
+
+
+def test_logit_bias_applies_and_its_tokens_are_counted(client):
+    """With the end-of-turn token banned the answer runs to max_tokens, and usage counts every token (llama-cpp-
+    python dropped both our counter and the bias when given logit_bias: 0 output tokens were billed)."""
+    reply = client.chat.completions.create(model="tight", messages=ASK, max_tokens=20, temperature=1.0,
+                                           logit_bias={"2": -100})
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage.completion_tokens == 20

@@ -53,16 +53,25 @@ class Plan:
 
 
 class _TokenCounter:
-    """A logits processor that only counts: called once per sampled token, so usage is exact. It also adds to its
-    backend's running total (`tokens_sampled`), which shows how much work a cancelled generation really did."""
+    """A logits processor called once per sampled token: it counts, so usage is exact (and adds to its backend's
+    running total, `tokens_sampled`, which shows how much work a cancelled generation really did), and it applies
+    the request's `logit_bias`. llama-cpp-python 0.3.36 must not be given `logit_bias` beside a processor of ours:
+    it joins the two with `list.extend`, which returns None, and so drops both - the bias went unapplied and the
+    tokens uncounted (usage said 0 output tokens)."""
 
-    def __init__(self, backend: LlamaCppBackend) -> None:
+    def __init__(self, backend: LlamaCppBackend, bias: dict[int, float] | None = None) -> None:
         self.n = 0
         self.backend = backend
+        self.bias = bias
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         self.n += 1
         self.backend.tokens_sampled += 1  # one generation thread per slot; a lost update only undercounts a stat
+        if self.bias:
+            size = len(scores)
+            for token, bias in self.bias.items():
+                if 0 <= token < size:
+                    scores[token] += bias
         return scores
 
 
@@ -188,8 +197,8 @@ class LlamaCppBackend(LocalRuntime):
     def _generate(self, loaded: Loaded, plan: Plan, seed_offset: int, stop_event: threading.Event | None
                   ) -> Iterator[tuple[str, str | None, int, str | None]]:
         """Yields (text piece, finish_reason or None, tokens sampled so far, the stop sequence that ended it)."""
-        counter = _TokenCounter(self)
         kwargs = dict(plan.kwargs)
+        counter = _TokenCounter(self, kwargs.pop("logit_bias", None))
         if "seed" in kwargs:
             kwargs["seed"] = kwargs["seed"] + seed_offset
         from llama_cpp import LogitsProcessorList
