@@ -151,8 +151,11 @@ class BatchDriver:
         if b.status == "in_progress":
             counts = await self.lines.counts(b.id)
             in_flight = counts.get("pending", 0) + counts.get("running", 0)
-            if counts.get(PARKED, 0):
-                await self._dispatch(b, self.ctx.settings.batch_concurrency - in_flight)
+            if parked := counts.get(PARKED, 0):
+                room = self.ctx.settings.batch_concurrency - in_flight
+                if in_flight and room < min(parked, self._group(b)):
+                    return  # a model that batches dynamically gets its lines in groups, not one at a time
+                await self._dispatch(b, room)
                 return
             if in_flight:
                 return
@@ -161,6 +164,13 @@ class BatchDriver:
             b.status = "finalizing"
         if b.status == "finalizing":
             await self._finish(b, "completed")
+
+    def _group(self, b: Batch) -> int:
+        """How many lines to release together: half the window for a model that batches dynamically (a local
+        embedder), so one group runs while the next is queued; 1 (as room frees) for any other."""
+        if b.model is None or self.ctx.router.batch_size(b.model) < 2:
+            return 1
+        return max(1, self.ctx.settings.batch_concurrency // 2)
 
     async def stop(self, b: Batch) -> None:
         """End what has not run (refunding queued lines' holds) and flag what runs, for an expired or cancelled
@@ -195,7 +205,8 @@ class BatchDriver:
                 await self.lines.refuse(p, line_error(exc))
                 continue
             hold = {**call.hold(), "job_id": p.id}  # the gate's key to recognize a repeated settlement
-            released.append((p, line.model.id, line.task.value, {**p.meta, "hold": hold, "endpoint": b.endpoint}))
+            released.append((p, line.model.id, line.task.value,
+                             {**p.meta, "hold": hold, "endpoint": b.endpoint, "batch_id": b.id}))
         if not released:
             return
         queued = set(await self.lines.release(released))
