@@ -141,6 +141,9 @@ class BatchDriver:
         if b.status == "in_progress" and b.ending is None and now >= b.expires_at:
             await self.repo.advance(b, ending="expired")
             b.ending = "expired"
+        if b.ending == "cancelled" and b.in_progress_at is None and b.total == 0:
+            await self._cancel_unvalidated(b)
+            return
         if b.ending is not None:
             await self.stop(b)
             counts = await self.lines.counts(b.id)
@@ -164,6 +167,20 @@ class BatchDriver:
             b.status = "finalizing"
         if b.status == "finalizing":
             await self._finish(b, "completed")
+
+    async def _cancel_unvalidated(self, b: Batch) -> None:
+        """Cancelled before validation finished: no line was accepted, yet every request of the input file ends in
+        the error file as `batch_cancelled`, as OpenAI accounts for them (a file that cannot be read: none)."""
+        await self.lines.clear(b.id)  # a validation a dead driver left half done
+        try:
+            file_id, n = await output.write_cancelled_input(self.ctx, b, self.ctx.settings.batch_max_input_bytes)
+        except ModelyardError as exc:  # the input file is gone, or a line has no end
+            log.info("batch %s cancelled before validation; its input is unreadable: %s", b.id, exc.message)
+            file_id, n = None, 0
+        if await self.repo.advance(b, status="cancelled", cancelled_at=time.time(), error_file_id=file_id, total=n,
+                                   completed=0, failed=n, usage=output.Totals().usage(),
+                                   **await self._webhook_due(b)):
+            log.info("batch %s cancelled before validation: %d requests", b.id, n)
 
     def _group(self, b: Batch) -> int:
         """How many lines to release together: half the window for a model that batches dynamically (a local
