@@ -210,20 +210,26 @@ class BatchDriver:
         principal = await self._principal(b)
         endpoint = ENDPOINTS[b.endpoint]
         released: list[tuple[Parked, str, str, dict[str, Any]]] = []
-        for p in await self.lines.parked(b.id, room):
-            try:
-                line = await prepare(ctx, endpoint, p.payload, b.org_id)
-                call = await ctx.calls.admit(principal, line.model, line.task, line.admitted, job=True,
-                                             estimate=line.estimate, field_prefix="body.",
-                                             price_factor=ctx.settings.batch_price_factor)
-            except RateLimited:
-                break
-            except ModelyardError as exc:
-                await self.lines.refuse(p, line_error(exc))
-                continue
-            hold = {**call.hold(), "job_id": p.id}  # the gate's key to recognize a repeated settlement
-            released.append((p, line.model.id, line.task.value,
-                             {**p.meta, "hold": hold, "endpoint": b.endpoint, "batch_id": b.id}))
+        try:
+            for p in await self.lines.parked(b.id, room):
+                try:
+                    line = await prepare(ctx, endpoint, p.payload, b.org_id)
+                    call = await ctx.calls.admit(principal, line.model, line.task, line.admitted, job=True,
+                                                 estimate=line.estimate, field_prefix="body.",
+                                                 price_factor=ctx.settings.batch_price_factor)
+                except RateLimited:
+                    break
+                except ModelyardError as exc:
+                    await self.lines.refuse(p, line_error(exc))
+                    continue
+                hold = {**call.hold(), "job_id": p.id}  # the gate's key to recognize a repeated settlement
+                released.append((p, line.model.id, line.task.value,
+                                 {**p.meta, "hold": hold, "endpoint": b.endpoint, "batch_id": b.id}))
+        except asyncio.CancelledError:
+            # a shutdown mid-pass: nothing was queued, so what was reserved goes back (the lines stay parked)
+            for _, _, _, meta in released:
+                await ctx.calls.settle_hold(meta["hold"], None, ok=False)
+            raise
         if not released:
             return
         queued = set(await self.lines.release(released))
