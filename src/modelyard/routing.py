@@ -82,6 +82,15 @@ class Router:
         """Whether any deployment of `model` has a backend method for `task` (a completion may go through chat)."""
         return any(task in self.backends[d.key].tasks for d in self.deployments(model))
 
+    def batch_size(self, model_id: str) -> int:
+        """The most items one call of this model embeds together when its deployments batch dynamically (local
+        embedders); 0 when they do not. Batch lines for such a model are released and claimed in groups."""
+        model = self.catalog.find(model_id)
+        if model is None:
+            return 0
+        batchers = (getattr(self.backends.get(d.key), "batcher", None) for d in model.deployments)
+        return max((int(getattr(b, "max_items", 0)) for b in batchers if b is not None), default=0)
+
     # ---------------------------------------------------------------- choosing
 
     def candidates(self, model: Model, region: str | None, task: Task | None = None) -> list[Deployment]:

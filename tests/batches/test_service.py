@@ -299,3 +299,26 @@ def test_expiry(tmp_path, database_url, stub_server):
         assert len(out) + len(err) == 16 and out and err
         assert {x["error"]["code"] for x in err} == {"batch_expired"}
         assert _event(srv, batch.id)[1]["type"] == "batch.expired"
+
+
+def test_cancel_while_validating_accounts_for_every_line(tmp_path, database_url, stub_server):
+    """A gateway that runs no driver keeps the batch validating until it is cancelled; the driver's next pass then
+    ends it with every input line in the error file as batch_cancelled, as OpenAI does."""
+    url = None if database_url.startswith("sqlite") else database_url
+    with _batch_server(tmp_path, url, stub_server[0].url, job_runner=False) as srv:
+        _, client = _org(srv)
+        lines = [_line(f"v{i}", _chat("echo", f"line {i}")) for i in range(5)]
+        batch = client.batches.create(input_file_id=_upload(client, lines), endpoint="/v1/chat/completions",
+                                      completion_window="24h")
+        cancelling = client.batches.cancel(batch.id)
+        assert cancelling.status == "cancelling" and cancelling.cancelling_at is not None
+        srv.on_server_loop(srv.app.state.ctx.batches.driver.pass_once())  # what a runner's driver does next
+        done = client.batches.retrieve(batch.id)
+        assert done.status == "cancelled" and done.cancelled_at is not None and done.in_progress_at is None
+        assert done.output_file_id is None and done.error_file_id is not None
+        assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (5, 0, 5)
+        err = _file_lines(client, done.error_file_id)
+        assert [x["custom_id"] for x in err] == [f"v{i}" for i in range(5)]
+        assert all(x["response"] is None and x["error"]["code"] == "batch_cancelled" and
+                   x["id"].startswith("batch_req_") for x in err)
+        assert client.files.retrieve(done.error_file_id).purpose == "batch_output"

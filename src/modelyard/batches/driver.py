@@ -141,6 +141,9 @@ class BatchDriver:
         if b.status == "in_progress" and b.ending is None and now >= b.expires_at:
             await self.repo.advance(b, ending="expired")
             b.ending = "expired"
+        if b.ending == "cancelled" and b.in_progress_at is None and b.total == 0:
+            await self._cancel_unvalidated(b)
+            return
         if b.ending is not None:
             await self.stop(b)
             counts = await self.lines.counts(b.id)
@@ -151,8 +154,11 @@ class BatchDriver:
         if b.status == "in_progress":
             counts = await self.lines.counts(b.id)
             in_flight = counts.get("pending", 0) + counts.get("running", 0)
-            if counts.get(PARKED, 0):
-                await self._dispatch(b, self.ctx.settings.batch_concurrency - in_flight)
+            if parked := counts.get(PARKED, 0):
+                room = self.ctx.settings.batch_concurrency - in_flight
+                if in_flight and room < min(parked, self._group(b)):
+                    return  # a model that batches dynamically gets its lines in groups, not one at a time
+                await self._dispatch(b, room)
                 return
             if in_flight:
                 return
@@ -161,6 +167,27 @@ class BatchDriver:
             b.status = "finalizing"
         if b.status == "finalizing":
             await self._finish(b, "completed")
+
+    async def _cancel_unvalidated(self, b: Batch) -> None:
+        """Cancelled before validation finished: no line was accepted, yet every request of the input file ends in
+        the error file as `batch_cancelled`, as OpenAI accounts for them (a file that cannot be read: none)."""
+        await self.lines.clear(b.id)  # a validation a dead driver left half done
+        try:
+            file_id, n = await output.write_cancelled_input(self.ctx, b, self.ctx.settings.batch_max_input_bytes)
+        except ModelyardError as exc:  # the input file is gone, or a line has no end
+            log.info("batch %s cancelled before validation; its input is unreadable: %s", b.id, exc.message)
+            file_id, n = None, 0
+        if await self.repo.advance(b, status="cancelled", cancelled_at=time.time(), error_file_id=file_id, total=n,
+                                   completed=0, failed=n, usage=output.Totals().usage(),
+                                   **await self._webhook_due(b)):
+            log.info("batch %s cancelled before validation: %d requests", b.id, n)
+
+    def _group(self, b: Batch) -> int:
+        """How many lines to release together: half the window for a model that batches dynamically (a local
+        embedder), so one group runs while the next is queued; 1 (as room frees) for any other."""
+        if b.model is None or self.ctx.router.batch_size(b.model) < 2:
+            return 1
+        return max(1, self.ctx.settings.batch_concurrency // 2)
 
     async def stop(self, b: Batch) -> None:
         """End what has not run (refunding queued lines' holds) and flag what runs, for an expired or cancelled
@@ -183,19 +210,26 @@ class BatchDriver:
         principal = await self._principal(b)
         endpoint = ENDPOINTS[b.endpoint]
         released: list[tuple[Parked, str, str, dict[str, Any]]] = []
-        for p in await self.lines.parked(b.id, room):
-            try:
-                line = await prepare(ctx, endpoint, p.payload, b.org_id)
-                call = await ctx.calls.admit(principal, line.model, line.task, line.admitted, job=True,
-                                             estimate=line.estimate, field_prefix="body.",
-                                             price_factor=ctx.settings.batch_price_factor)
-            except RateLimited:
-                break
-            except ModelyardError as exc:
-                await self.lines.refuse(p, line_error(exc))
-                continue
-            hold = {**call.hold(), "job_id": p.id}  # the gate's key to recognize a repeated settlement
-            released.append((p, line.model.id, line.task.value, {**p.meta, "hold": hold, "endpoint": b.endpoint}))
+        try:
+            for p in await self.lines.parked(b.id, room):
+                try:
+                    line = await prepare(ctx, endpoint, p.payload, b.org_id)
+                    call = await ctx.calls.admit(principal, line.model, line.task, line.admitted, job=True,
+                                                 estimate=line.estimate, field_prefix="body.",
+                                                 price_factor=ctx.settings.batch_price_factor)
+                except RateLimited:
+                    break
+                except ModelyardError as exc:
+                    await self.lines.refuse(p, line_error(exc))
+                    continue
+                hold = {**call.hold(), "job_id": p.id}  # the gate's key to recognize a repeated settlement
+                released.append((p, line.model.id, line.task.value,
+                                 {**p.meta, "hold": hold, "endpoint": b.endpoint, "batch_id": b.id}))
+        except asyncio.CancelledError:
+            # a shutdown mid-pass: nothing was queued, so what was reserved goes back (the lines stay parked)
+            for _, _, _, meta in released:
+                await ctx.calls.settle_hold(meta["hold"], None, ok=False)
+            raise
         if not released:
             return
         queued = set(await self.lines.release(released))

@@ -92,6 +92,9 @@ async def prepare(ctx: AppContext, endpoint: Endpoint, body: dict[str, Any], org
     except ValidationError as exc:
         message, param = describe_validation_error(exc)
         raise InvalidRequest(message, param=f"body.{param}" if param else "body") from None
+    if "_raw" in getattr(req, "__private_attributes__", ()):
+        # as parse_json keeps it for the sync route: the estimate reads its size, pass-through upstreams its JSON
+        req._raw = orjson.dumps(body)  # type: ignore[attr-defined]
     extra = getattr(req, "model_extra", None) or {}
     if extra.get("async") is not None:
         raise InvalidRequest("A batch line runs in the batch; leave 'async' out.", param="body.async")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
 
@@ -86,3 +87,45 @@ async def usage_only(lines: BatchLines, batch: Batch) -> Totals:
     async for _ in _jsonl(lines.ended(batch.id, completed=True), batch.ending, totals):
         pass
     return totals
+
+
+async def _never_validated(source: AsyncIterator[tuple[int, bytes]], counted: list[int]) -> AsyncIterator[bytes]:
+    """Each request of an input file as `batch_cancelled` (its custom_id as written, null where the line has none)."""
+    code, message = NEVER_RAN["cancelled"]
+    buf = bytearray()
+    async for _, raw in source:
+        if not raw.strip():
+            continue
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            obj = None
+        custom_id = obj.get("custom_id") if isinstance(obj, dict) else None
+        counted[0] += 1
+        buf += orjson.dumps({"id": "batch_req_" + secrets.token_hex(12),
+                             "custom_id": custom_id if isinstance(custom_id, str) else None,
+                             "response": None, "error": {"code": code, "message": message}}) + b"\n"
+        if len(buf) >= FLUSH_BYTES:
+            yield bytes(buf)
+            buf.clear()
+    if buf:
+        yield bytes(buf)
+
+
+async def write_cancelled_input(ctx: AppContext, batch: Batch, max_line_bytes: int) -> tuple[str | None, int]:
+    """The error file of a batch cancelled before its validation finished, streamed from its input file: every
+    request `batch_cancelled`, as OpenAI accounts for them. (its id, None without requests; the request count)"""
+    counted = [0]
+    chunks = _never_validated(ctx.files.lines(batch.org_id, batch.input_file_id, max_line_bytes=max_line_bytes),
+                              counted)
+    first = await anext(chunks, None)
+    if first is None:
+        return None, 0
+
+    async def all_chunks() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
+    created = await ctx.files.create(batch.org_id, purpose="batch_output", filename=f"{batch.id}_error.jsonl",
+                                     chunks=all_chunks(), expires_after_seconds=batch.output_expires_after)
+    return created.id, counted[0]

@@ -148,8 +148,21 @@ class JobQueue:
         """
         now = self.clock()
         pick = (select(jobs.c.id).where(jobs.c.status == "pending", jobs.c.run_after <= now)
-                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id).limit(limit)
-                .with_for_update(skip_locked=True))
+                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id).limit(limit))
+        return await self._take(owner, lease_seconds, pick, now)
+
+    async def claim_group(self, owner: str, lease_seconds: float, *, batch_id: str, model: str,
+                          limit: int) -> list[Job]:
+        """Take up to `limit` more due lines of one batch for one model, in input order: they run beside a line
+        just claimed, so a model that batches dynamically gets them in one go."""
+        now = self.clock()
+        pick = (select(jobs.c.id).where(jobs.c.status == "pending", jobs.c.run_after <= now,
+                                        jobs.c.batch_id == batch_id, jobs.c.model == model)
+                .order_by(jobs.c.batch_line).limit(limit))
+        return await self._take(owner, lease_seconds, pick, now)
+
+    async def _take(self, owner: str, lease_seconds: float, pick: Any, now: float) -> list[Job]:
+        pick = pick.with_for_update(skip_locked=True)
         q = (update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == "pending")
              .values(status="running", lease_owner=owner, lease_token=secrets.token_hex(8),
                      lease_expires=now + lease_seconds, attempts=jobs.c.attempts + 1, started_at=now)

@@ -45,6 +45,9 @@ class JobRunner:
         self.executors = executors if executors is not None else {}  # by the job's meta["executor"]
         self.wake = asyncio.Event()
         self.active: dict[str, asyncio.Task] = {}
+        # batch lines claimed beside a line of the same batch and model (a group for a dynamic batcher): they run
+        # like any job but take no slot of their own, the group counts as one
+        self.riders: set[str] = set()
         self.cancelling: set[str] = set()
         self.completed = 0  # counters for /metrics and the bench
         self.stopping = False
@@ -65,8 +68,9 @@ class JobRunner:
                         for job in await self.queue.reap():
                             await self._settle(job, ok=False)
                         await self._sweep_settlements()
-                    while len(self.active) < self.concurrency:
-                        claimed = await self.queue.claim(self.name, self.lease, self.concurrency - len(self.active))
+                    while self.busy < self.concurrency:
+                        claimed = await self.queue.claim(self.name, self.lease, self.concurrency - self.busy)
+                        claimed += await self._groups(claimed)
                         for job in claimed:
                             self.active[job.id] = asyncio.create_task(self._work(job))
                             self.active[job.id].add_done_callback(lambda _t: self.wake.set())
@@ -84,6 +88,39 @@ class JobRunner:
                 self.wake.clear()
         finally:
             await self._stop(listener)
+
+    @property
+    def busy(self) -> int:
+        """Slots in use: running jobs, a group of batch lines counting as one."""
+        return len(self.active) - len(self.riders)
+
+    def _group_key(self, job: Job) -> tuple[str, str] | None:
+        """(batch, model) for a batch line whose model batches dynamically: such lines are worth running together."""
+        batch_id = job.meta.get("batch_id")
+        if job.meta.get("executor") != "batch_line" or not batch_id or self.ctx.router.batch_size(job.model) < 2:
+            return None
+        return batch_id, job.model
+
+    async def _groups(self, claimed: list[Job]) -> list[Job]:
+        """Fill each group among the claimed jobs up to its model's dynamic batch size with more of its lines (the
+        driver releases them a window at a time); the group's first job holds the slot, the others ride along.
+        Returns the extra jobs claimed."""
+        groups: dict[tuple[str, str], int] = {}
+        for job in claimed:
+            key = self._group_key(job)
+            if key is None:
+                continue
+            if key in groups:
+                self.riders.add(job.id)
+            groups[key] = groups.get(key, 0) + 1
+        extra: list[Job] = []
+        for (batch_id, model), have in groups.items():
+            room = self.ctx.router.batch_size(model) - have
+            if room > 0:
+                more = await self.queue.claim_group(self.name, self.lease, batch_id=batch_id, model=model, limit=room)
+                self.riders.update(j.id for j in more)
+                extra += more
+        return extra
 
     async def _stop(self, listener: Any) -> None:
         """Shutting down: running jobs go back to the queue at once instead of waiting out their lease."""
@@ -153,6 +190,7 @@ class JobRunner:
             beat.cancel()
             self.cancelling.discard(job.id)
             self.active.pop(job.id, None)
+            self.riders.discard(job.id)
 
     async def _failed(self, job: Job, exc: Exception, *, retryable: bool) -> None:
         if isinstance(exc, ModelyardError):
