@@ -13,6 +13,7 @@ from ..pipeline.billing import payload_estimate
 from ..errors import InvalidRequest, NotFound
 from ..net import check_url
 from ..pipeline.auth import Principal
+from ..pipeline.calls import Client
 from ..pipeline.units import Units
 from ..types import Task
 from .queue import STATUSES, Job, JobQueue, new_job_id
@@ -77,9 +78,11 @@ class JobService:
                      face: str, base_url: str, region: str | None = None, priority: int = 0,
                      max_attempts: int | None = None, webhook_url: str | None = None,
                      estimate: Units | None = None, extra_meta: dict[str, Any] | None = None,
-                     payload_prefix: str = "", validate: bool = True, field: str | None = None) -> Job:
+                     payload_prefix: str = "", validate: bool = True, field: str | None = None,
+                     client: Client | None = None) -> Job:
         """Validate, admit on the call path (reserving the price), queue. Nothing is queued on a 4xx. `field` names
-        the prompt in a content-filter refusal where the face calls it something else (studio's positive_prompt)."""
+        the prompt in a content-filter refusal where the face calls it something else (studio's positive_prompt);
+        `client`, the HTTP request submitting it, gets the rate-limit headers the admission earned."""
         if validate:
             validate_payload(task, payload, model.id, payload_prefix)
         if webhook_url is not None:
@@ -90,7 +93,7 @@ class JobService:
                 await check_url(url, payload_prefix + key, allow_private=self.settings.allow_private_urls)
         if estimate is None:  # reserve what the job may cost, as a sync call would
             estimate = payload_estimate(task, payload)
-        call = await self.ctx.calls.admit(principal, model, task, payload, job=True, estimate=estimate,
+        call = await self.ctx.calls.admit(principal, model, task, payload, client=client, job=True, estimate=estimate,
                                           field=field, field_prefix=payload_prefix)
         job_id = new_job_id()
         hold = {**call.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement

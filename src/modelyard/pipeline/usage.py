@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import InvalidRequest
 from ..store.billing_repo import UsageRepo
 from ..store.db import Store
-from ..store.repo import new_id
+from ..store.repo import IdSequence
 from ..store.writebehind import Sink, WriteBehind
 from .units import Units
 
@@ -29,12 +29,13 @@ class UsageRecorder:
     def __init__(self, store: Store, writer: WriteBehind, *, interval: float = 1.0, batch: int = 10_000) -> None:
         self.repo = UsageRepo(store)
         self.writer = writer
+        self._ids = IdSequence("use")
         writer.register(Sink(KIND, self.repo.insert_many, encode=self._row, interval=interval, batch=batch))
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool) -> None:
         # raw values only: the row (units as JSON, the day) is built by the writer, off the request path
-        self.writer.put(KIND, (new_id("use"), org_id, token_id, model_id, task, units, price_micros, status,
+        self.writer.put(KIND, (self._ids(), org_id, token_id, model_id, task, units, price_micros, status,
                                latency_ms, region, flagged, time.time()))
 
     @staticmethod

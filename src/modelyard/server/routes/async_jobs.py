@@ -47,7 +47,7 @@ async def submit_payload(request: Request, principal: Principal, model: Model, t
                          payload: dict[str, Any]) -> Job:
     ctx = app_context(request)
     return await ctx.jobs.submit(principal, model, task, payload, face="openai", base_url=base_url(request),
-                                 region=region_for(request, ctx.settings.region_hosts))
+                                 client=request, region=region_for(request, ctx.settings.region_hosts))
 
 
 def form_async(form: Any) -> bool:

@@ -131,7 +131,7 @@ async def submit(request: Request, path: str) -> Response:
     task = fal.pick_task(model.tasks, subpath, args)
     payload = fal.to_payload(task, args)
     webhook = request.query_params.get("fal_webhook") or None
-    job = await ctx.jobs.submit(principal, model, task, payload, face="fal", base_url=base_url(request),
+    job = await ctx.jobs.submit(principal, model, task, payload, face="fal", base_url=base_url(request), client=request,
                                 region=region_for(request, ctx.settings.region_hosts), webhook_url=webhook,
                                 extra_meta={"slug": path})
     if blocking or args.get("sync_mode") is True:

@@ -65,7 +65,7 @@ async def create_job(request: Request) -> Response:
         raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="task",
                              code="unsupported_task")
     job = await ctx.jobs.submit(principal, model, task, payload, face="jobs", base_url=base_url(request),
-                                region=region_for(request, ctx.settings.region_hosts),
+                                client=request, region=region_for(request, ctx.settings.region_hosts),
                                 priority=_int(body, "priority", 0, -100, 100),
                                 max_attempts=_int(body, "max_attempts", ctx.settings.job_max_attempts, 1, 20),
                                 webhook_url=webhook, payload_prefix="payload.")

@@ -42,7 +42,7 @@ async def generate(request: Request) -> Response:
     estimate = Units(mode=spec.mode, images=spec.images, image_size=spec.image_size,
                      video_seconds=spec.video_seconds, video_resolution=spec.video_resolution)
     job = await ctx.jobs.submit(principal, model, spec.task, spec.payload, face="studio", base_url=base_url(request),
-                                region=region_for(request, ctx.settings.region_hosts), estimate=estimate,
+                                client=request, region=region_for(request, ctx.settings.region_hosts), estimate=estimate,
                                 extra_meta={"mode": spec.mode}, field="positive_prompt")
     return json_response({"job_id": job.id, "gateway_job_id": job.id, "status": "QUEUED", "mode": spec.mode})
 
