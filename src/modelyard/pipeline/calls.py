@@ -95,48 +95,58 @@ def result_units(task: Task, req: Any, result: Any, estimate: Units | None) -> U
     return task_units(task, req, result)
 
 
-def served_by(deployment: Deployment) -> dict[str, str]:
-    """The headers that say which model and deployment answered."""
-    return {"X-Modelyard-Model": deployment.model_id, "X-Modelyard-Deployment": deployment.name}
+def served_by(deployment: Deployment) -> dict[bytes, bytes]:
+    """The headers that say which model and deployment answered, as they go out (lowercase, encoded)."""
+    return {b"x-modelyard-model": deployment.model_id.encode("latin-1"),
+            b"x-modelyard-deployment": deployment.name.encode("latin-1")}
 
 
 def publish_headers(client: Client | None, headers: Mapping[str, str]) -> None:
-    """Headers for the response the client will get, whatever the route renders (its errors included)."""
+    """Headers for the response the client will get, whatever the route renders (its errors included). They wait
+    in the ASGI scope encoded, keyed by lowercase name, so the server only appends them; routes never set these
+    names themselves (the call path owns them)."""
     if client is not None and headers:
-        scope = client.scope
-        held = scope.get(RESPONSE_HEADERS)
-        if held is None:
-            scope[RESPONSE_HEADERS] = dict(headers)
-        else:
-            held.update(headers)
+        _held(client).update((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items())
+
+
+def _held(client: Client) -> dict[bytes, bytes]:
+    held = client.scope.get(RESPONSE_HEADERS)
+    if held is None:
+        held = client.scope[RESPONSE_HEADERS] = {}
+    return held
 
 
 class Call:
     """One admitted unit of paid work. It ends exactly once: settled on what it consumed, or released."""
 
-    __slots__ = ("ticket", "task", "req", "client", "_watch", "streaming")
+    __slots__ = ("ticket", "task", "req", "client", "_path", "streaming")
 
-    def __init__(self, ticket: Ticket, task: Task, req: Any, client: Client | None, watch: Watch | None) -> None:
+    def __init__(self, ticket: Ticket, task: Task, req: Any, client: Client | None, path: CallPath) -> None:
         self.ticket = ticket
         self.task = task
         self.req = req
         self.client = client
-        self._watch = watch
+        self._path = path
         self.streaming = False  # handed to `relay`, which settles when the stream ends
+
+    def _served(self, deployment: Deployment) -> None:
+        if self.client is not None:
+            _held(self.client).update(self._path.served_by(deployment))
 
     async def run(self, work: Awaitable[tuple[T, Deployment]]) -> tuple[T, Deployment]:
         """Await `(result, deployment)` — cancelled if the client leaves — and settle on the units the result
         shows. Any failure releases."""
+        watch = self._path.watch
         try:
-            if self.client is not None and self._watch is not None:
-                result, deployment = await self._watch(self.client.receive, work)
+            if self.client is not None and watch is not None:
+                result, deployment = await watch(self.client.receive, work)
             else:
                 result, deployment = await work
         except BaseException:
             self.ticket.fail()
             raise
         self.ticket.settle(result_units(self.task, self.req, result, self.ticket.estimate), deployment)
-        publish_headers(self.client, served_by(deployment))
+        self._served(deployment)
         return result, deployment
 
     async def open(self, opening: Awaitable[tuple[Any, AsyncIterator[Any], Deployment]]
@@ -149,7 +159,7 @@ class Call:
             self.ticket.fail()
             raise
         self.streaming = True
-        publish_headers(self.client, served_by(deployment))
+        self._served(deployment)
         return first, stream, deployment
 
     def relay(self, first: Any, stream: AsyncIterator[Any], deployment: Deployment,
@@ -267,7 +277,14 @@ class CallPath:
     def __init__(self, gate: Gate, auth: Authenticator, *, watch: Watch | None = None) -> None:
         self.gate = gate
         self.auth = auth
-        self._watch = watch  # how a call notices its client leaving (the server's disconnect watcher)
+        self.watch = watch  # how a call notices its client leaving (the server's disconnect watcher)
+        self._served: dict[str, dict[bytes, bytes]] = {}  # deployment key -> its served-by headers, encoded once
+
+    def served_by(self, deployment: Deployment) -> dict[bytes, bytes]:
+        found = self._served.get(deployment.key)
+        if found is None:
+            found = self._served[deployment.key] = served_by(deployment)
+        return found
 
     async def authorize(self, client: Client, scope: str | None = None, *, paid: bool = False) -> Principal:
         """Who is calling, with `scope`. Every authenticated request counts once against its org's limits: here,
@@ -301,7 +318,7 @@ class CallPath:
                                   field=field or (field_prefix + named if named else None),
                                   price_factor=price_factor)
         publish_headers(client, ticket.headers)
-        return Call(ticket, task, req, client, self._watch)
+        return Call(ticket, task, req, client, self)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
                           deployment: Any = None) -> None:

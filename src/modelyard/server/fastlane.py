@@ -76,12 +76,9 @@ def _with_request_id(scope: Scope, send: Send) -> Send:
     async def sender(message: Message) -> None:
         if message["type"] == "http.response.start":
             headers = [*message.get("headers", ()), (_REQUEST_ID, rid)]
-            earned = scope.get(RESPONSE_HEADERS)  # what the call path earned: rate limits, who served
+            earned = scope.get(RESPONSE_HEADERS)  # what the call path earned (rate limits, who served), encoded
             if earned:
-                have = {name.lower() for name, _ in headers}
-                headers += [(k, v.encode("latin-1")) for k, v in
-                            ((name.lower().encode("latin-1"), value) for name, value in earned.items())
-                            if k not in have]
+                headers.extend(earned.items())
             message["headers"] = headers
         await send(message)
 

@@ -1,0 +1,119 @@
+"""Instructions the gateway spends per proxied chat call, counted by valgrind's callgrind: repeatable where timings
+are not (a 2-core VM swings ±40% between runs; an instruction count barely moves).
+
+The gateway runs under callgrind against the nginx stub (C, not measured); after a warm-up the counters are zeroed,
+exactly N calls go through one keep-alive connection, and the counters are dumped. Prints instructions per call for
+a JSON chat call and a streamed one. Run: `python bench/call_cost.py [--calls 400]` (needs valgrind and nginx:
+`apt-get install valgrind nginx-light`). Point PYTHONPATH at another checkout's src/ to measure that one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+KEY = "myd_bench-admin-key-0123456789abcdef"
+
+
+def _wait(url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the gateway exited during start-up")
+        try:
+            httpx.get(url, timeout=2)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    raise SystemExit(f"nothing answered at {url}")
+
+
+def _calls(base: str, model: str, stream: bool, n: int) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}, timeout=120) as client:
+        for _ in range(n):
+            r = client.post("/v1/chat/completions", json=body)
+            r.raise_for_status()
+
+
+def _instructions(out_dir: str, pid: int) -> int:
+    """The events of the newest dump of `pid` (Ir: instructions executed)."""
+    dumps = sorted(glob.glob(f"{out_dir}/callgrind.out.{pid}*"), key=os.path.getmtime)
+    text = Path(dumps[-1]).read_text(errors="replace")
+    found = re.search(r"^(?:summary|totals):\s+(\d+)", text, re.M)
+    if found is None:
+        raise SystemExit("no instruction total in the callgrind dump")
+    return int(found.group(1))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--calls", type=int, default=400, help="measured calls per mode")
+    ap.add_argument("--warmup", type=int, default=200)
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
+    args = ap.parse_args()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not shutil.which("valgrind") or not Path(nginx).exists():
+        raise SystemExit("needs valgrind and nginx (apt-get install valgrind nginx-light)")
+    sys.path.insert(0, str(HERE))
+    from overhead import free_port
+    from stub_upstream import nginx_conf
+
+    data = tempfile.mkdtemp(prefix="modelyard-callcost-")
+    stub_port, gw_port = free_port(), free_port()
+    stub = subprocess.Popen([nginx, "-c", str(nginx_conf(stub_port, Path(data))), "-p", data])
+    cfg = Path(data) / "bench.yaml"
+    cfg.write_text("builtin_models: false\nmodels:\n" + "".join(
+        f"  - id: {name}\n    deployments:\n      - backend: openai\n"
+        f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
+        for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
+    env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning", "PYTHONMALLOC": "malloc"}
+    gateway = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}/callgrind.out.%p",
+                                sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
+                                "--config", str(cfg), "--data-dir", data],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{gw_port}"
+    try:
+        _wait(base + "/healthz", gateway)
+        # what the gateway spends with nothing to do (background flushes, pollers), per second of wall time:
+        # under valgrind calls are slow, so time-based work would otherwise inflate the per-call figure
+        subprocess.run(["callgrind_control", "-z", str(gateway.pid)], check=True, capture_output=True)
+        time.sleep(args.idle)
+        subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)
+        idle = _instructions(data, gateway.pid) / args.idle
+        print(f"idle: {idle:,.0f} instructions/s")
+        print(f"{'mode':<8} {'calls':>6} {'instructions/call':>18} {'less idle':>10}")
+        for mode, model, stream in (("json", "bench", False), ("stream", "bench-sse", True)):
+            _calls(base, model, stream, args.warmup)
+            subprocess.run(["callgrind_control", "-z", str(gateway.pid)], check=True, capture_output=True)
+            started = time.monotonic()
+            _calls(base, model, stream, args.calls)
+            subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)
+            spent = time.monotonic() - started
+            total = _instructions(data, gateway.pid)
+            print(f"{mode:<8} {args.calls:>6} {total / args.calls:>18,.0f} {(total - idle * spent) / args.calls:>10,.0f}",
+                  flush=True)
+    finally:
+        for p in (gateway, stub):
+            p.terminate()
+        for p in (gateway, stub):
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
