@@ -4,6 +4,7 @@ no charge for failures, 402s, plan restrictions, banned accounts, studio prices 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import httpx
@@ -385,3 +386,22 @@ def test_queued_usage_and_refunds_are_flushed_on_shutdown(tmp_path, database_url
     rows, balance, ledger_sum = _db(s, read)
     assert [m for m, _ in rows] == ["paid-tokens", "stub-gpt"]
     assert balance == 100_000 - rows[0][1] and ledger_sum == balance  # the release was written at shutdown too
+
+
+def test_a_hold_settled_weeks_after_admission_still_writes_its_usage_row(srv):
+    """A job's latency is wall time since admission; weeks of it must not overflow the usage row (int4 on
+    PostgreSQL), or the row - the operator's accounting - would fail to write."""
+    org_id, key = org_with_key(srv, plan="pro", cents=100)
+    ctx = srv.app.state.ctx
+
+    async def run() -> None:
+        principal = await ctx.auth.resolve(key)
+        call = await ctx.calls.admit(principal, ctx.catalog.get("paid-flat"), Task.CHAT,
+                                     {"messages": [{"role": "user", "content": "hi"}]}, job=True,
+                                     estimate=Units(input_tokens=1))
+        hold = {**call.hold(), "admitted_at": time.time() - 30 * 86400}
+        await ctx.calls.settle_hold(hold, None, ok=True)
+    srv.on_server_loop(run())
+    usage = httpx.get(f"{srv.url}/api/organizations/{org_id}/usage", headers=srv.headers()).json()["totals"]
+    assert usage["requests"] == 1 and usage["succeeded"] == 1 and usage["price_micros"] == 10_000, usage
+    assert wallet(srv, org_id)["balance_micros"] == 1_000_000 - 10_000

@@ -237,7 +237,7 @@ class Gate:
         admitted = float(hold.get("admitted_at") or time.time())
         self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
                           task=hold["task"], units=units if ok else None, price_micros=price,
-                          status="ok" if ok else "failed", latency_ms=int((time.time() - admitted) * 1000),
+                          status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
                           region=getattr(getattr(deployment, "config", None), "region", None),
                           flagged=bool(hold.get("flagged")))
         await self.flush()  # a job runner is off the request path: make the refund visible now
@@ -279,3 +279,12 @@ class Gate:
         if not self.passthrough:
             await self.writer.aclose()  # type: ignore[union-attr]
             await self.limits.aclose()
+
+
+MAX_LATENCY_MS = 2**31 - 1  # the usage table's INTEGER column (PostgreSQL int4)
+
+
+def _millis(seconds: float) -> int:
+    """A job's latency in whole milliseconds, clamped to what the column holds: a hold settled weeks after its
+    admission (a job parked or retried that long) would otherwise overflow int4 and its usage row fail to write."""
+    return min(max(int(seconds * 1000), 0), MAX_LATENCY_MS)
