@@ -10,6 +10,7 @@ from typing import Any, Mapping
 from sqlalchemy import and_, insert, or_, select, update
 
 from ..store.db import Store
+from ..store import webhook_rows
 from ..store.tables import batches
 
 # states a driver still has work in; the rest are final
@@ -178,25 +179,7 @@ class BatchRepo:
     # ---------------------------------------------------------------- webhooks
 
     async def due_webhooks(self, limit: int = 20) -> list[Batch]:
-        """Claim deliveries that are due: each goes to one deliverer (its next_at moves past the timeout)."""
-        now = time.time()
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(batches).where(batches.c.webhook_status == "pending",
-                                                             batches.c.webhook_next_at <= now).limit(limit))).all()
-        claimed = []
-        for r in rows:
-            q = (update(batches).where(batches.c.id == r.id, batches.c.webhook_status == "pending",
-                                       batches.c.webhook_next_at == r.webhook_next_at)
-                 .values(webhook_next_at=now + 120, webhook_attempts=batches.c.webhook_attempts + 1))
-            async with self.engine.begin() as conn:
-                if (await conn.execute(q)).rowcount == 1:
-                    batch = _batch(r._mapping)
-                    batch.webhook_attempts += 1
-                    claimed.append(batch)
-        return claimed
+        return await webhook_rows.claim_due(self.engine, batches, time.time(), limit, _batch)
 
     async def webhook_done(self, batch_id: str, *, delivered: bool, retry_at: float | None) -> None:
-        status = "delivered" if delivered else ("pending" if retry_at is not None else "failed")
-        async with self.engine.begin() as conn:
-            await conn.execute(update(batches).where(batches.c.id == batch_id)
-                               .values(webhook_status=status, webhook_next_at=retry_at))
+        await webhook_rows.mark_done(self.engine, batches, batch_id, delivered=delivered, retry_at=retry_at)

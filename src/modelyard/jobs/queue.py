@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import and_, case, func, insert, or_, select, text, update
 
 from ..store.db import Store
+from ..store import webhook_rows
 from ..store.tables import jobs
 
 FINAL = ("completed", "failed", "cancelled", "dead_letter")
@@ -291,28 +292,10 @@ class JobQueue:
     # ---------------------------------------------------------------- webhooks
 
     async def due_webhooks(self, limit: int = 20) -> list[Job]:
-        """Claim deliveries that are due: each goes to one deliverer (its next_at moves past the timeout)."""
-        now = self.clock()
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(jobs).where(jobs.c.webhook_status == "pending",
-                                                          jobs.c.webhook_next_at <= now).limit(limit))).all()
-        claimed = []
-        for r in rows:
-            q = (update(jobs).where(jobs.c.id == r.id, jobs.c.webhook_status == "pending",
-                                    jobs.c.webhook_next_at == r.webhook_next_at)
-                 .values(webhook_next_at=now + 120, webhook_attempts=jobs.c.webhook_attempts + 1))
-            async with self.engine.begin() as conn:
-                if (await conn.execute(q)).rowcount == 1:
-                    job = _job(r._mapping)
-                    job.webhook_attempts += 1
-                    claimed.append(job)
-        return claimed
+        return await webhook_rows.claim_due(self.engine, jobs, self.clock(), limit, _job)
 
     async def webhook_done(self, job_id: str, *, delivered: bool, retry_at: float | None) -> None:
-        status = "delivered" if delivered else ("pending" if retry_at is not None else "failed")
-        async with self.engine.begin() as conn:
-            await conn.execute(update(jobs).where(jobs.c.id == job_id)
-                               .values(webhook_status=status, webhook_next_at=retry_at))
+        await webhook_rows.mark_done(self.engine, jobs, job_id, delivered=delivered, retry_at=retry_at)
 
 
 def _webhook_due(values: dict[str, Any], now: float) -> dict[str, Any]:
