@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import ModelyardError, NotFound, RateLimited
+from ..errors import InternalError, ModelyardError, NotFound, RateLimited
 from ..pipeline.auth import Principal
 from ..store.repo import OrgRepo
 from . import output
@@ -222,17 +222,27 @@ class BatchDriver:
                 except ModelyardError as exc:
                     await self.lines.refuse(p, line_error(exc))
                     continue
+                except Exception:  # a bug in one line's preparation must not hold the whole batch until it expires
+                    log.exception("batch %s: line %d could not be admitted", b.id, p.line)
+                    await self.lines.refuse(p, line_error(InternalError("The line could not be admitted.")))
+                    continue
                 hold = {**call.hold(), "job_id": p.id}  # the gate's key to recognize a repeated settlement
                 released.append((p, line.model.id, line.task.value,
                                  {**p.meta, "hold": hold, "endpoint": b.endpoint, "batch_id": b.id}))
-        except asyncio.CancelledError:
-            # a shutdown mid-pass: nothing was queued, so what was reserved goes back (the lines stay parked)
+        except BaseException:
+            # a shutdown or a failure mid-pass: nothing was queued, so what was reserved goes back (the lines stay
+            # parked, and the next pass admits them again)
             for _, _, _, meta in released:
                 await ctx.calls.settle_hold(meta["hold"], None, ok=False)
             raise
         if not released:
             return
-        queued = set(await self.lines.release(released))
+        try:
+            queued = set(await self.lines.release(released))
+        except BaseException:  # not queued (one transaction): the reservations go back, the lines stay parked
+            for _, _, _, meta in released:
+                await ctx.calls.settle_hold(meta["hold"], None, ok=False)
+            raise
         for p, _, _, meta in released:
             if p.id not in queued:  # cancelled while it was being admitted: its reservation goes back
                 await ctx.calls.settle_hold(meta["hold"], None, ok=False)
