@@ -9,10 +9,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, AsyncIterator
-
-if TYPE_CHECKING:
-    from ..config import Settings
+from typing import AsyncIterator
 
 CHUNK = 1024 * 1024  # read size: big enough to keep syscalls and S3 round trips few, small enough to stream video
 MEDIA_PREFIX = "media/"  # keys under here can be handed out as /media/... links
@@ -91,25 +88,6 @@ class UrlSigner:
 async def one_chunk(data: bytes) -> AsyncIterator[bytes]:
     """Bytes already in memory, as the chunk stream `Storage.put` takes."""
     yield data
-
-
-def build_storage(settings: Settings) -> Storage:
-    """The backend `settings.storage` names; S3's client library is imported only when it is chosen.
-
-    The link-signing key is `media_secret`, else one generated into the data dir (replicas sharing a bucket must
-    set `media_secret` to the same value, so one gateway's links open on another)."""
-    conf = settings.storage
-    signer = UrlSigner.from_settings(settings.media_secret, settings.data_dir)
-    if conf.backend == "s3":
-        try:
-            from .s3 import S3Storage
-        except ImportError as exc:
-            raise SystemExit(f"storage: backend s3 needs the s3 extra (pip install 'modelyard[s3]'): {exc}") from None
-
-        return S3Storage(conf, signer)
-    from .local import LocalStorage
-
-    return LocalStorage(conf.path or settings.data_dir, signer)
 
 
 def _load_or_create_secret(path: Path) -> str:
