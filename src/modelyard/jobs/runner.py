@@ -57,7 +57,7 @@ class JobRunner:
     async def run_forever(self) -> None:
         listener = await self._listen()
         last_reap = 0.0
-        busy = False
+        worked = False  # claimed something since it last went idle
         # expired leases only matter at lease granularity: looking for them every pass would cost a query per job
         reap_every = max(self.poll, self.lease / 4)
         try:
@@ -76,12 +76,11 @@ class JobRunner:
                             self.active[job.id].add_done_callback(lambda _t: self.wake.set())
                         if not claimed:
                             break
+                        worked = True  # set on claiming: a fast job may be done before this pass ends
                 except Exception:
                     log.exception("job runner pass failed; retrying after %.1fs", self.poll)
-                if self.active:
-                    busy = True
-                elif busy:  # once per burst of work, not per poll: operators (and tests) see the queue drained
-                    busy = False
+                if worked and not self.active:  # once per burst of work, not per poll: the queue is drained
+                    worked = False
                     log.info("runner %s idle: waiting for a NOTIFY or the next poll in %.1fs", self.name, self.poll)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), self.poll)
