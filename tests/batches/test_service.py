@@ -14,27 +14,13 @@ from typing import Any, Iterator
 import httpx
 import openai
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from ..conftest import quiet_server, server_fixture
 from ..support.accounts import create_key, create_org, top_up, wallet
 from ..support.jobs import FAST, Receiver, job_models
 from ..support.servers import ServerThread
 from ..support.waiting import wait_until
-
-
-def _moderation_stub() -> Starlette:
-    """An OpenAI-compatible moderation upstream: flags any text containing 'forbidden' as violence."""
-    async def moderations(request: Request) -> JSONResponse:
-        body = await request.json()
-        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-        return JSONResponse({"id": "modr-1", "model": body.get("model"), "results": [
-            {"flagged": "forbidden" in t, "categories": {"violence": "forbidden" in t, "hate": False}}
-            for t in texts]})
-    return Starlette(routes=[Route("/v1/moderations", moderations, methods=["POST"])])
+from ..support.provider_stubs import moderation_stub
 
 
 def batch_models(moderation_url: str) -> list[dict[str, Any]]:
@@ -52,7 +38,7 @@ SETTINGS = {**FAST, "builtin_models": False, "auth_cache_ttl": 0.0, "content_fil
 @contextlib.contextmanager
 def _batch_server(tmp: Path, database_url: str | None, stub_url: str, **extra: Any) -> Iterator[Any]:
     receiver = Receiver()
-    with ServerThread(_moderation_stub()) as mod, ServerThread(receiver.app()) as hooks:
+    with ServerThread(moderation_stub()) as mod, ServerThread(receiver.app()) as hooks:
         with quiet_server(tmp, database_url, batch_models(mod.url), **{**SETTINGS, **extra}) as srv:
             srv.receiver, srv.hook_url = receiver, hooks.url + "/hook"  # type: ignore[attr-defined]
             yield srv

@@ -169,3 +169,14 @@ def create_provider_stub(control: ProviderControl) -> Starlette:
     ])
     app.state.control = control
     return app
+
+
+def moderation_stub() -> Starlette:
+    """An OpenAI-compatible moderation upstream: flags any text containing 'forbidden' as violence."""
+    async def moderations(request: Request) -> JSONResponse:
+        body = await request.json()
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        return JSONResponse({"id": "modr-1", "model": body.get("model"), "results": [
+            {"flagged": "forbidden" in t, "categories": {"violence": "forbidden" in t, "hate": False}}
+            for t in texts]})
+    return Starlette(routes=[Route("/v1/moderations", moderations, methods=["POST"])])

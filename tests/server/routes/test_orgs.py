@@ -10,33 +10,19 @@ import sys
 
 import httpx
 import pytest
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
 from ...conftest import make_settings, running
 from ...support.accounts import chat, create_key, create_org, org_with_key, top_up
 from ...support.servers import ServerThread
 from ...support.paths import REPO
+from ...support.provider_stubs import moderation_stub
 
 SRC = str(REPO / "src")
 
 
-def _moderation_stub() -> Starlette:
-    """An OpenAI-compatible moderation upstream: flags any text containing 'forbidden' as violence."""
-    async def moderations(request: Request) -> JSONResponse:
-        body = await request.json()
-        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
-        return JSONResponse({"id": "modr-1", "model": body.get("model"), "results": [
-            {"flagged": "forbidden" in t, "categories": {"violence": "forbidden" in t, "hate": False}}
-            for t in texts]})
-    return Starlette(routes=[Route("/v1/moderations", moderations, methods=["POST"])])
-
-
 @pytest.fixture(scope="module")
 def moderation_url():
-    with ServerThread(_moderation_stub()) as s:
+    with ServerThread(moderation_stub()) as s:
         yield s.url
 
 
