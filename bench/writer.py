@@ -27,6 +27,15 @@ def _record(usage: UsageRecorder, i: int) -> None:
                  region=None, flagged=False)
 
 
+def _backlog(store: Store, spool: Path, rows: int) -> WriteBehind:
+    """A write-behind holding `rows` usage records in memory, nothing written yet."""
+    writer = WriteBehind(spool, max_queue=10**9)
+    usage = UsageRecorder(store, writer)
+    for i in range(rows):
+        _record(usage, i)
+    return writer
+
+
 async def _count(store: Store) -> int:
     from sqlalchemy import func, select
 
@@ -41,19 +50,13 @@ async def _one(url: str, spool: Path, rows: int, rate: int, seconds: float) -> d
     out: dict[str, Any] = {}
     try:
         # 1. a backlog: `rows` queued at once, drained by one flush (batched transactions)
-        writer = WriteBehind(spool / "a", max_queue=10**9)
-        usage = UsageRecorder(store, writer)
-        for i in range(rows):
-            _record(usage, i)
+        writer = _backlog(store, spool / "a", rows)
         start = time.perf_counter()
         await writer.flush()
         out["drain"] = rows / (time.perf_counter() - start)
 
         # 2. the same backlog through the spool: fsynced to disk, then replayed into the database
-        writer = WriteBehind(spool / "b", max_queue=10**9)
-        usage = UsageRecorder(store, writer)
-        for i in range(rows):
-            _record(usage, i)
+        writer = _backlog(store, spool / "b", rows)
         start = time.perf_counter()
         await writer._spool_all()
         spooled = time.perf_counter() - start
