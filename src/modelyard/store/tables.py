@@ -96,12 +96,17 @@ jobs = Table(
     # a batch's line (0008): which batch, which line of its input file (1-based); null for every other job
     Column("batch_id", String(40), nullable=True),
     Column("batch_line", Integer, nullable=True),
+    # an agent run's node (0009): which run, which node of its graph, which item of a map node (null otherwise)
+    Column("run_id", String(40), nullable=True),
+    Column("run_node", String(100), nullable=True),
+    Column("run_item", Integer, nullable=True),
     Index("ix_jobs_claim", "status", "priority", "run_after"),
     Index("ix_jobs_org_id", "org_id", "created_at"),
     Index("ix_jobs_webhook", "webhook_status", "webhook_next_at"),
     Index("ix_jobs_settle_due", "settle_due", "finished_at"),
     Index("ix_jobs_batch_line", "batch_id", "batch_line"),
     Index("ix_jobs_batch_status", "batch_id", "status"),
+    Index("ix_jobs_run", "run_id", "run_node", "run_item"),
 )
 
 # OpenAI batches (0008; batches/repo.py is the only writer). Each line is a job row (jobs.batch_id). Times are unix
@@ -204,7 +209,12 @@ usage_records = Table(
     Column("flagged", Boolean, nullable=False, default=False),
     Column("day", String(10), nullable=False),  # UTC YYYY-MM-DD: groups the same on every database
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # what the call was part of (0009): the job, and the agent run and node that job ran for
+    Column("job_id", String(40), nullable=True),
+    Column("run_id", String(40), nullable=True),
+    Column("run_node", String(100), nullable=True),
     Index("ix_usage_records_org_id_day", "org_id", "day"),
+    Index("ix_usage_records_run_id", "run_id"),
 )
 
 content_filter_policies = Table(
@@ -257,4 +267,99 @@ files = Table(
     Index("ix_files_org_id", "org_id", "created_at"),
     Index("ix_files_expires_at", "expires_at"),
     Index("ix_files_status", "status", "created_at"),
+)
+
+# ---- agents (0009; agents/repo.py is the only writer). A saved graph keeps every version it had (a run pins one);
+# a run has a row per node; each node (and each item of a map node) runs as a job (jobs.run_id/run_node/run_item).
+agents = Table(
+    "agents",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("description", String(2000), nullable=True),
+    Column("version", Integer, nullable=False),
+    Column("dag", JSON, nullable=False),
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("updated_at", Float(precision=53), nullable=False),
+    Column("deleted_at", Float(precision=53), nullable=True),  # gone for clients; its runs stay readable
+    Index("ix_agents_org_id", "org_id", "created_at"),
+)
+
+agent_versions = Table(
+    "agent_versions",
+    metadata,
+    Column("agent_id", String(40), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("dag", JSON, nullable=False),
+    Column("created_at", Float(precision=53), nullable=False),
+)
+
+agent_runs = Table(
+    "agent_runs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("token_id", String(40), nullable=True),
+    Column("agent_id", String(40), nullable=False),
+    Column("agent_version", Integer, nullable=False),
+    # pending running succeeded failed cancelling cancelled
+    Column("status", String(20), nullable=False),
+    Column("input_params", JSON, nullable=False),
+    Column("outputs", JSON, nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("repair_of", String(40), nullable=True),  # the run a repair run reuses the results of
+    Column("idempotency_key", String(200), nullable=True),
+    Column("base_url", String(500), nullable=True),
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("started_at", Float(precision=53), nullable=True),
+    Column("finished_at", Float(precision=53), nullable=True),
+    # the engine: one advancer at a time per run (a short lease), and when the run wants looking at next
+    Column("due_at", Float(precision=53), nullable=True),
+    Column("driver_token", String(40), nullable=True),
+    Column("driver_expires", Float(precision=53), nullable=True),
+    Column("webhook_url", String(2000), nullable=True),
+    Column("webhook_status", String(20), nullable=True),  # pending delivering delivered failed
+    Column("webhook_attempts", Integer, nullable=False, default=0),
+    Column("webhook_next_at", Float(precision=53), nullable=True),
+    Index("ix_agent_runs_org_id", "org_id", "created_at"),
+    Index("ix_agent_runs_due", "status", "due_at"),
+    Index("ix_agent_runs_idempotency", "org_id", "idempotency_key", unique=True),
+    Index("ix_agent_runs_webhook", "webhook_status", "webhook_next_at"),
+)
+
+agent_run_nodes = Table(
+    "agent_run_nodes",
+    metadata,
+    Column("run_id", String(40), primary_key=True),
+    Column("node_id", String(100), primary_key=True),
+    Column("org_id", String(40), nullable=False),
+    Column("kind", String(10), nullable=False),  # task | map
+    # pending queued running retrying succeeded cached failed skipped cancelled
+    Column("state", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("inputs", JSON, nullable=True),  # the resolved payload (a map: the resolved items)
+    Column("result", JSON, nullable=True),
+    Column("error", JSON, nullable=True),
+    Column("errors", JSON, nullable=True),  # a map's failed items: [{index, error}]
+    Column("total", Integer, nullable=True),  # a map's items, and how many ended each way
+    Column("done", Integer, nullable=True),
+    Column("failed", Integer, nullable=True),
+    Column("cache_key", String(64), nullable=True),
+    Column("reused_from", String(40), nullable=True),  # the run (repair) or node cache this result came from
+    Column("started_at", Float(precision=53), nullable=True),
+    Column("finished_at", Float(precision=53), nullable=True),
+    Index("ix_agent_run_nodes_cache", "org_id", "cache_key"),
+)
+
+agent_run_events = Table(
+    "agent_run_events",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("run_id", String(40), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("created_at", Float(precision=53), nullable=False),
+    Index("ix_agent_run_events_run_id", "run_id", "id"),
 )
