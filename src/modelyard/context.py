@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles through the context
+    from .agents.service import AgentService
     from .batches.service import BatchService
     from .catalog import Catalog
     from .config import Settings
@@ -45,4 +46,5 @@ class AppContext:
     router: Router = field(init=False)
     jobs: JobService | None = None  # None on a model host
     batches: BatchService | None = None  # None on a model host
+    agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host

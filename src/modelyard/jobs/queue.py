@@ -65,6 +65,21 @@ class Job:
                 "finished_at": _int(self.finished_at)}
 
 
+def job_row(*, org_id: str, token_id: str | None, model: str, task: str, payload: dict[str, Any],
+            meta: dict[str, Any], priority: int = 0, max_attempts: int = 3, region: str | None = None,
+            webhook_url: str | None = None, job_id: str | None = None, now: float, status: str = "pending",
+            error: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """A new job's row (a feature that writes jobs in its own transaction, like an agent run, builds them here)."""
+    final = status in FINAL
+    return {"id": job_id or new_job_id(), "org_id": org_id, "token_id": token_id, "model": model, "task": task,
+            "payload": payload, "meta": meta, "status": status, "priority": priority, "attempts": 0,
+            "max_attempts": max_attempts, "run_after": now, "lease_owner": None, "lease_token": None,
+            "lease_expires": None, "cancel_requested": False, "settle_due": False, "result": None, "error": error,
+            "region": region, "created_at": now, "started_at": None, "finished_at": now if final else None,
+            "webhook_url": webhook_url, "webhook_status": None, "webhook_attempts": 0, "webhook_next_at": None,
+            **extra}
+
+
 def _int(v: float | None) -> int | None:
     return int(v) if v is not None else None
 
@@ -93,13 +108,9 @@ class JobQueue:
     async def submit(self, *, org_id: str, token_id: str | None, model: str, task: str, payload: dict[str, Any],
                      meta: dict[str, Any], priority: int = 0, max_attempts: int = 3, region: str | None = None,
                      webhook_url: str | None = None, job_id: str | None = None) -> Job:
-        now = self.clock()
-        row = {"id": job_id or new_job_id(), "org_id": org_id, "token_id": token_id, "model": model, "task": task,
-               "payload": payload, "meta": meta, "status": "pending", "priority": priority, "attempts": 0,
-               "max_attempts": max_attempts, "run_after": now, "lease_owner": None, "lease_token": None,
-               "lease_expires": None, "cancel_requested": False, "settle_due": False, "result": None, "error": None, "region": region,
-               "created_at": now, "started_at": None, "finished_at": None, "webhook_url": webhook_url,
-               "webhook_status": None, "webhook_attempts": 0, "webhook_next_at": None}
+        row = job_row(org_id=org_id, token_id=token_id, model=model, task=task, payload=payload, meta=meta,
+                      priority=priority, max_attempts=max_attempts, region=region, webhook_url=webhook_url,
+                      job_id=job_id, now=self.clock())
         async with self.engine.begin() as conn:
             await conn.execute(insert(jobs).values(**row))
             if not self.store.is_sqlite:  # delivered at commit: idle runners everywhere wake at once
@@ -122,7 +133,8 @@ class JobQueue:
     async def list(self, org_id: str, *, status: str | None = None, limit: int = 20,
                    after: tuple[float, str] | None = None) -> list[Job]:
         """Newest first; `after` is the (created_at, id) of the last job of the previous page."""
-        q = select(jobs).where(jobs.c.org_id == org_id, jobs.c.batch_id.is_(None))  # a batch's lines list with it
+        # a batch's lines list with the batch, an agent run's node jobs with the run
+        q = select(jobs).where(jobs.c.org_id == org_id, jobs.c.batch_id.is_(None), jobs.c.run_id.is_(None))
         if status:
             q = q.where(jobs.c.status == status)
         if after is not None:
@@ -203,7 +215,7 @@ class JobQueue:
         """
         if retryable and job.attempts < job.max_attempts:
             ok = await self._finish(job, status="pending", error=error, finished_at=None,
-                                    run_after=self.clock() + self.delay(job.attempts))
+                                    run_after=self.clock() + self.delay(job.attempts, job.meta.get("backoff_seconds")))
             return "pending" if ok else None
         status = "dead_letter" if retryable else "failed"
         return status if await self._finish(job, status=status, error=error) else None
@@ -217,7 +229,10 @@ class JobQueue:
         return await self._finish(job, status="pending", finished_at=None, attempts=jobs.c.attempts - 1,
                                   run_after=self.clock())
 
-    def delay(self, attempts: int) -> float:
+    def delay(self, attempts: int, base: float | None = None) -> float:
+        """Exponential backoff from the queue's base, or from a job's own (an agent node's retry policy)."""
+        if base is not None:
+            return min(float(base) * (2 ** max(attempts - 1, 0)), 3600.0)
         return min(self.backoff * (2 ** max(attempts - 1, 0)), self.backoff_max)
 
     async def reap(self, limit: int = 200) -> list[Job]:
@@ -236,7 +251,7 @@ class JobQueue:
                 won, job.status = await self._finish(job, status="dead_letter", error=err), "dead_letter"
             else:
                 won = await self._finish(job, status="pending", error=err, finished_at=None,
-                                         run_after=now + self.delay(job.attempts))
+                                         run_after=now + self.delay(job.attempts, job.meta.get("backoff_seconds")))
                 job.status = "pending"
             if won and job.status in FINAL:
                 finals.append(job)

@@ -31,7 +31,7 @@ Executor = Callable[[Job], Awaitable[tuple[Any, Units, Any]]]
 
 class JobRunner:
     def __init__(self, ctx: AppContext, queue: JobQueue, *, name: str | None = None,
-                 on_final: Callable[[Job], None] | None = None,
+                 on_final: Callable[[Job], None] | None = None, on_retry: Callable[[Job], None] | None = None,
                  executors: dict[str, Executor] | None = None) -> None:
         s = ctx.settings
         self.ctx = ctx
@@ -42,6 +42,7 @@ class JobRunner:
         self.heartbeat = s.job_heartbeat_seconds
         self.poll = s.job_poll_seconds
         self.on_final = on_final
+        self.on_retry = on_retry  # a failed attempt went back to the queue (its next one is due later)
         self.executors = executors if executors is not None else {}  # by the job's meta["executor"]
         self.wake = asyncio.Event()
         self.active: dict[str, asyncio.Task] = {}
@@ -199,6 +200,9 @@ class JobRunner:
             error = {"message": "The job failed on the server.", "code": "internal_error", "type": "api_error",
                      "status": 500, "param": None}
         status = await self.queue.fail(job, error, retryable=retryable)
+        if status == "pending" and self.on_retry is not None:
+            job.status, job.error = status, error
+            self.on_retry(job)
         if status in ("failed", "dead_letter"):
             job.status, job.error = status, error
             await self._settle(job, ok=False)
@@ -224,17 +228,7 @@ class JobRunner:
         executor = self.executors.get(job.meta.get("executor") or "")
         if executor is not None:
             return await executor(job)
-        ctx = self.ctx
-        task = Task(job.task)
-        model = ctx.router.resolve(job.model, task)
-        req = await build_request(task, job.payload, model.id, allow_private=ctx.settings.allow_private_urls)
-        result, deployment = await ctx.router.run(model, task, req, job.region)
-        stored, units = await store_result(task, result, ctx.media)
-        if job.meta.get("units"):  # priced as estimated at submit (studio modes price by mode, size, seconds)
-            units = Units(**job.meta["units"])
-        elif job.meta.get("estimate"):
-            units = fill_units(units, Units(**job.meta["estimate"]))
-        return stored, units, deployment
+        return await run_task(self.ctx, job)
 
     async def _settle(self, job: Job, *, ok: bool, units: Units | None = None, deployment: Any = None) -> None:
         """Once per job: only the caller whose conditional UPDATE made the job final gets here.
@@ -261,3 +255,18 @@ class JobRunner:
             except Exception:
                 log.exception("settling job %s failed again", job.id)
                 await self.queue.settle_failed(job.id)
+
+
+async def run_task(ctx: AppContext, job: Job) -> tuple[Any, Units, Any]:
+    """A plain job's work: its payload through the router as the sync route would, the result stored."""
+    task = Task(job.task)
+    model = ctx.router.resolve(job.model, task)
+    req = await build_request(task, job.payload, model.id, allow_private=ctx.settings.allow_private_urls,
+                              media=ctx.media)
+    result, deployment = await ctx.router.run(model, task, req, job.region)
+    stored, units = await store_result(task, result, ctx.media)
+    if job.meta.get("units"):  # priced as estimated at submit (studio modes price by mode, size, seconds)
+        units = Units(**job.meta["units"])
+    elif job.meta.get("estimate"):
+        units = fill_units(units, Units(**job.meta["estimate"]))
+    return stored, units, deployment

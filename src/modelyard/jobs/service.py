@@ -54,7 +54,12 @@ class JobService:
             self._tasks.append(asyncio.create_task(self.webhooks.run_forever(self.settings.job_poll_seconds)))
 
     def make_runner(self, name: str | None = None) -> JobRunner:
-        return JobRunner(self.ctx, self.queue, name=name, on_final=self._finalized, executors=self.executors)
+        return JobRunner(self.ctx, self.queue, name=name, on_final=self._finalized, on_retry=self._retrying,
+                         executors=self.executors)
+
+    def _retrying(self, job: Job) -> None:
+        for listener in self.listeners:  # listeners see the job's status: `pending` again here
+            listener(job)
 
     async def aclose(self) -> None:
         for task in self._tasks:

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 
+from ..agents.service import AgentService
 from ..batches.service import BatchService
 from ..catalog import Catalog, build_catalog
 from ..config import Settings
@@ -53,11 +54,13 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
     ctx.jobs = service
     service.runner = service.make_runner(name)
     batches = BatchService(ctx)  # batch lines run here, and batches are driven here
+    ctx.agents = agents = AgentService(ctx)  # agent nodes run here, and runs are advanced here
     # remote workers' models are deployments here too, as in the gateway
     workers = WorkerRegistry(store, router, timeout=settings.worker_timeout_seconds,
                              interval=settings.worker_heartbeat_seconds)
     await gate.start(router, catalog)  # admission here (batch lines) prices and filters as a gateway does
     tasks = [asyncio.create_task(service.runner.run_forever()), asyncio.create_task(batches.driver.run_forever()),
+             asyncio.create_task(agents.engine.run_forever()),
              asyncio.create_task(service.webhooks.run_forever(settings.job_poll_seconds)),
              asyncio.create_task(workers.run_forever())]
     stop = asyncio.Event()

@@ -134,17 +134,24 @@ def _needs_one(payload: dict[str, Any], keys: tuple[str, str], prefix: str) -> N
         raise InvalidRequest(f"Send '{keys[0]}' (base64) or '{keys[1]}'.", param=f"{prefix}{keys[0]}")
 
 
-async def _input_bytes(payload: dict[str, Any], inline: str, url_key: str, *, allow_private: bool) -> bytes:
+async def _input_bytes(payload: dict[str, Any], inline: str, url_key: str, *, allow_private: bool,
+                       media: Any = None) -> bytes:
     url = payload.get(url_key)
     if isinstance(url, str) and url and not url.startswith("data:"):
+        name = media.name_in(url) if media is not None else None
+        if name is not None:  # media we made (a previous job's or agent node's output): read from our storage
+            return await media.read(name, MAX_INPUT_BYTES)
         return await fetch_bytes(url, url_key, allow_private=allow_private, limit=MAX_INPUT_BYTES)
     return decode_base64_image(url or payload[inline], inline)
 
 
-async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, allow_private: bool) -> Any:
+async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, allow_private: bool,
+                        media: Any = None) -> Any:
+    """The sync route's request type for a job's payload; `media` (the media store) lets an input URL that names
+    media we made be read from storage instead of fetched."""
     cls = PYDANTIC_TYPES.get(task)
     if task in (Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO) and (payload.get("image_url") or payload.get("image")):
-        data = await _input_bytes(payload, "image", "image_url", allow_private=allow_private)
+        data = await _input_bytes(payload, "image", "image_url", allow_private=allow_private, media=media)
         payload = {**{k: v for k, v in payload.items() if k != "image_url"}, "image": base64.b64encode(data).decode()}
     if cls is not None:
         data = {**payload, "model": model_id}
@@ -154,7 +161,7 @@ async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, a
             data["stream"] = False
         return _validated(cls, data, "")
     if task == Task.IMAGE_TO_IMAGE:
-        raw = await _input_bytes(payload, "image", "image_url", allow_private=allow_private)
+        raw = await _input_bytes(payload, "image", "image_url", allow_private=allow_private, media=media)
         mask = payload.get("mask")
         return ImageEdit(model=model_id, prompt=str(payload["prompt"]), image=check_image(raw, "image"),
                          mask=check_image(decode_base64_image(mask, "mask"), "mask") if isinstance(mask, str)
@@ -162,7 +169,7 @@ async def build_request(task: Task, payload: dict[str, Any], model_id: str, *, a
                          n=int(payload.get("n") or 1), size=str(payload.get("size") or "auto"), response_format="url",
                          seed=payload.get("seed"), strength=float(payload.get("strength") or 0.75),
                          steps=payload.get("steps"))
-    raw = await _input_bytes(payload, "file", "audio_url", allow_private=allow_private)
+    raw = await _input_bytes(payload, "file", "audio_url", allow_private=allow_private, media=media)
     return AudioInput(model=model_id, data=raw, filename=str(payload.get("filename") or "audio"),
                       language=payload.get("language"), prompt=payload.get("prompt"),
                       response_format="verbose_json" if payload.get("timestamps") else "json")

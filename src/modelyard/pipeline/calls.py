@@ -297,6 +297,13 @@ class CallPath:
             publish_headers(client, headers)
         return principal
 
+    async def count_submission(self, principal: Principal, client: Client | None = None) -> None:
+        """One job submission against the org's limits (an agent run: its nodes are admitted with count=False)."""
+        if not self.gate.passthrough:
+            headers, _ = await self.gate.limits.admit(principal.plan, principal.org_id, principal.token_id, "job",
+                                                      None)
+            publish_headers(client, headers)
+
     def start(self, principal: Principal, model: Model, task: Task, req: Any, *, client: Client | None = None,
               job: bool = False, estimate: Units | None = None, field: str | None = None) -> _Admission:
         """Admit one unit of paid work (see the module's docstring); use as `async with ... as call`."""
@@ -304,11 +311,12 @@ class CallPath:
 
     async def admit(self, principal: Principal, model: Model, task: Task, req: Any, client: Client | None = None,
                     job: bool = False, estimate: Units | None = None, field: str | None = None,
-                    field_prefix: str = "", price_factor: float = 1.0) -> Call:
+                    field_prefix: str = "", price_factor: float = 1.0, count: bool = True) -> Call:
         """Plan, limits, content filter, wallet reserve. `req` is the face's request or a job's payload; `field`
         names the filtered input in a refusal when the face calls it something else (Gemini's `contents`),
         `field_prefix` says where a job's payload sits in its body (`payload.`), and `price_factor` is a discount
-        on the list price (batch lines)."""
+        on the list price (batch lines). `count=False` skips the request count (an agent run's nodes: the run
+        counted once, as one job submission, when it was submitted); token limits, plan, filter and wallet apply."""
         gate = self.gate
         text = named = None
         if gate.filters(principal.org_id):
@@ -316,7 +324,7 @@ class CallPath:
         ticket = await gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
                                   kind=KIND_OF_TASK.get(task), job=job, text=text,
                                   field=field or (field_prefix + named if named else None),
-                                  price_factor=price_factor)
+                                  price_factor=price_factor, count=count)
         publish_headers(client, ticket.headers)
         return Call(ticket, task, req, client, self)
 

@@ -134,7 +134,7 @@ class Gate:
 
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
                     kind: str | None = None, job: bool = False, text: str | None = None,
-                    field: str | None = None, price_factor: float = 1.0) -> Ticket:
+                    field: str | None = None, price_factor: float = 1.0, count: bool = True) -> Ticket:
         """`text` is what the content filter inspects (prompt text), when the caller has it at hand; `field` names
         it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged."""
         model_id = model.id
@@ -147,8 +147,12 @@ class Gate:
                 raise PermissionDenied(f"The model '{model_id}' is not available on the '{plan}' plan.",
                                        param="model", code="model_not_in_plan")
         tokens = estimate.input_tokens + estimate.output_tokens if estimate is not None else 0
-        headers, taken = await self.limits.admit(plan, principal.org_id, principal.token_id,
-                                                 "job" if job else "api", kind, tokens)
+        if count:
+            headers, taken = await self.limits.admit(plan, principal.org_id, principal.token_id,
+                                                     "job" if job else "api", kind, tokens)
+        else:  # counted already (an agent run's submission): token rules still take the estimate
+            headers, taken = await self.limits.admit_tokens(plan, principal.org_id, principal.token_id,
+                                                            "job" if job else "api", kind, tokens)
         flagged = False
         if text:
             action = self.filter.action_for(principal.org_id)
@@ -239,7 +243,8 @@ class Gate:
                           task=hold["task"], units=units if ok else None, price_micros=price,
                           status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
                           region=getattr(getattr(deployment, "config", None), "region", None),
-                          flagged=bool(hold.get("flagged")))
+                          flagged=bool(hold.get("flagged")),
+                          tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")))
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:

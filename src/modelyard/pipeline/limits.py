@@ -195,10 +195,17 @@ class Limiter:
             self._applicable[key] = found
         return found
 
+    async def admit_tokens(self, plan: str, org_id: str, token_id: str, cls: str, kind: str | None,
+                           tokens: int = 0) -> tuple[dict[str, str], Taken | None]:
+        """Like `admit`, but only the token rules: work that was counted as a request already (an agent's nodes)."""
+        return await self.admit(plan, org_id, token_id, cls, kind, tokens, requests=False)
+
     async def admit(self, plan: str, org_id: str, token_id: str, cls: str, kind: str | None,
-                    tokens: int = 0) -> tuple[dict[str, str], Taken | None]:
+                    tokens: int = 0, *, requests: bool = True) -> tuple[dict[str, str], Taken | None]:
         """Count one call against every rule that applies; raise RateLimited when any is full. Returns headers."""
         rules = self.applicable(plan, cls, kind)
+        if not requests:
+            rules = tuple(r for r in rules if r.unit != "requests")
         if not rules:
             return {}, None
         now = self.clock()

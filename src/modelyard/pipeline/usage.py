@@ -33,20 +33,24 @@ class UsageRecorder:
         writer.register(Sink(KIND, self.repo.insert_many, encode=self._row, interval=interval, batch=batch))
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
-               price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool) -> None:
+               price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool,
+               tags: tuple[str | None, str | None, str | None] | None = None) -> None:
+        """`tags`: (job id, agent run id, run node) for a call that was part of a job or an agent run."""
         # raw values only: the row (units as JSON, the day) is built by the writer, off the request path
         self.writer.put(KIND, (self._ids(), org_id, token_id, model_id, task, units, price_micros, status,
-                               latency_ms, region, flagged, time.time()))
+                               latency_ms, region, flagged, time.time(), tags))
 
     @staticmethod
     def _row(raw: tuple[Any, ...]) -> dict[str, Any]:
         """The record as JSON-able data (what the spool keeps); `UsageRepo.insert_many` turns it into a row."""
-        use_id, org_id, token_id, model_id, task, units, price, status, latency_ms, region, flagged, at = raw
+        use_id, org_id, token_id, model_id, task, units, price, status, latency_ms, region, flagged, at = raw[:12]
+        job_id, run_id, run_node = (raw[12] if len(raw) > 12 else None) or (None, None, None)
         fields = {k: getattr(units, k) for k in units.__slots__ if getattr(units, k)} if units is not None else {}
         return {"id": use_id, "org_id": org_id, "token_id": token_id, "model_id": model_id, "task": task,
                 "units": fields, "input_tokens": units.input_tokens if units else 0,
                 "output_tokens": units.output_tokens if units else 0, "price_micros": price, "status": status,
-                "latency_ms": latency_ms, "region": region, "flagged": flagged, "at": at}
+                "latency_ms": latency_ms, "region": region, "flagged": flagged, "at": at, "job_id": job_id,
+                "run_id": run_id, "run_node": run_node}
 
     @property
     def pending(self) -> int:

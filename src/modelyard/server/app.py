@@ -21,6 +21,7 @@ from ..context import AppContext
 from ..files import FileService
 from ..media import MediaStore
 from ..errors import ModelyardError
+from ..agents.service import AgentService
 from ..batches.service import BatchService
 from ..jobs.service import JobService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
@@ -37,6 +38,7 @@ from . import errors, openapi
 from .disconnect import watch_disconnect
 from .fastlane import FastLane
 from .routes import account as account_routes
+from .routes import agents as agent_routes
 from .routes import anthropic as anthropic_routes
 from .routes import batches as batch_routes
 from .routes import fal as fal_routes
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
+        ctx.agents = AgentService(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -101,8 +104,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
             tasks.append(asyncio.create_task(ctx.files.sweep_forever()))
             ctx.jobs.start(runner=settings.job_runner)
-            if settings.job_runner:  # batches are driven where their lines run
+            if settings.job_runner:  # batches and agent runs are driven where their jobs run
                 ctx.batches.start()
+                ctx.agents.start()
         try:
             yield
         finally:
@@ -110,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            if ctx.agents is not None:
+                await ctx.agents.aclose()
             if ctx.batches is not None:
                 await ctx.batches.aclose()
             if ctx.jobs is not None:
@@ -138,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = ctx
     dialects = errors.Dialects()  # each face's error envelope, by path prefix
     for renderer, prefixes in (anthropic_routes.ERRORS, gemini_routes.ERRORS, fal_routes.ERRORS, job_routes.ERRORS,
-                               studio_routes.ERRORS):
+                               studio_routes.ERRORS, agent_routes.ERRORS):
         dialects.register(renderer, prefixes)
     errors.install(app, dialects)
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
@@ -157,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gemini_routes.router, prefix="/api/v1beta", include_in_schema=False)
     app.include_router(platform_routes.router)
     app.include_router(job_routes.router)
+    app.include_router(agent_routes.router)
     app.include_router(studio_routes.router)
     app.include_router(fal_routes.router)
     app.include_router(worker_routes.router)

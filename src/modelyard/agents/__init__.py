@@ -1,0 +1,1 @@
+"""Agents: durable workflow graphs whose every node runs as a job (document, checks, engine, service)."""
