@@ -322,11 +322,10 @@ def _references(node: Node, nodes: dict[str, Node], ids: set[str], problems: Pro
     if node.items is not None:
         sources.append((node.items, f"dag.nodes.{node.id}.items", False))
     for value, path, in_map in sources:
-        try:
-            refs = list(walk(value, path, in_item=in_map))
-        except TemplateError as exc:
-            problems.add(node.id, exc.code, exc.message, path)
-            continue
+        errors: list[TemplateError] = []
+        refs = list(walk(value, path, in_item=in_map, errors=errors))
+        for exc in errors:
+            problems.add(node.id, exc.code, exc.message, exc.path or path)
         node.refs.extend(refs)
         for ref, where, item_bound in refs:
             if ref.root == "item" and not item_bound:
@@ -396,5 +395,6 @@ def _find_cycle(deps: dict[str, set[str]]) -> list[str]:
     while n not in seen:
         seen.append(n)
         n = sorted(deps[n])[0]
-    cycle = seen[seen.index(n):]
-    return list(reversed(cycle))
+    cycle = list(reversed(seen[seen.index(n):]))
+    first = cycle.index(min(cycle))  # named from its smallest id: the same cycle reads the same every time
+    return cycle[first:] + cycle[:first]

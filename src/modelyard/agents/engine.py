@@ -33,8 +33,8 @@ from ..pipeline.units import Units
 from ..store.repo import OrgRepo
 from ..types import Task
 from . import dag as dagmod
-from .repo import NODE_FINAL, AgentRepo, NodeRow, Run
-from .templates import Scope, TemplateError, lookup, render, whole
+from .repo import AgentRepo, NodeRow, Run
+from .templates import Scope, TemplateError, lookup, render
 
 if TYPE_CHECKING:
     from ..context import AppContext
@@ -474,8 +474,8 @@ class AgentEngine:
                 status = "succeeded"
             else:
                 status = "failed"
-            outputs = {nid: pick(nodes[nid].result, graph.nodes[nid].step.outputs)
-                       for nid in graph.sinks() if nodes[nid].state in OK_STATES}
+            # stored whole (media as file names); shown through each sink's `outputs`, with fresh links, when read
+            outputs = {nid: nodes[nid].result for nid in graph.sinks() if nodes[nid].state in OK_STATES}
             error = None
             if status == "failed":
                 first = next(nid for nid in graph.order if nodes[nid].state == "failed")
@@ -488,8 +488,7 @@ class AgentEngine:
                 values["started_at"] = now
             if run.webhook_url:
                 values.update(webhook_status="pending", webhook_next_at=now)
-            adv.event("run.completed", status=status, error=error,
-                      outputs=signed(outputs, self.ctx.media, self.base_url(run)))
+            adv.event("run.completed", status=status, error=error, outputs=self.outputs(run, graph, outputs))
         if values:
             adv.run_values.update(values)
             for k, v in values.items():
@@ -500,6 +499,12 @@ class AgentEngine:
 
     def base_url(self, run: Run) -> str:
         return self.ctx.settings.public_url or run.base_url or "http://localhost/"
+
+    def outputs(self, run: Run, graph: dagmod.Graph, outputs: Any) -> Any:
+        """The run's outputs as clients see them: each sink's result through its `outputs`, links signed now."""
+        if not isinstance(outputs, dict):
+            return outputs
+        return {nid: self.exposed(run, graph.nodes[nid], r) if nid in graph.nodes else r for nid, r in outputs.items()}
 
     def exposed(self, run: Run, node: dagmod.Node, result: Any) -> Any:
         return pick(signed(result, self.ctx.media, self.base_url(run)), node.step.outputs)
@@ -527,8 +532,9 @@ class AgentEngine:
         if jobs is None:
             return
         for run in await self.repo.due_webhooks():
+            graph = await self.graph(run.agent_id, run.agent_version)
             body = {"type": "run.completed", "run_id": run.id, "agent_id": run.agent_id, "status": run.status,
-                    "outputs": signed(run.outputs, self.ctx.media, self.base_url(run)), "error": run.error,
+                    "outputs": self.outputs(run, graph, run.outputs), "error": run.error,
                     "finished_at": int(run.finished_at) if run.finished_at else None}
             ok, permanent = await jobs.webhooks.send(run.org_id, f"msg_{run.id}", run.webhook_url or "",
                                                      orjson.dumps(body))
@@ -539,5 +545,3 @@ class AgentEngine:
 def _template_error(exc: TemplateError, path: str) -> dict[str, Any]:
     return {"code": exc.code, "message": exc.message, "type": "invalid_request_error", "status": 400, "param": path}
 
-
-__all__ = ["AgentEngine", "LeaseLost", "node_job_id", "cache_key", "pick", "whole"]

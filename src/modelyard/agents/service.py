@@ -254,15 +254,15 @@ class AgentService:
     async def public(self, run: Run, *, nodes: bool = True) -> dict[str, Any]:
         """The run as clients read it: per-node state, timings, inputs, results (signed links), progress, cost."""
         base = self.base_url(run)
+        graph = await self.engine.graph(run.agent_id, run.agent_version)
         body: dict[str, Any] = {
             "id": run.id, "object": "agent.run", "agent_id": run.agent_id, "agent_version": run.agent_version,
             "status": run.status, "input_params": run.input_params,
-            "outputs": signed(run.outputs, self.ctx.media, base), "error": run.error, "repair_of": run.repair_of,
+            "outputs": self.engine.outputs(run, graph, run.outputs), "error": run.error, "repair_of": run.repair_of,
             "created_at": int(run.created_at), "started_at": _int(run.started_at),
             "finished_at": _int(run.finished_at)}
         if not nodes:
             return body
-        graph = await self.engine.graph(run.agent_id, run.agent_version)
         rows = await self.repo.nodes(run.id)
         usage = await self.repo.usage(run.id)
         by_node: dict[str, dict[str, Any]] = {}

@@ -21,10 +21,11 @@ _ROOTS = ("input", "nodes", "item")
 class TemplateError(ValueError):
     """A template that cannot be parsed or resolved; the message names it."""
 
-    def __init__(self, message: str, code: str = "invalid_template") -> None:
+    def __init__(self, message: str, code: str = "invalid_template", path: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.path = path  # the JSON path of the string holding it, when known
 
 
 @dataclass(frozen=True)
@@ -107,28 +108,34 @@ def whole(text: str) -> Ref | None:
     return parts[0] if len(parts) == 1 and isinstance(parts[0], Ref) else None
 
 
-def walk(value: Any, path: str, *, in_item: bool = False) -> Iterator[tuple[Ref, str, bool]]:
+def walk(value: Any, path: str, *, in_item: bool = False,
+         errors: list[TemplateError] | None = None) -> Iterator[tuple[Ref, str, bool]]:
     """Every reference in a JSON value: (ref, the JSON path of the string holding it, whether `${item}` is bound
-    there). Raises TemplateError (with the path in its message) for one that does not parse."""
+    there). A string that does not parse raises TemplateError (with its path) — or, given `errors`, is added there
+    and the walk goes on, so every bad template is reported at once."""
     if isinstance(value, str):
         if has_template(value):
             try:
                 parts = parse(value)
             except TemplateError as exc:
-                raise TemplateError(f"{path}: {exc.message}") from None
+                err = TemplateError(exc.message, exc.code, path)
+                if errors is None:
+                    raise err from None
+                errors.append(err)
+                return
             for part in parts:
                 if isinstance(part, Ref):
                     yield part, path, in_item
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            yield from walk(v, f"{path}[{i}]", in_item=in_item)
+            yield from walk(v, f"{path}[{i}]", in_item=in_item, errors=errors)
     elif isinstance(value, Mapping):
         if EACH in value:
-            yield from walk(value[EACH], f"{path}.{EACH}", in_item=in_item)
-            yield from walk(value.get("template"), f"{path}.template", in_item=True)
+            yield from walk(value[EACH], f"{path}.{EACH}", in_item=in_item, errors=errors)
+            yield from walk(value.get("template"), f"{path}.template", in_item=True, errors=errors)
             return
         for k, v in value.items():
-            yield from walk(v, f"{path}.{k}" if path else str(k), in_item=in_item)
+            yield from walk(v, f"{path}.{k}" if path else str(k), in_item=in_item, errors=errors)
 
 
 def lookup(value: Any, path: tuple[str | int, ...], ref: Ref) -> Any:

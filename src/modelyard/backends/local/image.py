@@ -71,6 +71,8 @@ class DiffusersBackend(LocalRuntime):
     """A diffusers pipeline folder on disk; with `options.demo: true` the folder is built on first use."""
 
     tasks = frozenset({Task.TEXT_TO_IMAGE, Task.IMAGE_TO_IMAGE, Task.TEXT_TO_VIDEO, Task.IMAGE_TO_VIDEO})
+    # a pipeline's scheduler keeps the current step in itself: two calls at once index past its end (IndexError)
+    max_threads = 1
 
     def __init__(self, deployment: Deployment) -> None:
         opts = deployment.config.options

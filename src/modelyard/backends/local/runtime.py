@@ -31,6 +31,9 @@ class LocalRuntime(BaseBackend):
     """
 
     retry_after_seconds = 2.0
+    # a runtime whose model object is not safe to call from two threads at once (a diffusers pipeline keeps its
+    # scheduler's step in itself) caps its threads here, whatever `max_concurrency` lets wait in its queue
+    max_threads: int | None = None
 
     def __init__(self, deployment: Deployment) -> None:
         cfg = deployment.config
@@ -39,7 +42,8 @@ class LocalRuntime(BaseBackend):
         self.name = deployment.key
         self.concurrency = max(1, cfg.max_concurrency)
         self.max_queue = max(0, cfg.max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"model-{deployment.model_id}")
+        threads = min(self.concurrency, self.max_threads or self.concurrency)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix=f"model-{deployment.model_id}")
         self._pending = 0
         self._model: Any = None
         self._load_error: str | None = None
