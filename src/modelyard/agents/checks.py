@@ -3,7 +3,7 @@ request schema its sync route uses — with templates standing in for values onl
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from pydantic import ValidationError
 
@@ -16,9 +16,11 @@ from .dag import Graph, Node, Problems
 from .templates import EACH, Scope, TemplateError, has_template, render, whole
 
 
-def check_models(graph: Graph, catalog: Catalog, problems: Problems) -> dict[str, Task]:
-    """Each node's model exists and serves its task (aliases like `fal/text-to-image` accepted); the payloads pass
-    their task's request schema wherever a value is already known. Returns each good node's task."""
+def check_models(graph: Graph, catalog: Catalog, problems: Problems,
+                 allowed: Callable[[str], bool] = lambda _model_id: True) -> dict[str, Task]:
+    """Each node's model exists, the caller's plan may use it (`allowed`) and it serves its task (aliases like
+    `fal/text-to-image` accepted); the payloads pass their task's request schema wherever a value is already known.
+    Returns each good node's task."""
     tasks: dict[str, Task] = {}
     for node in graph.nodes.values():
         where = f"dag.nodes.{node.id}" + (".node" if node.kind == "map" else "")
@@ -31,6 +33,10 @@ def check_models(graph: Graph, catalog: Catalog, problems: Problems) -> dict[str
             model = catalog.get(node.step.model_id, param=f"{where}.model_id")
         except ModelyardError as exc:
             problems.add(node.id, "unknown_model", exc.message, f"{where}.model_id")
+            continue
+        if not allowed(model.id):
+            problems.add(node.id, "model_not_in_plan", f"The model '{model.id}' is not available on your plan.",
+                         f"{where}.model_id")
             continue
         if task not in model.tasks:
             problems.add(node.id, "unsupported_task", f"Model '{model.id}' does not serve {task.value} (it serves "

@@ -61,20 +61,22 @@ class AgentService:
 
     # ---------------------------------------------------------------- documents
 
-    def check(self, dag: Any) -> tuple[dagmod.Graph, dict[str, Any]]:
-        """The graph, checked whole against the catalog; raises AgentInvalid with every problem."""
+    def check(self, dag: Any, plan: str) -> tuple[dagmod.Graph, dict[str, Any]]:
+        """The graph, checked whole against the catalog and the caller's plan; raises AgentInvalid with every
+        problem."""
         problems = dagmod.Problems()
         graph = dagmod.parse(dag, problems)
         tasks: dict[str, Any] = {}
         if graph is not None:
-            tasks = check_models(graph, self.ctx.catalog, problems)
+            tasks = check_models(graph, self.ctx.catalog, problems,
+                                 lambda model_id: self.ctx.gate.plan_allows(plan, model_id))
         if problems or graph is None:
             raise AgentInvalid(problems)
         return graph, tasks
 
     async def create(self, principal: Principal, body: Mapping[str, Any]) -> Agent:
         name, description = _name(body, required=True), _description(body)
-        self.check(body.get("dag"))
+        self.check(body.get("dag"), principal.plan)
         return await self.repo.create_agent(principal.org_id, name, description, _plain(body["dag"]))
 
     async def get(self, principal: Principal, agent_id: str) -> Agent:
@@ -100,7 +102,7 @@ class AgentService:
             description = _description(body) if "description" in body else agent.description
             dag = agent.dag
             if "dag" in body:
-                self.check(body["dag"])
+                self.check(body["dag"], principal.plan)
                 dag = _plain(body["dag"])
             if name == agent.name and description == agent.description and dag == agent.dag:
                 return agent  # nothing changed: no new version
@@ -133,7 +135,7 @@ class AgentService:
             if not isinstance(webhook, str):
                 raise InvalidRequest("'webhook_url' must be a string.", param="webhook_url")
             await check_url(webhook, "webhook_url", allow_private=self.ctx.settings.allow_private_urls)
-        graph, tasks = self.check(agent.dag)
+        graph, tasks = self.check(agent.dag, principal.plan)
         problems = dagmod.Problems()
         check_inputs(graph, tasks, self.ctx.catalog, inputs, problems)
         if problems:

@@ -128,6 +128,13 @@ class Gate:
         """Wallet movements queued in memory, not yet written (nor spooled)."""
         return [] if self.writer is None else self.writer.queued(MONEY)
 
+    def plan_allows(self, plan: str, model_id: str) -> bool:
+        """Whether `plan` may use the model (what admission checks first), for checks made before any call."""
+        if self.passthrough or plan == UNLIMITED:
+            return True
+        allowed = self.prices.model_plans.get(model_id)
+        return allowed is None or plan in allowed
+
     def filters(self, org_id: str) -> bool:
         """Whether admission will read `text` for this org: routes skip extracting it otherwise."""
         return not self.passthrough and self.filter.action_for(org_id) is not None

@@ -89,9 +89,9 @@ async def agent_schema(request: Request) -> Response:
              openapi_extra=_DOC)
 async def validate_agent(request: Request) -> Response:
     ctx = app_context(request)
-    await ctx.calls.authorize(request, sc.USER_READ)
+    principal = await ctx.calls.authorize(request, sc.USER_READ)
     body = await _body(request)
-    graph, tasks = _service(request).check(body.get("dag"))
+    graph, tasks = _service(request).check(body.get("dag"), principal.plan)
     inputs = body.get("input_params")
     if inputs is not None:
         from ...agents.checks import check_inputs
