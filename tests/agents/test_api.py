@@ -500,3 +500,21 @@ def test_bad_bodies_are_4xx(http: httpx.Client) -> None:
     assert http.post(f"/api/agents/{agent['id']}/run", json={"input_params": []}).status_code == 400
     assert http.post(f"/api/agents/{agent['id']}/run", json={}, headers={"Idempotency-Key": "x" * 300}).status_code == 400
     assert http.get("/api/runs/run_nope/events", headers={"Last-Event-ID": "abc"}).status_code == 404
+
+
+def test_a_run_counts_once_as_a_job_submission(http: httpx.Client, srv: Running) -> None:
+    """The free plan allows 10 job submissions a minute: a run of a three-item map takes one of them."""
+    org = create_org(srv, "free")
+    h = {"Authorization": f"Bearer {create_key(srv, org['id'])}"}
+    agent = http.post("/api/agents", headers=h, json={"name": "count", "dag": {"nodes": {"m": {
+        "type": "map", "items": "${input.xs}", "node": {"model_id": "echo", "task": "chat",
+                                                        "payload": chat("${item}")}}}}}).json()["agent"]
+    seen = []
+    for _ in range(2):
+        r = http.post(f"/api/agents/{agent['id']}/run", headers=h, json={"input_params": {"xs": ["a", "b", "c"]}})
+        assert r.status_code == 201, r.text
+        assert r.headers["x-ratelimit-limit-requests"] == "10"
+        seen.append(int(r.headers["x-ratelimit-remaining-requests"]))
+        wait_until(lambda: http.get(f"/api/runs/{r.json()['run']['id']}", headers=h).json()["run"]["status"]
+                   in FINAL, 30, "the run to end")
+    assert seen == [9, 8]

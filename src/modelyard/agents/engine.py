@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..catalog import Model
-from ..errors import ModelyardError, NotFound, UpstreamError
+from ..errors import ModelyardError, NotFound, RateLimited, UpstreamError
 from ..jobs.queue import FINAL as JOB_FINAL
 from ..jobs.queue import Job, job_row
 from ..jobs.runner import run_task
@@ -431,6 +431,10 @@ class AgentEngine:
             estimate = payload_estimate(task, payload)
             call = await self.ctx.calls.admit(principal, model, task, payload, job=True, estimate=estimate,
                                               field_prefix=prefix, count=False)
+        except RateLimited as exc:  # the plan's limits for this kind of work: wait, it is tried again later
+            if item is None:  # shown on the pending node until it is queued
+                row.set(error=job_error(exc))
+            return
         except ModelyardError as exc:
             if item is None:
                 return self._fail(adv, row, job_error(exc))
@@ -448,7 +452,7 @@ class AgentEngine:
                                 max_attempts=node.step.max_attempts or self.ctx.settings.job_max_attempts,
                                 run_id=run.id, run_node=node.id, run_item=item))
         if item is None:
-            row.set(state="queued")
+            row.set(state="queued", error=None)
             adv.event("node.queued", node=row.node_id)
 
     def _failed_row(self, run: Run, node: dagmod.Node, item: int, error: dict[str, Any]) -> dict[str, Any]:

@@ -315,8 +315,9 @@ class CallPath:
         """Plan, limits, content filter, wallet reserve. `req` is the face's request or a job's payload; `field`
         names the filtered input in a refusal when the face calls it something else (Gemini's `contents`),
         `field_prefix` says where a job's payload sits in its body (`payload.`), and `price_factor` is a discount
-        on the list price (batch lines). `count=False` skips the request count (an agent run's nodes: the run
-        counted once, as one job submission, when it was submitted); token limits, plan, filter and wallet apply."""
+        on the list price (batch lines). `count=False` is for work whose submission was counted already (an agent
+        run's nodes): the class's request count is skipped; its kind's limits, token limits, plan, filter and
+        wallet apply."""
         gate = self.gate
         text = named = None
         if gate.filters(principal.org_id):

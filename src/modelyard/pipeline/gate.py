@@ -157,9 +157,9 @@ class Gate:
         if count:
             headers, taken = await self.limits.admit(plan, principal.org_id, principal.token_id,
                                                      "job" if job else "api", kind, tokens)
-        else:  # counted already (an agent run's submission): token rules still take the estimate
-            headers, taken = await self.limits.admit_tokens(plan, principal.org_id, principal.token_id,
-                                                            "job" if job else "api", kind, tokens)
+        else:  # its submission was counted (an agent run): its kind's rules and token rules still apply
+            headers, taken = await self.limits.admit_work(plan, principal.org_id, principal.token_id,
+                                                          "job" if job else "api", kind, tokens)
         flagged = False
         if text:
             action = self.filter.action_for(principal.org_id)

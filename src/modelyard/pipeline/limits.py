@@ -195,9 +195,10 @@ class Limiter:
             self._applicable[key] = found
         return found
 
-    async def admit_tokens(self, plan: str, org_id: str, token_id: str, cls: str, kind: str | None,
-                           tokens: int = 0) -> tuple[dict[str, str], Taken | None]:
-        """Like `admit`, but only the token rules: work that was counted as a request already (an agent's nodes)."""
+    async def admit_work(self, plan: str, org_id: str, token_id: str, cls: str, kind: str | None,
+                         tokens: int = 0) -> tuple[dict[str, str], Taken | None]:
+        """Like `admit`, for work whose submission was counted already (an agent run's nodes): the rules of its
+        kind (chat, images …) and token rules apply, the class's plain request count does not."""
         return await self.admit(plan, org_id, token_id, cls, kind, tokens, requests=False)
 
     async def admit(self, plan: str, org_id: str, token_id: str, cls: str, kind: str | None,
@@ -205,7 +206,7 @@ class Limiter:
         """Count one call against every rule that applies; raise RateLimited when any is full. Returns headers."""
         rules = self.applicable(plan, cls, kind)
         if not requests:
-            rules = tuple(r for r in rules if r.unit != "requests")
+            rules = tuple(r for r in rules if r.unit != "requests" or r.kind is not None)
         if not rules:
             return {}, None
         now = self.clock()
