@@ -518,3 +518,14 @@ def test_a_run_counts_once_as_a_job_submission(http: httpx.Client, srv: Running)
         wait_until(lambda: http.get(f"/api/runs/{r.json()['run']['id']}", headers=h).json()["run"]["status"]
                    in FINAL, 30, "the run to end")
     assert seen == [9, 8]
+
+
+def test_map_outputs_pick_each_item(http: httpx.Client) -> None:
+    agent = create(http, {"nodes": {"m": {"type": "map", "items": "${input.xs}", "node": {
+        "model_id": "echo", "task": "chat", "payload": chat("${item}"), "outputs": ["choices[0].message.content"]}}}})
+    done = finished(http, start(http, agent["id"], {"xs": ["p", "q"]})["id"])
+    assert done["outputs"]["m"] == {"items": [{"choices[0].message.content": "p"},
+                                              {"choices[0].message.content": "q"}], "errors": []}
+    r = http.post("/api/agents/validate", json={"dag": {"nodes": {"m": {"type": "map", "items": "${input.xs}", "node": {
+        "model_id": "echo", "task": "chat", "payload": chat("${item}"), "cache": True}}}}})
+    assert r.status_code == 400 and r.json()["node_errors"]["m"][0]["code"] == "unsupported_field"

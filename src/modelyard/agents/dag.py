@@ -79,6 +79,8 @@ class Node:
     items: str | None = None  # a map's template resolving to its array
     max_concurrency: int = DEFAULT_MAX_CONCURRENCY
     tolerance: float = 0.0
+    # what the node shows of its result (a task node: its `outputs`; a map: the map's own, over {items, errors})
+    outputs: list[tuple[str, tuple[str | int, ...]]] | None = None
     deps: set[str] = field(default_factory=set)  # nodes that must succeed first (edges and references)
     refs: list[tuple[Ref, str, bool]] = field(default_factory=list)  # (ref, JSON path, item bound)
 
@@ -183,7 +185,7 @@ def _node(nid: str, raw: Any, path: str, problems: Problems) -> Node | None:
                          f"{', '.join(sorted(allowed))}).", f"{path}.{k}")
     if kind == "task":
         step = _step(nid, raw, path, problems)
-        return Node(nid, "task", step) if step is not None else None
+        return Node(nid, "task", step, outputs=step.outputs) if step is not None else None
     inner = raw.get("node")
     if not isinstance(inner, Mapping):
         problems.add(nid, "missing_field", "A map node needs 'node': {model_id, task, payload}.", f"{path}.node")
@@ -215,9 +217,13 @@ def _node(nid: str, raw: Any, path: str, problems: Problems) -> Node | None:
         tol = 0
     if step is None:
         return None
-    if raw.get("outputs") is not None and step.outputs is None:
-        step.outputs = _outputs(nid, raw["outputs"], f"{path}.outputs", problems)
-    return Node(nid, "map", step, items=items, max_concurrency=conc, tolerance=float(tol))
+    if step.cache:
+        problems.add(nid, "unsupported_field", "'cache' applies to task nodes, not to a map's items.",
+                     f"{path}.node.cache")
+    node = Node(nid, "map", step, items=items, max_concurrency=conc, tolerance=float(tol))
+    if raw.get("outputs") is not None:  # the map's own: paths into {items, errors}; the inner node's pick each item
+        node.outputs = _outputs(nid, raw["outputs"], f"{path}.outputs", problems)
+    return node
 
 
 def _step(nid: str, raw: Mapping[str, Any], path: str, problems: Problems) -> Step | None:

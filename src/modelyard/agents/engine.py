@@ -511,7 +511,11 @@ class AgentEngine:
         return {nid: self.exposed(run, graph.nodes[nid], r) if nid in graph.nodes else r for nid, r in outputs.items()}
 
     def exposed(self, run: Run, node: dagmod.Node, result: Any) -> Any:
-        return pick(signed(result, self.ctx.media, self.base_url(run)), node.step.outputs)
+        shown = signed(result, self.ctx.media, self.base_url(run))
+        if node.kind == "map" and node.step.outputs is not None and isinstance(shown, dict):
+            shown = {**shown, "items": [pick(i, node.step.outputs) if i is not None else None
+                                        for i in shown.get("items") or []]}
+        return pick(shown, node.outputs)
 
     # ---------------------------------------------------------------- a node's job, on a runner
 

@@ -15,7 +15,7 @@ from ..pipeline.auth import Principal
 from ..pipeline.calls import Client
 from . import dag as dagmod
 from .checks import check_inputs, check_models
-from .engine import AgentEngine, pick
+from .engine import AgentEngine
 from .repo import ACTIVE, RUN_FINAL, Agent, AgentRepo, NodeRow, Run, new_id
 from ..jobs.tasks import signed
 
@@ -279,8 +279,7 @@ class AgentService:
                 "id": nid, "type": row.kind, "model_id": node.step.model_id, "task": node.step.task,
                 "state": row.state, "attempts": row.attempts, "started_at": _int(row.started_at),
                 "finished_at": _int(row.finished_at), "inputs": signed(row.inputs, self.ctx.media, base),
-                "result": pick(signed(row.result, self.ctx.media, base), node.step.outputs)
-                if row.result is not None else None,
+                "result": self.engine.exposed(run, node, row.result) if row.result is not None else None,
                 "error": row.error, "reused_from": row.reused_from,
                 "usage": _usage_sum(by_node.get(nid, []))}  # type: ignore[arg-type]
             if row.kind == "map":
