@@ -264,6 +264,13 @@ def test_tolerance_one_of_four_fails(http: httpx.Client, srv: Running) -> None:
     assert [i and i["choices"][0]["message"]["content"] for i in items] == ["one", "two", None, "four"]
     assert [e["index"] for e in ok["outputs"]["m"]["errors"]] == [2]
     assert ok["outputs"]["m"]["errors"][0]["error"]["param"].startswith("dag.nodes.m.node.payload.messages[0]")
+    page = http.get(f"/api/runs/{ok['id']}/nodes/m/items", params={"limit": 3}).json()
+    assert [i["state"] for i in page["data"]] == ["succeeded", "succeeded", "failed"]
+    assert page["total"] == 4 and page["has_more"] and page["data"][2]["item"] == {"not": "text"}
+    assert page["data"][2]["error"]["param"].startswith("dag.nodes.m.node.payload")
+    last = http.get(f"/api/runs/{ok['id']}/nodes/m/items", params={"after": page["next_after"]}).json()
+    assert [(i["index"], i["result"]["choices"][0]["message"]["content"]) for i in last["data"]] == [(3, "four")]
+    assert http.get(f"/api/runs/{ok['id']}/nodes/nope/items").status_code == 404
     bad = finished(http, start(http, agent(0)["id"], {"sizes": sizes})["id"])
     assert bad["status"] == "failed" and bad["nodes"]["m"]["state"] == "failed"
     assert bad["nodes"]["m"]["error"]["code"] == "tolerance_exceeded"

@@ -265,6 +265,19 @@ class AgentRepo:
         async with self.engine.connect() as conn:
             return {r.run_item: r.result for r in (await conn.execute(q)).all()}
 
+    async def items(self, run_id: str, node_id: str, after: int, limit: int) -> list[Job]:
+        """A map node's items from index `after` on, with their results, in item order."""
+        q = (select(jobs).where(jobs.c.run_id == run_id, jobs.c.run_node == node_id, jobs.c.run_item >= after)
+             .order_by(jobs.c.run_item).limit(limit))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(q)).all()
+        out = []
+        for r in rows:
+            j = _job(r._mapping)
+            j.meta["run_item"] = r.run_item
+            out.append(j)
+        return out
+
     async def node_started(self, run_id: str, node_id: str, attempt: int) -> bool:
         """A runner began an attempt of a task node: `running`, with its event (once per attempt)."""
         now = time.time()

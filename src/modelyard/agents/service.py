@@ -15,7 +15,7 @@ from ..pipeline.auth import Principal
 from ..pipeline.calls import Client
 from . import dag as dagmod
 from .checks import check_inputs, check_models
-from .engine import AgentEngine
+from .engine import AgentEngine, pick
 from .repo import ACTIVE, RUN_FINAL, Agent, AgentRepo, NodeRow, Run, new_id
 from ..jobs.tasks import signed
 
@@ -293,6 +293,31 @@ class AgentService:
         body["usage"] = total
         body["cost_micros"] = total["cost_micros"]
         return body
+
+    async def items(self, principal: Principal, run_id: str, node_id: str, after: int, limit: int
+                    ) -> tuple[list[dict[str, Any]], int | None, int]:
+        """A map node's items as they stand now — each result as soon as it is ready. (items, next index, total)"""
+        run = await self.get_run(principal, run_id)
+        graph = await self.engine.graph(run.agent_id, run.agent_version)
+        node = graph.nodes.get(node_id)
+        if node is None or node.kind != "map":
+            raise NotFound(f"Run '{run_id}' has no map node '{node_id}'.", param="node_id", code="node_not_found")
+        row = (await self.repo.nodes(run.id))[node_id]
+        base = self.base_url(run)
+        out = []
+        for j in await self.repo.items(run.id, node_id, after, limit + 1):
+            i = j.meta["run_item"]
+            state = {"pending": "retrying" if j.attempts else "queued", "completed": "succeeded",
+                     "dead_letter": "failed"}.get(j.status, j.status)
+            out.append({"index": i, "state": state, "attempts": j.attempts, "job_id": j.id,
+                        "item": (row.inputs or {}).get("items", [None] * (i + 1))[i],
+                        "result": pick(signed(j.result, self.ctx.media, base), node.step.outputs)
+                        if j.status == "completed" else None,
+                        "error": j.error if j.status in ("failed", "dead_letter", "cancelled") else None,
+                        "started_at": _int(j.started_at), "finished_at": _int(j.finished_at)})
+        more = len(out) > limit
+        out = out[:limit]
+        return out, (out[-1]["index"] + 1 if more else None), row.total or 0
 
     async def events(self, run: Run, last_id: int | None, *, poll: float = 0.5) -> AsyncIterator[bytes]:
         """Server-sent events: a snapshot on connect (unless resuming), then each event once, in order, ending

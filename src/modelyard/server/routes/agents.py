@@ -185,6 +185,17 @@ async def get_agent_run(request: Request, agent_id: str, run_id: str) -> Respons
     return json_response({"run": await service.public(await service.get_run(principal, run_id, agent_id))})
 
 
+@router.get("/api/runs/{run_id}/nodes/{node_id}/items", summary="A map node's items: state, result or error each")
+async def map_items(request: Request, run_id: str, node_id: str) -> Response:
+    principal = await app_context(request).calls.authorize(request, sc.USER_READ)
+    raw = request.query_params.get("after", "0")
+    if not raw.isdigit():
+        raise InvalidRequest("'after' is an item index (0 or more).", param="after")
+    items, nxt, total = await _service(request).items(principal, run_id, node_id, int(raw), _limit(request))
+    return json_response({"object": "list", "data": items, "total": total, "has_more": nxt is not None,
+                          "next_after": nxt})
+
+
 @router.post("/api/runs/{run_id}/cancel", summary="Cancel a run")
 async def cancel_run(request: Request, run_id: str) -> Response:
     principal = await app_context(request).calls.authorize(request, sc.USER_WRITE)
