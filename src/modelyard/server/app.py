@@ -23,6 +23,7 @@ from ..media import MediaStore
 from ..errors import ModelyardError
 from ..batches.service import BatchService
 from ..jobs.service import JobService
+from ..library.service import LibraryService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
@@ -43,6 +44,7 @@ from .routes import fal as fal_routes
 from .routes import files as file_routes
 from .routes import gemini as gemini_routes
 from .routes import jobs as job_routes
+from .routes import library as library_routes
 from .routes import openai as openai_routes
 from .routes import orgs as org_routes
 from .routes import studio as studio_routes
@@ -80,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
+        ctx.library = LibraryService(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             ctx.jobs.start(runner=settings.job_runner)
             if settings.job_runner:  # batches are driven where their lines run
                 ctx.batches.start()
+            await ctx.library.start(background=settings.job_runner)  # prompts are embedded where runners run
         try:
             yield
         finally:
@@ -116,6 +120,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
                 await agent.sign_off()
+            if ctx.library is not None:  # its queued items drain with the write-behind below
+                await ctx.library.aclose()
             # one drain for every off-path record (usage, money, counters, responses), retried for the grace period
             await ctx.gate.aclose()
             await ctx.responses.aclose()
@@ -157,6 +163,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gemini_routes.router, prefix="/api/v1beta", include_in_schema=False)
     app.include_router(platform_routes.router)
     app.include_router(job_routes.router)
+    app.include_router(library_routes.router)
     app.include_router(studio_routes.router)
     app.include_router(fal_routes.router)
     app.include_router(worker_routes.router)
