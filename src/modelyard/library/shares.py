@@ -38,7 +38,7 @@ class Shares:
         self.ttl = settings.media_url_ttl
         rule = LimitRuleConfig(scope="org", class_="all", window="minute", count=settings.share_requests_per_minute)
         self.limiter = Limiter({PLAN: PlanConfig(limits=[rule])}, settings.redis_url,
-                               settings.redis_key_prefix + "shares:", clock=library.clock)
+                               settings.redis_key_prefix + "shares:", clock=lambda: library.clock())
 
     async def admit(self, address: str) -> dict[str, str]:
         """One keyless read from `address`; 429 past the per-address rate."""
