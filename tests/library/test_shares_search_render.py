@@ -10,7 +10,7 @@ import httpx
 import openai
 import pytest
 
-from ..conftest import Running, server_fixture
+from ..conftest import Running, require, server_fixture
 from ..support.clock import Clock
 from ..support.library import SHARE_RPM, flush, item_where, items, library_server, new_org, of_job
 
@@ -164,8 +164,8 @@ def test_semantic_search_says_which_mode_ranked(http: httpx.Client, srv: Running
     library = srv.app.state.ctx.library
     if not srv.on_server_loop(library.embedder.ready()):
         body = http.get("/api/search", params={"q": "ocean", "mode": "semantic"}, headers=srv.headers()).json()
-        assert body["mode"] == "fts"
-        return
+        assert body["mode"] == "fts"  # said, not hidden: the fallback ranked these
+        require("the built-in embedding model", "all-minilm-l6-v2 cannot run here (modelyard[local] missing)")
 
     def embedded() -> bool:
         return srv.on_server_loop(library.embedder.embed_due(), timeout=120) == 0 and not srv.on_server_loop(

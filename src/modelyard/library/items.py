@@ -100,7 +100,8 @@ def ext_of(content_type: str) -> str | None:
 
 def prompt_and_params(payload: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
     """The prompt a request was made with, and its other small parameters (inline images and audio left out)."""
-    prompt = next((payload[k] for k in _PROMPT_KEYS if isinstance(payload.get(k), str) and payload[k].strip()), None)
+    prompt = next((payload[k].replace("\x00", "") for k in _PROMPT_KEYS  # no database keeps a NUL in text
+                   if isinstance(payload.get(k), str) and payload[k].strip()), None)
     params = {k: v for k, v in payload.items()
               if k not in _PROMPT_KEYS and k not in _BULKY and k not in ("model", "async", "response_format")
               and v is not None and len(repr(v)) <= MAX_PARAM_CHARS}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime, timezone
 from typing import Any
 
@@ -9,7 +11,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ...errors import InvalidRequest
+from ...errors import InvalidRequest, NotFound
 from ...jobs.tasks import parse_task
 from ...library.items import MEDIA_TASKS, TYPES
 from ...library.search import search as run_search
@@ -21,6 +23,7 @@ from .async_jobs import raise_job_error
 from .platform import stored_media
 
 router = APIRouter(tags=["Library"])
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 ITEM = "/api/library/items/{item_id}"
 DEFAULT_WAIT, MAX_WAIT = 60.0, 600.0
 _SAVE_DOC = {"type": "object", "properties": {
@@ -31,6 +34,21 @@ _SHARE_DOC = {"type": "object", "properties": {"expires_in_seconds": {"type": "i
 _RENDER_DOC = {"type": "object", "required": ["model_id", "task", "payload"], "properties": {
     "model_id": {"type": "string"}, "task": {"type": "string", "enum": list(MEDIA_TASKS)},
     "payload": {"type": "object"}, "wait_seconds": {"type": "number", "minimum": 0, "maximum": MAX_WAIT}}}
+
+
+def _query(request: Request) -> Any:
+    """The query string, refused whole if a value holds a NUL (no database stores one in text)."""
+    for name, value in request.query_params.multi_items():
+        if "\x00" in value:
+            raise InvalidRequest(f"'{name}' must not contain NUL characters.", param=name)
+    return request.query_params
+
+
+def _item(item_id: str) -> str:
+    """Ids are ours: anything else names no item (and never reaches a query)."""
+    if not _ID.fullmatch(item_id):
+        raise NotFound(f"No library item '{item_id[:64]}'.", param="id", code="item_not_found")
+    return item_id
 
 
 def _doc(schema: dict[str, Any]) -> dict[str, Any]:
@@ -49,9 +67,13 @@ def _when(raw: str | None, name: str) -> float | None:
     if not raw:
         return None
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(value):
+            raise InvalidRequest(f"'{name}' is unix seconds or an ISO-8601 date.", param=name)
+        return value
     try:
         when = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
@@ -61,8 +83,8 @@ def _when(raw: str | None, name: str) -> float | None:
 
 def _str(body: dict[str, Any], name: str) -> str | None:
     value = body.get(name)
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise InvalidRequest(f"'{name}' must be a non-empty string.", param=name)
+    if value is not None and (not isinstance(value, str) or not value.strip() or "\x00" in value):
+        raise InvalidRequest(f"'{name}' must be a non-empty string (without NUL characters).", param=name)
     return value
 
 
@@ -72,7 +94,7 @@ def _str(body: dict[str, Any], name: str) -> str | None:
 async def list_items(request: Request) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
-    q = request.query_params
+    q = _query(request)
     kind = q.get("type") or None
     if kind is not None and kind not in TYPES:
         raise InvalidRequest(f"'type' is one of {', '.join(TYPES)}.", param="type")
@@ -107,14 +129,14 @@ async def save_item(request: Request) -> Response:
 async def get_item(request: Request, item_id: str) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
-    return json_response(ctx.library.public(await ctx.library.get(principal, item_id), base_url(request)))
+    return json_response(ctx.library.public(await ctx.library.get(principal, _item(item_id)), base_url(request)))
 
 
 @router.delete(ITEM, summary="Delete a library item, its media bytes and its share link")
 async def delete_item(request: Request, item_id: str) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE)
-    item = await ctx.library.delete(principal, item_id)
+    item = await ctx.library.delete(principal, _item(item_id))
     return json_response({"id": item.id, "object": "library.item", "deleted": True})
 
 
@@ -130,7 +152,7 @@ async def create_share(request: Request, item_id: str) -> Response:
     if expires is not None and (isinstance(expires, bool) or not isinstance(expires, int)
                                 or not 1 <= expires <= 365 * 24 * 3600):
         raise InvalidRequest("'expires_in_seconds' is an integer from 1 to 31536000.", param="expires_in_seconds")
-    link = await ctx.library.shares.create(principal, item_id, expires, base_url(request))
+    link = await ctx.library.shares.create(principal, _item(item_id), expires, base_url(request))
     return json_response(link, status=201)
 
 
@@ -138,14 +160,14 @@ async def create_share(request: Request, item_id: str) -> Response:
 async def get_share(request: Request, item_id: str) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
-    return json_response(await ctx.library.shares.get(principal, item_id))
+    return json_response(await ctx.library.shares.get(principal, _item(item_id)))
 
 
 @router.delete(ITEM + "/share", summary="Revoke the item's share link (at once)")
 async def delete_share(request: Request, item_id: str) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE)
-    return json_response(await ctx.library.shares.revoke(principal, item_id))
+    return json_response(await ctx.library.shares.revoke(principal, _item(item_id)))
 
 
 def _address(request: Request) -> str:
@@ -177,7 +199,7 @@ async def share_media(request: Request, token: str, index: str) -> Response:
 async def search(request: Request) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
-    q = request.query_params
+    q = _query(request)
     text = (q.get("q") or "").strip()
     if not text:
         raise InvalidRequest("'q' is required.", param="q")
