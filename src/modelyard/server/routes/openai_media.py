@@ -105,8 +105,7 @@ async def speech(request: Request) -> Response:
         return queued
     result, model = await _run_on(request, principal, req.model, Task.SPEECH, req)
     # the bytes are answered inline: the library saves its copy in the background
-    app_context(request).library.capture(principal.org_id, model.id, Task.SPEECH.value, req.model_dump(),  # type: ignore[union-attr]
-                                         route="openai", raw=[(result.data, result.content_type)])
+    _keep(request, principal, model, Task.SPEECH, req.model_dump(), raw=[(result.data, result.content_type)])
     return Response(result.data, media_type=result.content_type)
 
 
@@ -165,6 +164,14 @@ async def translations(request: Request) -> Response:
     return await _transcribe(request, Task.TRANSLATION)
 
 
+def _keep(request: Request, principal: Principal, model: Model, task: Task, params: dict[str, Any], *,
+          stored: list[LibraryMedia] | None = None, raw: list[tuple[bytes, str]] | None = None) -> None:
+    """The result as a library item (queued, never awaited). A model host has no library: its gateway keeps it."""
+    library = app_context(request).library
+    if library is not None:
+        library.capture(principal.org_id, model.id, task.value, params, route="openai", stored=stored, raw=raw)
+
+
 async def _image_data(request: Request, principal: Principal, model: Model, task: Task, params: dict[str, Any],
                       images: list[bytes], response_format: str, revised: str | None) -> dict[str, Any]:
     """The images answer; the same images become one library item (saved ones by name, inline ones later)."""
@@ -180,8 +187,8 @@ async def _image_data(request: Request, principal: Principal, model: Model, task
             stored.append(LibraryMedia(saved.name, saved.content_type, bytes=len(png), width=w, height=h))
             item["url"] = ctx.media.url(saved.name, base_url(request))
         data.append(item)
-    ctx.library.capture(principal.org_id, model.id, task.value, params, route="openai", stored=stored,  # type: ignore[union-attr]
-                        raw=None if stored else [(png, "image/png") for png in images])
+    _keep(request, principal, model, task, params, stored=stored,
+          raw=None if stored else [(png, "image/png") for png in images])
     return {"created": int(time.time()), "data": data}
 
 
