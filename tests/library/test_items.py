@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Iterator
 
 import httpx
@@ -165,4 +164,3 @@ def test_routes_need_a_key(http: httpx.Client) -> None:
     assert http.get("/api/library/items").status_code == 401
     assert http.post("/api/render", json={}).status_code == 401
     assert http.get("/api/search", params={"q": "x"}).status_code == 401
-    assert base64  # (imported for symmetry with the shares suite)

@@ -98,7 +98,7 @@ def test_share_expires(http: httpx.Client, srv: Running, made: dict[str, Any], c
 
 def test_shares_are_scoped_private_and_limited(http: httpx.Client, srv: Running, made: dict[str, Any],
                                                clock: Clock) -> None:
-    org_id, key = new_org(srv, prompts_private=True)
+    _, key = new_org(srv, prompts_private=True)
     item_id = made["sailors singing at night"]["id"]
     assert share(http, srv, item_id, key).status_code == 404  # another org's item
     assert http.get(f"/api/library/items/{item_id}/share", headers=srv.headers(key)).status_code == 404

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidRequest, NotFound
+from ..media import MediaForbidden
 from ..net import fetch_bytes
 from ..pipeline.auth import Principal
 from ..storage.base import MEDIA_PREFIX
 from ..store.writebehind import Sink, WriteBehind
 from .embed import Embedder
-from .items import (MEDIA_TASKS, Found, Item, Media, ext_of, item_id_for_job, media_in_result, name_in_url,
+from .items import (Found, Item, Media, ext_of, item_id_for_job, media_in_result, name_in_url,
                     new_item_id, prompt_and_params, type_of)
 from .repo import LibraryRepo
 from .shares import Shares
@@ -212,7 +212,7 @@ class LibraryService:
             raise InvalidRequest(f"Job '{job_id}' is {job.status}; only a completed job can be saved.",
                                  param="job_id", code="job_not_completed")
         found = media_in_result(job.result)
-        if not (found.stored or found.raw) or job.task not in MEDIA_TASKS and not found.stored:
+        if not (found.stored or found.raw):
             raise InvalidRequest(f"Job '{job_id}' made no media to save.", param="job_id", code="no_media")
         prompt, params = prompt_and_params(job.payload if isinstance(job.payload, dict) else {})
         media = found.stored + await self._save(found.raw)
@@ -230,8 +230,8 @@ class LibraryService:
             query = dict(p.split("=", 1) for p in url.split("?", 1)[1].split("&") if "=" in p) if "?" in url else {}
             try:
                 stored = self.ctx.media.open(name, query.get("expires"), query.get("sig"))
-            except Exception as exc:
-                raise InvalidRequest(f"'url' is not a valid media link: {exc}", param="url") from None
+            except MediaForbidden as exc:
+                raise InvalidRequest(f"'url' is not a valid media link: {exc.message}", param="url") from None
             size = await self.ctx.storage.size(stored.key)
             if size is None:
                 raise InvalidRequest("'url' names media that no longer exist.", param="url")
