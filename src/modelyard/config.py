@@ -199,6 +199,8 @@ class Settings(BaseSettings):
     # signing key for media URLs; generated into the data dir when unset (set it when replicas share media)
     media_secret: str | None = None
     media_url_ttl: int = Field(default=3600, ge=1, description="seconds a signed media URL stays valid")
+    # keyless share-link reads (GET /api/shares/...) allowed per client address per minute (docs/library.md)
+    share_requests_per_minute: int = Field(default=60, ge=1)
     # base URL used in media links, when clients reach us through a proxy (else the request's own)
     public_url: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .config import Settings
     from .files import FileService
     from .jobs.service import JobService
+    from .library.service import LibraryService
     from .media import MediaStore
     from .pipeline.auth import Authenticator, StaticKeyAuthenticator
     from .pipeline.calls import CallPath
@@ -48,3 +49,4 @@ class AppContext:
     batches: BatchService | None = None  # None on a model host
     agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host
+    library: LibraryService | None = None  # None on a model host

@@ -24,6 +24,7 @@ from ..errors import ModelyardError
 from ..agents.service import AgentService
 from ..batches.service import BatchService
 from ..jobs.service import JobService
+from ..library.service import LibraryService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
@@ -45,6 +46,7 @@ from .routes import fal as fal_routes
 from .routes import files as file_routes
 from .routes import gemini as gemini_routes
 from .routes import jobs as job_routes
+from .routes import library as library_routes
 from .routes import openai as openai_routes
 from .routes import orgs as org_routes
 from .routes import studio as studio_routes
@@ -83,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
         ctx.agents = AgentService(ctx)
+        ctx.library = LibraryService(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -107,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.job_runner:  # batches and agent runs are driven where their jobs run
                 ctx.batches.start()
                 ctx.agents.start()
+            await ctx.library.start(background=settings.job_runner)  # prompts are embedded where runners run
         try:
             yield
         finally:
@@ -122,6 +126,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
                 await agent.sign_off()
+            if ctx.library is not None:  # its queued items drain with the write-behind below
+                await ctx.library.aclose()
             # one drain for every off-path record (usage, money, counters, responses), retried for the grace period
             await ctx.gate.aclose()
             await ctx.responses.aclose()
@@ -164,6 +170,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(platform_routes.router)
     app.include_router(job_routes.router)
     app.include_router(agent_routes.router)
+    app.include_router(library_routes.router)
     app.include_router(studio_routes.router)
     app.include_router(fal_routes.router)
     app.include_router(worker_routes.router)

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from ...errors import NotFound
+from ...media import StoredMedia
 from ...pipeline import scopes as sc
 from ...routing import best_state
 from ...types import ModelState, Task
@@ -66,7 +67,13 @@ async def media(request: Request, name: str) -> Response:
     """A signed link's bytes: from the disk (with Range support), or streamed from the bucket when it is private."""
     ctx = app_context(request)
     item = ctx.media.open(name, request.query_params.get("expires"), request.query_params.get("sig"))
-    headers = {"Cache-Control": "private, max-age=300"}
+    return await stored_media(request, item, "private, max-age=300")
+
+
+async def stored_media(request: Request, item: StoredMedia, cache: str) -> Response:
+    """Media bytes from the disk (with Range support), or streamed from the bucket when it is private."""
+    ctx = app_context(request)
+    headers = {"Cache-Control": cache}
     path = ctx.storage.local_path(item.key)
     if path is not None:
         if not path.is_file():
