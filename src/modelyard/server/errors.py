@@ -69,7 +69,16 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
     return error_response(request, InvalidRequest(f"Invalid value for '{param}': {msg}" if param else msg, param=param))
 
 
+def _nul_text(exc: Exception) -> bool:
+    """PostgreSQL refuses a NUL character in text (an id, a name): the client sent it, so it is their 400."""
+    orig = getattr(exc, "orig", None)
+    text = f"{type(orig).__name__} {orig}" if orig is not None else ""
+    return "0x00" in text or "UntranslatableCharacter" in text or "\\u0000" in text
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
+    if _nul_text(exc):
+        return error_response(request, InvalidRequest("Text in the request may not contain NUL characters (\\u0000)."))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, InternalError("The server had an error while processing your request."))
 
