@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 DEFAULT_TASK = Task.TEXT_TO_IMAGE
 # What small models put around the text they were asked for: a label line ("Prompt:", "Enhanced prompt:"), list
 # markers, quotes. Removed, never added to: the prompts returned are the model's own words.
-_LABEL = re.compile(r"^\s*(?:\*\*)?[A-Za-z][A-Za-z ]{0,30}(?:prompt|instruction|request|version)(?:\*\*)?\s*:\s*",
+_LABEL = re.compile(r"^\s*(?:\*\*)?(?:[A-Za-z]+\s+){0,4}(?:prompt|instruction|request|version)(?:\*\*)?\s*:(?:\*\*)?\s*",
                     re.IGNORECASE)
 _MARKER = re.compile(r"^\s*(?:[-*\u2022]|\d{1,2}[.)])\s+")
 _QUOTES = "\"'\u201c\u201d\u2018\u2019`"
