@@ -117,12 +117,12 @@ async def catalog_entries(ctx: AppContext, plan: str, query: CatalogQuery) -> li
     """The models `plan` may call that match `query`."""
     prices = _prices(ctx)
     return [await catalog_entry(ctx, m, prices) for m in ctx.catalog
-            if ctx.gate.allows(plan, m.id) and query.matches(m)]
+            if ctx.gate.plan_allows(plan, m.id) and query.matches(m)]
 
 
 async def one_entry(ctx: AppContext, plan: str, name: str) -> dict[str, Any]:
     """The entry of the model `name` names (an id or an alias); a model the plan may not call is not found."""
     model = ctx.catalog.find(name)
-    if model is None or not ctx.gate.allows(plan, model.id):
+    if model is None or not ctx.gate.plan_allows(plan, model.id):
         raise NotFound(f"No model '{name}' in your catalog.", code="model_not_found")
     return await catalog_entry(ctx, model, _prices(ctx))

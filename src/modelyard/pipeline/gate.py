@@ -139,13 +139,6 @@ class Gate:
         """Whether admission will read `text` for this org: routes skip extracting it otherwise."""
         return not self.passthrough and self.filter.action_for(org_id) is not None
 
-    def allows(self, plan: str, model_id: str) -> bool:
-        """Whether orgs on `plan` may call the model (the operator's own plan may call every one)."""
-        if self.passthrough or plan == UNLIMITED:
-            return True
-        allowed = self.prices.model_plans.get(model_id)
-        return allowed is None or plan in allowed
-
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
                     kind: str | None = None, job: bool = False, text: str | None = None,
                     field: str | None = None, price_factor: float = 1.0, count: bool = True) -> Ticket:
@@ -155,7 +148,7 @@ class Gate:
         if self.passthrough:
             return Ticket(principal=principal, model_id=model_id, task=task)
         plan = principal.plan
-        if not self.allows(plan, model_id):
+        if not self.plan_allows(plan, model_id):
             raise PermissionDenied(f"The model '{model_id}' is not available on the '{plan}' plan.",
                                    param="model", code="model_not_in_plan")
         tokens = estimate.input_tokens + estimate.output_tokens if estimate is not None else 0
