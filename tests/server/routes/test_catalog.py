@@ -275,3 +275,10 @@ def _outside(p: dict[str, Any]) -> list[Any]:
     if p.get("enum") and p["type"] == "string":
         bad.append("not-a-listed-value")
     return bad
+
+
+def test_the_routes_are_in_the_openapi_document(srv: Running) -> None:
+    doc = _get(srv, "/openapi.json").json()
+    assert {"/api/catalog", "/api/catalog/{model}", "/api/prompt-rewrite"} <= set(doc["paths"])
+    body = doc["paths"]["/api/prompt-rewrite"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["$ref"].endswith("/RewriteRequest") and "RewriteRequest" in doc["components"]["schemas"]
