@@ -36,14 +36,20 @@ AUDIO_EXT = {"audio/mpeg": "mp3", "audio/wav": "wav", "audio/flac": "flac", "aud
              "audio/pcm": "pcm"}
 
 
-def parse_task(name: str, param: str = "task") -> Task:
-    """`text-to-image`, `fal/text-to-image`, `openai/chat-completion` ... -> a Task that jobs can run."""
+def task_named(name: str, param: str = "task") -> Task:
+    """`text-to-image`, `fal/text-to-image`, `openai/chat-completion` ... -> the task they name."""
     task = ALIASES.get(name)
     if task is None:
         try:
             task = Task(name.split("/", 1)[1] if name.startswith(("fal/", "openai/")) else name)
         except ValueError:
             raise InvalidRequest(f"Unknown task '{name}'.", param=param) from None
+    return task
+
+
+def parse_task(name: str, param: str = "task") -> Task:
+    """A task name (aliases accepted) -> a Task that jobs can run."""
+    task = task_named(name, param)
     if task not in JOB_TASKS:
         raise InvalidRequest(f"Task '{task.value}' cannot run as a job.", param=param, code="unsupported_task")
     return task

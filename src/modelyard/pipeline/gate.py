@@ -148,11 +148,9 @@ class Gate:
         if self.passthrough:
             return Ticket(principal=principal, model_id=model_id, task=task)
         plan = principal.plan
-        if plan != UNLIMITED:
-            allowed = self.prices.model_plans.get(model_id)
-            if allowed is not None and plan not in allowed:
-                raise PermissionDenied(f"The model '{model_id}' is not available on the '{plan}' plan.",
-                                       param="model", code="model_not_in_plan")
+        if not self.plan_allows(plan, model_id):
+            raise PermissionDenied(f"The model '{model_id}' is not available on the '{plan}' plan.",
+                                   param="model", code="model_not_in_plan")
         tokens = estimate.input_tokens + estimate.output_tokens if estimate is not None else 0
         if count:
             headers, taken = await self.limits.admit(plan, principal.org_id, principal.token_id,

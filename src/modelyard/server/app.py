@@ -42,6 +42,7 @@ from .routes import account as account_routes
 from .routes import agents as agent_routes
 from .routes import anthropic as anthropic_routes
 from .routes import batches as batch_routes
+from .routes import catalog as catalog_routes
 from .routes import fal as fal_routes
 from .routes import files as file_routes
 from .routes import gemini as gemini_routes
@@ -150,7 +151,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = ctx
     dialects = errors.Dialects()  # each face's error envelope, by path prefix
     for renderer, prefixes in (anthropic_routes.ERRORS, gemini_routes.ERRORS, fal_routes.ERRORS, job_routes.ERRORS,
-                               studio_routes.ERRORS, agent_routes.ERRORS):
+                               studio_routes.ERRORS, agent_routes.ERRORS, catalog_routes.ERRORS):
         dialects.register(renderer, prefixes)
     errors.install(app, dialects)
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
@@ -168,6 +169,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gemini_routes.router, prefix="/v1beta")
     app.include_router(gemini_routes.router, prefix="/api/v1beta", include_in_schema=False)
     app.include_router(platform_routes.router)
+    app.include_router(catalog_routes.router)
     app.include_router(job_routes.router)
     app.include_router(agent_routes.router)
     app.include_router(library_routes.router)

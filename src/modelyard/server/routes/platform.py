@@ -2,45 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from ...errors import NotFound
+from ...listing import status_entry
 from ...media import StoredMedia
 from ...pipeline import scopes as sc
-from ...routing import best_state
-from ...types import ModelState, Task
-from ...context import AppContext
+from ...types import Task
 from ..render import app_context, json_response
 
 router = APIRouter(tags=["Platform"])
-
-
-async def _status_entry(ctx: AppContext, model: Any) -> dict[str, Any]:
-    deployments, states = [], []
-    for d in ctx.router.deployments(model):
-        backend = ctx.router.backends[d.key]
-        stats = ctx.router.stats[d.key]
-        states.append(await backend.status())
-        deployments.append({"name": d.name, "backend": d.config.backend, "region": d.config.region,
-                            "status": states[-1].value, "in_flight": stats.in_flight,
-                            "successes": stats.successes, "failures": stats.failures, **backend.describe()})
-    state = best_state(states)
-    return {"model_id": model.id, "type": model.type, "status": state.value, "enabled": state != ModelState.OFFLINE,
-            "tasks": sorted(t.value for t in model.tasks), "aliases": list(model.aliases),
-            # where fal-client reaches the model (fal queue face): modelyard/<id> plus configured slugs
-            "fal_slugs": [f"modelyard/{model.id}", *sorted(s for s, m in ctx.settings.fal_slugs.items() if m == model.id)],
-            "description": model.description, "deployments": deployments}
 
 
 @router.get("/api/model-status", summary="Every model's state (online, warming, standby, offline), tasks and deployments")
 async def model_status(request: Request) -> Response:
     ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
-    return json_response({"models": [await _status_entry(ctx, m) for m in ctx.catalog]})
+    return json_response({"models": [await status_entry(ctx, m) for m in ctx.catalog]})
 
 
 @router.get("/api/voice/models", summary="Speech models and their voices")
