@@ -25,6 +25,7 @@ from ..catalog import Model
 from ..errors import ModelyardError, NotFound, RateLimited, UpstreamError
 from ..jobs.queue import FINAL as JOB_FINAL
 from ..jobs.queue import Job, job_row
+from ..jobs.loop import passes
 from ..jobs.runner import run_task
 from ..jobs.tasks import parse_task, signed, validate_payload
 from ..pipeline.auth import Principal
@@ -137,14 +138,7 @@ class AgentEngine:
     # ---------------------------------------------------------------- the loop
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.pass_once()
-            except Exception:
-                log.exception("agent engine pass failed; retrying after %.1fs", self.poll)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.poll)
-            self.wake.clear()
+        await passes(self.pass_once, self.wake, self.poll, "agent engine")
 
     async def pass_once(self) -> None:
         if self.poked:

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..jobs.queue import NOTIFY_CHANNEL, Job, _job
 from ..store import webhook_rows
 from ..store.db import Store
+from ..store.paging import newest_first
 from ..store.tables import agent_run_events, agent_run_nodes, agent_runs, agent_versions, agents, jobs, usage_records
 
 ACTIVE = ("pending", "running", "cancelling")
@@ -142,11 +143,8 @@ class AgentRepo:
         return _agent(row._mapping) if row else None
 
     async def list_agents(self, org_id: str, limit: int, after: tuple[float, str] | None) -> list[Agent]:
-        q = select(agents).where(agents.c.org_id == org_id, agents.c.deleted_at.is_(None))
-        if after is not None:
-            q = q.where(or_(agents.c.created_at < after[0], and_(agents.c.created_at == after[0],
-                                                                 agents.c.id < after[1])))
-        q = q.order_by(agents.c.created_at.desc(), agents.c.id.desc()).limit(limit)
+        q = newest_first(select(agents).where(agents.c.org_id == org_id, agents.c.deleted_at.is_(None)), agents,
+                         after, limit)
         async with self.engine.connect() as conn:
             return [_agent(r._mapping) for r in (await conn.execute(q)).all()]
 
@@ -227,10 +225,7 @@ class AgentRepo:
             q = q.where(agent_runs.c.agent_id == agent_id)
         if status:
             q = q.where(agent_runs.c.status == status)
-        if after is not None:
-            q = q.where(or_(agent_runs.c.created_at < after[0], and_(agent_runs.c.created_at == after[0],
-                                                                     agent_runs.c.id < after[1])))
-        q = q.order_by(agent_runs.c.created_at.desc(), agent_runs.c.id.desc()).limit(limit)
+        q = newest_first(q, agent_runs, after, limit)
         async with self.engine.connect() as conn:
             return [_run(r._mapping) for r in (await conn.execute(q)).all()]
 
