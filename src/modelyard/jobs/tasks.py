@@ -229,3 +229,22 @@ def signed(result: Any, media: Any, base_url: str) -> Any:
     if isinstance(result, list):
         return [signed(v, media, base_url) for v in result]
     return result
+
+
+def job_request(body: dict[str, Any], catalog: Any) -> tuple[Any, Task, dict[str, Any]]:
+    """`{model_id, task, payload}` as the job API and render take them: the model, its task, the payload (400s name
+    the field: a missing one, an unknown model, a task the model does not serve)."""
+    model_name = body.get("model_id")
+    if not isinstance(model_name, str) or not model_name:
+        raise InvalidRequest("'model_id' is required.", param="model_id")
+    if not isinstance(body.get("task"), str):
+        raise InvalidRequest("'task' is required.", param="task")
+    task = parse_task(body["task"])
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise InvalidRequest("'payload' must be an object.", param="payload")
+    model = catalog.get(model_name, param="model_id")
+    if task not in model.tasks:
+        raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="task",
+                             code="unsupported_task")
+    return model, task, payload

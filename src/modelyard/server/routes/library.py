@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...errors import InvalidRequest, NotFound
-from ...jobs.tasks import parse_task
+from ...jobs.tasks import job_request
 from ...library.items import MEDIA_TASKS, TYPES
 from ...library.search import search as run_search
 from ...pipeline import scopes as sc
@@ -216,25 +216,15 @@ async def render(request: Request) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     body = await parse_object(request)
-    model_name = body.get("model_id")
-    if not isinstance(model_name, str) or not model_name:
-        raise InvalidRequest("'model_id' is required.", param="model_id")
-    if not isinstance(body.get("task"), str):
-        raise InvalidRequest("'task' is required.", param="task")
-    task = parse_task(body["task"])
+    if not isinstance(body.get("payload"), dict):
+        raise InvalidRequest("'payload' must be an object.", param="payload")
+    model, task, payload = job_request(body, ctx.catalog)
     if task.value not in MEDIA_TASKS:
         raise InvalidRequest(f"Render makes media: 'task' is one of {', '.join(MEDIA_TASKS)}.", param="task",
                              code="unsupported_task")
-    payload = body.get("payload")
-    if not isinstance(payload, dict):
-        raise InvalidRequest("'payload' must be an object.", param="payload")
     wait = body.get("wait_seconds", DEFAULT_WAIT)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
         raise InvalidRequest(f"'wait_seconds' is a number from 0 to {MAX_WAIT:g}.", param="wait_seconds")
-    model = ctx.catalog.get(model_name, param="model_id")
-    if task not in model.tasks:
-        raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="task",
-                             code="unsupported_task")
     job = await ctx.jobs.submit(principal, model, task, payload, face="render", base_url=base_url(request),
                                 client=request, region=region_for(request, ctx.settings.region_hosts),
                                 extra_meta={"library": "render"}, payload_prefix="payload.")
