@@ -47,7 +47,7 @@ def test_inline_results_are_saved_too(http: httpx.Client, srv: Running, sdk: ope
     speech = sdk.audio.speech.create(model="stub-tts", voice="alloy", input="read this aloud", response_format="wav")
     assert speech.content.startswith(b"RIFF")
     image = item_where(http, srv, lambda i: i["prompt"] == "an inline orange")
-    assert image["bytes"] > 0 and image["type"] == "image"
+    assert image["bytes"] > 0 and image["type"] == "image" and (image["width"], image["height"]) == (64, 64)
     audio = item_where(http, srv, lambda i: i["prompt"] == "read this aloud", type="audio")
     assert audio["task"] == "speech" and audio["model_id"] == "stub-tts" and audio["params"]["voice"] == "alloy"
     assert http.get(audio["urls"][0].replace(srv.url, "")).content == speech.content

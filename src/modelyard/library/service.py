@@ -8,10 +8,11 @@ import time
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..errors import InvalidRequest, NotFound
+from ..jobs.tasks import png_size
 from ..media import MediaForbidden
 from ..net import fetch_bytes
 from ..pipeline.auth import Principal
-from ..storage.base import MEDIA_PREFIX
+from ..storage.base import MEDIA_PREFIX, ObjectMissing
 from ..store.writebehind import Sink, WriteBehind
 from .embed import Embedder
 from .items import (Found, Item, Media, ext_of, item_id_for_job, media_in_result, name_in_url,
@@ -124,7 +125,8 @@ class LibraryService:
         for data, content_type in raw:
             ext = ext_of(content_type) or "bin"
             stored = await self.ctx.media.save(data, ext, _KIND_OF_TYPE.get(type_of(content_type) or "", "media"))
-            out.append(Media(stored.name, stored.content_type, bytes=len(data)))
+            w, h = png_size(data)
+            out.append(Media(stored.name, stored.content_type, bytes=len(data), width=w, height=h))
         return out
 
     def job_ended(self, job: Job) -> None:
@@ -153,10 +155,28 @@ class LibraryService:
                 for m in row["media"]:
                     if m.get("bytes") is None:
                         m["bytes"] = await self.ctx.storage.size(MEDIA_PREFIX + m["name"]) or 0
+                    if m.get("width") is None and m.get("content_type") == "image/png":
+                        m["width"], m["height"] = await self._png_size(m["name"])
                 row["bytes"] = sum(m["bytes"] for m in row["media"])
+                row["width"], row["height"] = row["media"][0].get("width"), row["media"][0].get("height")
             rows.append(row)
         if rows:
             await self.repo.insert(rows)
+
+    async def _png_size(self, name: str) -> tuple[int | None, int | None]:
+        """A stored PNG's size from its header: a batch line's answer links its images without saying it."""
+        head = b""
+        chunks = self.ctx.storage.get(MEDIA_PREFIX + name)
+        try:
+            async for chunk in chunks:
+                head += chunk
+                if len(head) >= 24:
+                    break
+        except ObjectMissing:
+            return None, None
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
+        return png_size(head)
 
     # ---------------------------------------------------------------- reading and deleting
 
