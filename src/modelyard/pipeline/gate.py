@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -244,7 +245,8 @@ class Gate:
                           status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
                           region=getattr(getattr(deployment, "config", None), "region", None),
                           flagged=bool(hold.get("flagged")),
-                          tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")))
+                          tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
+                          use_id=hold_usage_id(hold))
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:
@@ -284,6 +286,15 @@ class Gate:
         if not self.passthrough:
             await self.writer.aclose()  # type: ignore[union-attr]
             await self.limits.aclose()
+
+
+def hold_usage_id(hold: dict[str, Any]) -> str:
+    """The usage row id of a hold's settlement, from the hold itself (its job, reservation and admission time): a
+    settlement repeated by the sweep (its runner died after settling, before recording it) lands on the same row,
+    which the insert skips, instead of writing a second charged one. A job admitted again (an agent advance that
+    never committed) has a new hold, so a new row."""
+    key = f"{hold.get('job_id')}\0{hold.get('ref')}\0{hold.get('admitted_at')}"
+    return "use_h" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 MAX_LATENCY_MS = 2**31 - 1  # the usage table's INTEGER column (PostgreSQL int4)
