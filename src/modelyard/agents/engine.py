@@ -251,10 +251,11 @@ class AgentEngine:
         self.changed(run.id)
 
     async def release(self, adv: Advance) -> None:
-        """Admitted work that was never written: its reservations go back."""
+        """Admitted work that was never written: its reservations go back (no usage row: no call was made, and a
+        row would name a job that another engine's advance writes and runs)."""
         for hold in adv.holds:
             with contextlib.suppress(Exception):
-                await self.ctx.calls.settle_hold(hold, None, ok=False)
+                await self.ctx.calls.settle_hold(hold, None, ok=False, record=False)
 
     async def stop_job(self, job_id: str, org_id: str) -> None:
         """Cancel a node's job: queued ones at once (refunded), running ones at their next heartbeat."""

@@ -228,8 +228,9 @@ class Gate:
                       "(balance too low)", skipped.org_id, -skipped.amount_micros, skipped.ref)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
-                          deployment: Any = None) -> None:
-        """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise."""
+                          deployment: Any = None, record: bool = True) -> None:
+        """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise. `record=False`:
+        a reservation whose job was never written (no call was made) goes back without a usage row."""
         if self.passthrough:
             return
         estimate = Units(**hold["estimate"]) if hold.get("estimate") else None
@@ -240,13 +241,14 @@ class Gate:
         if not hold.get("house"):
             self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
         admitted = float(hold.get("admitted_at") or time.time())
-        self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
-                          task=hold["task"], units=units if ok else None, price_micros=price,
-                          status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
-                          region=getattr(getattr(deployment, "config", None), "region", None),
-                          flagged=bool(hold.get("flagged")),
-                          tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
-                          use_id=hold_usage_id(hold))
+        if record:
+            self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
+                              task=hold["task"], units=units if ok else None, price_micros=price,
+                              status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
+                              region=getattr(getattr(deployment, "config", None), "region", None),
+                              flagged=bool(hold.get("flagged")),
+                              tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
+                              use_id=hold_usage_id(hold))
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:
