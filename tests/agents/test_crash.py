@@ -299,29 +299,40 @@ def test_runs_survive_random_sigkills_without_rerunning_or_recharging(harness: A
     assert {u.job_id: u.price_micros for u in usage} == prices
     assert {(u.job_id, u.run_id, u.run_node) for u in usage} == {(j.id, j.run_id, j.run_node) for j in all_jobs}
 
-    # the wallet: per job one reservation and one release of what it did not cost; nothing else but the top-up
+    # the wallet: per job one reservation and one release of what it did not cost. An advance that lost its run's
+    # lease to another engine (slow under the kills) admitted items it never wrote: each such reservation went back
+    # whole. Nothing else moved but the top-up.
     ledger = h.rows(wallet_ledger, wallet_ledger.c.org_id == h.org_id)
     refs = {j.meta["hold"]["ref"]: j for j in all_jobs}
     assert len(refs) == len(all_jobs)
     moved = Counter((row.kind, row.ref) for row in ledger if row.kind != "top_up")
-    assert moved == Counter({(kind, ref): 1 for ref in refs for kind in ("reserve", "release")}), \
-        "a reservation or release without its job, or twice"
-    charged = {ref: 0 for ref in refs}
+    assert {k: n for k, n in moved.items() if k[1] in refs} == \
+        {(kind, ref): 1 for ref in refs for kind in ("reserve", "release")}, "a job's reservation or release twice"
+    charged: dict[str, int] = {}
     for row in ledger:
         if row.kind != "top_up":
-            charged[row.ref] -= row.amount_micros
-    assert {refs[ref].id: c for ref, c in charged.items()} == prices
+            charged[row.ref] = charged.get(row.ref, 0) - row.amount_micros
+    assert {refs[ref].id: c for ref, c in charged.items() if ref in refs} == prices
     total = sum(prices.values())
-    assert sum(row.amount_micros for row in ledger) == TOP_UP - total
+    unwritten = {ref: c for ref, c in charged.items() if ref not in refs}
+    assert sum(row.amount_micros for row in ledger) == TOP_UP - total - sum(unwritten.values())
 
     async def balance(svc: AgentService) -> int:
         return await WalletRepo(svc.ctx.store).balance(h.org_id)
-    assert h.run(balance) == TOP_UP - total
+    assert h.run(balance) == TOP_UP - total - sum(unwritten.values())
 
     retried = sum(j.attempts > 1 for j in all_jobs)
     assert retried >= 1  # the kills did land mid-node: those nodes ran again, and still count once
+    # an engine admits a node's items (the wallet reservation commits at once) before the advance that writes their
+    # jobs commits: a runner killed in between leaves a reservation no job will settle. Known open bug: this
+    # assertion fails when a kill lands there (most often a runner's first pass after a restart, many runs at once)
+    assert all(moved[("reserve", ref)] == 1 and moved[("release", ref)] <= 1 for ref in unwritten)
+    assert all(c == 0 for c in unwritten.values()), ("a reservation kept for work that was never queued", [
+        (ref, c, [(r.kind, r.amount_micros, str(r.created_at)) for r in ledger if r.ref == ref])
+        for ref, c in unwritten.items() if c])
     print(f"{len(every)} runs, {len(all_jobs)} node jobs, 3 runners, {kills} SIGKILLs: "
-          f"{time.monotonic() - started:.1f}s; {retried} jobs needed another attempt; charged {total} micro-dollars")
+          f"{time.monotonic() - started:.1f}s; {retried} jobs needed another attempt; charged {total} micro-dollars; "
+          f"{len(unwritten)} admissions of advances that lost their lease refunded")
 
 
 @pytest.mark.slow
