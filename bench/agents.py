@@ -11,10 +11,12 @@ serve` or `modelyard runner` is to agents (a job runner with c slots, the agent 
   claim, lease and completion per item, so this is what the agent layer adds per map item at that concurrency: the
   engine's advance (read the run's nodes and jobs, admit the next items, commit them with the node's progress and
   its event) and the hand-offs (job final -> poke -> engine pass -> commit -> runner wake -> claim). It is a wall-clock
-  figure: at c = 1 it is the latency the engine puts between items, at c = 64 its share of the throughput.
+  figure: at c = 1 it is the latency the engine puts between items, at c = 64 its share of the throughput. It can
+  be negative: plain jobs are submitted one at a time (a transaction each), while an advance writes all the items
+  it starts in one, so at high concurrency the agent's admission outpaces the plain submit loop.
 * advances, engine ms/item, job rows read/item: how many times the engine advanced the run, the time spent inside
-  those advances per item, and the job rows its advances read per item (the map's whole job list is read each time,
-  so this grows with the map: the first and last tenth of advances' mean time show by how much).
+  those advances per item, and the job rows its advances read per item (items still running; ended ones are
+  counted in SQL). The first and last tenth of advances' mean time show whether an advance grows with the map.
 
 Run: `python bench/agents.py [--items 1000] [--concurrency 1,16,64] [--postgres postgresql://postgres@127.0.0.1/test]`.
 """
