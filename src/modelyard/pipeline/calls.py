@@ -330,6 +330,7 @@ class CallPath:
         return Call(ticket, task, req, client, self)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
-                          deployment: Any = None) -> None:
-        """Finish a job's reservation: charged on success, refunded on failure or cancel (idempotent per job)."""
-        await self.gate.settle_hold(hold, units, ok=ok, deployment=deployment)
+                          deployment: Any = None, record: bool = True) -> None:
+        """Finish a job's reservation: charged on success, refunded on failure or cancel (idempotent per job);
+        `record=False` for a reservation whose job was never written (refunded, no usage row)."""
+        await self.gate.settle_hold(hold, units, ok=ok, deployment=deployment, record=record)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -232,8 +233,9 @@ class Gate:
                       "(balance too low)", skipped.org_id, -skipped.amount_micros, skipped.ref)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
-                          deployment: Any = None) -> None:
-        """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise."""
+                          deployment: Any = None, record: bool = True) -> None:
+        """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise. `record=False`:
+        a reservation whose job was never written (no call was made) goes back without a usage row."""
         if self.passthrough:
             return
         estimate = Units(**hold["estimate"]) if hold.get("estimate") else None
@@ -244,12 +246,14 @@ class Gate:
         if not hold.get("house"):
             self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
         admitted = float(hold.get("admitted_at") or time.time())
-        self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
-                          task=hold["task"], units=units if ok else None, price_micros=price,
-                          status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
-                          region=getattr(getattr(deployment, "config", None), "region", None),
-                          flagged=bool(hold.get("flagged")),
-                          tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")))
+        if record:
+            self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
+                              task=hold["task"], units=units if ok else None, price_micros=price,
+                              status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
+                              region=getattr(getattr(deployment, "config", None), "region", None),
+                              flagged=bool(hold.get("flagged")),
+                              tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
+                              use_id=hold_usage_id(hold))
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:
@@ -289,6 +293,15 @@ class Gate:
         if not self.passthrough:
             await self.writer.aclose()  # type: ignore[union-attr]
             await self.limits.aclose()
+
+
+def hold_usage_id(hold: dict[str, Any]) -> str:
+    """The usage row id of a hold's settlement, from the hold itself (its job, reservation and admission time): a
+    settlement repeated by the sweep (its runner died after settling, before recording it) lands on the same row,
+    which the insert skips, instead of writing a second charged one. A job admitted again (an agent advance that
+    never committed) has a new hold, so a new row."""
+    key = f"{hold.get('job_id')}\0{hold.get('ref')}\0{hold.get('admitted_at')}"
+    return "use_h" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 MAX_LATENCY_MS = 2**31 - 1  # the usage table's INTEGER column (PostgreSQL int4)
