@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import sys
 from datetime import datetime, timedelta, timezone
@@ -24,8 +23,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="where the SQLite file, media and admin key live (default ./modelyard-data)")
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _setup_logging(settings: Settings) -> None:
+    from .logs import setup_logging
+
+    setup_logging(settings)
 
 
 # ---------------------------------------------------------------- serve
@@ -37,8 +38,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .server.app import SETTINGS_FILE_ENV, create_app, write_settings_file
     from .store.db import Store
 
-    settings = _settings(args, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level)
-    _setup_logging(settings.log_level)
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
+                         log_format=args.log_format)
+    _setup_logging(settings)
 
     async def prepare() -> None:
         store = Store(settings.resolved_database_url)
@@ -65,7 +67,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, factory=isinstance(app, str), host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level=settings.log_level,
                 loop="auto", http="auto", proxy_headers=True, timeout_graceful_shutdown=30,
-                access_log=args.access_log, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+                access_log=args.access_log, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+                log_config=None)  # uvicorn's lines go through our handler: one format, secrets masked
     return 0
 
 
@@ -74,9 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_runner(args: argparse.Namespace) -> int:
     from .jobs.standalone import run_runner
 
-    settings = _settings(args, log_level=args.log_level,
+    settings = _settings(args, log_level=args.log_level, log_format=args.log_format,
                          **({"job_concurrency": args.concurrency} if args.concurrency else {}))
-    _setup_logging(settings.log_level)
+    _setup_logging(settings)
     print(f"Modelyard job runner (database: {settings.resolved_database_url.split('://')[0]}, "
           f"concurrency {settings.job_concurrency})", flush=True)
     try:
@@ -109,12 +112,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
                             advertise_url=args.advertise_url or f"http://{shown_host}:{port}", region=args.region,
                             heartbeat_seconds=args.heartbeat)
     settings = load_settings(args.config, data_dir=args.data_dir or "modelyard-worker-data", host=host, port=port,
-                             worker=worker, log_level=args.log_level)
-    _setup_logging(settings.log_level)
+                             worker=worker, log_level=args.log_level, log_format=args.log_format)
+    _setup_logging(settings)
     app = create_app(settings)
     print(f"Modelyard worker '{worker.name}' serving {', '.join(worker.models)} on {worker.advertise_url} for "
           f"{worker.control_plane}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False, log_config=None)
     return 0
 
 
@@ -311,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, help="port (default 8000)")
     s.add_argument("--workers", type=int, help="gateway processes (default 1)")
     s.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    s.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per line")
     s.add_argument("--access-log", action="store_true", help="log every request")
     s.add_argument("--ssl-certfile", help="serve HTTPS with this certificate (PEM)")
     s.add_argument("--ssl-keyfile", help="the certificate's private key (PEM)")
@@ -321,6 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--concurrency", type=int, help="jobs worked on at once (default: job_concurrency)")
     r.add_argument("--name", help="runner name shown as the lease owner (default host:pid)")
     r.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    r.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per line")
     r.set_defaults(fn=cmd_runner)
 
     w = sub.add_parser("worker", help="host models for a control plane (registers, then sends heartbeats)")
@@ -335,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--advertise-url", help="URL the control plane calls (default http://<host>:<port>)")
     w.add_argument("--heartbeat", type=float, default=2.0, help="seconds between heartbeats")
     w.add_argument("--log-level", choices=["critical", "error", "warning", "info", "debug"])
+    w.add_argument("--log-format", choices=["text", "json"], help="json: one JSON object per line")
     w.set_defaults(fn=cmd_worker)
 
     m = sub.add_parser("migrate", help="bring the database schema up to date")

@@ -208,6 +208,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     admin_key: str | None = None
     log_level: str = "info"
+    # text: human-readable lines; json: one JSON object per line (request_id, trace_id, ...: docs/observability.md)
+    log_format: Literal["text", "json"] = "text"
+    # OpenTelemetry traces: auto = on when OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT or OTEL_TRACES_EXPORTER is set
+    tracing: Literal["auto", "on", "off"] = "auto"
     builtin_models: bool = True
     models: list[ModelConfig] = Field(default_factory=list)
     # the auth cache trades revocation latency for no per-request DB reads

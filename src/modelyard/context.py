@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .pipeline.gate import Gate
     from .routing import Router
     from .storage import Storage
+    from .tracing import Tracing
     from .store.db import Store
     from .responses.repo import ResponseLog
     from .responses.websearch import SearchProvider
@@ -50,3 +51,4 @@ class AppContext:
     agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host
     library: LibraryService | None = None  # None on a model host
+    tracing: Tracing | None = None  # None while tracing is off

@@ -12,6 +12,7 @@ class ModelyardError(Exception):
     status: int = 500
     type: str = "api_error"
     code: str | None = None
+    upstream_status: int | None = None  # the HTTP status an upstream answered, when it is the upstream's failure
 
     def __init__(
         self,

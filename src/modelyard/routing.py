@@ -14,11 +14,15 @@ from .catalog import Catalog, Deployment, Model
 from .catalog.latency import LatencyBook
 from .config import DeploymentConfig
 from .errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
+from .logs import REQUEST
 from .protocols.openai.schema import ChatRequest
+from .tracing import OUTGOING, Tracing
 from .types import ModelState, Task
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# one try of one deployment: (deployment, model id, its stats, start time, the try's span or None) -> result
+Attempt = Callable[[Deployment, str, "DeploymentStats", float, Any], Awaitable[T]]
 
 # Failures that say "this deployment, now" rather than "this request": another deployment may well succeed.
 RETRYABLE = (UpstreamError, Overloaded, RateLimited)
@@ -50,8 +54,10 @@ class Router:
     and its result decides whether it is trusted again. A stream is only retried before its first chunk.
     """
 
-    def __init__(self, catalog: Catalog, *, cooldown_failures: int = 3, cooldown_seconds: float = 30.0) -> None:
+    def __init__(self, catalog: Catalog, *, cooldown_failures: int = 3, cooldown_seconds: float = 30.0,
+                 tracing: Tracing | None = None) -> None:
         self.catalog = catalog
+        self.tracing = tracing  # None: off (a span per attempt when on)
         self.cooldown_failures = cooldown_failures
         self.cooldown_seconds = cooldown_seconds
         self.shared: dict = {}  # pooled clients, shared across backends
@@ -158,14 +164,18 @@ class Router:
 
     # ---------------------------------------------------------------- calling
 
-    async def _first_success(self, model: Model, task: Task, region: str | None,
-                             attempt: Callable[[Deployment, str, DeploymentStats, float], Awaitable[T]]
-                             ) -> tuple[T, Deployment]:
+    async def _first_success(self, model: Model, task: Task, region: str | None, attempt: Attempt[T], *,
+                             stream: bool = False) -> tuple[T, Deployment]:
         """Try `model`'s deployments, then its fallbacks', until `attempt` succeeds on one.
 
-        A retryable failure moves on to the next deployment; any other failure is raised at once.
+        A retryable failure moves on to the next deployment; any other failure is raised at once. Each failure of
+        an upstream logs one line (model, deployment, upstream status, attempt). With tracing on, each try is a
+        span whose context goes out with its request; a stream's span is handed to the attempt, which ends it
+        when the stream ends.
         """
         last: ModelyardError | None = None
+        tracing = self.tracing
+        tries = 0
         for target in self._chain(model, task):
             try:
                 deployments = self.candidates(target, region, task)
@@ -173,21 +183,34 @@ class Router:
                 last = exc
                 continue
             for d in deployments:
+                tries += 1
                 stats, started = self._begin(d)
+                span = None
+                if tracing is not None:
+                    span, token = tracing.start_attempt(d, task, tries, target is not model)
                 try:
-                    return await attempt(d, target.id, stats, started), d
+                    result = await attempt(d, target.id, stats, started, span)
                 except BaseException as exc:
                     self._failed(d, stats, exc)
+                    if span is not None:
+                        tracing.end_attempt(span, exc)  # type: ignore[union-attr]
                     if not isinstance(exc, RETRYABLE):
                         raise
-                    log.info("%s failed on %s, trying the next deployment: %s", task.value, d.key, exc)
+                    _log_attempt_failure(task, d, tries, exc)
                     last = exc
+                else:
+                    if span is not None and not stream:
+                        tracing.end_attempt(span)  # type: ignore[union-attr]
+                    return result, d
+                finally:
+                    if span is not None:
+                        OUTGOING.reset(token)
         assert last is not None
         raise last
 
     async def run(self, model: Model, task: Task, req: Any, region: str | None = None) -> tuple[Any, Deployment]:
         """Call the backend method serving `task`; returns the result and the deployment that served it."""
-        async def call(d: Deployment, model_id: str, stats: DeploymentStats, started: float) -> Any:
+        async def call(d: Deployment, model_id: str, stats: DeploymentStats, started: float, span: Any) -> Any:
             result = await getattr(self.backends[d.key], METHOD_FOR_TASK[task])(req, model_id)
             self._succeeded(d, task, stats, started)
             return result
@@ -204,7 +227,7 @@ class Router:
         offers `chat_stream_sse` (an OpenAI-compatible upstream) may yield whole blocks of its events (RawSSE)."""
         method = STREAM_METHOD_FOR_TASK[task]
 
-        async def start(d: Deployment, model_id: str, stats: DeploymentStats, started: float
+        async def start(d: Deployment, model_id: str, stats: DeploymentStats, started: float, span: Any
                         ) -> tuple[ChatChunk | None, AsyncIterator[ChatChunk]]:
             backend = self.backends[d.key]
             raw = getattr(backend, "chat_stream_sse", None) if raw_sse and task is Task.CHAT else None
@@ -216,22 +239,28 @@ class Router:
             except BaseException:
                 await _aclose(stream)
                 raise
-            return first, self._committed(d, task, stats, started, time.monotonic(), stream)
+            return first, self._committed(d, task, stats, started, time.monotonic(), stream, span)
 
-        (first, stream), deployment = await self._first_success(model, task, region, start)
+        (first, stream), deployment = await self._first_success(model, task, region, start, stream=True)
         return first, stream, deployment
 
     async def _committed(self, d: Deployment, task: Task, stats: DeploymentStats, started: float, first: float,
-                         stream: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
+                         stream: AsyncIterator[ChatChunk], span: Any = None) -> AsyncIterator[ChatChunk]:
+        failure: BaseException | None = None
         try:
             async for chunk in stream:
                 yield chunk
         except BaseException as exc:
+            failure = exc
             self._failed(d, stats, exc)
+            if isinstance(exc, RETRYABLE):
+                _log_attempt_failure(task, d, 0, exc, midstream=True)
             raise
         else:
             self._succeeded(d, task, stats, started, first)
         finally:
+            if span is not None:
+                self.tracing.end_attempt(span, failure)  # type: ignore[union-attr]
             await _aclose(stream)
 
     # ---------------------------------------------------------------- remote workers
@@ -310,6 +339,21 @@ class Router:
             close = getattr(resource, "close", None)
             if close is not None:
                 await close()
+
+
+def _log_attempt_failure(task: Task, d: Deployment, attempt: int, exc: BaseException, *,
+                         midstream: bool = False) -> None:
+    """One line per upstream failure, with what an operator needs; the request's log context learns it too, so the
+    request's own ≥ 500 line (server/fastlane.py) names where it failed."""
+    status = getattr(exc, "upstream_status", None)
+    info = REQUEST.get()
+    if info is not None:
+        info.model, info.deployment, info.upstream_status = d.model_id, d.key, status
+        info.attempt = attempt or info.attempt
+    when = "mid-stream" if midstream else f"attempt {attempt}"
+    log.warning("upstream failure: %s on %s (%s, upstream status %s): %s", task.value, d.key, when, status or "none",
+                exc, extra={"model": d.model_id, "deployment": d.key, "upstream_status": status,
+                            "attempt": attempt or None, "error_code": getattr(exc, "code", None)})
 
 
 def best_state(states: list[ModelState]) -> ModelState:

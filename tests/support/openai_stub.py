@@ -33,6 +33,7 @@ class StubControl:
     no_completions: bool = False  # answer /v1/completions with 404, as OpenAI does for chat models
     paths: list[str] = field(default_factory=list)  # which endpoint each request went to
     tool_call: dict[str, Any] | None = None  # {"name", "arguments"}: call it when the request offers tools
+    fail_times: int = 0  # answer this many chat requests with a 500 first, whatever the mode (retries, fallbacks)
 
 
 def create_stub(control: StubControl) -> Starlette:
@@ -41,6 +42,9 @@ def create_stub(control: StubControl) -> Starlette:
         control.paths.append(request.url.path)
         control.requests.append(body)
         control.headers.append(dict(request.headers))
+        if control.fail_times > 0:
+            control.fail_times -= 1
+            return _failure("error500")  # type: ignore[return-value]
         if control.delay:
             deadline = time.monotonic() + control.delay
             while time.monotonic() < deadline:

@@ -446,6 +446,10 @@ class AgentEngine:
                                 "timeout_seconds": node.step.timeout_seconds,
                                 "backoff_seconds": node.step.backoff_seconds}
         meta["units" if estimate.mode else "estimate"] = asdict(estimate)
+        if self.ctx.tracing is not None:  # started inside a request (the run's creation): its trace continues
+            trace = self.ctx.tracing.traceparent()
+            if trace:
+                meta["trace"] = trace
         adv.jobs.append(job_row(org_id=run.org_id, token_id=run.token_id, model=model.id, task=task.value,
                                 payload=payload, meta=meta, job_id=job_id, now=time.time(),
                                 max_attempts=node.step.max_attempts or self.ctx.settings.job_max_attempts,

@@ -12,6 +12,7 @@ import orjson
 from ..catalog import Deployment
 from ..errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
 from ..protocols.sse import SSEDecoder
+from ..tracing import OUTGOING
 from .base import BaseBackend
 from .transport import Pool, Response, TransportError
 
@@ -45,7 +46,14 @@ def upstream_message(body: bytes) -> tuple[str, str | None]:
 
 
 def map_upstream_status(status: int, body: bytes, headers: Any, name: str) -> ModelyardError:
-    """Translate an upstream failure once, here, into the error the client sees."""
+    """Translate an upstream failure once, here, into the error the client sees (its `upstream_status` kept for
+    logs and traces)."""
+    err = _mapped(status, body, headers, name)
+    err.upstream_status = status
+    return err
+
+
+def _mapped(status: int, body: bytes, headers: Any, name: str) -> ModelyardError:
     message, param = upstream_message(body)
     if status in (400, 413, 422):
         return InvalidRequest(message, param=param, code="upstream_rejected_request")
@@ -92,6 +100,9 @@ class HTTPUpstream(BaseBackend):
         """POST; connection failures and timeouts become UpstreamError, HTTP errors the mapped error."""
         path = url[len(self.base_url):]
         headers = self._headers if content_type is None else {**self._headers, "Content-Type": content_type}
+        trace = OUTGOING.get()  # the router's attempt span, when tracing: the trace continues upstream
+        if trace is not None:
+            headers = {**headers, **trace}
         limit = asyncio.timeout(self._first_byte)
         try:
             async with limit:

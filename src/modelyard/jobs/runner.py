@@ -225,6 +225,13 @@ class JobRunner:
                 return
 
     async def _execute(self, job: Job) -> tuple[Any, Units, Any]:
+        tracing = self.ctx.tracing
+        if tracing is not None:  # a span per run, in the trace of the request that submitted the job
+            with tracing.job_span(job):
+                return await self._run(job)
+        return await self._run(job)
+
+    async def _run(self, job: Job) -> tuple[Any, Units, Any]:
         executor = self.executors.get(job.meta.get("executor") or "")
         if executor is not None:
             return await executor(job)

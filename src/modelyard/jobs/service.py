@@ -103,6 +103,10 @@ class JobService:
         job_id = new_job_id()
         hold = {**call.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement
         meta = {"face": face, "base_url": base_url, "hold": hold, **(extra_meta or {})}
+        if self.ctx.tracing is not None:  # its runs continue this request's trace, wherever they run
+            trace = self.ctx.tracing.traceparent()
+            if trace:
+                meta["trace"] = trace
         if estimate.mode:
             meta["units"] = asdict(estimate)
         else:  # completes the result's units where a result cannot say (size tier, characters)

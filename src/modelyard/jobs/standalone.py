@@ -23,22 +23,24 @@ from ..storage import build_storage
 from ..store.db import Store
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
+from ..tracing import Tracing, build_tracing
 from ..workers.registry import WorkerRegistry
 from .service import JobService
 
 log = logging.getLogger(__name__)
 
 
-def runner_context(settings: Settings, store: Store, catalog: Catalog, router: Router) -> AppContext:
+def runner_context(settings: Settings, store: Store, catalog: Catalog, router: Router,
+                   tracing: Tracing | None = None) -> AppContext:
     """The context job runners work in, outside an HTTP server: the same call path, store and media as a
     gateway's (no requests to authenticate, so its key cache stays empty)."""
     gate = Gate(settings, store)
     auth = Authenticator(store, ttl=settings.auth_cache_ttl)
     storage = build_storage(settings)  # the gateways' bucket: a runner on another machine shares only that
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
-                     calls=CallPath(gate, auth), responses=ResponseLog(store), search=build_search(settings),
-                     storage=storage, media=MediaStore(storage, settings.media_url_ttl),
-                     files=FileService.from_settings(settings, store, storage))
+                     calls=CallPath(gate, auth, tracing=tracing), responses=ResponseLog(store),
+                     search=build_search(settings), storage=storage, media=MediaStore(storage, settings.media_url_ttl),
+                     files=FileService.from_settings(settings, store, storage), tracing=tracing)
     ctx.router = router
     return ctx
 
@@ -48,8 +50,10 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
     store = Store(settings.resolved_database_url)
     await store.migrate()
     catalog = build_catalog(settings)
-    router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
-    ctx = runner_context(settings, store, catalog, router)
+    tracing = build_tracing(settings)
+    router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds,
+                    tracing=tracing)
+    ctx = runner_context(settings, store, catalog, router, tracing)
     gate = ctx.gate
     service = JobService(ctx)
     ctx.jobs = service
@@ -84,3 +88,5 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
         await router.aclose()
         await ctx.storage.aclose()
         await store.aclose()
+        if tracing is not None:
+            await asyncio.to_thread(tracing.shutdown)

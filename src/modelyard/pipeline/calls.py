@@ -31,6 +31,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, MutableMapp
 
 from ..catalog import Deployment, Model
 from ..errors import InternalError, ModelyardError
+from ..tracing import Tracing
 from ..types import Task
 from .auth import Authenticator, Principal
 from .billing import chat_estimate, chat_units, chunk_events, task_units
@@ -119,15 +120,17 @@ def _held(client: Client) -> dict[bytes, bytes]:
 class Call:
     """One admitted unit of paid work. It ends exactly once: settled on what it consumed, or released."""
 
-    __slots__ = ("ticket", "task", "req", "client", "_path", "streaming")
+    __slots__ = ("ticket", "task", "req", "client", "_path", "streaming", "span")
 
-    def __init__(self, ticket: Ticket, task: Task, req: Any, client: Client | None, path: CallPath) -> None:
+    def __init__(self, ticket: Ticket, task: Task, req: Any, client: Client | None, path: CallPath,
+                 span: Any = None) -> None:
         self.ticket = ticket
         self.task = task
         self.req = req
         self.client = client
         self._path = path
         self.streaming = False  # handed to `relay`, which settles when the stream ends
+        self.span = span  # the request's span, when tracing: what served it and its usage go there
 
     def _served(self, deployment: Deployment) -> None:
         if self.client is not None:
@@ -145,8 +148,11 @@ class Call:
         except BaseException:
             self.ticket.fail()
             raise
-        self.ticket.settle(result_units(self.task, self.req, result, self.ticket.estimate), deployment)
+        units = result_units(self.task, self.req, result, self.ticket.estimate)
+        self.ticket.settle(units, deployment)
         self._served(deployment)
+        if self.span is not None:
+            self._path.tracing.call_served(self.span, deployment, result, units)  # type: ignore[union-attr]
         return result, deployment
 
     async def open(self, opening: Awaitable[tuple[Any, AsyncIterator[Any], Deployment]]
@@ -207,6 +213,8 @@ class Call:
                 if used is None:
                     used = chat_units(None, self.ticket.estimate, events)
                 self.ticket.settle(used, deployment)
+                if self.span is not None:
+                    self._path.tracing.call_served(self.span, deployment, None, used)  # type: ignore[union-attr]
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
@@ -274,10 +282,12 @@ class _Admission:
 class CallPath:
     """Authorization and admission for every surface; settlement of calls and of jobs' holds."""
 
-    def __init__(self, gate: Gate, auth: Authenticator, *, watch: Watch | None = None) -> None:
+    def __init__(self, gate: Gate, auth: Authenticator, *, watch: Watch | None = None,
+                 tracing: Tracing | None = None) -> None:
         self.gate = gate
         self.auth = auth
         self.watch = watch  # how a call notices its client leaving (the server's disconnect watcher)
+        self.tracing = tracing  # None: off; on, auth and the gate are child spans of the request's
         self._served: dict[str, dict[bytes, bytes]] = {}  # deployment key -> its served-by headers, encoded once
 
     def served_by(self, deployment: Deployment) -> dict[bytes, bytes]:
@@ -290,6 +300,12 @@ class CallPath:
         """Who is calling, with `scope`. Every authenticated request counts once against its org's limits: here,
         as an API request — or, for a route that starts paid work (`paid=True`), at that work's admission, in its
         limit class and kind. Counting uses the same memory/Redis counters as calls; never the database."""
+        if self.tracing is not None:
+            with self.tracing.span("auth"):
+                return await self._authorize(client, scope, paid)
+        return await self._authorize(client, scope, paid)
+
+    async def _authorize(self, client: Client, scope: str | None, paid: bool) -> Principal:
         principal = await self.auth.authenticate(client, scope)  # type: ignore[arg-type]
         if not paid and not self.gate.passthrough:
             headers, _ = await self.gate.limits.admit(principal.plan, principal.org_id, principal.token_id, "api",
@@ -322,12 +338,31 @@ class CallPath:
         text = named = None
         if gate.filters(principal.org_id):
             text, named = filtered_text(task, req)
+        if self.tracing is not None:
+            return await self._traced_admit(principal, model, task, req, client, job, estimate, field, field_prefix,
+                                            price_factor, count, text, named)
         ticket = await gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
                                   kind=KIND_OF_TASK.get(task), job=job, text=text,
                                   field=field or (field_prefix + named if named else None),
                                   price_factor=price_factor, count=count)
         publish_headers(client, ticket.headers)
         return Call(ticket, task, req, client, self)
+
+    async def _traced_admit(self, principal: Principal, model: Model, task: Task, req: Any, client: Client | None,
+                            job: bool, estimate: Units | None, field: str | None, field_prefix: str,
+                            price_factor: float, count: bool, text: str | None, named: str | None) -> Call:
+        """`admit` with tracing: an HTTP request's span becomes `{operation} {model}`, and the gate is its child."""
+        tracing: Tracing = self.tracing  # type: ignore[assignment]
+        span = tracing.current() if client is not None else None
+        if span is not None:
+            tracing.call_started(span, task, model.id, req)
+        with tracing.span("gate", **{"modelyard.task": task.value, "modelyard.job": job}):
+            ticket = await self.gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
+                                           kind=KIND_OF_TASK.get(task), job=job, text=text,
+                                           field=field or (field_prefix + named if named else None),
+                                           price_factor=price_factor, count=count)
+        publish_headers(client, ticket.headers)
+        return Call(ticket, task, req, client, self, span)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
                           deployment: Any = None, record: bool = True) -> None:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -21,6 +20,7 @@ from ..context import AppContext
 from ..files import FileService
 from ..media import MediaStore
 from ..errors import ModelyardError
+from ..logs import setup_logging
 from ..agents.service import AgentService
 from ..batches.service import BatchService
 from ..jobs.service import JobService
@@ -32,6 +32,8 @@ from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
 from ..storage import build_storage
+from ..store.repo import new_secret
+from ..tracing import build_tracing
 from ..store.db import Store
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
@@ -66,7 +68,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     catalog = build_catalog(settings)
     store = Store(settings.resolved_database_url)
-    serving_key = secrets.token_urlsafe(32)
+    serving_key = new_secret()  # our key format: masked in any log line it reaches
+    tracing = build_tracing(settings)
     if settings.worker is not None:  # a model host: its models only, answering only its control plane
         catalog = _worker_catalog(catalog, settings.worker.models)
         auth: Any = StaticKeyAuthenticator(serving_key)
@@ -77,11 +80,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         auth.attach(gate.writer)  # token counters go through the gate's write-behind too
     storage = build_storage(settings)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
-                     calls=CallPath(gate, auth, watch=watch_disconnect), storage=storage,
+                     calls=CallPath(gate, auth, watch=watch_disconnect, tracing=tracing), storage=storage,
                      media=MediaStore(storage, settings.media_url_ttl), 
                      files=FileService.from_settings(settings, store, storage),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds, writer=gate.writer),
-                     search=build_search(settings))
+                     search=build_search(settings), tracing=tracing)
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
@@ -93,7 +96,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_on_startup and settings.worker is None:
             announce(await bootstrap(settings, store))
         # after the loop starts: pooled HTTP clients bind to it
-        ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
+        ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures,
+                            cooldown_seconds=settings.cooldown_seconds, tracing=tracing)
         await ctx.router.preload()
         await ctx.gate.start(ctx.router, catalog)
         await ctx.responses.start()
@@ -138,6 +142,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ctx.router.aclose()
             await storage.aclose()
             await store.aclose()
+            if tracing is not None:
+                await asyncio.to_thread(tracing.shutdown)  # the last spans are exported (a blocking HTTP post)
 
     app = FastAPI(
         title="Modelyard",
@@ -189,7 +195,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                                   "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests",
                                                   "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens",
                                                   "x-ratelimit-reset-tokens"])
-    return FastLane(app, hot, outer=cors)  # type: ignore[return-value]
+    return FastLane(app, hot, outer=cors, tracing=tracing)  # type: ignore[return-value]
 
 
 def _worker_catalog(catalog: Catalog, names: list[str]) -> Catalog:
@@ -240,6 +246,6 @@ def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory`: the settings `serve --workers N` resolved (see `write_settings_file`), else
     those of the config file and environment."""
     handed = os.environ.get(SETTINGS_FILE_ENV)
-    if handed:
-        return create_app(Settings.model_validate_json(Path(handed).read_text()))
-    return create_app(load_settings())
+    settings = Settings.model_validate_json(Path(handed).read_text()) if handed else load_settings()
+    setup_logging(settings)  # a worker process of `serve --workers N` starts with logging unconfigured
+    return create_app(settings)
