@@ -43,8 +43,9 @@ REQUEST: ContextVar[RequestInfo | None] = ContextVar("modelyard_request", defaul
 MASK = "***"
 # our API keys and worker serving keys (store/repo.new_secret), webhook signing secrets (jobs/webhooks.org_secret),
 # an Authorization header's credential, and a key in a query string (Gemini's ?key=)
-_PATTERNS = [r"myd_[A-Za-z0-9_\-]{16,}", r"whsec_[A-Za-z0-9+/=]{16,}", r"(?<=[Bb]earer )[^\s'\"<>]{8,}",
-             r"(?<=[?&](?:key|api_key|api-key|token|access_token)=)[^&\s'\"]+"]
+_PATTERNS = [r"myd_[A-Za-z0-9_\-]{16,}", r"whsec_[A-Za-z0-9+/=]{16,}",
+             r"(?P<bearer>[Bb]earer )[^\s'\"<>]{8,}",
+             r"(?P<query>[?&](?:key|api_key|api-key|token|access_token)=)[^&\s'\"]+"]
 MIN_LITERAL = 6  # a configured secret shorter than this is not masked as a literal (it would mask ordinary words)
 # LogRecord's own attributes: anything else on a record came through `extra=` and goes into the JSON object
 _RESERVED = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -60,7 +61,12 @@ class Redactor:
         self._pattern = re.compile("|".join([*(re.escape(s) for s in ordered), *_PATTERNS]))
 
     def __call__(self, text: str) -> str:
-        return self._pattern.sub(MASK, text)
+        return self._pattern.sub(_masked, text)
+
+
+def _masked(match: re.Match[str]) -> str:
+    """The secret masked; what introduced it (`Bearer `, `?key=`) kept, so the line still reads."""
+    return (match["bearer"] or match["query"] or "") + MASK
 
 
 def settings_secrets(settings: Settings) -> list[str | None]:

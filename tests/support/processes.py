@@ -32,11 +32,17 @@ def wait_ready(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
     wait_until(ready, timeout, "the server to become ready", interval=0.1)
 
 
-def serve(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+def serve(tmp_path: Path, *extra: str, env: dict[str, str] | None = None,
+          output: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """`output`: write the server's output to this file rather than a pipe (a pipe nobody reads fills up, and a
+    chatty server, at DEBUG, then blocks)."""
     port = free_port()
     clean_env = {k: v for k, v in os.environ.items() if not k.startswith("MODELYARD_")}
+    sink = open(output, "w") if output is not None else subprocess.PIPE  # noqa: SIM115 (the child holds it)
     proc = subprocess.Popen([*CLI, "serve", "--port", str(port), *extra], cwd=tmp_path, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**clean_env, **(env or {})})
+                            stdout=sink, stderr=subprocess.STDOUT, env={**clean_env, **(env or {})})
+    if output is not None:
+        sink.close()  # type: ignore[union-attr]
     url = f"http://127.0.0.1:{port}"
     wait_ready(url, proc)
     return proc, url
