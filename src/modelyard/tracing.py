@@ -126,12 +126,20 @@ class Tracing:
                                       attributes={"http.request.method": method, "url.path": path})
         return span, self._context.attach(self._trace.set_span_in_context(span))
 
-    def end_server(self, span: Any, token: object, status: int, exc: BaseException | None = None) -> None:
+    def end_server(self, span: Any, token: object, scope: dict[str, Any], status: int, *, fixed_path: bool,
+                   exc: BaseException | None = None) -> None:
+        """End a request's span. One that served no call is named by its route's template (`GET /api/jobs/{job_id}`),
+        or by its path when that is a fixed one (`fixed_path`), else by its method alone: span names stay few."""
+        if "gen_ai.operation.name" not in (getattr(span, "attributes", None) or {}):
+            route = getattr(scope.get("route"), "path", None)
+            if route:
+                span.update_name(f"{scope['method']} {route}")
+                span.set_attribute("http.route", route)
+            elif not fixed_path:
+                span.update_name(scope["method"])
         if status:
             span.set_attribute("http.response.status_code", status)
-        if exc is not None and not isinstance(exc, Exception):
-            pass  # a cancel (the client left): not an error of ours
-        elif exc is not None:
+        if isinstance(exc, Exception):  # not a cancel (the client left): that is no error of ours
             span.record_exception(exc)
             span.set_status(self._status(self._error, type(exc).__name__))
         elif status >= 500:

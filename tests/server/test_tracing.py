@@ -18,6 +18,7 @@ from ..conftest import Running, make_settings, running, server_fixture
 from ..support.otlp import Received, Span, create_receiver
 from ..support.servers import ServerThread, free_port
 from ..support.waiting import wait_until
+from ..support.workers import Worker, token_for
 
 UPSTREAM_KEY = "sk-upstream-tracing-test-0123456789"
 
@@ -60,9 +61,10 @@ def _parent() -> tuple[str, str, str]:
     return trace_id, span_id, f"00-{trace_id}-{span_id}-01"
 
 
-def _root(received: Received, name: str, trace_id: str) -> Span:
+def _root(received: Received, name: str, trace_id: str, service: str | None = None, kind: str | None = None) -> Span:
     def found() -> Span | None:
-        return next((s for s in received.named(name) if s.trace_id == trace_id), None)
+        return next((s for s in received.named(name) if s.trace_id == trace_id and (kind is None or s.kind == kind)
+                     and (service is None or s.resource.get("service.name") == service)), None)
     return wait_until(found, 15, f"the span '{name}' of trace {trace_id}")
 
 
@@ -183,3 +185,50 @@ def test_tracing_off_sends_no_trace_context_upstream(tmp_path, stub_server, stub
         r = _chat(srv, "traced", _parent()[2])
         assert r.status_code == 200
     assert "traceparent" not in stub.headers[-1]
+
+
+def test_a_request_serving_no_call_is_named_by_its_route_not_its_path(traced):
+    srv, received = traced
+    trace_id, _, traceparent = _parent()
+    headers = srv.headers() | {"traceparent": traceparent}
+    assert httpx.get(srv.url + "/api/jobs/job_nosuch", headers=headers).status_code == 404
+    span = _root(received, "GET /api/jobs/{job_id}", trace_id)
+    assert span.attributes["http.route"] == "/api/jobs/{job_id}" and span.attributes["url.path"] == "/api/jobs/job_nosuch"
+    trace_id, _, traceparent = _parent()
+    assert httpx.get(srv.url + "/no/such/route", headers=srv.headers() | {"traceparent": traceparent}).status_code == 404
+    assert _root(received, "GET", trace_id).attributes["http.response.status_code"] == 404
+
+
+@pytest.mark.slow
+def test_the_trace_continues_into_a_worker(tmp_path):
+    """A real `modelyard worker` with tracing on: its request span is the child of the gateway's attempt span."""
+    received = Received()
+    with ServerThread(create_receiver(received)) as collector:
+        otel = {"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"}
+        settings = make_settings(tmp_path / "cp", builtin_models=False, worker_heartbeat_seconds=0.5,
+                                 worker_timeout_seconds=5.0)
+        with pytest.MonkeyPatch.context() as env:
+            for name, value in otel.items():
+                env.setenv(name, value)
+            app = create_app(settings)
+        with ServerThread(app) as thread:
+            plane = Running(url=thread.url, settings=settings, app=app, thread=thread)
+            worker = Worker(tmp_path, plane, token_for(plane, "default", ["worker"]), "traced", models="echo")
+            worker.env.update(otel, OTEL_SERVICE_NAME="modelyard-worker")
+            worker.start()
+            try:
+                def hosted() -> bool:
+                    r = httpx.get(plane.url + "/api/model-status", headers=plane.headers())
+                    return any(m["model_id"] == "echo" for m in r.json()["models"])
+                wait_until(hosted, 40, "the worker to announce its model")
+                trace_id, _, traceparent = _parent()
+                r = _chat(plane, "echo", traceparent)
+                assert r.status_code == 200 and r.headers["x-modelyard-deployment"] == "worker:traced", r.text
+                root = _root(received, "chat echo", trace_id, service="modelyard", kind="server")
+                (attempt,) = [s for s in received.children(root) if s.kind == "client"]
+                on_worker = wait_until(lambda: [s for s in received.trace(trace_id)
+                                                if s.resource.get("service.name") == "modelyard-worker"
+                                                and s.kind == "server"], 20, "the worker's span")
+                assert [(s.name, s.parent_id) for s in on_worker] == [("chat echo", attempt.span_id)]
+            finally:
+                worker.kill()

@@ -38,6 +38,8 @@ class Worker:
             gguf = write_tiny_gguf(tmp / f"{name}.gguf")
             cfg.write_text(f"builtin_models: false\nmodels:\n  - id: tiny\n    deployments:\n"
                            f"      - backend: llama_cpp\n        path: {gguf}\n        n_ctx: 256\n")
+        elif models == "echo":  # a model that loads nothing: for what a worker does around the work
+            cfg.write_text("builtin_models: false\nmodels:\n  - id: echo\n    deployments:\n      - backend: echo\n")
         else:
             cfg.write_text("builtin_models: true\n")  # host some of the built-in models
         self.args = [sys.executable, "-m", "modelyard.cli", "worker", "--control-plane", plane.url,

@@ -83,12 +83,13 @@ class FastLane:
                 status = message["status"]
             await send(message)
 
+        fixed = (scope["method"], scope["path"]) in self.routes
         try:
             await self._dispatch(scope, receive, sender)
         except BaseException as exc:
-            tracing.end_server(span, token, status, exc)
+            tracing.end_server(span, token, scope, status, fixed_path=fixed, exc=exc)
             raise
-        tracing.end_server(span, token, status)
+        tracing.end_server(span, token, scope, status, fixed_path=fixed)
 
 
 def _with_request_id(scope: Scope, send: Send) -> Send:
