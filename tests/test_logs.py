@@ -99,7 +99,8 @@ def test_no_secret_reaches_any_log_line_error_body_metric_or_span(tmp_path, stub
         f"      - {{backend: openai, base_url: '{srv.url}/v1', api_key: '${{UPSTREAM_KEY}}', model: stub-model,\n"
         f"         headers: {{x-extra-auth: '{UPSTREAM_HEADER}'}}}}\n")
     with ServerThread(create_receiver(received)) as collector, ServerThread(hooks.app()) as hook_server:
-        env = {"MODELYARD_ADMIN_KEY": ADMIN_KEY, "UPSTREAM_KEY": UPSTREAM_KEY, "MODELYARD_WEBHOOK_SECRET": WEBHOOK_MASTER,
+        env = {"MODELYARD_ADMIN_KEY": ADMIN_KEY, "UPSTREAM_KEY": UPSTREAM_KEY,
+               "MODELYARD_WEBHOOK_SECRET": WEBHOOK_MASTER,
                "MODELYARD_ALLOW_PRIVATE_URLS": "true", "MODELYARD_JOB_POLL_SECONDS": "0.2",
                "MODELYARD_WEBHOOK_BACKOFF_SECONDS": "0.2", "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
                "OTEL_BSP_SCHEDULE_DELAY": "50"}
@@ -154,7 +155,8 @@ def test_no_secret_reaches_any_log_line_error_body_metric_or_span(tmp_path, stub
     lines = [line for line in output.splitlines() if line.strip()]
     records = [json.loads(line) for line in lines if line.startswith("{")]
     # everything but the start-up banner (printed, not logged) is one JSON object per line
-    assert [line for line in lines if not line.startswith("{")] == [line for line in lines if line.startswith("Modelyard ")]
+    banner = [line for line in lines if line.startswith("Modelyard ")]
+    assert [line for line in lines if not line.startswith("{")] == banner and len(banner) == 1
     assert any(r["logger"] == "uvicorn.access" for r in records)  # uvicorn's lines come through the same formatter
     assert any("key=***" in r["message"] for r in records)
     answered = [r for r in records if r["message"].startswith("answered 502")]

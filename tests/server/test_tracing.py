@@ -193,9 +193,11 @@ def test_a_request_serving_no_call_is_named_by_its_route_not_its_path(traced):
     headers = srv.headers() | {"traceparent": traceparent}
     assert httpx.get(srv.url + "/api/jobs/job_nosuch", headers=headers).status_code == 404
     span = _root(received, "GET /api/jobs/{job_id}", trace_id)
-    assert span.attributes["http.route"] == "/api/jobs/{job_id}" and span.attributes["url.path"] == "/api/jobs/job_nosuch"
+    assert span.attributes["http.route"] == "/api/jobs/{job_id}"
+    assert span.attributes["url.path"] == "/api/jobs/job_nosuch"
     trace_id, _, traceparent = _parent()
-    assert httpx.get(srv.url + "/no/such/route", headers=srv.headers() | {"traceparent": traceparent}).status_code == 404
+    headers = srv.headers() | {"traceparent": traceparent}
+    assert httpx.get(srv.url + "/no/such/route", headers=headers).status_code == 404
     assert _root(received, "GET", trace_id).attributes["http.response.status_code"] == 404
 
 
@@ -232,3 +234,19 @@ def test_the_trace_continues_into_a_worker(tmp_path):
                 assert [(s.name, s.parent_id) for s in on_worker] == [("chat echo", attempt.span_id)]
             finally:
                 worker.kill()
+
+
+def test_an_agent_runs_first_nodes_continue_the_trace_of_the_request_that_started_it(traced):
+    srv, received = traced
+    with httpx.Client(base_url=srv.url, headers=srv.headers(), timeout=30) as http:
+        dag = {"nodes": {"a": {"model_id": "traced", "task": "chat",
+                               "payload": {"messages": [{"role": "user", "content": "node"}]}}}}
+        r = http.post("/api/agents", json={"name": "traced", "dag": dag})
+        assert r.status_code == 201, r.text
+        trace_id, _, traceparent = _parent()
+        r = http.post(f"/api/agents/{r.json()['agent']['id']}/run", json={}, headers={"traceparent": traceparent})
+        assert r.status_code == 201, r.text
+    node = _root(received, "job chat traced", trace_id)
+    assert node.attributes["modelyard.job.executor"] == "agent_node"
+    started = next(s for s in received.trace(trace_id) if s.kind == "server")
+    assert node.parent_id == started.span_id and started.parent_id == traceparent.split("-")[2]
