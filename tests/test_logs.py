@@ -166,3 +166,5 @@ def test_no_secret_reaches_any_log_line_error_body_metric_or_span(tmp_path, stub
     assert (line["model"], line["deployment"], line["upstream_status"], line["attempt"]) == ("up", "up/openai", 500, 1)
     upstream = [r for r in records if r["message"].startswith("upstream failure") and r.get("trace_id") == "1" * 32]
     assert len(upstream) == 1 and upstream[0]["request_id"] == line["request_id"]
+    (done,) = [r for r in records if r["message"].startswith(f"job {job.json()['id']} completed")]
+    assert done["request_id"] == job.headers["x-request-id"]  # a job's lines name the request that submitted it

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from ..pipeline.billing import fill_units
 from ..errors import ModelyardError
+from ..logs import REQUEST, RequestInfo
 from ..pipeline.units import Units
 from ..routing import RETRYABLE
 from ..types import Task
@@ -161,6 +162,8 @@ class JobRunner:
     # ---------------------------------------------------------------- one job
 
     async def _work(self, job: Job) -> None:
+        if job.meta.get("request_id"):  # this job's log lines (a task of its own) name the request that submitted it
+            REQUEST.set(RequestInfo(job.meta["request_id"]))
         work = asyncio.create_task(self._execute(job))
         beat = asyncio.create_task(self._beat(job, work))
         try:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..pipeline.billing import payload_estimate
 from ..errors import InvalidRequest, NotFound
+from ..logs import REQUEST
 from ..net import check_url
 from ..pipeline.auth import Principal
 from ..pipeline.calls import Client
@@ -103,6 +104,9 @@ class JobService:
         job_id = new_job_id()
         hold = {**call.hold(), "job_id": job_id}  # the gate's key to recognize a repeated settlement
         meta = {"face": face, "base_url": base_url, "hold": hold, **(extra_meta or {})}
+        submitted_by = REQUEST.get()
+        if submitted_by is not None:  # its runs' log lines name the request that submitted it
+            meta["request_id"] = submitted_by.request_id
         if self.ctx.tracing is not None:  # its runs continue this request's trace, wherever they run
             trace = self.ctx.tracing.traceparent()
             if trace:
