@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -250,3 +253,15 @@ def test_an_agent_runs_first_nodes_continue_the_trace_of_the_request_that_starte
     assert node.attributes["modelyard.job.executor"] == "agent_node"
     started = next(s for s in received.trace(trace_id) if s.kind == "server")
     assert node.parent_id == started.span_id and started.parent_id == traceparent.split("-")[2]
+
+
+def test_with_tracing_off_the_sdk_is_never_imported(tmp_path):
+    """The server runs without the `otel` extra: nothing imports the SDK unless tracing is on."""
+    code = ("import sys; from modelyard.config import Settings; from modelyard.server.app import create_app; "
+            "create_app(Settings(data_dir=sys.argv[1], builtin_models=False)); "
+            "print(sorted(m for m in sys.modules if m.startswith('opentelemetry.sdk')))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "MODELYARD_"))}
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
