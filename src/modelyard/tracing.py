@@ -67,12 +67,13 @@ def build_tracing(settings: Settings) -> Tracing | None:
     resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME") or "modelyard",
                                 "service.version": __version__})
     provider = TracerProvider(resource=resource, shutdown_on_exit=False)  # sampler: OTEL_TRACES_SAMPLER
-    provider.add_span_processor(BatchSpanProcessor(_exporter()))  # batching: OTEL_BSP_*
+    for kind in dict.fromkeys(k.strip() for k in os.environ.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",")):
+        if kind and kind != "none":
+            provider.add_span_processor(BatchSpanProcessor(_exporter(kind)))  # batching: OTEL_BSP_*
     return Tracing(provider)
 
 
-def _exporter() -> Any:
-    kind = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() or "otlp"
+def _exporter(kind: str) -> Any:
     if kind == "console":
         from opentelemetry.sdk.trace.export import ConsoleSpanExporter
         return ConsoleSpanExporter()
