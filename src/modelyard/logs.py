@@ -15,7 +15,6 @@ import logging
 import re
 import sys
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable
 
@@ -27,15 +26,17 @@ if TYPE_CHECKING:
     from .config import Settings
 
 
-@dataclass(slots=True)
 class RequestInfo:
-    """What log lines of one request share: its id, and what the router learned when an upstream failed."""
+    """What log lines of one request share: its id, and what the router learned when an upstream failed. Made for
+    every request, so making one sets the id alone (the rest are class defaults until a failure sets them)."""
 
-    request_id: str
     model: str | None = None
     deployment: str | None = None
     upstream_status: int | None = None
     attempt: int | None = None
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
 
 
 REQUEST: ContextVar[RequestInfo | None] = ContextVar("modelyard_request", default=None)

@@ -300,18 +300,23 @@ class CallPath:
         """Who is calling, with `scope`. Every authenticated request counts once against its org's limits: here,
         as an API request — or, for a route that starts paid work (`paid=True`), at that work's admission, in its
         limit class and kind. Counting uses the same memory/Redis counters as calls; never the database."""
-        if self.tracing is not None:
-            with self.tracing.span("auth"):
-                return await self._authorize(client, scope, paid)
-        return await self._authorize(client, scope, paid)
-
-    async def _authorize(self, client: Client, scope: str | None, paid: bool) -> Principal:
+        if self.tracing is not None:  # off, no extra frame: this runs on every request
+            return await self._traced_authorize(client, scope, paid)
         principal = await self.auth.authenticate(client, scope)  # type: ignore[arg-type]
         if not paid and not self.gate.passthrough:
             headers, _ = await self.gate.limits.admit(principal.plan, principal.org_id, principal.token_id, "api",
                                                       None)
             publish_headers(client, headers)
         return principal
+
+    async def _traced_authorize(self, client: Client, scope: str | None, paid: bool) -> Principal:
+        with self.tracing.span("auth"):  # type: ignore[union-attr]
+            principal = await self.auth.authenticate(client, scope)  # type: ignore[arg-type]
+            if not paid and not self.gate.passthrough:
+                headers, _ = await self.gate.limits.admit(principal.plan, principal.org_id, principal.token_id,
+                                                          "api", None)
+                publish_headers(client, headers)
+            return principal
 
     async def count_submission(self, principal: Principal, client: Client | None = None) -> None:
         """One job submission against the org's limits (an agent run: its nodes are admitted with count=False)."""
