@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -59,12 +60,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
+    from .server.shutdown import CUT_MARGIN_SECONDS
+
+    # uvicorn re-raises the signal it shut down on, under the handler found at start: a drain that went as planned
+    # then ends this process with 0, not "killed by SIGTERM" (the app's own drain is chained in at start)
+    signal.signal(signal.SIGTERM, lambda *_: None)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"Modelyard {__version__} on {scheme}://{settings.host}:{settings.port}  (data: {settings.data_dir.resolve()}, "
           f"database: {settings.resolved_database_url.split('://')[0]}, API reference: /reference)", flush=True)
     uvicorn.run(app, factory=isinstance(app, str), host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level=settings.log_level,
-                loop="auto", http="auto", proxy_headers=True, timeout_graceful_shutdown=30,
+                loop="auto", http="auto", proxy_headers=True,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds + CUT_MARGIN_SECONDS,
                 access_log=args.access_log, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
     return 0
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .pipeline.calls import CallPath
     from .pipeline.gate import Gate
     from .routing import Router
+    from .server.shutdown import Shutdown
     from .storage import Storage
     from .store.db import Store
     from .responses.repo import ResponseLog
@@ -48,3 +49,4 @@ class AppContext:
     batches: BatchService | None = None  # None on a model host
     agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host
+    shutdown: Shutdown | None = None  # a server's drain on SIGTERM: jobs handed back, streams cut at its deadline

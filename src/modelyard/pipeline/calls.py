@@ -26,11 +26,12 @@ or in the module named.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Protocol, TypeVar
 
 from ..catalog import Deployment, Model
-from ..errors import InternalError, ModelyardError
+from ..errors import InternalError, ModelyardError, ShuttingDown
 from ..types import Task
 from .auth import Authenticator, Principal
 from .billing import chat_estimate, chat_units, chunk_events, task_units
@@ -64,6 +65,8 @@ class Client(Protocol):
 
 
 Watch = Callable[[Callable[[], Awaitable[Mapping[str, Any]]], Awaitable[T]], Awaitable[T]]
+# Registers an open stream's cut function with the server's shutdown; returns the function that unregisters it.
+Streams = Callable[[Callable[[], None]], Callable[[], None]]
 
 
 class Framing(Protocol):
@@ -167,12 +170,15 @@ class Call:
         """Frame chunks as they come, then settle. An error after the first byte goes out as the face's error
         event and is not charged; a client that leaves is charged for what it was sent (the usage the stream
         reported, else the input estimate and one token per event sent); a relay closed before it began (the
-        client left in between) is released."""
+        client left in between) is released. A stream still open when the server's grace period ends is cut: the
+        face's error event goes out, and it is charged for what it was sent, like a client that leaves."""
         self.streaming = True
-        return _Relay(self._relay(first, stream, deployment, framing), self, stream)
+        relay = _Relay(self, stream)
+        relay.frames = self._relay(first, stream, deployment, framing, relay)
+        return relay
 
     async def _relay(self, first: Any, stream: AsyncIterator[Any], deployment: Deployment,
-                     framing: Framing) -> AsyncIterator[bytes]:
+                     framing: Framing, relay: _Relay) -> AsyncIterator[bytes]:
         failed = False
         events = 0  # stream events sent, less the opening one (a role, no words): the fallback's output tokens
         try:
@@ -192,6 +198,14 @@ class Call:
             tail = framing.tail()
             if tail:
                 yield tail
+        except asyncio.CancelledError:
+            if not relay.cut:
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the cancel was the shutdown's, answered here with the error event
+            yield framing.error(ShuttingDown("The server is shutting down; the stream was cut at the end of its "
+                                             "grace period. Retry the request."))
         except ModelyardError as exc:
             failed = True
             yield framing.error(exc)
@@ -200,6 +214,7 @@ class Call:
             log.exception("stream failed")
             yield framing.error(InternalError("The stream failed on the server."))
         finally:
+            relay.unregister()
             if failed:
                 self.ticket.fail()
             else:
@@ -218,30 +233,48 @@ class Call:
 
 class _Relay:
     """A call's relay as an async iterator: a generator closed before it began never runs its `finally`, so this
-    settles that case itself (released: nothing was sent) and closes the upstream stream."""
+    settles that case itself (released: nothing was sent) and closes the upstream stream. While it runs it is
+    registered with the server's shutdown, which may cut it (`cut`: cancel the task relaying, marked as ours)."""
 
-    __slots__ = ("_frames", "_call", "_stream", "_started")
+    __slots__ = ("frames", "_call", "_stream", "_started", "cut", "_unregister")
 
-    def __init__(self, frames: AsyncIterator[bytes], call: Call, stream: AsyncIterator[Any]) -> None:
-        self._frames = frames
+    def __init__(self, call: Call, stream: AsyncIterator[Any]) -> None:
+        self.frames: AsyncIterator[bytes] = None  # type: ignore[assignment]  # set by Call.relay
         self._call = call
         self._stream = stream
         self._started = False
+        self.cut = False
+        self._unregister: Callable[[], None] | None = None
 
     def __aiter__(self) -> _Relay:
         return self
 
     async def __anext__(self) -> bytes:
-        self._started = True
-        return await self._frames.__anext__()
+        if not self._started:
+            self._started = True
+            streams = self._call._path.streams
+            task = asyncio.current_task()
+            if streams is not None and task is not None:
+                def cut() -> None:
+                    if not self.cut:
+                        self.cut = True
+                        task.cancel()
+                self._unregister = streams(cut)
+        return await self.frames.__anext__()
+
+    def unregister(self) -> None:
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
 
     async def aclose(self) -> None:
+        self.unregister()
         if not self._started:
             self._call.ticket.fail()
             close = getattr(self._stream, "aclose", None)
             if close is not None:
                 await close()
-        await self._frames.aclose()  # type: ignore[attr-defined]
+        await self.frames.aclose()  # type: ignore[attr-defined]
 
 
 class _Admission:
@@ -274,10 +307,12 @@ class _Admission:
 class CallPath:
     """Authorization and admission for every surface; settlement of calls and of jobs' holds."""
 
-    def __init__(self, gate: Gate, auth: Authenticator, *, watch: Watch | None = None) -> None:
+    def __init__(self, gate: Gate, auth: Authenticator, *, watch: Watch | None = None,
+                 streams: Streams | None = None) -> None:
         self.gate = gate
         self.auth = auth
         self.watch = watch  # how a call notices its client leaving (the server's disconnect watcher)
+        self.streams = streams  # where open streams register to be cut at shutdown (the server's `Shutdown`)
         self._served: dict[str, dict[bytes, bytes]] = {}  # deployment key -> its served-by headers, encoded once
 
     def served_by(self, deployment: Deployment) -> dict[bytes, bytes]:

@@ -37,6 +37,7 @@ from ..responses.websearch import build_search
 from . import errors, openapi
 from .disconnect import watch_disconnect
 from .fastlane import FastLane
+from .shutdown import Shutdown, chain_signals
 from .routes import account as account_routes
 from .routes import agents as agent_routes
 from .routes import anthropic as anthropic_routes
@@ -73,12 +74,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if gate.writer is not None and isinstance(auth, Authenticator):
         auth.attach(gate.writer)  # token counters go through the gate's write-behind too
     storage = build_storage(settings)
+    shutdown = Shutdown(settings.shutdown_grace_seconds)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
-                     calls=CallPath(gate, auth, watch=watch_disconnect), storage=storage,
+                     calls=CallPath(gate, auth, watch=watch_disconnect, streams=shutdown.stream), storage=storage,
                      media=MediaStore(storage, settings.media_url_ttl), 
                      files=FileService.from_settings(settings, store, storage),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds, writer=gate.writer),
-                     search=build_search(settings))
+                     search=build_search(settings), shutdown=shutdown)
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
@@ -107,22 +109,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.job_runner:  # batches and agent runs are driven where their jobs run
                 ctx.batches.start()
                 ctx.agents.start()
+        # SIGTERM reaches uvicorn first (it stops accepting and waits for open connections); this hears it too, to
+        # hand leased jobs back at once and cut streams at the deadline (server/shutdown.py)
+        shutdown.on_begin(lambda: _stop_async_plane(ctx))
+        unchain = chain_signals(shutdown)
         try:
             yield
         finally:
+            unchain()
+            await shutdown.aclose()  # the async plane stopped: running jobs went back to the queue
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if ctx.agents is not None:
-                await ctx.agents.aclose()
-            if ctx.batches is not None:
-                await ctx.batches.aclose()
-            if ctx.jobs is not None:
-                await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
                 await agent.sign_off()
-            # one drain for every off-path record (usage, money, counters, responses), retried for the grace period
+            # one drain for every off-path record (usage, money, counters, responses), retried until the grace
+            # period (counted from the signal) ends, for at least a few seconds; the rest is spooled
+            if ctx.gate.writer is not None:
+                ctx.gate.writer.grace_seconds = shutdown.flush_seconds()
             await ctx.gate.aclose()
             await ctx.responses.aclose()
             if ctx.gate.writer is None:
@@ -194,6 +199,16 @@ def _worker_catalog(catalog: Catalog, names: list[str]) -> Catalog:
 def _announced(catalog: Catalog) -> list[dict[str, Any]]:
     return [{"id": m.id, "type": m.type, "tasks": sorted(t.value for t in m.tasks), "description": m.description}
             for m in catalog]
+
+
+async def _stop_async_plane(ctx: AppContext) -> None:
+    """Stop claiming work; running jobs go back to the queue untouched (before the router closes)."""
+    if ctx.agents is not None:
+        await ctx.agents.aclose()
+    if ctx.batches is not None:
+        await ctx.batches.aclose()
+    if ctx.jobs is not None:
+        await ctx.jobs.aclose()
 
 
 async def _unload_idle_forever(ctx: AppContext) -> None:
