@@ -32,6 +32,7 @@ from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
 from ..storage import build_storage
 from ..store.db import Store
+from ..store.secrets import secret_box
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
 from . import errors, openapi
@@ -63,7 +64,9 @@ IDLE_CHECK_SECONDS = 10.0
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     catalog = build_catalog(settings)
-    store = Store(settings.resolved_database_url)
+    # a model host keeps no database secrets; a gateway seals workers' serving keys with this
+    store = Store(settings.resolved_database_url,
+                  secrets=None if settings.worker is not None else secret_box(settings))
     serving_key = secrets.token_urlsafe(32)
     if settings.worker is not None:  # a model host: its models only, answering only its control plane
         catalog = _worker_catalog(catalog, settings.worker.models)
