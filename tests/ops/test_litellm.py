@@ -47,7 +47,7 @@ def test_the_quick_start_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_load_balanced_multi_provider_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config, report, settings = _load(tmp_path, "load_balancing.yaml", monkeypatch)
+    _, report, settings = _load(tmp_path, "load_balancing.yaml", monkeypatch)
     by = {m.id: m for m in settings.models}
     assert set(by) == {"gpt-4o", "vllm-models", "llama3", "gemini-flash", "text-embedding-3-small"}
     eu, ca, direct = by["gpt-4o"].deployments  # one model, three deployments
@@ -75,7 +75,7 @@ def test_a_load_balanced_multi_provider_config(tmp_path: Path, monkeypatch: pyte
 
 
 def test_fallbacks_aliases_and_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    config, report, settings = _load(tmp_path, "fallbacks.yaml", monkeypatch)
+    _, report, settings = _load(tmp_path, "fallbacks.yaml", monkeypatch)
     by = {m.id: m for m in settings.models}
     assert "zephyr-beta" not in by  # huggingface/ has no backend here: reported, not guessed
     assert by["gpt-3.5-turbo"].fallbacks == ["claude-3-haiku", "gpt-4"] and by["gpt-3.5-turbo"].aliases == ["gpt-4"]

@@ -13,9 +13,10 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
-from typing import Any, AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from ..config import Settings
 from ..types import Task
@@ -127,7 +128,7 @@ class Doctor:
         if not rows:
             self.add("workers", OK, "none registered")
             return
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for r in rows:
             age = (now - aware(r.last_heartbeat)).total_seconds()
             if r.status == "online" and age < self.settings.worker_timeout_seconds:
@@ -283,7 +284,7 @@ class Doctor:
         started = time.monotonic()
         try:
             await asyncio.wait_for(call(), self.timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.add(name, FAIL, f"no answer to {what} within {self.timeout:g} s",
                      f"is {d.config.base_url or 'the upstream'} reachable from here? (--timeout raises the wait)")
             return
