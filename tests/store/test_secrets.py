@@ -25,16 +25,14 @@ from ..support.paths import REPO
 from ..support.processes import CLI, cli
 from ..support.workers import token_for
 
-SERVING_KEY = "serving-key-" + "s" * 32
+SERVING_KEY = "serving-key-" + "s" * 52  # the longest accepted (64): sealed, it still fits the column
 
 
-def _register(srv: Any) -> str:
+def _register(srv: Any, secret: str = SERVING_KEY) -> httpx.Response:
     token = token_for(srv, "default", ["worker"])
-    r = httpx.post(srv.url + "/api/workers/register", headers={"Authorization": f"Bearer {token}"}, json={
-        "name": "w1", "url": "http://127.0.0.1:9", "secret": SERVING_KEY,
+    return httpx.post(srv.url + "/api/workers/register", headers={"Authorization": f"Bearer {token}"}, json={
+        "name": "w1", "url": "http://127.0.0.1:9", "secret": secret,
         "models": [{"id": "m", "type": "text", "tasks": ["chat"]}]})
-    assert r.status_code == 200, r.text
-    return r.json()["id"]
 
 
 def _raw(database_url: str) -> list[str]:
@@ -94,7 +92,9 @@ def test_serving_keys_are_sealed_rotated_and_a_wrong_key_stops_the_start(tmp_pat
     old, new = generate_key(), generate_key()
     settings = make_settings(tmp_path, database_url=database_url, secret_key=old)
     with running(settings) as srv:
-        _register(srv)
+        assert _register(srv, SERVING_KEY + "x").status_code == 400  # too long to seal into the column
+        r = _register(srv)
+        assert r.status_code == 200, r.text
         listed = httpx.get(srv.url + "/api/workers", headers=srv.headers()).json()["data"]
         assert [w["name"] for w in listed] == ["w1"]  # read back through the box
     [stored] = _raw(database_url)
