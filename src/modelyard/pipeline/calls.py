@@ -311,7 +311,8 @@ class CallPath:
 
     async def admit(self, principal: Principal, model: Model, task: Task, req: Any, client: Client | None = None,
                     job: bool = False, estimate: Units | None = None, field: str | None = None,
-                    field_prefix: str = "", price_factor: float = 1.0, count: bool = True) -> Call:
+                    field_prefix: str = "", price_factor: float = 1.0, count: bool = True,
+                    ref: str | None = None) -> Call:
         """Plan, limits, content filter, wallet reserve. `req` is the face's request or a job's payload; `field`
         names the filtered input in a refusal when the face calls it something else (Gemini's `contents`),
         `field_prefix` says where a job's payload sits in its body (`payload.`), and `price_factor` is a discount
@@ -325,7 +326,7 @@ class CallPath:
         ticket = await gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
                                   kind=KIND_OF_TASK.get(task), job=job, text=text,
                                   field=field or (field_prefix + named if named else None),
-                                  price_factor=price_factor, count=count)
+                                  price_factor=price_factor, count=count, ref=ref)
         publish_headers(client, ticket.headers)
         return Call(ticket, task, req, client, self)
 

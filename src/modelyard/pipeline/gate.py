@@ -142,9 +142,11 @@ class Gate:
 
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
                     kind: str | None = None, job: bool = False, text: str | None = None,
-                    field: str | None = None, price_factor: float = 1.0, count: bool = True) -> Ticket:
+                    field: str | None = None, price_factor: float = 1.0, count: bool = True,
+                    ref: str | None = None) -> Ticket:
         """`text` is what the content filter inspects (prompt text), when the caller has it at hand; `field` names
-        it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged."""
+        it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged; `ref` names the
+        reservation when the work has a stable name of its own (admitting it again adopts the first one)."""
         model_id = model.id
         if self.passthrough:
             return Ticket(principal=principal, model_id=model_id, task=task)
@@ -181,7 +183,7 @@ class Gate:
                     self.limits.correct(taken, 0)
                 raise InsufficientBalance("This call's estimated price is larger than any balance can cover; ask "
                                           "for less (max_tokens, n, duration).")
-            ref = new_id("call")
+            ref = ref or new_id("call")
             if not await self.wallets.reserve(principal.org_id, amount, ref):
                 if taken is not None:
                     self.limits.correct(taken, 0)
