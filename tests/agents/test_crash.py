@@ -42,7 +42,9 @@ TOP_UP = 100_000_000  # $100
 SLOW = 0.6  # seconds a node's echo sleeps: long enough that a kill lands mid-node
 LONG = 4.0  # the lease-loss node: still running well after its runner is killed
 
-CHAT = {"model_id": "echo-slow", "task": "chat"}
+# each kill costs the attempts of the jobs its runner held (and a loaded machine's missed heartbeats cost more):
+# the policy leaves room for every kill to land on the same node, so every run must still succeed
+CHAT = {"model_id": "echo-slow", "task": "chat", "retry": {"max_attempts": 10, "backoff_seconds": 0.1}}
 CHAIN = {"nodes": {
     "a": {**CHAT, "inputs": {"messages": [{"role": "user", "content": "${input.topic} a"}], "max_tokens": 64}},
     "b": {**CHAT, "inputs": {"messages": [{"role": "user", "content": "${nodes.a.result.choices[0].message.content} b"}],
