@@ -176,6 +176,27 @@ class StorageSettings(BaseModel):
         return self
 
 
+# POST /api/prompt-rewrite's system instructions, per task (docs/catalog.md). Written for a small model: one job,
+# said plainly, and the answer's form. `prompt_rewrite_instructions` merges over these; an empty one turns a task off.
+PROMPT_REWRITE_INSTRUCTIONS: dict[str, str] = {
+    "text-to-image": "You rewrite prompts for an image generator. Expand the user's idea into one detailed image "
+                     "prompt: name the subject, the composition and framing, the lighting, the setting and the mood. "
+                     "Answer with the prompt only, in one paragraph, without any preamble.",
+    "image-to-image": "You rewrite prompts for an image editor. Restate the change the user asks for as one precise "
+                      "edit instruction: what to change, what to keep, and the lighting and style of the result. "
+                      "Answer with the instruction only, without any preamble.",
+    "text-to-video": "You rewrite prompts for a video generator. Expand the user's idea into one detailed video "
+                     "prompt: the subject and its action, the camera motion (pan, tilt, dolly, tracking or static), "
+                     "the setting, the lighting and the pace. Answer with the prompt only, without any preamble.",
+    "image-to-video": "You rewrite prompts for animating a still image. Describe how the picture comes to life: the "
+                      "motion of the subject, the camera motion (pan, tilt, dolly, tracking or static) and the pace. "
+                      "Answer with the prompt only, without any preamble.",
+    "chat": "You improve prompts for a chat assistant. Rewrite the user's request to be clear and specific: the goal, "
+            "the context, and the form of the answer wanted. Answer with the rewritten request only, without any "
+            "preamble.",
+}
+
+
 class Settings(BaseSettings):
     """Everything the server needs to start; see README 'Configuration'."""
 
@@ -205,6 +226,8 @@ class Settings(BaseSettings):
     # signing key for media URLs; generated into the data dir when unset (set it when replicas share media)
     media_secret: str | None = None
     media_url_ttl: int = Field(default=3600, ge=1, description="seconds a signed media URL stays valid")
+    # keyless share-link reads (GET /api/shares/...) allowed per client address per minute (docs/library.md)
+    share_requests_per_minute: int = Field(default=60, ge=1)
     # base URL used in media links, when clients reach us through a proxy (else the request's own)
     public_url: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024
@@ -281,6 +304,19 @@ class Settings(BaseSettings):
     web_search_max_results: int = Field(default=5, ge=1, le=20)
     # how long a stored Responses API response may wait in memory before its batched write (seconds)
     responses_flush_seconds: float = Field(default=0.2, gt=0)
+    # POST /api/prompt-rewrite (docs/catalog.md): the chat model that rewrites (unset: the built-in SmolLM2,
+    # catalog/builtin.SMOLLM2_ID), its instructions per task (merged over PROMPT_REWRITE_INSTRUCTIONS), the longest
+    # prompt it takes (characters), and how it samples (n > 1 needs some temperature to differ)
+    prompt_rewrite_model: str | None = None
+    prompt_rewrite_instructions: dict[str, str] = Field(default_factory=dict)
+    prompt_rewrite_max_chars: int = Field(default=2000, ge=1)
+    prompt_rewrite_max_tokens: int = Field(default=160, ge=1, description="per rewritten prompt")
+    prompt_rewrite_temperature: float = Field(default=0.8, ge=0, le=2)
+
+    @field_validator("prompt_rewrite_instructions", mode="after")
+    @classmethod
+    def _rewrite_defaults(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k: text for k, text in {**PROMPT_REWRITE_INSTRUCTIONS, **v}.items() if text.strip()}
 
     @field_validator("data_dir", mode="after")
     @classmethod

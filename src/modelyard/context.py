@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .config import Settings
     from .files import FileService
     from .jobs.service import JobService
+    from .library.service import LibraryService
     from .media import MediaStore
     from .pipeline.auth import Authenticator, StaticKeyAuthenticator
     from .pipeline.calls import CallPath
@@ -49,4 +50,5 @@ class AppContext:
     batches: BatchService | None = None  # None on a model host
     agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host
+    library: LibraryService | None = None  # None on a model host
     shutdown: Shutdown | None = None  # a server's drain on SIGTERM: jobs handed back, streams cut at its deadline

@@ -11,6 +11,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 from .backends import BaseBackend, create_backend
 from .backends.base import METHOD_FOR_TASK, STREAM_METHOD_FOR_TASK, ChatChunk
 from .catalog import Catalog, Deployment, Model
+from .catalog.latency import LatencyBook
 from .config import DeploymentConfig
 from .errors import InvalidRequest, ModelyardError, Overloaded, RateLimited, UpstreamError
 from .protocols.openai.schema import ChatRequest
@@ -57,6 +58,7 @@ class Router:
         self.backends: dict[str, BaseBackend] = {}
         self.stats: dict[str, DeploymentStats] = {}
         self.worker_keys: dict[str, tuple] = {}  # deployment key -> (url, secret, region) of a live worker
+        self.latency = LatencyBook()  # recent successful calls' timings per (model, task), for the catalog
         # model id -> deployments on live workers: the router's own, beside the catalog's configured ones
         self._on_workers: dict[str, list[Deployment]] = {}
         for model in catalog:
@@ -72,10 +74,11 @@ class Router:
         extra = self._on_workers.get(model.id)
         return model.deployments + extra if extra else model.deployments
 
-    def resolve(self, name: str, task: Task) -> Model:
-        model = self.catalog.get(name)
+    def resolve(self, name: str, task: Task, param: str = "model") -> Model:
+        """The model `name` names, for `task`; errors name `param`, the field the client named it in."""
+        model = self.catalog.get(name, param=param)
         if task not in model.tasks:
-            raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="model", code="unsupported_task")
+            raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param=param, code="unsupported_task")
         return model
 
     def serves(self, model: Model, task: Task) -> bool:
@@ -129,10 +132,13 @@ class Router:
         stats.in_flight += 1
         return stats, time.monotonic()
 
-    def _succeeded(self, stats: DeploymentStats, started: float) -> None:
+    def _succeeded(self, d: Deployment, task: Task, stats: DeploymentStats, started: float,
+                   first: float | None = None) -> None:
+        ended = time.monotonic()
         stats.in_flight -= 1
         stats.successes += 1
-        stats.latency_total += time.monotonic() - started
+        stats.latency_total += ended - started
+        self.latency.record(d.model_id, task, started, first, ended)
         stats.consecutive_failures = 0
         stats.cooldown_until = 0.0
         stats.probing = False
@@ -183,7 +189,7 @@ class Router:
         """Call the backend method serving `task`; returns the result and the deployment that served it."""
         async def call(d: Deployment, model_id: str, stats: DeploymentStats, started: float) -> Any:
             result = await getattr(self.backends[d.key], METHOD_FOR_TASK[task])(req, model_id)
-            self._succeeded(stats, started)
+            self._succeeded(d, task, stats, started)
             return result
 
         return await self._first_success(model, task, region, call)
@@ -210,12 +216,12 @@ class Router:
             except BaseException:
                 await _aclose(stream)
                 raise
-            return first, self._committed(d, stats, started, stream)
+            return first, self._committed(d, task, stats, started, time.monotonic(), stream)
 
         (first, stream), deployment = await self._first_success(model, task, region, start)
         return first, stream, deployment
 
-    async def _committed(self, d: Deployment, stats: DeploymentStats, started: float,
+    async def _committed(self, d: Deployment, task: Task, stats: DeploymentStats, started: float, first: float,
                          stream: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
         try:
             async for chunk in stream:
@@ -224,7 +230,7 @@ class Router:
             self._failed(d, stats, exc)
             raise
         else:
-            self._succeeded(stats, started)
+            self._succeeded(d, task, stats, started, first)
         finally:
             await _aclose(stream)
 

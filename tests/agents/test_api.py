@@ -507,6 +507,11 @@ def test_bad_bodies_are_4xx(http: httpx.Client) -> None:
     assert http.post(f"/api/agents/{agent['id']}/run", json={"input_params": []}).status_code == 400
     assert http.post(f"/api/agents/{agent['id']}/run", json={}, headers={"Idempotency-Key": "x" * 300}).status_code == 400
     assert http.get("/api/runs/run_nope/events", headers={"Last-Event-ID": "abc"}).status_code == 404
+    # PostgreSQL refuses NUL in text: still the client's 4xx, never a 500
+    for r in (http.get("/api/runs/run_%00x"), http.get("/api/jobs/job_%00x"),
+              http.post("/api/agents", json={"name": "a\u0000b", "dag": {"nodes": {"a": {
+                  "model_id": "echo", "task": "chat", "payload": chat("n")}}}})):
+        assert r.status_code < 500, r.text
 
 
 def test_a_run_counts_once_as_a_job_submission(http: httpx.Client, srv: Running) -> None:

@@ -23,7 +23,10 @@ SETTINGS = {**FAST, "builtin_models": True, "auth_cache_ttl": 0.0, "allow_privat
 
 @contextlib.contextmanager
 def _server(tmp: Path, database_url: str | None, stub_url: str) -> Iterator[Any]:
-    with quiet_server(tmp, database_url, [*job_models(0.5), *upstream_models(stub_url)], **SETTINGS) as srv:
+    only_enterprise = {"id": "echo-enterprise", "type": "text", "plans": ["enterprise"],
+                       "deployments": [{"backend": "echo"}]}
+    with quiet_server(tmp, database_url, [*job_models(0.5), *upstream_models(stub_url), only_enterprise],
+                      **SETTINGS) as srv:
         yield srv
 
 
@@ -174,3 +177,23 @@ def test_speech(server, espeak):
         audio = base64.b64decode(answer["data"])
         assert audio[:4] == sync.content[:4] and audio
     assert base64.b64decode(got[0]["data"])[:4] == b"RIFF"
+
+
+def test_a_line_names_a_model_its_plan_may_call(server):
+    """Validation's plan check is admission's (Gate.plan_allows): a pro org's file fails on the enterprise model,
+    while the operator's (unlimited) runs it."""
+    body = {"model": "echo-enterprise", "messages": [{"role": "user", "content": "only for some"}]}
+    line = json.dumps({"custom_id": "l0", "method": "POST", "url": "/v1/chat/completions", "body": body}).encode()
+    client = _client(server)
+    file_id = client.files.create(file=("in.jsonl", line + b"\n"), purpose="batch").id
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+
+    def ended() -> Any:
+        b = client.batches.retrieve(batch.id)
+        return b if b.status in ("completed", "failed") else None
+    failed = wait_until(ended, 60, "the batch to fail validation", interval=0.1)
+    assert failed.status == "failed", failed
+    assert [(e.line, e.code, e.param) for e in failed.errors.data] == [(1, "model_not_in_plan", "body.model")]
+    operator = openai.OpenAI(api_key=server.admin_key, base_url=server.v1, max_retries=0, timeout=120)
+    got = _batch(operator, "/v1/chat/completions", [body])
+    assert got[0]["choices"][0]["message"]["content"] == "only for some"

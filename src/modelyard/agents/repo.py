@@ -10,9 +10,12 @@ from typing import Any, Mapping
 from sqlalchemy import and_, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ..jobs.queue import FINAL as JOB_FINAL
 from ..jobs.queue import NOTIFY_CHANNEL, Job, _job
 from ..store import webhook_rows
+from ..store.billing_repo import WalletRepo
 from ..store.db import Store
+from ..store.paging import newest_first
 from ..store.tables import agent_run_events, agent_run_nodes, agent_runs, agent_versions, agents, jobs, usage_records
 
 ACTIVE = ("pending", "running", "cancelling")
@@ -107,6 +110,22 @@ _NODE_COLUMNS = [c.name for c in agent_run_nodes.c]
 _RUN_FIELDS = [f for f in Run.__dataclass_fields__]
 
 
+@dataclass
+class ItemCounts:
+    """A map node's item jobs: how many in each status, and when the first started."""
+
+    by_status: dict[str, int] = field(default_factory=dict)
+    started_at: float | None = None
+
+    def count(self, *statuses: str) -> int:
+        return sum(self.by_status.get(s, 0) for s in statuses)
+
+    @property
+    def queued(self) -> int:
+        """Items given a job so far (the next item to queue is this index)."""
+        return sum(self.by_status.values())
+
+
 def _run(m: Mapping[str, Any]) -> Run:
     return Run(**{k: m[k] for k in _RUN_FIELDS})
 
@@ -142,11 +161,8 @@ class AgentRepo:
         return _agent(row._mapping) if row else None
 
     async def list_agents(self, org_id: str, limit: int, after: tuple[float, str] | None) -> list[Agent]:
-        q = select(agents).where(agents.c.org_id == org_id, agents.c.deleted_at.is_(None))
-        if after is not None:
-            q = q.where(or_(agents.c.created_at < after[0], and_(agents.c.created_at == after[0],
-                                                                 agents.c.id < after[1])))
-        q = q.order_by(agents.c.created_at.desc(), agents.c.id.desc()).limit(limit)
+        q = newest_first(select(agents).where(agents.c.org_id == org_id, agents.c.deleted_at.is_(None)), agents,
+                         after, limit)
         async with self.engine.connect() as conn:
             return [_agent(r._mapping) for r in (await conn.execute(q)).all()]
 
@@ -227,10 +243,7 @@ class AgentRepo:
             q = q.where(agent_runs.c.agent_id == agent_id)
         if status:
             q = q.where(agent_runs.c.status == status)
-        if after is not None:
-            q = q.where(or_(agent_runs.c.created_at < after[0], and_(agent_runs.c.created_at == after[0],
-                                                                     agent_runs.c.id < after[1])))
-        q = q.order_by(agent_runs.c.created_at.desc(), agent_runs.c.id.desc()).limit(limit)
+        q = newest_first(q, agent_runs, after, limit)
         async with self.engine.connect() as conn:
             return [_run(r._mapping) for r in (await conn.execute(q)).all()]
 
@@ -239,11 +252,16 @@ class AgentRepo:
             rows = (await conn.execute(select(agent_run_nodes).where(agent_run_nodes.c.run_id == run_id))).all()
         return {r.node_id: _node(r._mapping) for r in rows}
 
-    async def run_jobs(self, run_id: str, with_results: set[str] = frozenset()) -> list[Job]:  # type: ignore[assignment]
-        """The run's jobs; results only for the nodes named (a big map's item results are read once, at its end)."""
+    async def run_jobs(self, run_id: str, with_results: set[str] = frozenset(),  # type: ignore[assignment]
+                       *, final_items: bool = True) -> list[Job]:
+        """The run's jobs; results only for the nodes named (a big map's item results are read once, at its end).
+        `final_items=False` leaves out map items that have ended (an advance counts those with `item_counts`)."""
         cols = [c for c in jobs.c if c.name != "result"]
+        q = select(*cols).where(jobs.c.run_id == run_id)
+        if not final_items:
+            q = q.where(or_(jobs.c.run_item.is_(None), jobs.c.status.not_in(JOB_FINAL)))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(*cols).where(jobs.c.run_id == run_id))).all()
+            rows = (await conn.execute(q)).all()
             out = [_job({**r._mapping, "result": None}) for r in rows]
             if with_results:
                 res = (await conn.execute(select(jobs.c.id, jobs.c.result).where(
@@ -257,6 +275,28 @@ class AgentRepo:
             j.meta["run_item"] = r.run_item
             j.meta["run_node"] = r.run_node
         return out
+
+    async def item_counts(self, run_id: str) -> dict[str, ItemCounts]:
+        """Each map node's item jobs by status, and when its first item started: counted in the database, so an
+        advance of a big map does not read every item it has run."""
+        q = (select(jobs.c.run_node, jobs.c.status, func.count(), func.min(jobs.c.started_at))
+             .where(jobs.c.run_id == run_id, jobs.c.run_item.is_not(None)).group_by(jobs.c.run_node, jobs.c.status))
+        out: dict[str, ItemCounts] = {}
+        async with self.engine.connect() as conn:
+            for node, status, n, first in (await conn.execute(q)).all():
+                c = out.setdefault(node, ItemCounts())
+                c.by_status[status] = int(n)
+                if first is not None and (c.started_at is None or first < c.started_at):
+                    c.started_at = first
+        return out
+
+    async def item_errors(self, run_id: str, node_id: str, statuses: tuple[str, ...]) -> list[dict[str, Any]]:
+        """A map's failed items: `{index, error}` in item order."""
+        q = (select(jobs.c.run_item, jobs.c.error).where(jobs.c.run_id == run_id, jobs.c.run_node == node_id,
+                                                         jobs.c.run_item.is_not(None), jobs.c.status.in_(statuses))
+             .order_by(jobs.c.run_item))
+        async with self.engine.connect() as conn:
+            return [{"index": r.run_item, "error": r.error} for r in (await conn.execute(q)).all()]
 
     async def results(self, run_id: str, node_id: str) -> dict[int | None, Any]:
         """The stored results of a node's completed jobs, by map item (None for a task node)."""
@@ -293,6 +333,14 @@ class AgentRepo:
             await conn.execute(update(agent_runs).where(agent_runs.c.id == run_id, agent_runs.c.status == "pending")
                                .values(status="running", started_at=now))
         return True
+
+    async def existing_jobs(self, ids: list[str]) -> set[str]:
+        async with self.engine.connect() as conn:
+            return {r.id for r in (await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))).all()}
+
+    async def reserved_unsettled(self, refs: list[str]) -> dict[str, int]:
+        """Reservations under these refs that were never released: ref -> amount (see `WalletRepo`)."""
+        return await WalletRepo(self.store).reserved_unsettled(refs)
 
     async def cached(self, org_id: str, key: str) -> NodeRow | None:
         """An earlier succeeded task node of the org with the same model, task and resolved payload."""

@@ -271,7 +271,9 @@ class AgentService:
         total = _usage_sum(usage)
         for r in usage:
             by_node.setdefault(r["run_node"], []).append(r)  # type: ignore[arg-type]
-        jobs = {j.meta["run_node"]: j for j in await self.repo.run_jobs(run.id) if j.meta.get("run_item") is None}
+        run_jobs = await self.repo.run_jobs(run.id)
+        jobs = {j.meta["run_node"]: j for j in run_jobs if j.meta.get("run_item") is None}
+        total["attempts"] = sum(j.attempts for j in run_jobs)  # retries included: each time a runner took one up
         out = {}
         for nid in graph.order:
             row, node = rows[nid], graph.nodes[nid]

@@ -18,6 +18,7 @@ import orjson
 
 from ..errors import InternalError, ModelyardError, NotFound, RateLimited
 from ..pipeline.auth import Principal
+from ..jobs.loop import passes
 from ..store.repo import OrgRepo
 from . import output
 from .endpoints import ENDPOINTS, prepare
@@ -53,14 +54,7 @@ class BatchDriver:
         self.orgs = OrgRepo(ctx.store)
 
     async def run_forever(self) -> None:
-        while True:
-            try:
-                await self.pass_once()
-            except Exception:
-                log.exception("batch driver pass failed; retrying after %.1fs", self.poll)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), self.poll)
-            self.wake.clear()
+        await passes(self.pass_once, self.wake, self.poll, "batch driver")
 
     async def pass_once(self) -> None:
         claimed = await self.repo.claim(self.lease, CLAIM)

@@ -14,7 +14,6 @@ from ..backends.via_chat import complete_via_chat
 from ..catalog import Deployment, Model
 from ..errors import InvalidRequest, ModelNotFound, NotFound
 from ..pipeline.calls import estimate_units, result_units
-from ..pipeline.limits import UNLIMITED
 from ..pipeline.units import Units
 from ..protocols.openai.completions import CompletionRequest
 from ..protocols.openai.media import (EmbeddingRequest, ImageRequest, ModerationRequest, RerankRequest, ScoreRequest,
@@ -79,8 +78,7 @@ def check_model(ctx: AppContext, endpoint: Endpoint, name: str | None, plan: str
     model = ctx.catalog.find(name)
     if model is None:
         raise ModelNotFound(name, param="body.model")
-    allowed = None if ctx.gate.passthrough else ctx.gate.prices.model_plans.get(model.id)
-    if allowed is not None and plan not in allowed and plan != UNLIMITED:
+    if not ctx.gate.plan_allows(plan, model.id):  # admission's own rule, checked here for the whole file at once
         raise InvalidRequest(f"The model '{model.id}' is not available on the '{plan}' plan.", param="body.model",
                              code="model_not_in_plan")
 

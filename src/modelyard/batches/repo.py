@@ -7,9 +7,10 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 
 from ..store.db import Store
+from ..store.paging import newest_first
 from ..store import webhook_rows
 from ..store.tables import batches
 
@@ -113,11 +114,7 @@ class BatchRepo:
 
     async def list(self, org_id: str, *, limit: int, after: tuple[float, str] | None) -> list[Batch]:
         """Newest first, as OpenAI lists them; `after` is the (created_at, id) of the previous page's last."""
-        q = select(batches).where(batches.c.org_id == org_id)
-        if after is not None:
-            q = q.where(or_(batches.c.created_at < after[0],
-                            and_(batches.c.created_at == after[0], batches.c.id < after[1])))
-        q = q.order_by(batches.c.created_at.desc(), batches.c.id.desc()).limit(limit)
+        q = newest_first(select(batches).where(batches.c.org_id == org_id), batches, after, limit)
         async with self.engine.connect() as conn:
             return [_batch(r._mapping) for r in (await conn.execute(q)).all()]
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Mapping
 from sqlalchemy import and_, case, func, insert, or_, select, text, update
 
 from ..store.db import Store
+from ..store.paging import newest_first
 from ..store import webhook_rows
 from ..store.tables import jobs
 
@@ -137,9 +138,7 @@ class JobQueue:
         q = select(jobs).where(jobs.c.org_id == org_id, jobs.c.batch_id.is_(None), jobs.c.run_id.is_(None))
         if status:
             q = q.where(jobs.c.status == status)
-        if after is not None:
-            q = q.where(or_(jobs.c.created_at < after[0], and_(jobs.c.created_at == after[0], jobs.c.id < after[1])))
-        q = q.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit)
+        q = newest_first(q, jobs, after, limit)
         async with self.engine.connect() as conn:
             return [_job(r._mapping) for r in (await conn.execute(q)).all()]
 

@@ -13,6 +13,7 @@ from ..catalog import Catalog, build_catalog
 from ..config import Settings
 from ..context import AppContext
 from ..files import FileService
+from ..library.service import LibraryService
 from ..media import MediaStore
 from ..pipeline.auth import Authenticator
 from ..pipeline.calls import CallPath
@@ -61,10 +62,12 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
     service.runner = service.make_runner(name)
     batches = BatchService(ctx)  # batch lines run here, and batches are driven here
     ctx.agents = agents = AgentService(ctx)  # agent nodes run here, and runs are advanced here
+    ctx.library = LibraryService(ctx)  # jobs finished here become library items here
     # remote workers' models are deployments here too, as in the gateway
     workers = WorkerRegistry(store, router, timeout=settings.worker_timeout_seconds,
                              interval=settings.worker_heartbeat_seconds)
     await gate.start(router, catalog)  # admission here (batch lines) prices and filters as a gateway does
+    await ctx.library.start(background=True)
     tasks = [asyncio.create_task(service.runner.run_forever()), asyncio.create_task(batches.driver.run_forever()),
              asyncio.create_task(agents.engine.run_forever()),
              asyncio.create_task(service.webhooks.run_forever(settings.job_poll_seconds)),
@@ -82,6 +85,7 @@ async def run_runner(settings: Settings, *, name: str | None = None) -> None:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await ctx.library.aclose()
         await gate.aclose()
         await router.aclose()
         await ctx.storage.aclose()

@@ -36,14 +36,20 @@ AUDIO_EXT = {"audio/mpeg": "mp3", "audio/wav": "wav", "audio/flac": "flac", "aud
              "audio/pcm": "pcm"}
 
 
-def parse_task(name: str, param: str = "task") -> Task:
-    """`text-to-image`, `fal/text-to-image`, `openai/chat-completion` ... -> a Task that jobs can run."""
+def task_named(name: str, param: str = "task") -> Task:
+    """`text-to-image`, `fal/text-to-image`, `openai/chat-completion` ... -> the task they name."""
     task = ALIASES.get(name)
     if task is None:
         try:
             task = Task(name.split("/", 1)[1] if name.startswith(("fal/", "openai/")) else name)
         except ValueError:
             raise InvalidRequest(f"Unknown task '{name}'.", param=param) from None
+    return task
+
+
+def parse_task(name: str, param: str = "task") -> Task:
+    """A task name (aliases accepted) -> a Task that jobs can run."""
+    task = task_named(name, param)
     if task not in JOB_TASKS:
         raise InvalidRequest(f"Task '{task.value}' cannot run as a job.", param=param, code="unsupported_task")
     return task
@@ -223,3 +229,22 @@ def signed(result: Any, media: Any, base_url: str) -> Any:
     if isinstance(result, list):
         return [signed(v, media, base_url) for v in result]
     return result
+
+
+def job_request(body: dict[str, Any], catalog: Any) -> tuple[Any, Task, dict[str, Any]]:
+    """`{model_id, task, payload}` as the job API and render take them: the model, its task, the payload (400s name
+    the field: a missing one, an unknown model, a task the model does not serve)."""
+    model_name = body.get("model_id")
+    if not isinstance(model_name, str) or not model_name:
+        raise InvalidRequest("'model_id' is required.", param="model_id")
+    if not isinstance(body.get("task"), str):
+        raise InvalidRequest("'task' is required.", param="task")
+    task = parse_task(body["task"])
+    payload = body.get("payload", {})
+    if not isinstance(payload, dict):
+        raise InvalidRequest("'payload' must be an object.", param="payload")
+    model = catalog.get(model_name, param="model_id")
+    if task not in model.tasks:
+        raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="task",
+                             code="unsupported_task")
+    return model, task, payload

@@ -346,7 +346,8 @@ class CallPath:
 
     async def admit(self, principal: Principal, model: Model, task: Task, req: Any, client: Client | None = None,
                     job: bool = False, estimate: Units | None = None, field: str | None = None,
-                    field_prefix: str = "", price_factor: float = 1.0, count: bool = True) -> Call:
+                    field_prefix: str = "", price_factor: float = 1.0, count: bool = True,
+                    ref: str | None = None) -> Call:
         """Plan, limits, content filter, wallet reserve. `req` is the face's request or a job's payload; `field`
         names the filtered input in a refusal when the face calls it something else (Gemini's `contents`),
         `field_prefix` says where a job's payload sits in its body (`payload.`), and `price_factor` is a discount
@@ -360,11 +361,12 @@ class CallPath:
         ticket = await gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
                                   kind=KIND_OF_TASK.get(task), job=job, text=text,
                                   field=field or (field_prefix + named if named else None),
-                                  price_factor=price_factor, count=count)
+                                  price_factor=price_factor, count=count, ref=ref)
         publish_headers(client, ticket.headers)
         return Call(ticket, task, req, client, self)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
-                          deployment: Any = None) -> None:
-        """Finish a job's reservation: charged on success, refunded on failure or cancel (idempotent per job)."""
-        await self.gate.settle_hold(hold, units, ok=ok, deployment=deployment)
+                          deployment: Any = None, record: bool = True) -> None:
+        """Finish a job's reservation: charged on success, refunded on failure or cancel (idempotent per job);
+        `record=False` for a reservation whose job was never written (refunded, no usage row)."""
+        await self.gate.settle_hold(hold, units, ok=ok, deployment=deployment, record=record)

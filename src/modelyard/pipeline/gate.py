@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -141,18 +142,18 @@ class Gate:
 
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
                     kind: str | None = None, job: bool = False, text: str | None = None,
-                    field: str | None = None, price_factor: float = 1.0, count: bool = True) -> Ticket:
+                    field: str | None = None, price_factor: float = 1.0, count: bool = True,
+                    ref: str | None = None) -> Ticket:
         """`text` is what the content filter inspects (prompt text), when the caller has it at hand; `field` names
-        it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged."""
+        it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged; `ref` names the
+        reservation when the work has a stable name of its own (admitting it again adopts the first one)."""
         model_id = model.id
         if self.passthrough:
             return Ticket(principal=principal, model_id=model_id, task=task)
         plan = principal.plan
-        if plan != UNLIMITED:
-            allowed = self.prices.model_plans.get(model_id)
-            if allowed is not None and plan not in allowed:
-                raise PermissionDenied(f"The model '{model_id}' is not available on the '{plan}' plan.",
-                                       param="model", code="model_not_in_plan")
+        if not self.plan_allows(plan, model_id):
+            raise PermissionDenied(f"The model '{model_id}' is not available on the '{plan}' plan.",
+                                   param="model", code="model_not_in_plan")
         tokens = estimate.input_tokens + estimate.output_tokens if estimate is not None else 0
         if count:
             headers, taken = await self.limits.admit(plan, principal.org_id, principal.token_id,
@@ -182,7 +183,7 @@ class Gate:
                     self.limits.correct(taken, 0)
                 raise InsufficientBalance("This call's estimated price is larger than any balance can cover; ask "
                                           "for less (max_tokens, n, duration).")
-            ref = new_id("call")
+            ref = ref or new_id("call")
             if not await self.wallets.reserve(principal.org_id, amount, ref):
                 if taken is not None:
                     self.limits.correct(taken, 0)
@@ -234,8 +235,9 @@ class Gate:
                       "(balance too low)", skipped.org_id, -skipped.amount_micros, skipped.ref)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
-                          deployment: Any = None) -> None:
-        """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise."""
+                          deployment: Any = None, record: bool = True) -> None:
+        """Finish a job's reservation: charge the real price when `ok`, refund all of it otherwise. `record=False`:
+        a reservation whose job was never written (no call was made) goes back without a usage row."""
         if self.passthrough:
             return
         estimate = Units(**hold["estimate"]) if hold.get("estimate") else None
@@ -246,12 +248,14 @@ class Gate:
         if not hold.get("house"):
             self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
         admitted = float(hold.get("admitted_at") or time.time())
-        self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
-                          task=hold["task"], units=units if ok else None, price_micros=price,
-                          status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
-                          region=getattr(getattr(deployment, "config", None), "region", None),
-                          flagged=bool(hold.get("flagged")),
-                          tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")))
+        if record:
+            self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
+                              task=hold["task"], units=units if ok else None, price_micros=price,
+                              status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
+                              region=getattr(getattr(deployment, "config", None), "region", None),
+                              flagged=bool(hold.get("flagged")),
+                              tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
+                              use_id=hold_usage_id(hold))
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:
@@ -291,6 +295,15 @@ class Gate:
         if not self.passthrough:
             await self.writer.aclose()  # type: ignore[union-attr]
             await self.limits.aclose()
+
+
+def hold_usage_id(hold: dict[str, Any]) -> str:
+    """The usage row id of a hold's settlement, from the hold itself (its job, reservation and admission time): a
+    settlement repeated by the sweep (its runner died after settling, before recording it) lands on the same row,
+    which the insert skips, instead of writing a second charged one. A job admitted again (an agent advance that
+    never committed) has a new hold, so a new row."""
+    key = f"{hold.get('job_id')}\0{hold.get('ref')}\0{hold.get('admitted_at')}"
+    return "use_h" + hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 MAX_LATENCY_MS = 2**31 - 1  # the usage table's INTEGER column (PostgreSQL int4)

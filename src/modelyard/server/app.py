@@ -24,6 +24,7 @@ from ..errors import ModelyardError
 from ..agents.service import AgentService
 from ..batches.service import BatchService
 from ..jobs.service import JobService
+from ..library.service import LibraryService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
@@ -43,10 +44,12 @@ from .routes import account as account_routes
 from .routes import agents as agent_routes
 from .routes import anthropic as anthropic_routes
 from .routes import batches as batch_routes
+from .routes import catalog as catalog_routes
 from .routes import fal as fal_routes
 from .routes import files as file_routes
 from .routes import gemini as gemini_routes
 from .routes import jobs as job_routes
+from .routes import library as library_routes
 from .routes import openai as openai_routes
 from .routes import orgs as org_routes
 from .routes import studio as studio_routes
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
         ctx.agents = AgentService(ctx)
+        ctx.library = LibraryService(ctx)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,6 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.job_runner:  # batches and agent runs are driven where their jobs run
                 ctx.batches.start()
                 ctx.agents.start()
+            await ctx.library.start(background=settings.job_runner)  # prompts are embedded where runners run
         # SIGTERM reaches uvicorn first (it stops accepting and waits for open connections); this hears it too, to
         # hand leased jobs back at once and cut streams at the deadline (server/shutdown.py)
         shutdown.on_begin(lambda: _stop_async_plane(ctx))
@@ -127,6 +132,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await task
             if agent is not None:
                 await agent.sign_off()
+            if ctx.library is not None:  # its queued items drain with the write-behind below
+                await ctx.library.aclose()
             # one drain for every off-path record (usage, money, counters, responses), retried until the grace
             # period (counted from the signal) ends, for at least a few seconds; the rest is spooled
             if ctx.gate.writer is not None:
@@ -152,7 +159,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.ctx = ctx
     dialects = errors.Dialects()  # each face's error envelope, by path prefix
     for renderer, prefixes in (anthropic_routes.ERRORS, gemini_routes.ERRORS, fal_routes.ERRORS, job_routes.ERRORS,
-                               studio_routes.ERRORS, agent_routes.ERRORS):
+                               studio_routes.ERRORS, agent_routes.ERRORS, catalog_routes.ERRORS):
         dialects.register(renderer, prefixes)
     errors.install(app, dialects)
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
@@ -170,8 +177,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(gemini_routes.router, prefix="/v1beta")
     app.include_router(gemini_routes.router, prefix="/api/v1beta", include_in_schema=False)
     app.include_router(platform_routes.router)
+    app.include_router(catalog_routes.router)
     app.include_router(job_routes.router)
     app.include_router(agent_routes.router)
+    app.include_router(library_routes.router)
     app.include_router(studio_routes.router)
     app.include_router(fal_routes.router)
     app.include_router(worker_routes.router)

@@ -69,10 +69,13 @@ class Org:
     status: str
     created_at: datetime
     profile: dict[str, Any] = field(default_factory=dict)
+    library_autosave: bool = True  # every media result becomes a library item
+    prompts_private: bool = False  # share links never show the prompt
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "plan": self.plan, "status": self.status,
-                "profile": self.profile, "created_at": self.created_at.isoformat()}
+                "profile": self.profile, "library_autosave": self.library_autosave,
+                "prompts_private": self.prompts_private, "created_at": self.created_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,8 @@ class Token:
 
 def _org(m: Mapping[str, Any]) -> Org:
     return Org(id=m["id"], name=m["name"], plan=m["plan"], status=m["status"],
-               created_at=aware(m["created_at"]), profile=m["profile"] or {})
+               created_at=aware(m["created_at"]), profile=m["profile"] or {},
+               library_autosave=bool(m.get("library_autosave", True)), prompts_private=bool(m.get("prompts_private")))
 
 
 def _token(m: Mapping[str, Any]) -> Token:
@@ -121,7 +125,7 @@ class OrgRepo:
 
     async def create(self, name: str, plan: str = "free", *, org_id: str | None = None) -> Org:
         row = {"id": org_id or new_id("org"), "name": name, "plan": plan, "status": "active",
-               "profile": {}, "created_at": utcnow()}
+               "profile": {}, "created_at": utcnow(), "library_autosave": True, "prompts_private": False}
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(insert(organizations).values(**row))
@@ -142,8 +146,9 @@ class OrgRepo:
         return [_org(r._mapping) for r in rows]
 
     async def update(self, org_id: str, **values: Any) -> Org | None:
-        """Change plan, status or profile (only the keys given)."""
-        values = {k: v for k, v in values.items() if k in ("plan", "status", "profile") and v is not None}
+        """Change plan, status, profile or the library settings (only the keys given)."""
+        values = {k: v for k, v in values.items()
+                  if k in ("plan", "status", "profile", "library_autosave", "prompts_private") and v is not None}
         if values:
             async with self.engine.begin() as conn:
                 await conn.execute(update(organizations).where(organizations.c.id == org_id).values(**values))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
-                        Table)
+                        Table, Text, false, true)
 
 metadata = MetaData(
     naming_convention={
@@ -23,6 +23,9 @@ organizations = Table(
     Column("status", String(20), nullable=False, default="active"),
     Column("profile", JSON, nullable=False, default=dict),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # the library's settings (0010): save every media result automatically; keep prompts off share links
+    Column("library_autosave", Boolean, nullable=False, default=True, server_default=true()),
+    Column("prompts_private", Boolean, nullable=False, default=False, server_default=false()),
 )
 
 api_tokens = Table(
@@ -362,4 +365,48 @@ agent_run_events = Table(
     Column("data", JSON, nullable=False),
     Column("created_at", Float(precision=53), nullable=False),
     Index("ix_agent_run_events_run_id", "run_id", "id"),
+)
+
+# ---- the media library (0010; library/repo.py is the only writer). An item per media result; its bytes live in the
+# media store under the names in `media`. `seq` orders items and keys the full-text index, which the migration
+# makes per dialect and this metadata does not declare: an FTS5 table `library_fts` kept by triggers (SQLite), a
+# generated tsvector column `search` under a GIN index (PostgreSQL). Times are unix seconds like the jobs'.
+library_items = Table(
+    "library_items",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("type", String(10), nullable=False),  # image | video | audio
+    Column("model_id", String(200), nullable=False),
+    Column("task", String(40), nullable=False),
+    Column("prompt", Text, nullable=True),
+    Column("params", JSON, nullable=False),
+    Column("media", JSON, nullable=False),  # [{name, content_type, bytes, width, height, duration_seconds}]
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("duration_seconds", Float, nullable=True),
+    Column("bytes", BigInteger, nullable=False, default=0),
+    Column("source_route", String(40), nullable=False),  # openai | jobs | fal | studio | batch | agent | render | save
+    Column("job_id", String(40), nullable=True),
+    Column("run_id", String(40), nullable=True),
+    Column("embedding", JSON, nullable=True),  # the prompt's MiniLM vector, computed after saving
+    Column("embed_due", Boolean, nullable=False, default=False),  # has a prompt, no embedding yet
+    Column("created_at", Float(precision=53), nullable=False),
+    Index("uq_library_items_id", "id", unique=True),
+    Index("ix_library_items_org_id", "org_id", "seq"),
+    Index("ix_library_items_job_id", "job_id"),
+    Index("ix_library_items_embed_due", "embed_due", "seq"),
+)
+
+# One live share link per item; only the token's sha256 is kept. Revoking deletes the row.
+library_shares = Table(
+    "library_shares",
+    metadata,
+    Column("item_id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("expires_at", Float(precision=53), nullable=True),
+    Index("uq_library_shares_token_hash", "token_hash", unique=True),
 )

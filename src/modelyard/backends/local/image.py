@@ -67,6 +67,18 @@ def _write_frames(container: Any, frames: list[np.ndarray], fps: int, width: int
         container.mux(packet)
 
 
+DRIFT = 0.35  # how far each video keyframe moves from the last (image-to-image strength)
+
+
+def i2i_steps(steps: int, strength: float) -> int:
+    """Image-to-image runs int(steps * strength) denoising steps; none at all crashes the pipeline (a 500 for a
+    client's `steps: 1`), so ask for enough that at least one runs."""
+    if strength <= 0:
+        return steps
+    n = max(steps, math.ceil(1 / strength))
+    return n if int(n * strength) >= 1 else n + 1  # diffusers rounds down; a float error must not make it 0
+
+
 class DiffusersBackend(LocalRuntime):
     """A diffusers pipeline folder on disk; with `options.demo: true` the folder is built on first use."""
 
@@ -149,7 +161,8 @@ class DiffusersBackend(LocalRuntime):
                 from PIL import Image
 
                 base = src.resize((width, height))
-                out = i2i(prompt=req.prompt, image=base, strength=req.strength, num_inference_steps=req.steps or self.steps,
+                out = i2i(prompt=req.prompt, image=base, strength=req.strength,
+                          num_inference_steps=i2i_steps(req.steps or self.steps, req.strength),
                           guidance_scale=self.guidance, num_images_per_prompt=req.n, generator=self._generator(req.seed))
                 results = []
                 for img in out.images:
@@ -184,7 +197,8 @@ class DiffusersBackend(LocalRuntime):
                 keyframes = [np.asarray(first.convert("RGB"), dtype=np.float32)]
                 prev = first
                 for _ in range(keys - 1):  # each keyframe drifts from the last: motion with continuity
-                    prev = i2i(prompt=req.prompt, image=prev, strength=0.35, num_inference_steps=max(2, req.steps or self.steps),
+                    prev = i2i(prompt=req.prompt, image=prev, strength=DRIFT,
+                               num_inference_steps=i2i_steps(req.steps or self.steps, DRIFT),
                                guidance_scale=self.guidance, generator=gen).images[0]
                     keyframes.append(np.asarray(prev.convert("RGB"), dtype=np.float32))
                 frames = []

@@ -10,7 +10,16 @@ from pydantic import Field, field_validator, model_validator
 
 from .schema import Open
 
-_SIZE = re.compile(r"^(\d{2,4})x(\d{2,4})$")
+_SIZE_PATTERN = r"^(\d{2,4})x(\d{2,4})$"
+_SIZE = re.compile(_SIZE_PATTERN)
+# an image or video size's sides: what parse_size accepts, and what the catalog lists (via the fields' schema)
+MIN_SIDE, MAX_SIDE, SIDE_STEP = 64, 2048, 8
+
+
+def size_schema(auto: bool) -> dict[str, Any]:
+    """The JSON schema a size field shows (documentation only: parse_size is what checks it)."""
+    return {"pattern": f"^(auto|{_SIZE_PATTERN[1:-1]})$" if auto else _SIZE_PATTERN,
+            "x-sides": {"min": MIN_SIDE, "max": MAX_SIDE, "multiple_of": SIDE_STEP}}
 
 
 def _texts(v: Any, field_name: str, *, max_items: int) -> Any:
@@ -139,8 +148,8 @@ def parse_size(size: str, field_name: str = "size") -> tuple[int, int]:
     if not m:
         raise ValueError(f"'{field_name}' must look like 1024x768")
     w, h = int(m.group(1)), int(m.group(2))
-    if w % 8 or h % 8 or not (64 <= w <= 2048 and 64 <= h <= 2048):
-        raise ValueError(f"'{field_name}' sides must be multiples of 8 between 64 and 2048")
+    if w % SIDE_STEP or h % SIDE_STEP or not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
+        raise ValueError(f"'{field_name}' sides must be multiples of {SIDE_STEP} between {MIN_SIDE} and {MAX_SIDE}")
     return w, h
 
 
@@ -148,7 +157,7 @@ class ImageRequest(Open):
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1, max_length=4000)
     n: int = Field(default=1, ge=1, le=10)
-    size: str = "auto"
+    size: str = Field(default="auto", json_schema_extra=size_schema(auto=True))
     quality: Literal["auto", "standard", "hd", "low", "medium", "high"] = "auto"
     response_format: Literal["url", "b64_json"] = "url"
     style: str | None = None
@@ -187,7 +196,7 @@ class VideoRequest(Open):
 
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1, max_length=4000)
-    size: str = "832x480"
+    size: str = Field(default="832x480", json_schema_extra=size_schema(auto=False))
     duration: float = Field(default=6, gt=0, le=30)
     fps: int = Field(default=16, ge=1, le=60)
     image: str | None = Field(default=None, description="a start frame, base64 or data URL (image-to-video)")

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ...errors import InvalidRequest, ModelyardError
-from ...jobs.tasks import parse_task
+from ...jobs.tasks import job_request
 from ...pipeline import scopes as sc
 from ...pipeline.regions import region_for
 from ..body import parse_object
@@ -48,22 +48,10 @@ async def create_job(request: Request) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_WRITE, paid=True)
     body = await parse_object(request)
-    model_name = body.get("model_id")
-    if not isinstance(model_name, str) or not model_name:
-        raise InvalidRequest("'model_id' is required.", param="model_id")
-    if not isinstance(body.get("task"), str):
-        raise InvalidRequest("'task' is required.", param="task")
-    task = parse_task(body["task"])
-    payload = body.get("payload", {})
-    if not isinstance(payload, dict):
-        raise InvalidRequest("'payload' must be an object.", param="payload")
+    model, task, payload = job_request(body, ctx.catalog)
     webhook = body.get("webhook_url")
     if webhook is not None and not isinstance(webhook, str):
         raise InvalidRequest("'webhook_url' must be a string.", param="webhook_url")
-    model = ctx.catalog.get(model_name, param="model_id")
-    if task not in model.tasks:
-        raise InvalidRequest(f"Model '{model.id}' does not support {task.value}.", param="task",
-                             code="unsupported_task")
     job = await ctx.jobs.submit(principal, model, task, payload, face="jobs", base_url=base_url(request),
                                 client=request, region=region_for(request, ctx.settings.region_hosts),
                                 priority=_int(body, "priority", 0, -100, 100),

@@ -13,6 +13,8 @@ from starlette.responses import Response
 from ...backends.media_input import check_image
 from ...catalog import Model
 from ...errors import InvalidRequest, NotFound
+from ...jobs.tasks import png_size
+from ...library.items import Media as LibraryMedia
 from ...pipeline import scopes as sc
 from ...pipeline.auth import Principal
 from ...pipeline.regions import region_for
@@ -56,12 +58,17 @@ async def _async(request: Request, principal: Principal, name: str | None, task:
 
 async def _run(request: Request, principal: Principal, name: str | None, task: Task, req: Any) -> Any:
     """One call of `task` through the call path; the route renders what it returns."""
+    return (await _run_on(request, principal, name, task, req))[0]
+
+
+async def _run_on(request: Request, principal: Principal, name: str | None, task: Task, req: Any) -> tuple[Any, Model]:
+    """`_run`, and the model that served it (media results name it in the library)."""
     ctx = app_context(request)
     model = _model_for(ctx, name, task)
     region = region_for(request, ctx.settings.region_hosts)
     async with ctx.calls.start(principal, model, task, req, client=request) as call:
         result, _ = await call.run(ctx.router.run(model, task, req, region))
-    return result
+    return result, model
 
 
 def _json_task(path: str, body: type, task: Task, summary: str) -> None:
@@ -96,7 +103,9 @@ async def speech(request: Request) -> Response:
     queued = await _async(request, principal, req.model, Task.SPEECH, req)
     if queued is not None:
         return queued
-    result = await _run(request, principal, req.model, Task.SPEECH, req)
+    result, model = await _run_on(request, principal, req.model, Task.SPEECH, req)
+    # the bytes are answered inline: the library saves its copy in the background
+    _keep(request, principal, model, Task.SPEECH, req.model_dump(), raw=[(result.data, result.content_type)])
     return Response(result.data, media_type=result.content_type)
 
 
@@ -155,16 +164,31 @@ async def translations(request: Request) -> Response:
     return await _transcribe(request, Task.TRANSLATION)
 
 
-async def _image_data(request: Request, images: list[bytes], response_format: str, revised: str | None) -> dict[str, Any]:
-    media = app_context(request).media
-    data = []
+def _keep(request: Request, principal: Principal, model: Model, task: Task, params: dict[str, Any], *,
+          stored: list[LibraryMedia] | None = None, raw: list[tuple[bytes, str]] | None = None) -> None:
+    """The result as a library item (queued, never awaited). A model host has no library: its gateway keeps it."""
+    library = app_context(request).library
+    if library is not None:
+        library.capture(principal.org_id, model.id, task.value, params, route="openai", stored=stored, raw=raw)
+
+
+async def _image_data(request: Request, principal: Principal, model: Model, task: Task, params: dict[str, Any],
+                      images: list[bytes], response_format: str, revised: str | None) -> dict[str, Any]:
+    """The images answer; the same images become one library item (saved ones by name, inline ones later)."""
+    ctx = app_context(request)
+    data, stored = [], []
     for png in images:
         item: dict[str, Any] = {"revised_prompt": revised}
         if response_format == "b64_json":
             item["b64_json"] = base64.b64encode(png).decode()
         else:
-            item["url"] = media.url((await media.save(png, "png", "img")).name, base_url(request))
+            saved = await ctx.media.save(png, "png", "img")
+            w, h = png_size(png)
+            stored.append(LibraryMedia(saved.name, saved.content_type, bytes=len(png), width=w, height=h))
+            item["url"] = ctx.media.url(saved.name, base_url(request))
         data.append(item)
+    _keep(request, principal, model, task, params, stored=stored,
+          raw=None if stored else [(png, "image/png") for png in images])
     return {"created": int(time.time()), "data": data}
 
 
@@ -175,8 +199,9 @@ async def image_generations(request: Request) -> Response:
     queued = await _async(request, principal, req.model, Task.TEXT_TO_IMAGE, req)
     if queued is not None:
         return queued
-    result = await _run(request, principal, req.model, Task.TEXT_TO_IMAGE, req)
-    return json_response(await _image_data(request, result.images, req.response_format, result.revised_prompt))
+    result, model = await _run_on(request, principal, req.model, Task.TEXT_TO_IMAGE, req)
+    return json_response(await _image_data(request, principal, model, Task.TEXT_TO_IMAGE, req.model_dump(),
+                                           result.images, req.response_format, result.revised_prompt))
 
 
 @router.post("/images/edits", summary="Edit an image (optionally within a mask)",
@@ -216,8 +241,10 @@ async def image_edits(request: Request) -> Response:
         model = _model_for(ctx, edit.model, Task.IMAGE_TO_IMAGE)
         return async_jobs.accepted(await async_jobs.submit_payload(
             request, principal, model, Task.IMAGE_TO_IMAGE, {k: v for k, v in payload.items() if v is not None}))
-    result = await _run(request, principal, edit.model, Task.IMAGE_TO_IMAGE, edit)
-    return json_response(await _image_data(request, result.images, edit.response_format, result.revised_prompt))
+    result, model = await _run_on(request, principal, edit.model, Task.IMAGE_TO_IMAGE, edit)
+    params = {"prompt": edit.prompt, "n": edit.n, "size": edit.size, "seed": edit.seed, "strength": edit.strength}
+    return json_response(await _image_data(request, principal, model, Task.IMAGE_TO_IMAGE, params, result.images,
+                                           edit.response_format, result.revised_prompt))
 
 
 @router.post("/videos/generations", summary="Create a video (blocks until it is ready)",

@@ -43,6 +43,8 @@ class OrgPatch(_Body):
     plan: str | None = Field(default=None, min_length=1, max_length=40)
     status: Literal["active", "banned"] | None = None
     profile: dict[str, Any] | None = None
+    library_autosave: bool | None = None  # every media result becomes a library item (docs/library.md)
+    prompts_private: bool | None = None  # share links leave the prompt out
 
 
 class TopUp(_Body):
@@ -137,7 +139,8 @@ async def get_org(request: Request, org_id: str) -> Response:
     return json_response(await _org_body(ctx, org))
 
 
-@router.patch(ORG, summary="Change plan, status (active/banned) or profile; plan and status are the operator's",
+@router.patch(ORG, summary="Change plan, status (active/banned), profile or library settings; plan and status are the "
+                            "operator's",
               openapi_extra=json_body(OrgPatch))
 async def patch_org(request: Request, org_id: str) -> Response:
     ctx, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
@@ -149,7 +152,9 @@ async def patch_org(request: Request, org_id: str) -> Response:
         _check_plan(ctx, body.plan)
     if body.status == "banned" and org.name == DEFAULT_ORG:
         raise InvalidRequest("The operator's own organization cannot be banned.", param="status")
-    updated = await OrgRepo(ctx.store).update(org.id, plan=body.plan, status=body.status, profile=body.profile)
+    updated = await OrgRepo(ctx.store).update(org.id, plan=body.plan, status=body.status, profile=body.profile,
+                                              library_autosave=body.library_autosave,
+                                              prompts_private=body.prompts_private)
     ctx.auth.forget()  # cached keys carry plan and status: this process applies the change at once
     return json_response(await _org_body(ctx, updated or org))
 

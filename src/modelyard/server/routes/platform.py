@@ -2,44 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from ...errors import NotFound
+from ...listing import status_entry
+from ...media import StoredMedia
 from ...pipeline import scopes as sc
-from ...routing import best_state
-from ...types import ModelState, Task
-from ...context import AppContext
+from ...types import Task
 from ..render import app_context, json_response
 
 router = APIRouter(tags=["Platform"])
-
-
-async def _status_entry(ctx: AppContext, model: Any) -> dict[str, Any]:
-    deployments, states = [], []
-    for d in ctx.router.deployments(model):
-        backend = ctx.router.backends[d.key]
-        stats = ctx.router.stats[d.key]
-        states.append(await backend.status())
-        deployments.append({"name": d.name, "backend": d.config.backend, "region": d.config.region,
-                            "status": states[-1].value, "in_flight": stats.in_flight,
-                            "successes": stats.successes, "failures": stats.failures, **backend.describe()})
-    state = best_state(states)
-    return {"model_id": model.id, "type": model.type, "status": state.value, "enabled": state != ModelState.OFFLINE,
-            "tasks": sorted(t.value for t in model.tasks), "aliases": list(model.aliases),
-            # where fal-client reaches the model (fal queue face): modelyard/<id> plus configured slugs
-            "fal_slugs": [f"modelyard/{model.id}", *sorted(s for s, m in ctx.settings.fal_slugs.items() if m == model.id)],
-            "description": model.description, "deployments": deployments}
 
 
 @router.get("/api/model-status", summary="Every model's state (online, warming, standby, offline), tasks and deployments")
 async def model_status(request: Request) -> Response:
     ctx = app_context(request)
     await ctx.calls.authorize(request, sc.USER_READ)
-    return json_response({"models": [await _status_entry(ctx, m) for m in ctx.catalog]})
+    return json_response({"models": [await status_entry(ctx, m) for m in ctx.catalog]})
 
 
 @router.get("/api/voice/models", summary="Speech models and their voices")
@@ -66,7 +47,13 @@ async def media(request: Request, name: str) -> Response:
     """A signed link's bytes: from the disk (with Range support), or streamed from the bucket when it is private."""
     ctx = app_context(request)
     item = ctx.media.open(name, request.query_params.get("expires"), request.query_params.get("sig"))
-    headers = {"Cache-Control": "private, max-age=300"}
+    return await stored_media(request, item, "private, max-age=300")
+
+
+async def stored_media(request: Request, item: StoredMedia, cache: str) -> Response:
+    """Media bytes from the disk (with Range support), or streamed from the bucket when it is private."""
+    ctx = app_context(request)
+    headers = {"Cache-Control": cache}
     path = ctx.storage.local_path(item.key)
     if path is not None:
         if not path.is_file():

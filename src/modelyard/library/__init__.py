@@ -1,0 +1,1 @@
+"""The media library: an item per media result, share links, search, and render (docs/library.md)."""
