@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .routing import Router
     from .storage import Storage
     from .store.db import Store
+    from .telemetry import Metrics
     from .responses.repo import ResponseLog
     from .responses.websearch import SearchProvider
     from .workers.registry import WorkerRegistry
@@ -48,3 +49,4 @@ class AppContext:
     batches: BatchService | None = None  # None on a model host
     agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host
+    metrics: Metrics | None = None  # None when metrics are off (settings.metrics_enabled) and outside a server

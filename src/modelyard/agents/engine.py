@@ -430,7 +430,7 @@ class AgentEngine:
             validate_payload(task, payload, model.id, prefix)
             estimate = payload_estimate(task, payload)
             call = await self.ctx.calls.admit(principal, model, task, payload, job=True, estimate=estimate,
-                                              field_prefix=prefix, count=False)
+                                              field_prefix=prefix, count=False, dialect="agents")
         except RateLimited as exc:  # the plan's limits for this kind of work: wait, it is tried again later
             if item is None:  # shown on the pending node until it is queued
                 row.set(error=job_error(exc))
