@@ -17,6 +17,9 @@ from ..conftest import Running, make_settings, running, server_fixture, upstream
 from ..support.accounts import create_key, create_org, org_with_key
 from ..support.jobs import FAST, job_models, wait_status
 from ..support.metrics import label_values, samples, scrape, value
+from ..support.waiting import wait_until
+
+ADMIN = "myd_metrics-test-admin-key-0123456789"
 
 PLANS = {"tiny": PlanConfig(limits=[{"scope": "org", "class": "api", "kind": "chat", "window": "minute",
                                      "count": 1}]),
@@ -186,3 +189,49 @@ def test_two_apps_in_one_process_keep_their_own_counts(tmp_path: Path, stub_serv
         _client(a).chat.completions.create(model="stub-gpt", messages=[{"role": "user", "content": "hi"}])
         assert value(scrape(a), "modelyard_requests_total", model="stub-gpt") == 1
         assert value(scrape(b), "modelyard_requests_total", model="stub-gpt") == 0
+
+
+# ---------------------------------------------------------------- serve --workers 2
+
+def _served_by(folder: Path) -> dict[str, float]:
+    """Calls each worker process counted, read from its own value file (prometheus-client's multiprocess files)."""
+    from prometheus_client.multiprocess import MultiProcessCollector
+    counts = {}
+    for path in folder.glob("counter_*.db"):
+        families = MultiProcessCollector.merge([str(path)])
+        counts[path.stem] = sum(s.value for f in families for s in f.samples if s.name == "modelyard_requests_total")
+    return {pid: n for pid, n in counts.items() if n}
+
+
+@pytest.mark.slow
+def test_workers_2_metrics_are_the_whole_servers(tmp_path: Path) -> None:
+    import json
+
+    from ..support.processes import serve, stop
+    config = tmp_path / "modelyard.yaml"
+    config.write_text(json.dumps({"admin_key": ADMIN, "builtin_models": False, "metrics_public": True,
+                                  "models": [{"id": "echo", "type": "text", "deployments": [{"backend": "echo"}]}]}))
+    proc, url = serve(tmp_path, "--config", str(config), "--data-dir", str(tmp_path / "data"), "--workers", "2")
+    folder = tmp_path / "data" / "run" / "prometheus"
+    sent = 0
+
+    def both_served() -> bool:
+        nonlocal sent
+        for _ in range(10):  # a new connection each: the kernel hands them to either worker
+            r = httpx.post(url + "/v1/chat/completions", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30,
+                           json={"model": "echo", "messages": [{"role": "user", "content": "one two three"}]})
+            assert r.status_code == 200, r.text
+            sent += 1
+        return len(_served_by(folder)) >= 2
+
+    try:
+        wait_until(both_served, 120, "calls to reach both worker processes")
+        for _ in range(3):  # whichever worker answers the scrape, the totals are the server's
+            text = httpx.get(url + "/metrics", timeout=30).text
+            assert value(text, "modelyard_requests_total", model="echo", status_class="2xx") == sent
+            assert value(text, "modelyard_deployment_requests_total", model="echo", outcome="success") == sent
+            assert value(text, "modelyard_tokens_total", model="echo", token_type="output") == 3 * sent
+            assert value(text, "modelyard_request_duration_seconds_count", model="echo") == sent
+            assert value(text, "modelyard_requests_in_flight", model="echo") == 0
+    finally:
+        stop(proc)
