@@ -156,6 +156,18 @@ def test_jobs_are_measured_through_the_queue(msrv: Running) -> None:
             "modelyard_job_runner_heartbeat_timestamp_seconds"} <= names
 
 
+def test_the_grafana_dashboard_queries_only_series_we_export(msrv: Running) -> None:
+    import json
+    import re
+
+    from prometheus_client.parser import text_string_to_metric_families
+    dashboard = json.loads((Path(__file__).parents[2] / "docs" / "grafana" / "modelyard-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    used = {re.sub(r"_(bucket|total|count|sum)$", "", n) for e in exprs for n in re.findall(r"modelyard_[a-z_]+", e)}
+    exported = {f.name for f in text_string_to_metric_families(scrape(msrv))}
+    assert used and used <= exported, used - exported
+
+
 def test_otel_names_replace_ours_when_asked(tmp_path: Path, stub_server: Any) -> None:
     with _build(tmp_path, None, stub_server[0].url, metrics_names="otel") as srv:
         oa = _client(srv)
