@@ -64,6 +64,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
     ap.add_argument("--metrics", choices=["on", "off"], default="on", help="Prometheus metrics in the gateway")
+    ap.add_argument("--start-timeout", type=float, default=300.0,
+                    help="seconds to wait for the gateway to start under valgrind (longer on a busy machine)")
     args = ap.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if not shutil.which("valgrind") or not Path(nginx).exists():
@@ -88,7 +90,7 @@ def main() -> int:
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{gw_port}"
     try:
-        _wait(base + "/healthz", gateway)
+        _wait(base + "/healthz", gateway, args.start_timeout)
         # what the gateway spends with nothing to do (background flushes, pollers), per second of wall time:
         # under valgrind calls are slow, so time-based work would otherwise inflate the per-call figure
         subprocess.run(["callgrind_control", "-z", str(gateway.pid)], check=True, capture_output=True)
