@@ -56,6 +56,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn's worker processes import the app by name: they get these resolved settings as one file
         app: Any = "modelyard.server.app:app_from_env"
         os.environ[SETTINGS_FILE_ENV] = str(write_settings_file(settings))
+        if settings.metrics_enabled:  # the workers keep their values in files there; a scrape sums them
+            from .telemetry.metrics import prepare_multiprocess
+            prepare_multiprocess(settings.data_dir / "run" / "prometheus")
     else:
         app = create_app(settings)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):

@@ -223,6 +223,10 @@ class Settings(BaseSettings):
     # secret_key_file. Neither set: generated into <data_dir>/secret-key (set one when replicas share a database)
     secret_key: str | None = None
     secret_key_file: Path | None = None
+    # Prometheus metrics (/metrics): off removes them from the call path entirely (and /metrics answers 404)
+    metrics_enabled: bool = True
+    # names of the call and token series: ours (modelyard_*), the OpenTelemetry GenAI conventions' (gen_ai_*), or both
+    metrics_names: Literal["modelyard", "otel", "both"] = "modelyard"
     # signing key for media URLs; generated into the data dir when unset (set it when replicas share media)
     media_secret: str | None = None
     media_url_ttl: int = Field(default=3600, ge=1, description="seconds a signed media URL stays valid")

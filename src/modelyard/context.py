@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .server.shutdown import Shutdown
     from .storage import Storage
     from .store.db import Store
+    from .telemetry import Metrics
     from .responses.repo import ResponseLog
     from .responses.websearch import SearchProvider
     from .workers.registry import WorkerRegistry
@@ -52,3 +53,4 @@ class AppContext:
     workers: WorkerRegistry | None = None  # None on a model host
     library: LibraryService | None = None  # None on a model host
     shutdown: Shutdown | None = None  # a server's drain on SIGTERM: jobs handed back, streams cut at its deadline
+    metrics: Metrics | None = None  # None when metrics are off (settings.metrics_enabled) and outside a server

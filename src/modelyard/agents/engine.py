@@ -460,7 +460,8 @@ class AgentEngine:
             estimate = payload_estimate(task, payload)
             # the reservation is named after the job: admitting it again after a crash adopts it, never leaks it
             call = await self.ctx.calls.admit(principal, model, task, payload, job=True, estimate=estimate,
-                                              field_prefix=prefix, count=False, ref=node_ref(job_id))
+                                              field_prefix=prefix, count=False, ref=node_ref(job_id),
+                                              dialect="agents")
         except RateLimited as exc:  # the plan's limits for this kind of work: wait, it is tried again later
             if item is None:  # shown on the pending node until it is queued
                 row.set(error=job_error(exc))

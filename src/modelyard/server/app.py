@@ -32,6 +32,7 @@ from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
 from ..storage import build_storage
+from ..telemetry import Metrics
 from ..store.db import Store
 from ..store.secrets import secret_box
 from ..responses.repo import ResponseLog
@@ -77,16 +78,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     else:
         auth = Authenticator(store, ttl=settings.auth_cache_ttl)
     gate = Gate(settings, store)
+    metrics = Metrics(catalog, names=settings.metrics_names) if settings.metrics_enabled else None
+    if metrics is not None:
+        gate.metrics = metrics
+        if gate.writer is not None:
+            gate.writer.observer = metrics
     if gate.writer is not None and isinstance(auth, Authenticator):
         auth.attach(gate.writer)  # token counters go through the gate's write-behind too
     storage = build_storage(settings)
     shutdown = Shutdown(settings.shutdown_grace_seconds)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
-                     calls=CallPath(gate, auth, watch=watch_disconnect, streams=shutdown.stream), storage=storage,
+                     calls=CallPath(gate, auth, watch=watch_disconnect, streams=shutdown.stream,
+                                    metrics=metrics), storage=storage,
                      media=MediaStore(storage, settings.media_url_ttl), 
                      files=FileService.from_settings(settings, store, storage),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds, writer=gate.writer),
-                     search=build_search(settings), shutdown=shutdown)
+                     search=build_search(settings), shutdown=shutdown, metrics=metrics)
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
@@ -98,7 +105,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_on_startup and settings.worker is None:
             announce(await bootstrap(settings, store))
         # after the loop starts: pooled HTTP clients bind to it
-        ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds)
+        ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds,
+                            metrics=metrics)
         await ctx.router.preload()
         await ctx.gate.start(ctx.router, catalog)
         await ctx.responses.start()
@@ -146,6 +154,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ctx.router.aclose()
             await storage.aclose()
             await store.aclose()
+            if metrics is not None:
+                metrics.close()
 
     app = FastAPI(
         title="Modelyard",
