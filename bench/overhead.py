@@ -7,6 +7,9 @@ and each gateway's peak RSS. Run: `make bench`, or
 Where nginx and wrk are installed (`apt-get install nginx-light wrk`) the stub is nginx and the load comes from wrk,
 both C programs that cost a small fraction of what a Python stub or client would: on a 2-core machine every
 microsecond they spend is taken from the gateway under test. Otherwise a Python stub and an aiohttp client stand in.
+
+`--metrics-off` adds a second Modelyard, `modelyard-nomet`, with Prometheus metrics off (`metrics_enabled: false`),
+measured right after the first on the same load: the `cpu us/req` columns of the two say what metrics cost a call.
 """
 
 from __future__ import annotations
@@ -186,6 +189,8 @@ def main() -> int:
     ap.add_argument("--client", choices=["auto", "wrk", "aiohttp"], default="auto")
     ap.add_argument("--pin", action="store_true",
                     help="give the gateway under test its own core (the last one); stub and client get the rest")
+    ap.add_argument("--metrics-off", action="store_true",
+                    help="also measure a Modelyard with metrics off (metrics_enabled: false) beside the default one")
     args = ap.parse_args()
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
@@ -222,17 +227,27 @@ def main() -> int:
                                 "--config", str(cfg), "--data-dir", data], env=env, stdout=log, stderr=log,
                                preexec_fn=pinned("gateway"))
     procs.append(gateway)
+    targets = [Target("modelyard", f"http://127.0.0.1:{gw_port}/v1", {"Authorization": f"Bearer {KEY}"},
+                      b"bench", gateway.pid)]
+    if args.metrics_off:
+        off_port, off_data = free_port(), tempfile.mkdtemp(prefix="modelyard-bench-nomet-")
+        off = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(off_port),
+                                "--config", str(cfg), "--data-dir", off_data],
+                               env={**env, "MODELYARD_METRICS_ENABLED": "false"}, stdout=log, stderr=log,
+                               preexec_fn=pinned("gateway"))
+        procs.append(off)
+        targets.append(Target("modelyard-nomet", f"http://127.0.0.1:{off_port}/v1",
+                              {"Authorization": f"Bearer {KEY}"}, b"bench", off.pid))
     try:
         wait_port(stub_port)
-        wait_port(gw_port)
+        for t in targets:
+            wait_port(int(t.url.rsplit(":", 1)[1].split("/")[0]))
         direct = Target("direct", f"http://127.0.0.1:{stub_port}/v1", {}, b"bench-model")
-        targets = [Target("modelyard", f"http://127.0.0.1:{gw_port}/v1", {"Authorization": f"Bearer {KEY}"},
-                          b"bench", gateway.pid)]
         if args.litellm and Path(args.litellm).exists():
             proc, target = start_litellm(args.litellm, stub_port, data)
             procs.append(proc)
             targets.append(target)
-        print(f"{'mode':<6} {'conns':>5} {'target':<10} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8} {'cpu us/req':>10}")
+        print(f"{'mode':<6} {'conns':>5} {'target':<15} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8} {'cpu us/req':>10}")
         for stream in ([False, True] if args.stream else [False]):
             for c in [int(x) for x in args.concurrency.split(",")]:
                 def measure(t: Target) -> dict[str, float]:
@@ -244,7 +259,7 @@ def main() -> int:
                     t.model = (b"bench-sse" if stream else b"bench") if t.name != "direct" else b"bench-model"
                 base = measure(direct)
                 mode = "stream" if stream else "json"
-                print(f"{mode:<6} {c:>5} {'direct':<10} {base['rps']:>7.0f} {base['p50']:>7.2f} {base['p99']:>7.2f}")
+                print(f"{mode:<6} {c:>5} {'direct':<15} {base['rps']:>7.0f} {base['p50']:>7.2f} {base['p99']:>7.2f}")
                 seen: dict[str, float] = {}
                 for t in targets:
                     cpu = cpu_seconds(t.pid)
@@ -252,7 +267,7 @@ def main() -> int:
                     cpu = cpu_seconds(t.pid) - cpu  # warm-up included, in both the time and the count
                     seen[t.name] = r["rps"]
                     per_call = cpu / r["n"] * 1e6 if r["n"] else 0.0
-                    print(f"{mode:<6} {c:>5} {t.name:<10} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
+                    print(f"{mode:<6} {c:>5} {t.name:<15} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
                           f"{r['p50'] - base['p50']:>8.2f} {r['p99'] - base['p99']:>8.2f} {per_call:>10.0f}", flush=True)
                 if seen.get("litellm"):
                     print(f"{mode:<6} {c:>5} modelyard/litellm requests/s: {seen['modelyard'] / seen['litellm']:.1f}x",

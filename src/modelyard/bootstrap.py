@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .config import Settings
 from .pipeline import scopes as sc
+from .store.secrets import SecretKeyError
+from .store.secrets import check as check_secrets
 from .store.db import Store
 from .store.repo import OrgRepo, TokenRepo
 
@@ -31,6 +33,11 @@ async def bootstrap(settings: Settings, store: Store) -> BootstrapResult:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     settings.media_dir.mkdir(parents=True, exist_ok=True)
     await store.migrate()
+    if store.secrets is not None:
+        try:
+            await check_secrets(store, store.secrets)
+        except SecretKeyError as exc:
+            raise SystemExit(f"error: {exc}") from None
     orgs, tokens = OrgRepo(store), TokenRepo(store)
     org = await orgs.get(DEFAULT_ORG)
     if org is None:

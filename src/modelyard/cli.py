@@ -1,4 +1,4 @@
-"""The `modelyard` command: serve, worker, runner, migrate, keys, orgs, models."""
+"""The `modelyard` command: serve, worker, runner, migrate, keys, orgs, models, secrets, doctor, import."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -37,13 +38,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from .bootstrap import announce, bootstrap
     from .server.app import SETTINGS_FILE_ENV, create_app, write_settings_file
     from .store.db import Store
+    from .store.secrets import secret_box
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers, log_level=args.log_level,
                          log_format=args.log_format)
     _setup_logging(settings)
 
     async def prepare() -> None:
-        store = Store(settings.resolved_database_url)
+        store = Store(settings.resolved_database_url, secrets=secret_box(settings))
         try:
             announce(await bootstrap(settings, store))
         finally:
@@ -56,17 +58,26 @@ def cmd_serve(args: argparse.Namespace) -> int:
         # uvicorn's worker processes import the app by name: they get these resolved settings as one file
         app: Any = "modelyard.server.app:app_from_env"
         os.environ[SETTINGS_FILE_ENV] = str(write_settings_file(settings))
+        if settings.metrics_enabled:  # the workers keep their values in files there; a scrape sums them
+            from .telemetry.metrics import prepare_multiprocess
+            prepare_multiprocess(settings.data_dir / "run" / "prometheus")
     else:
         app = create_app(settings)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
+    from .server.shutdown import CUT_MARGIN_SECONDS
+
+    # uvicorn re-raises the signal it shut down on, under the handler found at start: a drain that went as planned
+    # then ends this process with 0, not "killed by SIGTERM" (the app's own drain is chained in at start)
+    signal.signal(signal.SIGTERM, lambda *_: None)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"Modelyard {__version__} on {scheme}://{settings.host}:{settings.port}  (data: {settings.data_dir.resolve()}, "
           f"database: {settings.resolved_database_url.split('://')[0]}, API reference: /reference)", flush=True)
     uvicorn.run(app, factory=isinstance(app, str), host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level=settings.log_level,
-                loop="auto", http="auto", proxy_headers=True, timeout_graceful_shutdown=30,
+                loop="auto", http="auto", proxy_headers=True,
+                timeout_graceful_shutdown=settings.shutdown_grace_seconds + CUT_MARGIN_SECONDS,
                 access_log=args.access_log, ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
                 log_config=None)  # uvicorn's lines go through our handler: one format, secrets masked
     return 0
@@ -301,6 +312,49 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- secrets, doctor, import
+
+def cmd_secrets(args: argparse.Namespace) -> int:
+    from .store.secrets import SecretKeyError, generate_key, rotate, secret_box
+
+    if args.action == "generate-key":
+        print(generate_key())
+        return 0
+    from .store.db import Store
+
+    settings = _settings(args)
+    box = secret_box(settings)
+
+    async def run() -> dict[str, int]:
+        store = Store(settings.resolved_database_url, secrets=box)
+        try:
+            await store.migrate()
+            return await rotate(store, box)
+        finally:
+            await store.aclose()
+    try:
+        counts = asyncio.run(run())
+    except SecretKeyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"resealed {counts['resealed']} stored secret(s) with the newest key; {counts['current']} already were")
+    if box.count > 1:
+        print("every stored secret now opens with the first key alone: the others can be removed", file=sys.stderr)
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .ops.doctor import run_doctor
+
+    return run_doctor(_settings(args), as_json=args.json, probe=not args.no_probe, timeout=args.timeout)
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .ops.litellm import import_litellm
+
+    return import_litellm(args.source, args.output, force=args.force)
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -389,6 +443,28 @@ def build_parser() -> argparse.ArgumentParser:
     _common(md)
     md.add_argument("--json", action="store_true")
     md.set_defaults(fn=cmd_models)
+
+    se = sub.add_parser("secrets", help="secrets at rest: reseal with the newest key, make a key")
+    sesub = se.add_subparsers(dest="action", required=True)
+    sr = sesub.add_parser("rotate", help="reseal every stored secret with the first key of MODELYARD_SECRET_KEY")
+    _common(sr)
+    sesub.add_parser("generate-key", help="print a new key for MODELYARD_SECRET_KEY")
+    se.set_defaults(fn=cmd_secrets)
+
+    dr = sub.add_parser("doctor", help="check the database, Redis, storage, deployments, workers and clock")
+    _common(dr)
+    dr.add_argument("--json", action="store_true")
+    dr.add_argument("--no-probe", action="store_true", help="do not send deployments a probe request")
+    dr.add_argument("--timeout", type=float, default=10.0, help="seconds each check may take")
+    dr.set_defaults(fn=cmd_doctor)
+
+    im = sub.add_parser("import", help="convert another gateway's configuration into a Modelyard config")
+    imsub = im.add_subparsers(dest="kind", required=True)
+    il = imsub.add_parser("litellm", help="a LiteLLM proxy config.yaml")
+    il.add_argument("source", help="the LiteLLM config.yaml")
+    il.add_argument("-o", "--output", default="modelyard.yaml", help="where to write (default modelyard.yaml; - for stdout)")
+    il.add_argument("--force", action="store_true", help="overwrite the output file")
+    im.set_defaults(fn=cmd_import)
     return p
 
 

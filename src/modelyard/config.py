@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 DEFAULT_CONFIG_NAME = "modelyard.yaml"
 _config_path: ContextVar[Path | None] = ContextVar("modelyard_config_path", default=None)
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_FILE_REF = re.compile(r"\$\{file:([^}]+)\}")
 
 
 class SamplingDefaults(BaseModel):
@@ -221,6 +222,15 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(default_factory=list)
     # /metrics needs an admin:read key unless made public (for a scraper on a private network)
     metrics_public: bool = False
+    # secrets at rest (workers' serving keys in the database) are sealed with this key: a Fernet key or a passphrase
+    # of 16+ characters; several, comma-separated, newest first, during a rotation. Or one key a line in
+    # secret_key_file. Neither set: generated into <data_dir>/secret-key (set one when replicas share a database)
+    secret_key: str | None = None
+    secret_key_file: Path | None = None
+    # Prometheus metrics (/metrics): off removes them from the call path entirely (and /metrics answers 404)
+    metrics_enabled: bool = True
+    # names of the call and token series: ours (modelyard_*), the OpenTelemetry GenAI conventions' (gen_ai_*), or both
+    metrics_names: Literal["modelyard", "otel", "both"] = "modelyard"
     # signing key for media URLs; generated into the data dir when unset (set it when replicas share media)
     media_secret: str | None = None
     media_url_ttl: int = Field(default=3600, ge=1, description="seconds a signed media URL stays valid")
@@ -366,10 +376,21 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def _read_secret_file(match: re.Match[str]) -> str:
+    """${file:/run/secrets/name}: the file's contents, less the trailing newline (Docker and Kubernetes secrets)."""
+    path = Path(match.group(1).strip()).expanduser()
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise SystemExit(f"config: cannot read the secret file {path} ({exc.strerror})") from None
+
+
 def _interpolate(value: Any) -> Any:
-    """Replace ${VAR} and ${VAR:-default} in strings, so secrets stay in the environment."""
+    """Replace ${VAR}, ${VAR:-default} and ${file:/path} in strings, so secrets stay in the environment or in
+    files of their own."""
     if isinstance(value, str):
-        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+        value = _ENV_REF.sub(lambda m: os.environ.get(m.group(1), m.group(2) or ""), value)
+        return _FILE_REF.sub(_read_secret_file, value)  # after: a file's contents are not interpolated again
     if isinstance(value, list):
         return [_interpolate(v) for v in value]
     if isinstance(value, dict):

@@ -18,9 +18,11 @@ if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles t
     from .pipeline.calls import CallPath
     from .pipeline.gate import Gate
     from .routing import Router
+    from .server.shutdown import Shutdown
     from .storage import Storage
     from .tracing import Tracing
     from .store.db import Store
+    from .telemetry import Metrics
     from .responses.repo import ResponseLog
     from .responses.websearch import SearchProvider
     from .workers.registry import WorkerRegistry
@@ -51,4 +53,6 @@ class AppContext:
     agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host
     library: LibraryService | None = None  # None on a model host
+    shutdown: Shutdown | None = None  # a server's drain on SIGTERM: jobs handed back, streams cut at its deadline
+    metrics: Metrics | None = None  # None when metrics are off (settings.metrics_enabled) and outside a server
     tracing: Tracing | None = None  # None while tracing is off

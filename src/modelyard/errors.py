@@ -110,6 +110,14 @@ class Overloaded(ModelyardError):
     code = "overloaded"
 
 
+class ShuttingDown(ModelyardError):
+    """The server is draining for shutdown: a stream still open at the end of the grace period is cut with this."""
+
+    status = 503
+    type = "api_error"
+    code = "server_shutting_down"
+
+
 class InternalError(ModelyardError):
     status = 500
     type = "api_error"

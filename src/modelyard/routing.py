@@ -39,6 +39,7 @@ class DeploymentStats:
     consecutive_failures: int = 0
     cooldown_until: float = 0.0
     probing: bool = False  # half-open: one request is testing a deployment whose cooldown ended
+    m: Any = None  # the deployment's metric children (telemetry.children.DeploymentChildren), when metrics are on
 
     def usable(self, now: float) -> bool:
         if self.cooldown_until <= 0:
@@ -55,8 +56,9 @@ class Router:
     """
 
     def __init__(self, catalog: Catalog, *, cooldown_failures: int = 3, cooldown_seconds: float = 30.0,
-                 tracing: Tracing | None = None) -> None:
+                 metrics: Any = None, tracing: Tracing | None = None) -> None:
         self.catalog = catalog
+        self.metrics = metrics
         self.tracing = tracing  # None: off (a span per attempt when on)
         self.cooldown_failures = cooldown_failures
         self.cooldown_seconds = cooldown_seconds
@@ -73,7 +75,10 @@ class Router:
                     raise ValueError(f"model '{model.id}' falls back to '{name}', which is not a model")
             for d in model.deployments:
                 self.backends[d.key] = create_backend(d, shared=self.shared)
-                self.stats[d.key] = DeploymentStats()
+                self.stats[d.key] = self._stats(d)
+
+    def _stats(self, d: Deployment) -> DeploymentStats:
+        return DeploymentStats(m=self.metrics.deployment(d) if self.metrics is not None else None)
 
     def deployments(self, model: Model) -> list[Deployment]:
         """Where `model` runs now: its configured deployments, then those of live workers hosting it."""
@@ -136,6 +141,8 @@ class Router:
         if stats.cooldown_until and time.monotonic() >= stats.cooldown_until:
             stats.probing = True
         stats.in_flight += 1
+        if stats.m is not None:
+            stats.m.in_flight.inc()
         return stats, time.monotonic()
 
     def _succeeded(self, d: Deployment, task: Task, stats: DeploymentStats, started: float,
@@ -145,19 +152,33 @@ class Router:
         stats.successes += 1
         stats.latency_total += ended - started
         self.latency.record(d.model_id, task, started, first, ended)
+        m = stats.m
+        if m is not None:
+            m.in_flight.dec()
+            m.success.inc()
+            m.latency.observe(ended - started)
+            m.upstream_ok.observe(ended - started)
         stats.consecutive_failures = 0
         stats.cooldown_until = 0.0
         stats.probing = False
 
-    def _failed(self, d: Deployment, stats: DeploymentStats, exc: BaseException) -> None:
+    def _failed(self, d: Deployment, stats: DeploymentStats, exc: BaseException, started: float) -> None:
         stats.in_flight -= 1
+        m = stats.m
+        if m is not None:
+            m.in_flight.dec()
         if not isinstance(exc, RETRYABLE):  # the request's fault (or a cancel), not the deployment's
             stats.probing = False
             return
         stats.failures += 1
         stats.consecutive_failures += 1
+        if m is not None:
+            m.failure.inc()
+            m.upstream_failed.observe(time.monotonic() - started)
         if stats.probing or stats.consecutive_failures >= self.cooldown_failures:
             stats.cooldown_until = time.monotonic() + self.cooldown_seconds
+            if m is not None:
+                m.cooldowns.inc()
             log.warning("deployment %s cools down for %.1f s after %d failure(s): %s", d.key, self.cooldown_seconds,
                         stats.consecutive_failures, exc)
         stats.probing = False
@@ -177,6 +198,8 @@ class Router:
         tracing = self.tracing
         tries = 0
         for target in self._chain(model, task):
+            if target is not model and self.metrics is not None:
+                self.metrics.fell_back(model.id, target.id)
             try:
                 deployments = self.candidates(target, region, task)
             except Overloaded as exc:
@@ -191,11 +214,13 @@ class Router:
                 try:
                     result = await attempt(d, target.id, stats, started, span)
                 except BaseException as exc:
-                    self._failed(d, stats, exc)
+                    self._failed(d, stats, exc, started)
                     if span is not None:
                         tracing.end_attempt(span, exc)  # type: ignore[union-attr]
                     if not isinstance(exc, RETRYABLE):
                         raise
+                    if stats.m is not None:
+                        stats.m.retries.inc()
                     _log_attempt_failure(task, d, tries, exc)
                     last = exc
                 else:
@@ -252,7 +277,7 @@ class Router:
                 yield chunk
         except BaseException as exc:
             failure = exc
-            self._failed(d, stats, exc)
+            self._failed(d, stats, exc, started)
             if isinstance(exc, RETRYABLE):
                 _log_attempt_failure(task, d, 0, exc, midstream=True)
             raise
@@ -293,7 +318,8 @@ class Router:
             deployment = Deployment(model_id=model.id, name=config.name, config=config)  # type: ignore[arg-type]
             self._on_workers[model.id] = [d for d in self._on_workers.get(model.id, ()) if d.key != key] + [deployment]
             self.backends[key] = create_backend(deployment, shared=self.shared)
-            self.stats.setdefault(key, DeploymentStats())
+            if key not in self.stats:
+                self.stats[key] = self._stats(deployment)
             self.worker_keys[key] = signature
             log.info("added deployment %s at %s", key, w.url)
 

@@ -201,7 +201,7 @@ def test_sigterm_under_load_leaves_one_usage_row_per_successful_call(gateway: An
     org_id, key = _account(gw)
     load = Load(gw, key, "echo")
     load.wait_for(3000)
-    assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown  # mid-run: the load generator is still sending
+    assert gw.stop(signal.SIGTERM) == 0  # mid-run, exit 0: the load generator is still sending
     seen = load.result()
     assert seen["ok"] >= 3000
     assert _usage(database_url, org_id)["ok"] == seen["ok"]
@@ -214,7 +214,7 @@ def test_paid_calls_under_load_settle_every_reservation(gateway: Any, database_u
     org_id, key = _account(gw, cents=100_000)  # $1000
     load = Load(gw, key, "echo-paid", max_tokens=64)
     load.wait_for(800)
-    assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+    assert gw.stop(signal.SIGTERM) == 0  # a clean drain exits 0 (uvicorn re-raises the signal; serve absorbs it)
     seen = load.result()
     usage = _usage(database_url, org_id)
     assert usage["ok"] == seen["ok"]
@@ -250,7 +250,7 @@ def test_a_database_locked_mid_run_loses_nothing_and_the_backlog_drains(gateway:
     metrics = httpx.get(gw.url + "/metrics", headers=gw.headers()).text
     assert "modelyard_write_behind_spool_records " in metrics and "modelyard_write_behind_oldest_unwritten_seconds " in metrics
     assert 'modelyard_write_behind_queued{kind="usage"}' in metrics
-    assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+    assert gw.stop(signal.SIGTERM) == 0  # a clean drain exits 0 (uvicorn re-raises the signal; serve absorbs it)
     seen = load.result()
     assert _usage(database_url, org_id)["ok"] == seen["ok"]
 
@@ -278,5 +278,5 @@ def test_sigkill_then_restart_replays_the_spool_once(gateway: Any, database_url:
     wait_until(lambda: gw.writer()["spool_records"] == 0, 60, "the spool to replay")
     assert _usage(database_url, org_id)["ok"] == seen["ok"]
     assert not list(spool.glob("spool-*.jsonl"))
-    assert gw.stop(signal.SIGTERM) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after a clean shutdown
+    assert gw.stop(signal.SIGTERM) == 0  # a clean drain exits 0 (uvicorn re-raises the signal; serve absorbs it)
     assert _usage(database_url, org_id)["ok"] == seen["ok"]  # no row twice

@@ -33,7 +33,7 @@ from ..pipeline.units import Units
 from ..store.repo import OrgRepo
 from ..types import Task
 from . import dag as dagmod
-from .repo import AgentRepo, ItemCounts, NodeRow, Run
+from .repo import RUN_FINAL, AgentRepo, ItemCounts, NodeRow, Run
 from .templates import Scope, TemplateError, lookup, render
 
 if TYPE_CHECKING:
@@ -53,6 +53,11 @@ class LeaseLost(Exception):
 def node_job_id(run_id: str, node_id: str, item: int | None) -> str:
     """One job per (run, node, item), ever: an advance repeated after a crash cannot queue the same work twice."""
     return "job_" + hashlib.sha256(f"{run_id}\0{node_id}\0{item}".encode()).hexdigest()[:24]
+
+
+def node_ref(job_id: str) -> str:
+    """The wallet reservation of a node's job, named after it (see `WalletRepo.reserve`)."""
+    return "node-" + job_id
 
 
 def cache_key(model_id: str, task: str, payload: Any) -> str:
@@ -235,18 +240,43 @@ class AgentEngine:
                     await self.repo.update_run(conn, run.id, **adv.run_values)
                 await self.repo.add_events(conn, run.id, adv.events)
         except BaseException:
-            await self.release(adv)
+            # the reservations stay: each is named after its job, so the advance that writes the job (another
+            # engine's now, or this run's next) adopts it, and the run's end refunds any that none took up.
+            # Releasing them here would free the money of a job the winning engine has already written and runs.
             raise
         for job_id in adv.stop_jobs:
             with contextlib.suppress(Exception):
                 await self.stop_job(job_id, run.org_id)
         if adv.jobs and self.ctx.jobs is not None and self.ctx.jobs.runner is not None:
             self.ctx.jobs.runner.wake.set()
+        if adv.run_values.get("status") in RUN_FINAL:
+            with contextlib.suppress(Exception):  # a later look at the run cannot redo this: log, do not fail
+                await self.refund_orphans(run)
         self.changed(run.id)
 
+    async def refund_orphans(self, run: Run) -> None:
+        """At a run's end: a reservation made for a node job that was never written (its engine died between
+        admitting and committing, and no later advance adopted it) goes back. Its ref names the job, so the
+        ledger says which."""
+        graph = await self.graph(run.agent_id, run.agent_version)
+        nodes = await self.repo.nodes(run.id)
+        wanted: dict[str, tuple[str, str]] = {}
+        for nid, node in graph.nodes.items():
+            items = [None] if node.kind == "task" else list(range(nodes[nid].total or 0))
+            for i in items:
+                wanted[node_job_id(run.id, nid, i)] = (node.step.model_id, node.step.task)
+        missing = set(wanted) - await self.repo.existing_jobs(list(wanted))
+        orphans = await self.repo.reserved_unsettled([node_ref(j) for j in sorted(missing)])
+        for ref, amount in orphans.items():
+            model_id, task = wanted[ref.removeprefix("node-")]
+            log.warning("run %s: refunding %d micro-dollars reserved for a node job never written (%s)",
+                        run.id, amount, ref)
+            await self.ctx.calls.settle_hold({"org_id": run.org_id, "model_id": model_id, "task": task,
+                                              "reserved_micros": amount, "ref": ref}, None, ok=False, record=False)
+
     async def release(self, adv: Advance) -> None:
-        """Admitted work that was never written: its reservations go back (no usage row: no call was made, and a
-        row would name a job that another engine's advance writes and runs)."""
+        """A new run that was never written: its first jobs' reservations go back (no usage row: no call was
+        made). Nobody else can adopt them: the run's id, and so its jobs', were this attempt's own."""
         for hold in adv.holds:
             with contextlib.suppress(Exception):
                 await self.ctx.calls.settle_hold(hold, None, ok=False, record=False)
@@ -428,8 +458,10 @@ class AgentEngine:
         try:
             validate_payload(task, payload, model.id, prefix)
             estimate = payload_estimate(task, payload)
+            # the reservation is named after the job: admitting it again after a crash adopts it, never leaks it
             call = await self.ctx.calls.admit(principal, model, task, payload, job=True, estimate=estimate,
-                                              field_prefix=prefix, count=False)
+                                              field_prefix=prefix, count=False, ref=node_ref(job_id),
+                                              dialect="agents")
         except RateLimited as exc:  # the plan's limits for this kind of work: wait, it is tried again later
             if item is None:  # shown on the pending node until it is queued
                 row.set(error=job_error(exc))

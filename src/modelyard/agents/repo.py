@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from ..jobs.queue import FINAL as JOB_FINAL
 from ..jobs.queue import NOTIFY_CHANNEL, Job, _job
 from ..store import webhook_rows
+from ..store.billing_repo import WalletRepo
 from ..store.db import Store
 from ..store.paging import newest_first
 from ..store.tables import agent_run_events, agent_run_nodes, agent_runs, agent_versions, agents, jobs, usage_records
@@ -332,6 +333,14 @@ class AgentRepo:
             await conn.execute(update(agent_runs).where(agent_runs.c.id == run_id, agent_runs.c.status == "pending")
                                .values(status="running", started_at=now))
         return True
+
+    async def existing_jobs(self, ids: list[str]) -> set[str]:
+        async with self.engine.connect() as conn:
+            return {r.id for r in (await conn.execute(select(jobs.c.id).where(jobs.c.id.in_(ids)))).all()}
+
+    async def reserved_unsettled(self, refs: list[str]) -> dict[str, int]:
+        """Reservations under these refs that were never released: ref -> amount (see `WalletRepo`)."""
+        return await WalletRepo(self.store).reserved_unsettled(refs)
 
     async def cached(self, org_id: str, key: str) -> NodeRow | None:
         """An earlier succeeded task node of the org with the same model, task and resolved payload."""

@@ -210,7 +210,7 @@ class BatchDriver:
                     line = await prepare(ctx, endpoint, p.payload, b.org_id)
                     call = await ctx.calls.admit(principal, line.model, line.task, line.admitted, job=True,
                                                  estimate=line.estimate, field_prefix="body.",
-                                                 price_factor=ctx.settings.batch_price_factor)
+                                                 price_factor=ctx.settings.batch_price_factor, dialect="batches")
                 except RateLimited:
                     break
                 except ModelyardError as exc:

@@ -53,6 +53,7 @@ class JobRunner:
         self.cancelling: set[str] = set()
         self.completed = 0  # counters for /metrics and the bench
         self.stopping = False
+        self.metrics = ctx.metrics  # None outside a server with metrics on (a standalone runner)
 
     # ---------------------------------------------------------------- the loop
 
@@ -64,6 +65,8 @@ class JobRunner:
         reap_every = max(self.poll, self.lease / 4)
         try:
             while True:
+                if self.metrics is not None:
+                    self.metrics.runner_beat.set(time.time())
                 try:
                     if time.monotonic() - last_reap >= reap_every:
                         last_reap = time.monotonic()
@@ -73,6 +76,9 @@ class JobRunner:
                     while self.busy < self.concurrency:
                         claimed = await self.queue.claim(self.name, self.lease, self.concurrency - self.busy)
                         claimed += await self._groups(claimed)
+                        if self.metrics is not None:
+                            for job in claimed:  # started_at is the claim's own clock reading
+                                self.metrics.claimed(job.task, (job.started_at or job.run_after) - job.run_after)
                         for job in claimed:
                             self.active[job.id] = asyncio.create_task(self._work(job))
                             self.active[job.id].add_done_callback(lambda _t: self.wake.set())
@@ -217,7 +223,11 @@ class JobRunner:
                 ours, cancel = await self.queue.renew(job, self.lease)
             except Exception:
                 log.exception("renewing the lease of %s failed", job.id)
+                if self.metrics is not None:
+                    self.metrics.lease_renewals.labels("error").inc()
                 continue
+            if self.metrics is not None:
+                self.metrics.lease_renewals.labels("renewed" if ours else "lost").inc()
             if not ours:
                 log.warning("job %s: lease lost, dropping its work", job.id)
                 work.cancel()
@@ -246,6 +256,8 @@ class JobRunner:
         The row's `settle_due` is cleared after the gate has settled; if this process dies in between, a later
         sweep settles again with the same hold (its `job_id` is the gate's idempotency key).
         """
+        if self.metrics is not None:
+            self.metrics.jobs_finished.labels(job.task, job.status).inc()
         hold = job.meta.get("hold")
         if hold is not None:
             try:

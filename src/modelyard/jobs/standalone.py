@@ -21,6 +21,8 @@ from ..pipeline.gate import Gate
 from ..routing import Router
 from ..storage import build_storage
 from ..store.db import Store
+from ..store.secrets import SecretKeyError, secret_box
+from ..store.secrets import check as check_secrets
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
 from ..tracing import Tracing, build_tracing
@@ -47,8 +49,12 @@ def runner_context(settings: Settings, store: Store, catalog: Catalog, router: R
 
 async def run_runner(settings: Settings, *, name: str | None = None) -> None:
     """Until SIGTERM/SIGINT: then running jobs go back to the queue (not waiting out their leases)."""
-    store = Store(settings.resolved_database_url)
+    store = Store(settings.resolved_database_url, secrets=secret_box(settings))
     await store.migrate()
+    try:
+        await check_secrets(store, store.secrets)  # type: ignore[arg-type]
+    except SecretKeyError as exc:
+        raise SystemExit(f"error: {exc}") from None
     catalog = build_catalog(settings)
     tracing = build_tracing(settings)
     router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds,

@@ -26,11 +26,15 @@ or in the module named.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Protocol, TypeVar
+from time import perf_counter
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Protocol, TypeVar
 
 from ..catalog import Deployment, Model
-from ..errors import InternalError, ModelyardError
+from ..errors import InternalError, ModelyardError, ShuttingDown
+from ..telemetry.children import refusal_reason
+from ..telemetry.genai import face_of
 from ..tracing import Tracing
 from ..types import Task
 from .auth import Authenticator, Principal
@@ -38,6 +42,10 @@ from .billing import chat_estimate, chat_units, chunk_events, task_units
 from .filter import filtered_text
 from .gate import Gate, Ticket
 from .units import Units
+
+if TYPE_CHECKING:  # the families live in the telemetry package; the call path only touches their children
+    from ..telemetry import Metrics
+    from ..telemetry.children import CallChildren
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,6 +73,8 @@ class Client(Protocol):
 
 
 Watch = Callable[[Callable[[], Awaitable[Mapping[str, Any]]], Awaitable[T]], Awaitable[T]]
+# Registers an open stream's cut function with the server's shutdown; returns the function that unregisters it.
+Streams = Callable[[Callable[[], None]], Callable[[], None]]
 
 
 class Framing(Protocol):
@@ -118,12 +128,16 @@ def _held(client: Client) -> dict[bytes, bytes]:
 
 
 class Call:
-    """One admitted unit of paid work. It ends exactly once: settled on what it consumed, or released."""
+    """One admitted unit of paid work. It ends exactly once: settled on what it consumed, or released.
 
-    __slots__ = ("ticket", "task", "req", "client", "_path", "streaming", "span")
+    With metrics on, it is timed from admission (`t0`): the time spent awaiting the router (`upstream`) is the
+    backend's, the rest the gateway's own; a stream's first chunk (`first`) gives its time to first token."""
+
+    __slots__ = ("ticket", "task", "req", "client", "_path", "streaming", "_m", "_t0", "_upstream", "_first",
+                 "span")
 
     def __init__(self, ticket: Ticket, task: Task, req: Any, client: Client | None, path: CallPath,
-                 span: Any = None) -> None:
+                 m: CallChildren | None = None, t0: float = 0.0, span: Any = None) -> None:
         self.ticket = ticket
         self.task = task
         self.req = req
@@ -131,6 +145,16 @@ class Call:
         self._path = path
         self.streaming = False  # handed to `relay`, which settles when the stream ends
         self.span = span  # the request's span, when tracing: what served it and its usage go there
+        self._m = m  # set to None once the call's end is counted: counted once, whichever way it ends
+        self._t0 = t0
+        self._upstream = 0.0
+        self._first = 0.0
+
+    def _failed(self, exc: BaseException, deployment: Deployment | None = None) -> None:
+        m = self._m
+        if m is not None:
+            self._m = None
+            m.failed(perf_counter() - self._t0, exc, deployment.config.backend if deployment is not None else None)
 
     def _served(self, deployment: Deployment) -> None:
         if self.client is not None:
@@ -140,17 +164,25 @@ class Call:
         """Await `(result, deployment)` — cancelled if the client leaves — and settle on the units the result
         shows. Any failure releases."""
         watch = self._path.watch
+        began = perf_counter()
         try:
             if self.client is not None and watch is not None:
                 result, deployment = await watch(self.client.receive, work)
             else:
                 result, deployment = await work
-        except BaseException:
+        except BaseException as exc:
             self.ticket.fail()
+            self._failed(exc)
             raise
+        upstream = perf_counter() - began
         units = result_units(self.task, self.req, result, self.ticket.estimate)
         self.ticket.settle(units, deployment)
         self._served(deployment)
+        m = self._m
+        if m is not None:
+            self._m = None
+            total = perf_counter() - self._t0
+            m.succeeded(total, total - upstream, deployment.config.backend)
         if self.span is not None:
             self._path.tracing.call_served(self.span, deployment, result, units)  # type: ignore[union-attr]
         return result, deployment
@@ -159,11 +191,17 @@ class Call:
                    ) -> tuple[Any, AsyncIterator[Any], Deployment]:
         """Open a stream: the router pulls its first chunk before anything is answered, so a failure to start keeps
         its HTTP status (and releases the reservation). Hand the result to `relay`."""
+        began = perf_counter()
         try:
             first, stream, deployment = await opening
-        except BaseException:
+        except BaseException as exc:
             self.ticket.fail()
+            self._failed(exc)
             raise
+        if self._m is not None:
+            self._first = now = perf_counter()
+            self._upstream = now - began
+            self._m.first_token(now - self._t0, deployment.config.backend)
         self.streaming = True
         self._served(deployment)
         return first, stream, deployment
@@ -173,13 +211,17 @@ class Call:
         """Frame chunks as they come, then settle. An error after the first byte goes out as the face's error
         event and is not charged; a client that leaves is charged for what it was sent (the usage the stream
         reported, else the input estimate and one token per event sent); a relay closed before it began (the
-        client left in between) is released."""
+        client left in between) is released. A stream still open when the server's grace period ends is cut: the
+        face's error event goes out, and it is charged for what it was sent, like a client that leaves."""
         self.streaming = True
-        return _Relay(self._relay(first, stream, deployment, framing), self, stream)
+        relay = _Relay(self, stream)
+        relay.frames = self._relay(first, stream, deployment, framing, relay)
+        return relay
 
     async def _relay(self, first: Any, stream: AsyncIterator[Any], deployment: Deployment,
-                     framing: Framing) -> AsyncIterator[bytes]:
-        failed = False
+                     framing: Framing, relay: _Relay) -> AsyncIterator[bytes]:
+        failed: BaseException | None = None
+        left = False  # closed or cancelled mid-stream: the client went away
         events = 0  # stream events sent, less the opening one (a role, no words): the fallback's output tokens
         try:
             head = framing.head()
@@ -198,58 +240,111 @@ class Call:
             tail = framing.tail()
             if tail:
                 yield tail
+        except asyncio.CancelledError:
+            if not relay.cut:
+                left = True
+                raise
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # the cancel was the shutdown's, answered here with the error event
+            yield framing.error(ShuttingDown("The server is shutting down; the stream was cut at the end of its "
+                                             "grace period. Retry the request."))
         except ModelyardError as exc:
-            failed = True
+            failed = exc
             yield framing.error(exc)
         except Exception:
-            failed = True
+            failed = InternalError("The stream failed on the server.")
             log.exception("stream failed")
-            yield framing.error(InternalError("The stream failed on the server."))
+            yield framing.error(failed)
+        except BaseException:
+            left = True
+            raise
         finally:
-            if failed:
+            relay.unregister()
+            if failed is not None:
                 self.ticket.fail()
+                self._failed(failed, deployment)
             else:
                 used = framing.usage()
                 if used is None:
                     used = chat_units(None, self.ticket.estimate, events)
                 self.ticket.settle(used, deployment)
+                if self._m is not None:
+                    self._streamed(used, deployment, left)
                 if self.span is not None:
                     self._path.tracing.call_served(self.span, deployment, None, used)  # type: ignore[union-attr]
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
 
+    def _streamed(self, used: Units, deployment: Deployment, left: bool) -> None:
+        """A stream's end, counted: its overhead is the gateway's time before its first chunk; time per output
+        token is what the upstream took for each token after the first."""
+        m = self._m
+        assert m is not None
+        self._m = None
+        now = perf_counter()
+        backend = deployment.config.backend
+        if left:
+            m.failed(now - self._t0, GeneratorExit(), backend)
+            return
+        m.succeeded(now - self._t0, self._first - self._t0 - self._upstream, backend)
+        if used.output_tokens > 1:
+            m.per_output_token((now - self._first) / (used.output_tokens - 1), backend)
+
     def hold(self) -> dict[str, Any]:
         """The reservation as JSON, stored with a job and settled by whichever runner finishes it."""
+        if self._m is not None:
+            self._m.held()
+            self._m = None
         return self.ticket.hold()
 
 
 class _Relay:
     """A call's relay as an async iterator: a generator closed before it began never runs its `finally`, so this
-    settles that case itself (released: nothing was sent) and closes the upstream stream."""
+    settles that case itself (released: nothing was sent) and closes the upstream stream. While it runs it is
+    registered with the server's shutdown, which may cut it (`cut`: cancel the task relaying, marked as ours)."""
 
-    __slots__ = ("_frames", "_call", "_stream", "_started")
+    __slots__ = ("frames", "_call", "_stream", "_started", "cut", "_unregister")
 
-    def __init__(self, frames: AsyncIterator[bytes], call: Call, stream: AsyncIterator[Any]) -> None:
-        self._frames = frames
+    def __init__(self, call: Call, stream: AsyncIterator[Any]) -> None:
+        self.frames: AsyncIterator[bytes] = None  # type: ignore[assignment]  # set by Call.relay
         self._call = call
         self._stream = stream
         self._started = False
+        self.cut = False
+        self._unregister: Callable[[], None] | None = None
 
     def __aiter__(self) -> _Relay:
         return self
 
     async def __anext__(self) -> bytes:
-        self._started = True
-        return await self._frames.__anext__()
+        if not self._started:
+            self._started = True
+            streams = self._call._path.streams
+            task = asyncio.current_task()
+            if streams is not None and task is not None:
+                def cut() -> None:
+                    if not self.cut:
+                        self.cut = True
+                        task.cancel()
+                self._unregister = streams(cut)
+        return await self.frames.__anext__()
+
+    def unregister(self) -> None:
+        if self._unregister is not None:
+            self._unregister()
+            self._unregister = None
 
     async def aclose(self) -> None:
+        self.unregister()
         if not self._started:
             self._call.ticket.fail()
+            self._call._failed(GeneratorExit())  # the client left before the stream began
             close = getattr(self._stream, "aclose", None)
             if close is not None:
                 await close()
-        await self._frames.aclose()  # type: ignore[attr-defined]
+        await self.frames.aclose()  # type: ignore[attr-defined]
 
 
 class _Admission:
@@ -277,18 +372,36 @@ class _Admission:
             log.error("a %s call to %s ended without running; its reservation is released", call.task.value,
                       call.ticket.model_id)
         call.ticket.fail()  # an exception, even after a stream opened: its relay will never run
+        call._failed(exc if exc is not None else InternalError("The call ended without running."))
 
 
 class CallPath:
     """Authorization and admission for every surface; settlement of calls and of jobs' holds."""
 
     def __init__(self, gate: Gate, auth: Authenticator, *, watch: Watch | None = None,
+                 streams: Streams | None = None, metrics: Metrics | None = None,
                  tracing: Tracing | None = None) -> None:
         self.gate = gate
         self.auth = auth
         self.watch = watch  # how a call notices its client leaving (the server's disconnect watcher)
+        self.streams = streams  # where open streams register to be cut at shutdown (the server's `Shutdown`)
+        self.metrics = metrics
         self.tracing = tracing  # None: off; on, auth and the gate are child spans of the request's
         self._served: dict[str, dict[bytes, bytes]] = {}  # deployment key -> its served-by headers, encoded once
+        self._faces: dict[str, str] = {}  # request path -> the face it belongs to (bounded: see `_face`)
+
+    def _face(self, client: Client | None, default: str | None) -> str:
+        """The dialect label: the face the request came in through, or the caller's word for work no request
+        carries (`batches`, `agents`; a job runner's `jobs`)."""
+        if client is None:
+            return default or "jobs"
+        path = client.scope.get("path") or ""
+        face = self._faces.get(path)
+        if face is None:
+            face = face_of(path)
+            if len(self._faces) < 4096:  # paths with ids in them (/fal/…/requests/…) must not grow it forever
+                self._faces[path] = face
+        return face
 
     def served_by(self, deployment: Deployment) -> dict[bytes, bytes]:
         found = self._served.get(deployment.key)
@@ -332,42 +445,48 @@ class CallPath:
 
     async def admit(self, principal: Principal, model: Model, task: Task, req: Any, client: Client | None = None,
                     job: bool = False, estimate: Units | None = None, field: str | None = None,
-                    field_prefix: str = "", price_factor: float = 1.0, count: bool = True) -> Call:
+                    field_prefix: str = "", price_factor: float = 1.0, count: bool = True,
+                    ref: str | None = None, dialect: str | None = None) -> Call:
         """Plan, limits, content filter, wallet reserve. `req` is the face's request or a job's payload; `field`
         names the filtered input in a refusal when the face calls it something else (Gemini's `contents`),
         `field_prefix` says where a job's payload sits in its body (`payload.`), and `price_factor` is a discount
         on the list price (batch lines). `count=False` is for work whose submission was counted already (an agent
         run's nodes): the class's request count is skipped; its kind's limits, token limits, plan, filter and
-        wallet apply."""
+        wallet apply. `dialect` labels the call's metrics when no request carries it (a batch line, an agent
+        node)."""
+        t0 = perf_counter()
         gate = self.gate
+        m = self.metrics.call(self._face(client, dialect), model.id, task) if self.metrics is not None else None
         text = named = None
-        if gate.filters(principal.org_id):
-            text, named = filtered_text(task, req)
-        if self.tracing is not None:
-            return await self._traced_admit(principal, model, task, req, client, job, estimate, field, field_prefix,
-                                            price_factor, count, text, named)
-        ticket = await gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
-                                  kind=KIND_OF_TASK.get(task), job=job, text=text,
-                                  field=field or (field_prefix + named if named else None),
-                                  price_factor=price_factor, count=count)
+        tracing = self.tracing
+        span = None
+        if tracing is not None and client is not None:  # an HTTP request's span becomes `{operation} {model}`
+            span = tracing.current()
+            if span is not None:
+                tracing.call_started(span, task, model.id, req)
+        try:
+            if gate.filters(principal.org_id):
+                text, named = filtered_text(task, req)
+            admission = gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
+                                   kind=KIND_OF_TASK.get(task), job=job, text=text,
+                                   field=field or (field_prefix + named if named else None),
+                                   price_factor=price_factor, count=count, ref=ref)
+            if tracing is None:
+                ticket = await admission
+            else:
+                with tracing.span("gate", **{"modelyard.task": task.value, "modelyard.job": job}):
+                    ticket = await admission
+        except BaseException as exc:
+            if m is not None:
+                m.failed(0.0, exc, admitted=False)
+                reason = refusal_reason(exc)
+                if reason is not None:
+                    m.refused(reason)
+            raise
         publish_headers(client, ticket.headers)
-        return Call(ticket, task, req, client, self)
-
-    async def _traced_admit(self, principal: Principal, model: Model, task: Task, req: Any, client: Client | None,
-                            job: bool, estimate: Units | None, field: str | None, field_prefix: str,
-                            price_factor: float, count: bool, text: str | None, named: str | None) -> Call:
-        """`admit` with tracing: an HTTP request's span becomes `{operation} {model}`, and the gate is its child."""
-        tracing: Tracing = self.tracing  # type: ignore[assignment]
-        span = tracing.current() if client is not None else None
-        if span is not None:
-            tracing.call_started(span, task, model.id, req)
-        with tracing.span("gate", **{"modelyard.task": task.value, "modelyard.job": job}):
-            ticket = await self.gate.admit(principal, model, task, estimate=estimate or estimate_units(task, req),
-                                           kind=KIND_OF_TASK.get(task), job=job, text=text,
-                                           field=field or (field_prefix + named if named else None),
-                                           price_factor=price_factor, count=count)
-        publish_headers(client, ticket.headers)
-        return Call(ticket, task, req, client, self, span)
+        if m is not None:
+            m.in_flight.inc()
+        return Call(ticket, task, req, client, self, m, t0, span)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,
                           deployment: Any = None, record: bool = True) -> None:

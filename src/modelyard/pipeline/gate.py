@@ -104,6 +104,7 @@ class Gate:
         self.passthrough = settings is None or store is None or settings.worker is not None
         self.router: Any = None
         self.catalog: Any = None
+        self.metrics: Any = None  # the app's telemetry.Metrics: settled tokens and cost, counted where priced
         self._unpriced_warned: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         if self.passthrough:
@@ -142,9 +143,11 @@ class Gate:
 
     async def admit(self, principal: Principal, model: Any, task: Task, *, estimate: Units | None = None,
                     kind: str | None = None, job: bool = False, text: str | None = None,
-                    field: str | None = None, price_factor: float = 1.0, count: bool = True) -> Ticket:
+                    field: str | None = None, price_factor: float = 1.0, count: bool = True,
+                    ref: str | None = None) -> Ticket:
         """`text` is what the content filter inspects (prompt text), when the caller has it at hand; `field` names
-        it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged."""
+        it in a block's 400 (default 'input'); `price_factor` scales what is reserved and charged; `ref` names the
+        reservation when the work has a stable name of its own (admitting it again adopts the first one)."""
         model_id = model.id
         if self.passthrough:
             return Ticket(principal=principal, model_id=model_id, task=task)
@@ -181,7 +184,7 @@ class Gate:
                     self.limits.correct(taken, 0)
                 raise InsufficientBalance("This call's estimated price is larger than any balance can cover; ask "
                                           "for less (max_tokens, n, duration).")
-            ref = new_id("call")
+            ref = ref or new_id("call")
             if not await self.wallets.reserve(principal.org_id, amount, ref):
                 if taken is not None:
                     self.limits.correct(taken, 0)
@@ -209,10 +212,16 @@ class Gate:
         if t.taken is not None:
             self.limits.correct(t.taken, (units.input_tokens + units.output_tokens) if ok and units else 0)
         region = getattr(getattr(deployment, "config", None), "region", None)
+        if ok and units is not None and self.metrics is not None:
+            self._count(t.model_id, t.task, units, price, deployment)
         self.usage.record(org_id=t.principal.org_id, token_id=t.principal.token_id, model_id=t.model_id,
                           task=t.task.value, units=units if ok else None, price_micros=price,
                           status="ok" if ok else "failed", latency_ms=int((time.monotonic() - t.started) * 1000),
                           region=region, flagged=t.flagged)
+
+    def _count(self, model_id: str, task: Task, units: Units, price: int, deployment: Any) -> None:
+        backend = getattr(getattr(deployment, "config", None), "backend", None) or "unknown"
+        self.metrics.usage(model_id).record(task, units.input_tokens, units.output_tokens, price, backend)
 
     # A release queued here and lost to a SIGKILL within one flush interval leaves its `reserve` ledger row with no
     # settlement. No reconciler refunds those automatically (decided for issue 11): a job's hold (`Ticket.hold`)
@@ -245,6 +254,8 @@ class Gate:
         price = self._price(hold["model_id"], units, reserved, estimate, factor) if ok else 0
         if not hold.get("house"):
             self._queue_money(hold["org_id"], hold.get("ref"), reserved, price)
+        if ok and units is not None and self.metrics is not None:
+            self._count(hold["model_id"], Task(hold["task"]), units, price, deployment)
         admitted = float(hold.get("admitted_at") or time.time())
         if record:
             self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],

@@ -33,13 +33,16 @@ from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
 from ..storage import build_storage
 from ..store.repo import new_secret
+from ..telemetry import Metrics
 from ..tracing import build_tracing
 from ..store.db import Store
+from ..store.secrets import secret_box
 from ..responses.repo import ResponseLog
 from ..responses.websearch import build_search
 from . import errors, openapi
 from .disconnect import watch_disconnect
 from .fastlane import FastLane
+from .shutdown import Shutdown, chain_signals
 from .routes import account as account_routes
 from .routes import agents as agent_routes
 from .routes import anthropic as anthropic_routes
@@ -67,7 +70,9 @@ IDLE_CHECK_SECONDS = 10.0
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
     catalog = build_catalog(settings)
-    store = Store(settings.resolved_database_url)
+    # a model host keeps no database secrets; a gateway seals workers' serving keys with this
+    store = Store(settings.resolved_database_url,
+                  secrets=None if settings.worker is not None else secret_box(settings))
     serving_key = new_secret()  # our key format: masked in any log line it reaches
     tracing = build_tracing(settings)
     if settings.worker is not None:  # a model host: its models only, answering only its control plane
@@ -76,15 +81,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     else:
         auth = Authenticator(store, ttl=settings.auth_cache_ttl)
     gate = Gate(settings, store)
+    metrics = Metrics(catalog, names=settings.metrics_names) if settings.metrics_enabled else None
+    if metrics is not None:
+        gate.metrics = metrics
+        if gate.writer is not None:
+            gate.writer.observer = metrics
     if gate.writer is not None and isinstance(auth, Authenticator):
         auth.attach(gate.writer)  # token counters go through the gate's write-behind too
     storage = build_storage(settings)
+    shutdown = Shutdown(settings.shutdown_grace_seconds)
     ctx = AppContext(settings=settings, catalog=catalog, store=store, auth=auth, gate=gate,
-                     calls=CallPath(gate, auth, watch=watch_disconnect, tracing=tracing), storage=storage,
+                     calls=CallPath(gate, auth, watch=watch_disconnect, streams=shutdown.stream,
+                                    metrics=metrics, tracing=tracing), storage=storage,
                      media=MediaStore(storage, settings.media_url_ttl), 
                      files=FileService.from_settings(settings, store, storage),
                      responses=ResponseLog(store, flush_seconds=settings.responses_flush_seconds, writer=gate.writer),
-                     search=build_search(settings), tracing=tracing)
+                     search=build_search(settings), shutdown=shutdown, metrics=metrics,
+                     tracing=tracing)
     if settings.worker is None:
         ctx.jobs = JobService(ctx)
         ctx.batches = BatchService(ctx)
@@ -96,8 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_on_startup and settings.worker is None:
             announce(await bootstrap(settings, store))
         # after the loop starts: pooled HTTP clients bind to it
-        ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures,
-                            cooldown_seconds=settings.cooldown_seconds, tracing=tracing)
+        ctx.router = Router(catalog, cooldown_failures=settings.cooldown_failures, cooldown_seconds=settings.cooldown_seconds,
+                            metrics=metrics, tracing=tracing)
         await ctx.router.preload()
         await ctx.gate.start(ctx.router, catalog)
         await ctx.responses.start()
@@ -116,24 +129,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 ctx.batches.start()
                 ctx.agents.start()
             await ctx.library.start(background=settings.job_runner)  # prompts are embedded where runners run
+        # SIGTERM reaches uvicorn first (it stops accepting and waits for open connections); this hears it too, to
+        # hand leased jobs back at once and cut streams at the deadline (server/shutdown.py)
+        shutdown.on_begin(lambda: _stop_async_plane(ctx))
+        unchain = chain_signals(shutdown)
         try:
             yield
         finally:
+            unchain()
+            await shutdown.aclose()  # the async plane stopped: running jobs went back to the queue
             for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if ctx.agents is not None:
-                await ctx.agents.aclose()
-            if ctx.batches is not None:
-                await ctx.batches.aclose()
-            if ctx.jobs is not None:
-                await ctx.jobs.aclose()  # running jobs go back to the queue before the router closes
             if agent is not None:
                 await agent.sign_off()
             if ctx.library is not None:  # its queued items drain with the write-behind below
                 await ctx.library.aclose()
-            # one drain for every off-path record (usage, money, counters, responses), retried for the grace period
+            # one drain for every off-path record (usage, money, counters, responses), retried until the grace
+            # period (counted from the signal) ends, for at least a few seconds; the rest is spooled
+            if ctx.gate.writer is not None:
+                ctx.gate.writer.grace_seconds = shutdown.flush_seconds()
             await ctx.gate.aclose()
             await ctx.responses.aclose()
             if ctx.gate.writer is None:
@@ -142,6 +158,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ctx.router.aclose()
             await storage.aclose()
             await store.aclose()
+            if metrics is not None:
+                metrics.close()
             if tracing is not None:
                 await asyncio.to_thread(tracing.shutdown)  # the last spans are exported (a blocking HTTP post)
 
@@ -209,6 +227,16 @@ def _worker_catalog(catalog: Catalog, names: list[str]) -> Catalog:
 def _announced(catalog: Catalog) -> list[dict[str, Any]]:
     return [{"id": m.id, "type": m.type, "tasks": sorted(t.value for t in m.tasks), "description": m.description}
             for m in catalog]
+
+
+async def _stop_async_plane(ctx: AppContext) -> None:
+    """Stop claiming work; running jobs go back to the queue untouched (before the router closes)."""
+    if ctx.agents is not None:
+        await ctx.agents.aclose()
+    if ctx.batches is not None:
+        await ctx.batches.aclose()
+    if ctx.jobs is not None:
+        await ctx.jobs.aclose()
 
 
 async def _unload_idle_forever(ctx: AppContext) -> None:

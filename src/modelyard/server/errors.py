@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 import orjson
 from fastapi.exceptions import RequestValidationError
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -76,9 +77,15 @@ def _nul_text(exc: Exception) -> bool:
     return "0x00" in text or "UntranslatableCharacter" in text or "\\u0000" in text
 
 
-async def _on_unexpected(request: Request, exc: Exception) -> Response:
+async def _on_database_error(request: Request, exc: Exception) -> Response:
+    """A database error answered here, not by the server-error middleware (which re-raises after answering, and the
+    server then drops the client's keep-alive connection): the client's NUL is its 400, anything else our 500."""
     if _nul_text(exc):
         return error_response(request, InvalidRequest("Text in the request may not contain NUL characters (\\u0000)."))
+    return await _on_unexpected(request, exc)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, InternalError("The server had an error while processing your request."))
 
@@ -93,4 +100,5 @@ def install(app: Any, dialects: Dialects) -> None:
     app.add_exception_handler(ModelyardError, _on_modelyard_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(Exception, _on_unexpected)

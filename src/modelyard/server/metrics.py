@@ -1,76 +1,76 @@
-"""Prometheus text exposition of the router's per-deployment counters, each model's state and the write-behind."""
+"""/metrics: the app's registry in Prometheus text, after the gauges that are read rather than counted are refreshed.
+
+Counters and histograms are kept as things happen (the call path, the router, the write-behind, the runners). Gauges
+of state — each model's state, deployments cooling down, the write-behind's backlog, the job queue, model hosts'
+heartbeats, the database pool — are read here, at the scrape: the scrape is not the hot path. The job queue and the
+workers table cost one query each, cached for a second so that several scrapers do not multiply them.
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from sqlalchemy import func, select
+
+from ..context import AppContext
+from ..store.tables import jobs
 from ..types import ModelState
 
-
-def _labels(**kw: Any) -> str:
-    def esc(v: Any) -> str:
-        return str(v if v is not None else "").replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-    return "{" + ",".join(f'{k}="{esc(v)}"' for k, v in kw.items()) + "}"
+CACHE_SECONDS = 1.0
 
 
-def write_behind_lines(stats: dict[str, Any]) -> list[str]:
-    """The off-path writer's backlog: what is queued in memory, what waits in the spool, and how old it is."""
-    lines = [
-        "# HELP modelyard_write_behind_queued Records queued in memory for the database, by kind.",
-        "# TYPE modelyard_write_behind_queued gauge",
-    ]
-    for kind, n in sorted(stats["queued_by_kind"].items()):
-        lines.append(f"modelyard_write_behind_queued{_labels(kind=kind)} {n}")
-    lines += [
-        "# HELP modelyard_write_behind_spool_records Records waiting in the spool files for the database.",
-        "# TYPE modelyard_write_behind_spool_records gauge",
-        f"modelyard_write_behind_spool_records {stats['spool_records']}",
-        "# HELP modelyard_write_behind_spool_bytes Size of the spool files.",
-        "# TYPE modelyard_write_behind_spool_bytes gauge",
-        f"modelyard_write_behind_spool_bytes {stats['spool_bytes']}",
-        "# HELP modelyard_write_behind_oldest_unwritten_seconds Age of the oldest record not yet in the database.",
-        "# TYPE modelyard_write_behind_oldest_unwritten_seconds gauge",
-        f"modelyard_write_behind_oldest_unwritten_seconds {stats['oldest_unwritten_seconds']}",
-        "# HELP modelyard_write_behind_failing 1 while the last database write failed.",
-        "# TYPE modelyard_write_behind_failing gauge",
-        f"modelyard_write_behind_failing {1 if stats['failing'] else 0}",
-        "# HELP modelyard_write_behind_written_total Records written to the database.",
-        "# TYPE modelyard_write_behind_written_total counter",
-        f"modelyard_write_behind_written_total {stats['written']}",
-        "# HELP modelyard_write_behind_rejected_total Records the database refused (kept in spool/rejected.jsonl).",
-        "# TYPE modelyard_write_behind_rejected_total counter",
-        f"modelyard_write_behind_rejected_total {stats['rejected']}",
-    ]
-    return lines
-
-
-async def render(router: Any, writer: Any = None) -> str:
-    lines = [
-        "# HELP modelyard_deployment_in_flight Requests running on a deployment now.",
-        "# TYPE modelyard_deployment_in_flight gauge",
-        "# HELP modelyard_deployment_requests_total Finished calls on a deployment, by outcome.",
-        "# TYPE modelyard_deployment_requests_total counter",
-        "# HELP modelyard_deployment_latency_seconds Time of successful calls on a deployment.",
-        "# TYPE modelyard_deployment_latency_seconds summary",
-        "# HELP modelyard_deployment_cooling_down 1 while a deployment sits out after repeated failures.",
-        "# TYPE modelyard_deployment_cooling_down gauge",
-        "# HELP modelyard_model_state 1 for the state each model is in (offline, standby, warming, online).",
-        "# TYPE modelyard_model_state gauge",
-    ]
+async def refresh(ctx: AppContext) -> None:
+    m = ctx.metrics
+    assert m is not None
+    router = ctx.router
     for model in router.catalog:
         for d in router.deployments(model):
-            s = router.stats[d.key]
-            base = dict(model=model.id, deployment=d.name, backend=d.config.backend, region=d.config.region)
-            lines.append(f"modelyard_deployment_in_flight{_labels(**base)} {s.in_flight}")
-            lines.append(f"modelyard_deployment_requests_total{_labels(**base, outcome='success')} {s.successes}")
-            lines.append(f"modelyard_deployment_requests_total{_labels(**base, outcome='failure')} {s.failures}")
-            lines.append(f"modelyard_deployment_latency_seconds_sum{_labels(**base)} {s.latency_total:.6f}")
-            lines.append(f"modelyard_deployment_latency_seconds_count{_labels(**base)} {s.successes}")
-            lines.append(f"modelyard_deployment_cooling_down{_labels(**base)} {1 if s.cooldown_until else 0}")
+            s = router.stats.get(d.key)
+            if s is not None:
+                m.deployment_cooling.labels(model.id, d.name, d.config.backend, d.config.region or "").set(
+                    1 if s.cooldown_until else 0)
         state = await router.model_state(model)
         for candidate in ModelState:
-            lines.append(f"modelyard_model_state{_labels(model=model.id, state=candidate.value)} "
-                         f"{1 if candidate == state else 0}")
-    if writer is not None:
-        lines += write_behind_lines(writer.stats())
-    return "\n".join(lines) + "\n"
+            m.model_state.labels(model.id, candidate.value).set(1 if candidate == state else 0)
+    if ctx.gate.writer is not None:
+        m.writer_stats(ctx.gate.writer.stats())
+    pool = ctx.store.engine.sync_engine.pool
+    checkedout = getattr(pool, "checkedout", None)
+    m.db_pool.set(checkedout() if callable(checkedout) else 0)
+    if time.monotonic() - m.scraped_at >= CACHE_SECONDS:
+        m.scraped_at = time.monotonic()
+        if ctx.jobs is not None:
+            await _jobs(ctx, m)
+        if ctx.workers is not None:
+            await _workers(ctx, m)
+
+
+async def _jobs(ctx: AppContext, m: Any) -> None:
+    """Pending and running jobs, and how long the oldest due one has waited: one grouped query on the claim index."""
+    now = time.time()
+    q = (select(jobs.c.status, func.count(), func.min(jobs.c.run_after))
+         .where(jobs.c.status.in_(("pending", "running"))).group_by(jobs.c.status))
+    due_q = select(func.min(jobs.c.run_after)).where(jobs.c.status == "pending", jobs.c.run_after <= now)
+    async with ctx.store.engine.connect() as conn:
+        counts = {row[0]: int(row[1]) for row in (await conn.execute(q)).all()}
+        oldest = (await conn.execute(due_q)).scalar()
+    for status in ("pending", "running"):
+        m.jobs.labels(status).set(counts.get(status, 0))
+    m.job_oldest.set(max(0.0, now - float(oldest)) if oldest is not None else 0.0)
+
+
+async def _workers(ctx: AppContext, m: Any) -> None:
+    registry = ctx.workers
+    assert registry is not None
+    rows = await registry.repo.list()
+    now = time.time()
+    for w in rows:
+        m.worker_beat_age.labels(w.name).set(max(0.0, now - w.last_heartbeat.timestamp()))
+    m.workers_alive.set(sum(1 for w in rows if w.alive(registry.timeout)))
+
+
+async def render(ctx: AppContext) -> bytes:
+    await refresh(ctx)
+    assert ctx.metrics is not None
+    return ctx.metrics.exposition()

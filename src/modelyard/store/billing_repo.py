@@ -16,6 +16,10 @@ from .repo import aware, new_id, utcnow
 from .tables import content_filter_events, content_filter_policies, usage_records, wallet_ledger, wallets
 
 
+class _Uncovered(Exception):
+    """The balance does not cover a reservation: its transaction rolls back."""
+
+
 @dataclass(frozen=True, slots=True)
 class Movement:
     """One change to a wallet, applied in a batch: a release (+) or an extra charge (-) after a reservation."""
@@ -32,21 +36,46 @@ class WalletRepo:
         self.engine = store.engine
 
     async def reserve(self, org_id: str, amount: int, ref: str) -> bool:
-        """Take `amount` only if the balance covers it: one conditional UPDATE, exact under any concurrency."""
+        """Take `amount` only if the balance covers it: one conditional UPDATE, exact under any concurrency.
+
+        Idempotent per `ref`: a reservation already in the ledger under it is taken as made (True, nothing taken
+        again). Work whose ref is derived from what it is (an agent node's job) can so be admitted again after a
+        crash between its reservation and its job's write, adopting the first reservation instead of leaking it.
+        """
         now = utcnow()
-        async with self.engine.begin() as conn:
-            if self.engine.dialect.name == "postgresql":
-                # no fsync wait on the request path: the row lock still makes the reservation exact, and a crash
-                # can only lose a whole (balance + ledger) reservation, never half of one or someone else's money
-                await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
-            done = await conn.execute(update(wallets).where(
-                wallets.c.org_id == org_id, wallets.c.balance_micros >= amount).values(
-                balance_micros=wallets.c.balance_micros - amount, updated_at=now))
-            if done.rowcount != 1:
-                return False
-            await conn.execute(insert(wallet_ledger).values(id=new_id("led"), org_id=org_id, kind="reserve",
-                                                            amount_micros=-amount, ref=ref, created_at=now))
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        row = dict(id=new_id("led"), org_id=org_id, kind="reserve", amount_micros=-amount, ref=ref, created_at=now)
+        try:
+            async with self.engine.begin() as conn:
+                if self.engine.dialect.name == "postgresql":
+                    # no fsync wait on the request path: the row lock still makes the reservation exact, and a crash
+                    # can only lose a whole (balance + ledger) reservation, never half of one or someone else's money
+                    await conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+                added = await conn.execute(dialect.insert(wallet_ledger).values(**row)
+                                           .on_conflict_do_nothing(index_elements=["kind", "ref"]))
+                if added.rowcount != 1:
+                    return True  # reserved before under this ref
+                done = await conn.execute(update(wallets).where(
+                    wallets.c.org_id == org_id, wallets.c.balance_micros >= amount).values(
+                    balance_micros=wallets.c.balance_micros - amount, updated_at=now))
+                if done.rowcount != 1:
+                    raise _Uncovered  # rolls the ledger row back with it
+        except _Uncovered:
+            return False
         return True
+
+    async def reserved_unsettled(self, refs: list[str]) -> dict[str, int]:
+        """Of these refs, those reserved and never released: ref -> the amount reserved."""
+        if not refs:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(wallet_ledger.c.ref, wallet_ledger.c.kind, wallet_ledger.c.amount_micros)
+                                       .where(wallet_ledger.c.ref.in_(refs)))).all()
+        reserved = {r.ref: -int(r.amount_micros) for r in rows if r.kind == "reserve"}
+        for r in rows:
+            if r.kind != "reserve":
+                reserved.pop(r.ref, None)
+        return reserved
 
     async def apply(self, movements: Iterable[Movement]) -> list[Movement]:
         """Apply releases and extra charges in one transaction; returns the charges the balance could not cover

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+if TYPE_CHECKING:
+    from .secrets import SecretBox
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -28,8 +32,9 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 class Store:
     """Owns the engine; repositories take it as their one dependency."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, secrets: SecretBox | None = None) -> None:
         self.url = url
+        self.secrets = secrets  # seals what repositories store readable (store/secrets.py); None: they refuse
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
             path = url.split(":///", 1)[1]

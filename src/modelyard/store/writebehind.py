@@ -185,6 +185,9 @@ class WriteBehind:
         self.largest_backlog = 0  # most records seen unwritten at once (memory + spool), for the bench and the logs
         self.written = 0
         self.rejected = 0
+        # told of each batch written (kind, rows, seconds), of rejected rows (kind, rows) and, each tick, of
+        # `stats()`: the app's metrics (telemetry.Metrics) when they are on
+        self.observer: Any = None
 
     # ---------------------------------------------------------------- producers
 
@@ -288,6 +291,8 @@ class WriteBehind:
             except asyncio.TimeoutError:
                 pass
             self._wake.clear()
+            if self.observer is not None:
+                self.observer.writer_stats(self.stats())
             if self._failing or self.depth() > self.max_queue:
                 await self._spool_all()
             drain = self._drain_task(due_only=True)
@@ -348,8 +353,11 @@ class WriteBehind:
                 self._write_started = None
 
     async def _write(self, sink: Sink, rows: list[dict[str, Any]]) -> None:
+        began = time.monotonic()
         try:
             await sink.write(rows)
+            if self.observer is not None:
+                self.observer.wrote(sink.kind, len(rows), time.monotonic() - began)
         except Exception as exc:
             if not _permanent(exc) or len(rows) == 1:
                 if _permanent(exc):
@@ -359,7 +367,10 @@ class WriteBehind:
             # one bad record must not hold the rest back forever: write them one by one, reject the bad ones
             for row in rows:
                 try:
+                    began = time.monotonic()
                     await sink.write([row])
+                    if self.observer is not None:
+                        self.observer.wrote(sink.kind, 1, time.monotonic() - began)
                 except Exception as one:
                     if not _permanent(one):
                         raise
@@ -367,6 +378,8 @@ class WriteBehind:
 
     async def _reject(self, kind: str, rows: list[dict[str, Any]], exc: BaseException) -> None:
         self.rejected += len(rows)
+        if self.observer is not None:
+            self.observer.rejected(kind, len(rows))
         log.error("the database refused %d %s record(s) (%s); kept in rejected.jsonl", len(rows), kind, exc)
         if self.spool is None:
             return

@@ -10,6 +10,7 @@ from sqlalchemy import and_, insert, select, update
 
 from ..store.db import Store
 from ..store.repo import aware, new_id, utcnow
+from ..store.secrets import SecretBox
 from ..store.tables import workers
 
 
@@ -35,21 +36,26 @@ class Worker:
         return self.status == "online" and utcnow() - self.last_heartbeat < timedelta(seconds=timeout)
 
 
-def _worker(m: Mapping[str, Any]) -> Worker:
+def _worker(m: Mapping[str, Any], box: SecretBox) -> Worker:
     return Worker(id=m["id"], org_id=m["org_id"], name=m["name"], url=m["url"], region=m["region"],
-                  models=list(m["models"] or []), secret=m["secret"], status=m["status"],
+                  models=list(m["models"] or []), secret=box.open(m["secret"]), status=m["status"],
                   registered_at=aware(m["registered_at"]), last_heartbeat=aware(m["last_heartbeat"]))
 
 
 class WorkerRepo:
+    """The serving key is stored sealed (store/secrets.py) and opened on read."""
+
     def __init__(self, store: Store) -> None:
+        if store.secrets is None:
+            raise RuntimeError("WorkerRepo needs a Store built with secrets= (the key that seals serving keys)")
         self.engine = store.engine
+        self.box = store.secrets
 
     async def register(self, org_id: str, name: str, url: str, region: str | None, models: list[dict[str, Any]],
                        secret: str) -> Worker:
         """A worker (re)joining under a name takes over that name's row: same id, fresh state."""
         now = utcnow()
-        values = {"url": url, "region": region, "models": models, "secret": secret, "status": "online",
+        values = {"url": url, "region": region, "models": models, "secret": self.box.seal(secret), "status": "online",
                   "last_heartbeat": now}
         async with self.engine.begin() as conn:
             row = (await conn.execute(select(workers.c.id).where(
@@ -84,11 +90,11 @@ class WorkerRepo:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(workers).where(
                 and_(workers.c.id == worker_id, workers.c.org_id == org_id)))).first()
-        return _worker(row._mapping) if row else None
+        return _worker(row._mapping, self.box) if row else None
 
     async def list(self, org_id: str | None = None) -> list[Worker]:
         q = select(workers).order_by(workers.c.name)
         if org_id is not None:
             q = q.where(workers.c.org_id == org_id)
         async with self.engine.connect() as conn:
-            return [_worker(r._mapping) for r in (await conn.execute(q)).all()]
+            return [_worker(r._mapping, self.box) for r in (await conn.execute(q)).all()]

@@ -11,6 +11,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 
 from ...errors import NotFound
 from ...pipeline import scopes as sc
+from ...telemetry.metrics import CONTENT_TYPE
 from ..metrics import render as render_metrics
 from ..render import app_context, json_response
 
@@ -66,9 +67,11 @@ async def readyz(request: Request) -> Response:
 @router.get("/metrics")
 async def metrics(request: Request) -> Response:
     ctx = app_context(request)
+    if ctx.metrics is None:
+        raise NotFound("Metrics are off on this server (metrics_enabled: false).")
     if not ctx.settings.metrics_public:
         await ctx.calls.authorize(request, sc.ADMIN_READ)
-    return Response(await render_metrics(ctx.router, ctx.gate.writer), media_type="text/plain; version=0.0.4; charset=utf-8")
+    return Response(await render_metrics(ctx), media_type=CONTENT_TYPE)
 
 
 @router.get("/reference")

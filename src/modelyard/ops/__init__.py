@@ -1,0 +1,1 @@
+"""Operator tools beside the server: `modelyard doctor` and `modelyard import`."""

@@ -1,0 +1,183 @@
+"""Each label set's children, resolved once and kept: the hot path increments and observes, never builds labels."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InsufficientBalance, ModelyardError, RateLimited
+from ..types import Task
+from .genai import operation
+
+if TYPE_CHECKING:
+    from .metrics import Metrics
+
+UNKNOWN = "unknown"  # the label of a model the catalog does not know, and of a provider not known yet
+
+
+def classify(exc: BaseException) -> tuple[str, str]:
+    """(status class, error type) of a failure: our errors by their HTTP status and class name (a closed set, ours),
+    a client that left as `cancelled`, anything else as a 5xx internal error (never a free-form name)."""
+    if isinstance(exc, ModelyardError):
+        return f"{exc.status // 100}xx", type(exc).__name__
+    if not isinstance(exc, Exception) or type(exc).__name__ == "ClientGone":
+        return "cancelled", "cancelled"
+    return "5xx", "InternalError"
+
+
+class _GenAI:
+    """The GenAI semantic-convention series of one (operation, model, provider)."""
+
+    __slots__ = ("duration", "ttft", "tpot", "_m", "_labels", "_errors")
+
+    def __init__(self, m: Metrics, labels: tuple[str, str, str]) -> None:
+        self._m, self._labels = m, labels
+        self.duration = m.gen_duration.labels(*labels, "")  # type: ignore[union-attr]
+        self.ttft = m.gen_ttft.labels(*labels)  # type: ignore[union-attr]
+        self.tpot = m.gen_tpot.labels(*labels)  # type: ignore[union-attr]
+        self._errors: dict[str, Any] = {}
+
+    def failed(self, error_type: str, seconds: float) -> None:
+        child = self._errors.get(error_type)
+        if child is None:
+            child = self._errors[error_type] = self._m.gen_duration.labels(*self._labels, error_type)  # type: ignore[union-attr]
+        child.observe(seconds)
+
+
+class CallChildren:
+    """What one (face, model, task)'s calls touch from admission to their end."""
+
+    __slots__ = ("_m", "_labels", "model", "task", "in_flight", "ok", "duration", "overhead", "ttft", "tpot",
+                 "_failures", "_refusals", "_genai")
+
+    def __init__(self, m: Metrics, face: str, model: str, task: Task) -> None:
+        self._m = m
+        self._labels = (face, model, task.value)
+        self.model, self.task = model, task
+        self.in_flight = m.in_flight.labels(*self._labels)
+        self.ok = m.requests.labels(*self._labels, "2xx")
+        self.overhead = m.overhead.labels(*self._labels)
+        self.duration = m.duration.labels(*self._labels) if m.duration is not None else None
+        self.ttft = m.ttft.labels(face, model) if m.ttft is not None else None
+        self.tpot = m.tpot.labels(face, model) if m.tpot is not None else None
+        self._failures: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._refusals: dict[str, Any] = {}
+        self._genai: dict[str, _GenAI] = {}
+
+    def genai(self, provider: str) -> _GenAI:
+        found = self._genai.get(provider)
+        if found is None:
+            found = self._genai[provider] = _GenAI(self._m, (operation(self.task), self.model, provider))
+        return found
+
+    def succeeded(self, total: float, overhead: float, provider: str | None) -> None:
+        self.ok.inc()
+        self.in_flight.dec()
+        if self.duration is not None:
+            self.duration.observe(total)
+        self.overhead.observe(overhead if overhead > 0 else 0.0)
+        if self._m.gen_duration is not None:
+            self.genai(provider or UNKNOWN).duration.observe(total)
+
+    def held(self) -> None:
+        """A job's admission: accepted (its work runs later, on a runner), not timed as a call."""
+        self.ok.inc()
+        self.in_flight.dec()
+
+    def failed(self, total: float, exc: BaseException, provider: str | None = None, *, admitted: bool = True
+               ) -> None:
+        status, error_type = classify(exc)
+        pair = self._failures.get((status, error_type))
+        if pair is None:
+            pair = self._failures[(status, error_type)] = (self._m.requests.labels(*self._labels, status),
+                                                            self._m.errors.labels(*self._labels, error_type))
+        pair[0].inc()
+        pair[1].inc()
+        if admitted:
+            self.in_flight.dec()
+            if self.duration is not None:
+                self.duration.observe(total)
+            if self._m.gen_duration is not None:
+                self.genai(provider or UNKNOWN).failed(error_type, total)
+
+    def refused(self, reason: str) -> None:
+        child = self._refusals.get(reason)
+        if child is None:
+            child = self._refusals[reason] = self._m.refusals.labels(self._labels[0], self.model, reason)
+        child.inc()
+
+    def first_token(self, seconds: float, provider: str) -> None:
+        if self.ttft is not None:
+            self.ttft.observe(seconds)
+        if self._m.gen_ttft is not None:
+            self.genai(provider).ttft.observe(seconds)
+
+    def per_output_token(self, seconds: float, provider: str) -> None:
+        if self.tpot is not None:
+            self.tpot.observe(seconds)
+        if self._m.gen_tpot is not None:
+            self.genai(provider).tpot.observe(seconds)
+
+
+class UsageChildren:
+    """What one model's settled calls add: tokens by type and cost."""
+
+    __slots__ = ("_m", "model", "input", "output", "cost", "_genai")
+
+    def __init__(self, m: Metrics, model: str) -> None:
+        self._m, self.model = m, model
+        self.input = m.tokens.labels(model, "input") if m.tokens is not None else None
+        self.output = m.tokens.labels(model, "output") if m.tokens is not None else None
+        self.cost = m.cost.labels(model)
+        self._genai: dict[tuple[Task, str], tuple[Any, Any]] = {}
+
+    def record(self, task: Task, input_tokens: int, output_tokens: int, price_micros: int, provider: str) -> None:
+        if self.input is not None:
+            if input_tokens:
+                self.input.inc(input_tokens)
+            if output_tokens:
+                self.output.inc(output_tokens)  # type: ignore[union-attr]
+        if price_micros:
+            self.cost.inc(price_micros / 1_000_000)
+        usage = self._m.gen_tokens
+        if usage is not None and (input_tokens or output_tokens):
+            pair = self._genai.get((task, provider))
+            if pair is None:
+                labels = (operation(task), self.model, provider)
+                pair = self._genai[(task, provider)] = (usage.labels(*labels, "input"), usage.labels(*labels, "output"))
+            if input_tokens:
+                pair[0].observe(input_tokens)
+            if output_tokens:
+                pair[1].observe(output_tokens)
+
+
+class DeploymentChildren:
+    """One deployment's series: in flight, outcomes, latency, upstream duration, retries and cooldowns."""
+
+    __slots__ = ("in_flight", "success", "failure", "latency", "upstream_ok", "upstream_failed", "retries",
+                 "cooldowns")
+
+    def __init__(self, m: Metrics, model: str, name: str, backend: str, region: str) -> None:
+        labels = (model, name, backend, region)
+        self.in_flight = m.deployment_in_flight.labels(*labels)
+        self.success = m.deployment_requests.labels(*labels, "success")
+        self.failure = m.deployment_requests.labels(*labels, "failure")
+        self.latency = m.deployment_latency.labels(*labels)
+        self.upstream_ok = m.upstream.labels(model, name, backend, "success")
+        self.upstream_failed = m.upstream.labels(model, name, backend, "failure")
+        self.retries = m.retries.labels(model, name)
+        self.cooldowns = m.cooldowns.labels(model, name)
+
+
+REFUSED_CODES = frozenset({"model_not_in_plan", "content_filter", "content_filter_unavailable"})
+
+
+def refusal_reason(exc: BaseException) -> str | None:
+    """Why admission refused a call, as a label (None: a failure, not a refusal). A rate limit says whether a
+    request count or a token budget was full."""
+    if isinstance(exc, RateLimited):
+        tokens = any(name.startswith("X-RateLimit-Limit-Tokens") for name in exc.headers)
+        return "rate_limit_tokens" if tokens else "rate_limit_requests"
+    if isinstance(exc, InsufficientBalance):
+        return "insufficient_balance"
+    code = getattr(exc, "code", None)
+    return code if code in REFUSED_CODES else None

@@ -1,0 +1,256 @@
+"""The metric families of one process, on a registry its app owns; children come resolved per label set.
+
+Two apps in one process never share a counter: each `Metrics` builds its own families on its own
+`CollectorRegistry` (lock-free ones from values.py: the hot path only adds to plain numbers). Under `serve --workers N` the CLI points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before the
+worker processes start, so prometheus-client keeps every value in a per-process file and a scrape, answered by any
+one worker, sums the files: the numbers are the whole server's (see docs/metrics.md for each gauge's rule).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+
+from ..types import Task
+from . import genai
+from .children import UNKNOWN, CallChildren, DeploymentChildren, UsageChildren
+from .values import Family
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+NAMES = ("modelyard", "otel", "both")
+
+
+def multiprocess() -> bool:
+    """Whether prometheus-client keeps values in per-process files (chosen when it was first imported)."""
+    return bool(getattr(values.ValueClass, "_multiprocess", False)) and bool(os.environ.get(MULTIPROC_ENV))
+
+
+def prepare_multiprocess(folder: Path) -> None:
+    """For `serve --workers N`, before the workers start: an empty folder for their value files (a previous run's
+    would add its counts to ours), named in the environment the workers inherit."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    os.environ[MULTIPROC_ENV] = str(folder)
+
+
+class Metrics:
+    """Every family this process exports. `names` picks the call and token series' names: ours (`modelyard_…`), the
+    OpenTelemetry GenAI conventions' (`gen_ai_…`), or both; the rest have no convention and keep ours."""
+
+    def __init__(self, catalog: Any, *, names: str = "modelyard") -> None:
+        if names not in NAMES:
+            raise ValueError(f"metrics_names must be one of {', '.join(NAMES)}")
+        self.catalog = catalog
+        self.registry = r = CollectorRegistry()
+        own, otel = names in ("modelyard", "both"), names in ("otel", "both")
+        call = ["dialect", "model", "task"]
+        shared = multiprocess()  # values in prometheus-client's per-process files; else plain numbers (values.py)
+
+        def add(family: Family) -> Family:
+            r.register(family)
+            return family
+
+        def counter(name: str, doc: str, labels: Any = (), *, registry: Any) -> Any:
+            return Counter(name, doc, labels, registry=r) if shared else add(Family("counter", name, doc, labels))
+
+        def gauge(name: str, doc: str, labels: Any = (), *, registry: Any, multiprocess_mode: str) -> Any:
+            if shared:
+                return Gauge(name, doc, labels, registry=r, multiprocess_mode=multiprocess_mode)
+            return add(Family("gauge", name, doc, labels))
+
+        def histogram(name: str, doc: str, labels: Any = (), *, registry: Any, buckets: Any) -> Any:
+            if shared:
+                return Histogram(name, doc, labels, registry=r, buckets=buckets)
+            return add(Family("histogram", name, doc, labels, buckets))
+
+        def summary(name: str, doc: str, labels: Any = (), *, registry: Any) -> Any:
+            return Summary(name, doc, labels, registry=r) if shared else add(Family("summary", name, doc, labels))
+
+        # ---- calls (the call path)
+        self.requests = counter("modelyard_requests", "Calls through the call path, by how they ended (status class "
+                                "2xx/4xx/5xx, or cancelled when the client left).", [*call, "status_class"], registry=r)
+        self.errors = counter("modelyard_request_errors", "Calls that failed or were refused, by error type.",
+                              [*call, "error_type"], registry=r)
+        self.in_flight = gauge("modelyard_requests_in_flight", "Calls admitted and not yet ended.", call, registry=r,
+                               multiprocess_mode="livesum")
+        self.overhead = histogram("modelyard_gateway_overhead_seconds", "The gateway's own time in a call: its "
+                                  "duration less the time spent waiting on the router and backend (for a stream, up "
+                                  "to its first chunk).", call, registry=r, buckets=genai.OVERHEAD)
+        self.refusals = counter("modelyard_refusals", "Calls refused at admission: rate limits, wallet, plan, content "
+                                "filter.", ["dialect", "model", "reason"], registry=r)
+        self.duration = histogram("modelyard_request_duration_seconds", "Calls from admission to their end.", call,
+                                  registry=r, buckets=genai.DURATION) if own else None
+        self.ttft = histogram("modelyard_time_to_first_token_seconds", "Streams: admission to the first chunk.",
+                              ["dialect", "model"], registry=r, buckets=genai.TTFT) if own else None
+        self.tpot = histogram("modelyard_time_per_output_token_seconds", "Streams: time per output token after the "
+                              "first.", ["dialect", "model"], registry=r, buckets=genai.TPOT) if own else None
+        self.tokens = counter("modelyard_tokens", "Tokens of settled calls and jobs, by type (input, output).",
+                              ["model", "token_type"], registry=r) if own else None
+        self.cost = counter("modelyard_cost_dollars", "List price of settled calls and jobs, in US dollars.",
+                            ["model"], registry=r)
+        genai_labels = ["gen_ai_operation_name", "gen_ai_request_model", "gen_ai_provider_name"]
+        self.gen_duration = histogram("gen_ai_server_request_duration_seconds", "GenAI server request duration.",
+                                      [*genai_labels, "error_type"], registry=r, buckets=genai.DURATION) if otel else None
+        self.gen_ttft = histogram("gen_ai_server_time_to_first_token_seconds", "Time to generate the first token.",
+                                  genai_labels, registry=r, buckets=genai.TTFT) if otel else None
+        self.gen_tpot = histogram("gen_ai_server_time_per_output_token_seconds", "Time per output token generated "
+                                  "after the first.", genai_labels, registry=r, buckets=genai.TPOT) if otel else None
+        self.gen_tokens = histogram("gen_ai_client_token_usage", "Tokens used per call, by type.",
+                                    [*genai_labels, "gen_ai_token_type"], registry=r,
+                                    buckets=genai.TOKENS) if otel else None
+
+        # ---- routing (the names /metrics had before prometheus-client; kept)
+        dep = ["model", "deployment", "backend", "region"]
+        self.deployment_in_flight = gauge("modelyard_deployment_in_flight", "Requests running on a deployment now.",
+                                          dep, registry=r, multiprocess_mode="livesum")
+        self.deployment_requests = counter("modelyard_deployment_requests", "Finished calls on a deployment, by "
+                                           "outcome.", [*dep, "outcome"], registry=r)
+        self.deployment_latency = summary("modelyard_deployment_latency_seconds", "Time of successful calls on a "
+                                          "deployment.", dep, registry=r)
+        self.deployment_cooling = gauge("modelyard_deployment_cooling_down", "1 while a deployment sits out after "
+                                        "repeated failures (the answering process's view).", dep, registry=r,
+                                        multiprocess_mode="livemostrecent")
+        self.model_state = gauge("modelyard_model_state", "1 for the state each model is in (offline, standby, "
+                                 "warming, online).", ["model", "state"], registry=r, multiprocess_mode="livemostrecent")
+        self.upstream = histogram("modelyard_upstream_duration_seconds", "Each attempt on a deployment's backend "
+                                  "(a stream: until it ends).", ["model", "deployment", "backend", "outcome"],
+                                  registry=r, buckets=genai.DURATION)
+        self.retries = counter("modelyard_retries", "Attempts that failed retryably and moved to the next deployment.",
+                               ["model", "deployment"], registry=r)
+        self.fallbacks = counter("modelyard_fallbacks", "Calls moved on to a fallback model.", ["model", "fallback"],
+                                 registry=r)
+        self.cooldowns = counter("modelyard_cooldowns", "Times a deployment was set to cool down.",
+                                 ["model", "deployment"], registry=r)
+
+        # ---- the write-behind (same names as before; now summed over processes)
+        self.wb_queued = gauge("modelyard_write_behind_queued", "Records queued in memory for the database, by kind.",
+                               ["kind"], registry=r, multiprocess_mode="livesum")
+        self.wb_spool_records = gauge("modelyard_write_behind_spool_records", "Records waiting in the spool files "
+                                      "for the database.", registry=r, multiprocess_mode="livemax")
+        self.wb_spool_bytes = gauge("modelyard_write_behind_spool_bytes", "Size of the spool files.", registry=r,
+                                    multiprocess_mode="livemax")
+        self.wb_oldest = gauge("modelyard_write_behind_oldest_unwritten_seconds", "Age of the oldest record not yet "
+                               "in the database.", registry=r, multiprocess_mode="livemax")
+        self.wb_failing = gauge("modelyard_write_behind_failing", "1 while the last database write failed.",
+                                registry=r, multiprocess_mode="livemax")
+        self.wb_written = counter("modelyard_write_behind_written", "Records written to the database.", registry=r)
+        self.wb_rejected = counter("modelyard_write_behind_rejected", "Records the database refused (dropped from "
+                                   "the queue, kept in spool/rejected.jsonl).", registry=r)
+        self.wb_flush = histogram("modelyard_write_behind_flush_seconds", "One batch write to the database, by kind.",
+                                  ["kind"], registry=r, buckets=genai.BACKGROUND)
+
+        # ---- jobs, runners, workers, the database
+        self.jobs = gauge("modelyard_jobs", "Jobs pending (due or waiting to retry) and running, from the database.",
+                          ["status"], registry=r, multiprocess_mode="livemostrecent")
+        self.job_oldest = gauge("modelyard_job_oldest_pending_seconds", "How long the oldest due pending job has "
+                                "waited.", registry=r, multiprocess_mode="livemostrecent")
+        self.job_claim = histogram("modelyard_job_claim_latency_seconds", "From a job being due to a runner claiming "
+                                   "it.", ["task"], registry=r, buckets=genai.BACKGROUND)
+        self.jobs_finished = counter("modelyard_jobs_finished", "Jobs that reached a final state here.",
+                                     ["task", "status"], registry=r)
+        self.runner_beat = gauge("modelyard_job_runner_heartbeat_timestamp_seconds", "When a runner loop last made "
+                                 "a pass (Unix time; the newest of this server's runners).", registry=r,
+                                 multiprocess_mode="livemax")
+        self.lease_renewals = counter("modelyard_job_lease_renewals", "Job lease heartbeats, by outcome (renewed, "
+                                      "lost, error).", ["outcome"], registry=r)
+        self.workers_alive = gauge("modelyard_workers_alive", "Model hosts (modelyard worker) beating in time.",
+                                   registry=r, multiprocess_mode="livemostrecent")
+        self.worker_beat_age = gauge("modelyard_worker_heartbeat_age_seconds", "Seconds since each model host's last "
+                                     "heartbeat.", ["worker"], registry=r, multiprocess_mode="livemostrecent")
+        self.db_pool = gauge("modelyard_db_pool_in_use", "Database connections checked out of the pool.",
+                             registry=r, multiprocess_mode="livesum")
+
+        self.scraped_at = 0.0  # when the database-derived gauges were last read (server/metrics.py caches them)
+        self._calls: dict[tuple[str, str, Task], CallChildren] = {}
+        self._usage: dict[str, UsageChildren] = {}
+        self._deployments: dict[str, DeploymentChildren] = {}
+        self._fallbacks: dict[tuple[str, str], Any] = {}
+        self._claims: dict[str, Any] = {}
+        self._wb: dict[str, tuple[Any, Any]] = {}
+
+    # ---------------------------------------------------------------- children, resolved once
+
+    def model_label(self, name: str) -> str:
+        """A catalog id, or `unknown`: a name the catalog does not know never becomes a label value."""
+        model = self.catalog.find(name)
+        return model.id if model is not None else UNKNOWN
+
+    def call(self, face: str, model_id: str, task: Task) -> CallChildren:
+        key = (face, model_id, task)
+        found = self._calls.get(key)
+        if found is None:
+            label = self.model_label(model_id)
+            if label != model_id:
+                key = (face, label, task)  # an unknown name is never a key either: the cache stays bounded
+                found = self._calls.get(key)
+                if found is not None:
+                    return found
+            found = self._calls[key] = CallChildren(self, face, label, task)
+        return found
+
+    def usage(self, model_id: str) -> UsageChildren:
+        found = self._usage.get(model_id)
+        if found is None:
+            label = self.model_label(model_id)
+            found = self._usage.get(label)
+            if found is None:
+                found = self._usage[label] = UsageChildren(self, label)
+        return found
+
+    def deployment(self, d: Any) -> DeploymentChildren:
+        found = self._deployments.get(d.key)
+        if found is None:
+            found = self._deployments[d.key] = DeploymentChildren(self, d.model_id, d.name, d.config.backend,
+                                                                  d.config.region or "")
+        return found
+
+    def fell_back(self, model_id: str, fallback_id: str) -> None:
+        child = self._fallbacks.get((model_id, fallback_id))
+        if child is None:
+            child = self._fallbacks[(model_id, fallback_id)] = self.fallbacks.labels(model_id, fallback_id)
+        child.inc()
+
+    def claimed(self, task: str, waited: float) -> None:
+        child = self._claims.get(task)
+        if child is None:
+            child = self._claims[task] = self.job_claim.labels(task)
+        child.observe(waited if waited > 0 else 0.0)
+
+    # ---------------------------------------------------------------- the write-behind's observer
+
+    def wrote(self, kind: str, rows: int, seconds: float) -> None:
+        self.wb_written.inc(rows)
+        self.wb_flush.labels(kind).observe(seconds)
+
+    def rejected(self, kind: str, rows: int) -> None:
+        self.wb_rejected.inc(rows)
+
+    def writer_stats(self, stats: dict[str, Any]) -> None:
+        """Publish the writer's backlog (each tick, and at a scrape)."""
+        for kind, n in stats["queued_by_kind"].items():
+            self.wb_queued.labels(kind).set(n)
+        self.wb_spool_records.set(stats["spool_records"])
+        self.wb_spool_bytes.set(stats["spool_bytes"])
+        self.wb_oldest.set(stats["oldest_unwritten_seconds"])
+        self.wb_failing.set(1 if stats["failing"] else 0)
+
+    # ---------------------------------------------------------------- the scrape
+
+    def exposition(self) -> bytes:
+        """The text format: this registry's values, or under multiprocess mode every process's files, merged."""
+        if multiprocess():
+            merged = CollectorRegistry()
+            MultiProcessCollector(merged, path=os.environ[MULTIPROC_ENV])
+            return generate_latest(merged)
+        return generate_latest(self.registry)
+
+    def close(self) -> None:
+        """At shutdown: this process's live gauges leave the sums (multiprocess mode)."""
+        if multiprocess():
+            mark_process_dead(os.getpid(), os.environ[MULTIPROC_ENV])
