@@ -15,11 +15,13 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
+import orjson
+
 from ..catalog.builtin import PII_ID
 from ..store.db import Store
 from ..store.requestlog_repo import RequestLogRepo
 from ..store.writebehind import Sink, WriteBehind
-from ..types import Task
+from ..types import RawJSON, RawSSE, Task
 from .units import Units
 
 log = logging.getLogger(__name__)
@@ -47,11 +49,23 @@ def plain(value: Any) -> Any:
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
+    if isinstance(value, RawJSON):
+        return _json(bytes(value))
+    if isinstance(value, RawSSE):  # one or more relayed events: their JSON data, one item each
+        events = [_json(line[5:].strip()) for line in bytes(value).split(b"\n") if line.startswith(b"data:")]
+        return events[0] if len(events) == 1 else events
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"bytes": len(value)}
     if value is None or isinstance(value, (str, int, float, bool)):
         return value
     return str(value)
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode("utf-8", "replace")
 
 
 class RequestLog:
