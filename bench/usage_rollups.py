@@ -132,7 +132,7 @@ def main() -> None:
     for r in results:
         c = r["rollups"]
         print(f"{r['rows']:>11,} | {r['seed_s']:>7.1f} | {r['rollup_s']:>8.1f} | "
-              f"{c.get('day', 0):>9,}/{c.get('hour', 0):>10,} | {r['month_rows']:>14,} | {r['raw'][0]:>10.1f} | "
+              f"{sum(c.values()):>20,} | {r['month_rows']:>14,} | {r['raw'][0]:>10.1f} | "
               f"{r['raw'][1]:>7.1f} | {r['rolled'][0]:>13.1f} | {r['rolled'][1]:>10.1f} | {r['equal']}")
 
 
