@@ -170,8 +170,9 @@ class Call:
     def _release(self, exc: BaseException) -> None:
         """Release, telling the request log what the client was answered."""
         status, code = failure(exc)
+        ended = self.ticket.closed  # settled or released already: its row (and body) were queued then
         self.ticket.fail(status, code)
-        if self.ticket.principal.bodies:
+        if self.ticket.principal.bodies and not ended:
             self._keep({"error": {"status": status, "code": code, "message": getattr(exc, "message", None)}})
 
     def _keep(self, response: Any) -> None:
