@@ -92,3 +92,46 @@ def test_no_usage_reads_as_nothing(database_url):
         assert await repo.totals("org_x", "2026-01-01", "2026-01-31", ("token_id",)) == []
         await store.aclose()
     asyncio.run(go())
+
+
+def test_the_migration_rolls_up_the_usage_rows_already_there(database_url):
+    from alembic import command
+
+    from modelyard.store.billing_repo import insert_new
+    from modelyard.store.db import alembic_config
+    from modelyard.store.tables import usage_records
+
+    def upgrade(to: str):
+        def run(connection) -> None:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, to)
+        return run
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        async with store.engine.begin() as conn:
+            await conn.run_sync(upgrade("0010"))
+        rows = []
+        for r in _records(300, 3, "use_old"):
+            when = datetime.fromtimestamp(r.pop("at"), timezone.utc)
+            rows.append({**r, "created_at": when, "day": when.strftime("%Y-%m-%d")})
+        async with store.engine.begin() as conn:
+            await insert_new(conn, usage_records, rows)
+        await store.migrate()  # 0011 fills the rollups from these rows
+        repo = UsageRepo(store)
+        for org in ("org_a", "org_b"):
+            await _equal(repo, org)
+        async with store.engine.connect() as conn:
+            hours = dict((await conn.execute(select(usage_rollups.c.bucket, func.sum(usage_rollups.c.requests))
+                                             .where(usage_rollups.c.grain == "hour")
+                                             .group_by(usage_rollups.c.bucket))).all())
+            minutes = (await conn.execute(select(func.sum(usage_rollups.c.requests)).where(
+                usage_rollups.c.grain == "minute"))).scalar_one()
+        expect: dict[str, int] = {}
+        for r in rows:
+            key = r["created_at"].strftime("%Y-%m-%dT%H")
+            expect[key] = expect.get(key, 0) + 1
+        assert {k: int(v) for k, v in hours.items()} == expect and int(minutes) == 300
+        await store.aclose()
+    asyncio.run(go())

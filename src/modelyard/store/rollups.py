@@ -24,6 +24,7 @@ from .log_tables import GRAINS, usage_rollups
 KEY = ("org_id", "grain", "bucket", "token_id", "model_id", "task", "status")
 SUMS = ("requests", "flagged", "input_tokens", "output_tokens", "price_micros", "latency_ms")
 _FORMAT = {"minute": "%Y-%m-%dT%H:%M", "hour": "%Y-%m-%dT%H", "day": "%Y-%m-%d"}
+_CUTS = (("minute", 16), ("hour", 13), ("day", 10))  # each grain's bucket: a prefix of the ISO time
 # what the usage APIs group by, as rollup columns (usage_records.day is the day grain's bucket)
 _COLUMN = {"day": "bucket", "model_id": "model_id", "task": "task", "token_id": "token_id", "status": "status"}
 
@@ -34,24 +35,24 @@ def bucket(grain: str, when: datetime) -> str:
 
 def aggregate(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Usage rows (as `UsageRepo.insert_many` builds them: `created_at` a UTC datetime) summed per grain, each
-    grain's keys sorted."""
-    out: dict[str, list[dict[str, Any]]] = {}
-    for grain in GRAINS:
-        sums: dict[tuple[str, ...], list[int]] = {}
-        fmt = _FORMAT[grain]
-        for r in rows:
-            key = (r["org_id"], grain, r["created_at"].strftime(fmt), r.get("token_id") or "", r["model_id"],
-                   r["task"], r["status"])
+    grain's keys sorted. One pass: the three buckets are prefixes of one ISO string (cheaper than three strftimes)."""
+    sums: dict[tuple[str, ...], list[int]] = {}
+    for r in rows:
+        iso = r["created_at"].isoformat()  # YYYY-MM-DDTHH:MM:SS…, UTC
+        rest = (r.get("token_id") or "", r["model_id"], r["task"], r["status"])
+        add = (1, 1 if r.get("flagged") else 0, int(r.get("input_tokens") or 0), int(r.get("output_tokens") or 0),
+               int(r.get("price_micros") or 0), int(r.get("latency_ms") or 0))
+        for grain, cut in _CUTS:
+            key = (r["org_id"], grain, iso[:cut], *rest)
             s = sums.get(key)
             if s is None:
-                s = sums[key] = [0, 0, 0, 0, 0, 0]
-            s[0] += 1
-            s[1] += 1 if r.get("flagged") else 0
-            s[2] += int(r.get("input_tokens") or 0)
-            s[3] += int(r.get("output_tokens") or 0)
-            s[4] += int(r.get("price_micros") or 0)
-            s[5] += int(r.get("latency_ms") or 0)
-        out[grain] = [{**dict(zip(KEY, k)), **dict(zip(SUMS, v))} for k, v in sorted(sums.items())]
+                sums[key] = list(add)
+            else:
+                for i, v in enumerate(add):
+                    s[i] += v
+    out: dict[str, list[dict[str, Any]]] = {grain: [] for grain in GRAINS}
+    for key in sorted(sums):
+        out[key[1]].append({**dict(zip(KEY, key)), **dict(zip(SUMS, sums[key]))})
     return out
 
 
