@@ -67,6 +67,8 @@ def test_each_call_is_logged_under_the_request_id_it_was_answered_with(logs_serv
     assert rest["data"] == [first] and not rest["has_more"]
     assert _get(srv, base, admin, status="teapot").status_code == 400
     assert _get(srv, base, admin, **{"from": "not-a-date"}).status_code == 400
+    for bad in ({"limit": "²"}, {"limit": "0"}, {"status": "²²²"}, {"after": "!!"}, {"after": "bm90IGEgY3Vyc29y"}):
+        assert _get(srv, base, admin, **bad).status_code == 400, bad  # never a 500
 
     one = _get(srv, f"{base}/req-mine-1", admin).json()
     assert one["calls"][0]["id"] == first["id"] and one["calls"][0]["body"] is None  # bodies are off by default

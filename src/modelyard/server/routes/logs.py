@@ -36,7 +36,7 @@ def _time(request: Request, name: str) -> datetime | None:
 
 def _page(request: Request) -> tuple[int, tuple[datetime, str] | None]:
     raw = request.query_params.get("limit") or "50"
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise InvalidRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}.", param="limit")
     after = request.query_params.get("after")
     cursor = None
@@ -62,7 +62,7 @@ async def _requests(request: Request, org_id: str | None) -> Response:
     ctx = request.app.state.ctx
     limit, after = _page(request)
     status = request.query_params.get("status")
-    if status and status not in ("ok", "failed") and not (status.isdigit() and len(status) == 3):
+    if status and status not in ("ok", "failed") and not (status.isascii() and status.isdigit() and len(status) == 3):
         raise InvalidRequest("'status' is ok, failed or an HTTP status code.", param="status")
     await ctx.gate.flush()  # this replica's queued rows first: read your own calls
     rows = await ctx.gate.requests.repo.list(org_id, model=request.query_params.get("model"), status=status,
