@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import stat
@@ -9,6 +10,10 @@ import stat
 import httpx
 import openai
 import pytest
+
+from modelyard.config import normalize_database_url
+from modelyard.store.audit_repo import AuditRepo
+from modelyard.store.db import Store
 
 from .support.processes import cli, serve, stop
 
@@ -97,6 +102,24 @@ def test_orgs_and_keys_commands(tmp_path, database_url):
     assert rows[0]["status"] == "revoked" and rows[0]["revoked_at"]
     orgs = json.loads(cli("orgs", "list", "--json", env=env).stdout)
     assert [o["name"] for o in orgs] == ["acme"]
+
+    assert cli("orgs", "top-up", "acme", "--amount-cents", "300", env=env).returncode == 0
+    assert cli("orgs", "update", "acme", "--plan", "standard", env=env).returncode == 0
+    # every change above is in the audit log, made by the CLI's user, without the key's secret
+    entries = asyncio.run(_audit_entries(database_url))
+    assert [e["action"] for e in reversed(entries)] == ["organization.create", "token.create", "token.revoke",
+                                                         "wallet.top_up", "organization.update"]
+    assert all(e["actor_kind"] == "cli" and "@" in e["actor_id"] and e["org_id"] == org["id"] for e in entries)
+    assert entries[0]["before"] == {"plan": "pro"} and entries[0]["after"] == {"plan": "standard"}
+    assert secret not in str(entries)
+
+
+async def _audit_entries(database_url: str) -> list[dict]:
+    store = Store(normalize_database_url(database_url))
+    try:
+        return await AuditRepo(store).list(None)
+    finally:
+        await store.aclose()
 
 
 def test_models_command_lists_builtin(tmp_path):

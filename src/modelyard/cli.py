@@ -165,6 +165,22 @@ async def _with_repos(settings: Settings, fn):
         await store.aclose()
 
 
+async def _audit(repos: Any, action: str, org_id: str | None, target: str | None, before: Any = None,
+                 after: Any = None) -> None:
+    """The CLI writes the audit log too: the actor is the operating-system user on this host."""
+    import getpass
+    import socket
+
+    from .store.audit_repo import AuditRepo
+
+    try:
+        who = getpass.getuser()
+    except Exception:  # no passwd entry (a container's arbitrary uid)
+        who = f"uid {os.getuid()}"
+    await AuditRepo(repos).record(action=action, actor_kind="cli", actor_id=f"{who}@{socket.gethostname()}",
+                                  org_id=org_id, target=target, before=before, after=after)
+
+
 def _print(rows: list[dict[str, Any]], cols: list[str], as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2, default=str))
@@ -188,7 +204,9 @@ def cmd_orgs(args: argparse.Namespace) -> int:
             return 2
 
         async def create(orgs, _tokens):
-            return await orgs.create(args.name, plan=args.plan)
+            org = await orgs.create(args.name, plan=args.plan)
+            await _audit(orgs, "organization.create", org.id, org.id, after=org.public())
+            return org
         try:
             org = asyncio.run(_with_repos(settings, create))
         except Conflict as exc:
@@ -226,9 +244,15 @@ def _org_account(args: argparse.Namespace, settings: Settings) -> int:
                 raise LookupError(f"unknown plan '{args.plan}'; configured: {', '.join(sorted(build_rules(settings.plans)))}")
             if args.status == "banned" and org.name == DEFAULT_ORG:
                 raise LookupError("the operator's own organization cannot be banned")
+            before = org
             org = await orgs.update(org.id, plan=args.plan, status=args.status)
+            changed = [k for k in ("plan", "status") if getattr(args, k)]
+            await _audit(orgs, "organization.update", org.id, org.id, before={k: before.public()[k] for k in changed},
+                         after={k: org.public()[k] for k in changed})
         elif args.action == "top-up":
-            await wallets.top_up(org.id, args.amount_cents * 10_000, args.note)
+            balance, row = await wallets.top_up(org.id, args.amount_cents * 10_000, args.note)
+            await _audit(orgs, "wallet.top_up", org.id, row["id"], after={
+                "amount_micros": row["amount_micros"], "note": row["note"], "balance_micros": balance})
         return org, await wallets.balance(org.id)
     try:
         org, balance = asyncio.run(_with_repos(settings, run))
@@ -259,7 +283,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
             org = await orgs.get(args.org or DEFAULT_ORG)
             if org is None:
                 raise LookupError(f"no organization '{args.org or DEFAULT_ORG}' (see `modelyard orgs list`)")
-            return await tokens.create(org.id, args.name, scopes, expires_at=expires)
+            token, secret = await tokens.create(org.id, args.name, scopes, expires_at=expires)
+            await _audit(tokens, "token.create", org.id, token.id, after=token.public())
+            return token, secret
         try:
             token, secret = asyncio.run(_with_repos(settings, create))
         except LookupError as exc:
@@ -274,7 +300,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
         return 0
     if args.action == "revoke":
         async def revoke(_orgs, tokens):
-            return await tokens.revoke(args.token_id)
+            before = await tokens.get(args.token_id)
+            token = await tokens.revoke(args.token_id)
+            if token is not None:
+                await _audit(tokens, "token.revoke", token.org_id, token.id,
+                             before={"status": before.status if before else None}, after={"status": token.status})
+            return token
         token = asyncio.run(_with_repos(settings, revoke))
         if token is None:
             print(f"error: no token '{args.token_id}'", file=sys.stderr)

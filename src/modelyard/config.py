@@ -273,6 +273,10 @@ class Settings(BaseSettings):
     spool_dir: Path | None = None
     write_behind_max_queue: int = Field(default=50_000, ge=1)
     write_behind_batch: int = Field(default=10_000, ge=1, description="usage rows per transaction")
+    # the request log (docs/request-log.md): rows (and kept bodies) older than this many days are dropped, whole
+    # day partitions on PostgreSQL, in batches on SQLite; 0 keeps them forever. Upkeep runs this often.
+    request_log_retention_days: int = Field(default=30, ge=0)
+    request_log_upkeep_seconds: float = Field(default=3600.0, gt=0)
     # on shutdown, retry writing what is queued this long; what is still unwritten then is spooled for the next start
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)

@@ -33,6 +33,7 @@ class Principal:
     scopes: frozenset[str]
     expires_at: datetime | None
     org_status: str = "active"  # "banned": every call is refused with 403
+    bodies: str | None = None  # the org keeps request bodies in its request log: "raw" or "redact"
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
@@ -138,7 +139,8 @@ class Authenticator:
         if org is None:
             raise AuthenticationError("This API key's organization no longer exists.")
         return Principal(token_id=token.id, org_id=org.id, org_name=org.name, plan=org.plan,
-                         scopes=sc.expand(token.scopes), expires_at=token.expires_at, org_status=org.status)
+                         scopes=sc.expand(token.scopes), expires_at=token.expires_at, org_status=org.status,
+                         bodies=org.bodies)
 
     def forget(self, token_id: str | None = None) -> None:
         """Drop cached principals (one token's, or all) after a revoke or an org change."""

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from time import perf_counter
 from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mapping, MutableMapping, Protocol, TypeVar
 
@@ -106,6 +107,15 @@ def result_units(task: Task, req: Any, result: Any, estimate: Units | None) -> U
     return task_units(task, req, result)
 
 
+def failure(exc: BaseException) -> tuple[int, str | None]:
+    """What a failed call's client was told: HTTP status and error code (a client that left: 499)."""
+    if isinstance(exc, ModelyardError):
+        return exc.status, exc.code
+    if isinstance(exc, asyncio.CancelledError) or type(exc).__name__ == "ClientGone":
+        return 499, "client_closed"
+    return 500, "internal_error"
+
+
 def served_by(deployment: Deployment) -> dict[bytes, bytes]:
     """The headers that say which model and deployment answered, as they go out (lowercase, encoded)."""
     return {b"x-modelyard-model": deployment.model_id.encode("latin-1"),
@@ -160,6 +170,20 @@ class Call:
         if self.client is not None:
             _held(self.client).update(self._path.served_by(deployment))
 
+    def _release(self, exc: BaseException) -> None:
+        """Release, telling the request log what the client was answered."""
+        status, code = failure(exc)
+        ended = self.ticket.closed  # settled or released already: its row (and body) were queued then
+        self.ticket.fail(status, code)
+        if self.ticket.principal.bodies and not ended:
+            self._keep({"error": {"status": status, "code": code, "message": getattr(exc, "message", None)}})
+
+    def _keep(self, response: Any) -> None:
+        """The org keeps request bodies: queue this call's (made JSON-able and redacted off the request path)."""
+        t = self.ticket
+        if t.principal.bodies and t.log_id is not None and t.gate is not None:
+            t.gate.requests.body(t.log_id, t.principal.org_id, t.scope, self.req, response, t.principal.bodies)
+
     async def run(self, work: Awaitable[tuple[T, Deployment]]) -> tuple[T, Deployment]:
         """Await `(result, deployment)` — cancelled if the client leaves — and settle on the units the result
         shows. Any failure releases."""
@@ -171,7 +195,7 @@ class Call:
             else:
                 result, deployment = await work
         except BaseException as exc:
-            self.ticket.fail()
+            self._release(exc)
             self._failed(exc)
             raise
         upstream = perf_counter() - began
@@ -185,6 +209,8 @@ class Call:
             m.succeeded(total, total - upstream, deployment.config.backend)
         if self.span is not None:
             self._path.tracing.call_served(self.span, deployment, result, units)  # type: ignore[union-attr]
+        if self.ticket.principal.bodies:
+            self._keep(result)
         return result, deployment
 
     async def open(self, opening: Awaitable[tuple[Any, AsyncIterator[Any], Deployment]]
@@ -195,9 +221,10 @@ class Call:
         try:
             first, stream, deployment = await opening
         except BaseException as exc:
-            self.ticket.fail()
+            self._release(exc)
             self._failed(exc)
             raise
+        self.ticket.first_at = time.monotonic()
         if self._m is not None:
             self._first = now = perf_counter()
             self._upstream = now - began
@@ -223,17 +250,22 @@ class Call:
         failed: BaseException | None = None
         left = False  # closed or cancelled mid-stream: the client went away
         events = 0  # stream events sent, less the opening one (a role, no words): the fallback's output tokens
+        kept: list[Any] | None = [] if self.ticket.principal.bodies else None  # the org keeps bodies
         try:
             head = framing.head()
             if head:
                 yield head
             if first is not None:
                 events += chunk_events(first) - 1
+                if kept is not None:
+                    kept.append(first)
                 out = framing.chunk(first)
                 if out:
                     yield out
                 async for chunk in stream:
                     events += chunk_events(chunk)
+                    if kept is not None:
+                        kept.append(chunk)
                     out = framing.chunk(chunk)
                     if out:
                         yield out
@@ -262,7 +294,7 @@ class Call:
         finally:
             relay.unregister()
             if failed is not None:
-                self.ticket.fail()
+                self._release(failed)
                 self._failed(failed, deployment)
             else:
                 used = framing.usage()
@@ -273,6 +305,8 @@ class Call:
                     self._streamed(used, deployment, left)
                 if self.span is not None:
                     self._path.tracing.call_served(self.span, deployment, None, used)  # type: ignore[union-attr]
+                if kept is not None:
+                    self._keep({"stream": kept})
             close = getattr(stream, "aclose", None)
             if close is not None:
                 await close()
@@ -339,7 +373,7 @@ class _Relay:
     async def aclose(self) -> None:
         self.unregister()
         if not self._started:
-            self._call.ticket.fail()
+            self._call.ticket.fail(499, "client_closed")
             self._call._failed(GeneratorExit())  # the client left before the stream began
             close = getattr(self._stream, "aclose", None)
             if close is not None:
@@ -371,7 +405,10 @@ class _Admission:
             # a route that returned without running its call: nothing was served
             log.error("a %s call to %s ended without running; its reservation is released", call.task.value,
                       call.ticket.model_id)
-        call.ticket.fail()  # an exception, even after a stream opened: its relay will never run
+        if exc is not None:
+            call._release(exc)  # an exception, even after a stream opened: its relay will never run
+        else:
+            call.ticket.fail(500, "not_run")
         call._failed(exc if exc is not None else InternalError("The call ended without running."))
 
 
@@ -486,6 +523,8 @@ class CallPath:
         publish_headers(client, ticket.headers)
         if m is not None:
             m.in_flight.inc()
+        if client is not None:
+            ticket.scope = client.scope  # the request log reads the request id, path and traceparent off it
         return Call(ticket, task, req, client, self, m, t0, span)
 
     async def settle_hold(self, hold: dict[str, Any], units: Units | None, *, ok: bool,

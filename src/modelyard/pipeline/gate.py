@@ -30,6 +30,7 @@ from .auth import Principal
 from .billing import PriceBook, dollars
 from .filter import ContentFilter
 from .limits import UNLIMITED, Limiter, Taken
+from .requestlog import RequestLog
 from .units import Units
 from .usage import UsageRecorder
 
@@ -54,6 +55,9 @@ class Ticket:
     flagged: bool = False
     house: bool = False  # the operator's own (unlimited) org: priced in its usage rows, never charged
     price_factor: float = 1.0  # a discount (batch lines: `batch_price_factor`) on the list price
+    scope: Any = None  # the ASGI scope of the request it serves: the request log reads its id, path and trace
+    first_at: float | None = None  # a stream's first chunk (monotonic): the request log's time to first token
+    log_id: str | None = None  # its usage and request-log rows' id, once it ended
 
     def settle(self, units: Units | None = None, deployment: Any = None) -> None:
         """The call succeeded: charge the real price of `units` (the estimate when None), release the rest."""
@@ -62,12 +66,13 @@ class Ticket:
             if self.gate is not None:
                 self.gate._finish(self, units, ok=True, deployment=deployment)
 
-    def fail(self, status: int = 502) -> None:
-        """The call failed: nothing is charged and the whole reservation goes back."""
+    def fail(self, status: int = 502, code: str | None = None) -> None:
+        """The call failed (`status`, `code`: what the client was told, for the request log): nothing is charged
+        and the whole reservation goes back."""
         if not self.closed:
             self.closed = True
             if self.gate is not None:
-                self.gate._finish(self, None, ok=False, deployment=None)
+                self.gate._finish(self, None, ok=False, deployment=None, status=status, code=code)
 
     def hold(self) -> dict[str, Any]:
         """The reservation as JSON, to settle later from a job runner (see `Gate.settle_hold`)."""
@@ -76,7 +81,13 @@ class Ticket:
                 "task": self.task.value, "reserved_micros": self.reserved, "ref": self.ref,
                 "estimate": asdict(self.estimate) if self.estimate is not None else None,
                 "flagged": self.flagged, "house": self.house, "admitted_at": time.time(),
-                "price_factor": self.price_factor}
+                "price_factor": self.price_factor, **self._origin()}
+
+    def _origin(self) -> dict[str, Any]:
+        """The submitting request's id and path, so a job's request-log row names the request that started it."""
+        if self.scope is None:
+            return {}
+        return {"request_id": (self.scope.get("state") or {}).get("request_id"), "route": self.scope.get("path")}
 
 
 MONEY = "wallet"  # the write-behind kind of wallet movements
@@ -122,6 +133,7 @@ class Gate:
         # money first: the writer drains sinks in the order they are registered
         self.writer.register(Sink(MONEY, self._write_moves, encode=asdict, interval=every, batch=2_000))
         self.usage = UsageRecorder(store, self.writer, interval=every, batch=settings.write_behind_batch)
+        self.requests = RequestLog(store, self.writer, interval=every, batch=settings.write_behind_batch)
         self.filter = ContentFilter(store, settings.content_filter_model, settings.content_filter_default,
                                     writer=self.writer, interval=every)
 
@@ -199,8 +211,9 @@ class Gate:
             return 0
         return _scaled(self.prices.cost(model_id, units), factor) if units is not None else reserved
 
-    def _finish(self, t: Ticket, units: Units | None, *, ok: bool, deployment: Any) -> None:
-        """Queue the settlement and the usage row; never awaits (this runs on the request path)."""
+    def _finish(self, t: Ticket, units: Units | None, *, ok: bool, deployment: Any, status: int = 200,
+                code: str | None = None) -> None:
+        """Queue the settlement, the usage row and the request-log row; never awaits (this is the request path)."""
         if ok and units is None and t.estimate is None and t.reserved and t.model_id not in self._unpriced_warned:
             self._unpriced_warned.add(t.model_id)  # once per model: a route that passes no units undercharges
             log.warning("a paid %s call to %s settled without units: charged only its reservation (%d micro-dollars);"
@@ -214,10 +227,17 @@ class Gate:
         region = getattr(getattr(deployment, "config", None), "region", None)
         if ok and units is not None and self.metrics is not None:
             self._count(t.model_id, t.task, units, price, deployment)
-        self.usage.record(org_id=t.principal.org_id, token_id=t.principal.token_id, model_id=t.model_id,
-                          task=t.task.value, units=units if ok else None, price_micros=price,
-                          status="ok" if ok else "failed", latency_ms=int((time.monotonic() - t.started) * 1000),
-                          region=region, flagged=t.flagged)
+        now = time.monotonic()
+        latency = int((now - t.started) * 1000)
+        p = t.principal
+        use_id = self.usage.record(org_id=p.org_id, token_id=p.token_id, model_id=t.model_id, task=t.task.value,
+                                   units=units if ok else None, price_micros=price, status="ok" if ok else "failed",
+                                   latency_ms=latency, region=region, flagged=t.flagged)
+        t.log_id = use_id
+        self.requests.record(use_id, p.org_id, p.token_id, t.model_id, t.task.value, deployment, t.scope, ok,
+                             200 if ok else status, latency,
+                             int((t.first_at - t.started) * 1000) if t.first_at is not None else None,
+                             units, price, code)
 
     def _count(self, model_id: str, task: Task, units: Units, price: int, deployment: Any) -> None:
         backend = getattr(getattr(deployment, "config", None), "backend", None) or "unknown"
@@ -257,14 +277,19 @@ class Gate:
         if ok and units is not None and self.metrics is not None:
             self._count(hold["model_id"], Task(hold["task"]), units, price, deployment)
         admitted = float(hold.get("admitted_at") or time.time())
+        latency = _millis(time.time() - admitted)
         if record:
-            self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
-                              task=hold["task"], units=units if ok else None, price_micros=price,
-                              status="ok" if ok else "failed", latency_ms=_millis(time.time() - admitted),
-                              region=getattr(getattr(deployment, "config", None), "region", None),
-                              flagged=bool(hold.get("flagged")),
-                              tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
-                              use_id=hold_usage_id(hold))
+            use_id = self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"),
+                                       model_id=hold["model_id"], task=hold["task"], units=units if ok else None,
+                                       price_micros=price, status="ok" if ok else "failed", latency_ms=latency,
+                                       region=getattr(getattr(deployment, "config", None), "region", None),
+                                       flagged=bool(hold.get("flagged")),
+                                       tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
+                                       use_id=hold_usage_id(hold))
+            self.requests.record(use_id, hold["org_id"], hold.get("token_id"), hold["model_id"], hold["task"],
+                                 deployment, None, ok, 200 if ok else 500, latency, None, units, price,
+                                 None if ok else "job_failed", job_id=hold.get("job_id"),
+                                 request_id=hold.get("request_id"), route=hold.get("route"))
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:
@@ -281,6 +306,7 @@ class Gate:
         self.router, self.catalog = router, catalog
         if self.passthrough:
             return
+        self.requests.router, self.requests.catalog = router, catalog  # the PII model redacts kept bodies
         if catalog is not None:
             self.prices.resolve(catalog)
         await self.filter.refresh()

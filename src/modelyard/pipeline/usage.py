@@ -34,12 +34,15 @@ class UsageRecorder:
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool,
-               tags: tuple[str | None, str | None, str | None] | None = None, use_id: str | None = None) -> None:
+               tags: tuple[str | None, str | None, str | None] | None = None, use_id: str | None = None) -> str:
         """`tags`: (job id, agent run id, run node) for a call that was part of a job or an agent run; `use_id`
-        names the row where a repeat must land on the same one (a job's settlement)."""
+        names the row where a repeat must land on the same one (a job's settlement). Returns the row's id (the
+        request log's row for the same call shares it)."""
         # raw values only: the row (units as JSON, the day) is built by the writer, off the request path
-        self.writer.put(KIND, (use_id or self._ids(), org_id, token_id, model_id, task, units, price_micros, status,
+        use_id = use_id or self._ids()
+        self.writer.put(KIND, (use_id, org_id, token_id, model_id, task, units, price_micros, status,
                                latency_ms, region, flagged, time.time(), tags))
+        return use_id
 
     @staticmethod
     def _row(raw: tuple[Any, ...]) -> dict[str, Any]:

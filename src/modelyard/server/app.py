@@ -28,6 +28,7 @@ from ..library.service import LibraryService
 from ..pipeline.auth import Authenticator, StaticKeyAuthenticator
 from ..pipeline.calls import CallPath
 from ..pipeline.gate import Gate
+from ..pipeline.requestlog import Retention
 from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
@@ -53,6 +54,7 @@ from .routes import files as file_routes
 from .routes import gemini as gemini_routes
 from .routes import jobs as job_routes
 from .routes import library as library_routes
+from .routes import logs as log_routes
 from .routes import openai as openai_routes
 from .routes import orgs as org_routes
 from .routes import studio as studio_routes
@@ -124,6 +126,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                          interval=settings.worker_heartbeat_seconds)
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
             tasks.append(asyncio.create_task(ctx.files.sweep_forever()))
+            upkeep = Retention(ctx.gate.requests.repo, settings.request_log_retention_days,
+                               every=settings.request_log_upkeep_seconds)
+            tasks.append(asyncio.create_task(upkeep.run_forever()))
             ctx.jobs.start(runner=settings.job_runner)
             if settings.job_runner:  # batches and agent runs are driven where their jobs run
                 ctx.batches.start()
@@ -181,6 +186,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
     app.include_router(account_routes.router)
     app.include_router(org_routes.router)
+    app.include_router(log_routes.router)
     for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, file_routes.router,
               batch_routes.router):
         app.include_router(r, prefix="/v1")

@@ -71,11 +71,20 @@ class Org:
     profile: dict[str, Any] = field(default_factory=dict)
     library_autosave: bool = True  # every media result becomes a library item
     prompts_private: bool = False  # share links never show the prompt
+    request_logging: dict[str, Any] | None = None  # {"bodies": bool, "redact": bool}; None: metadata only
+
+    @property
+    def bodies(self) -> str | None:
+        """What the request log keeps of this org's bodies: None, "raw" or "redact" (through the PII model)."""
+        rl = self.request_logging or {}
+        return ("redact" if rl.get("redact") else "raw") if rl.get("bodies") else None
 
     def public(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name, "plan": self.plan, "status": self.status,
                 "profile": self.profile, "library_autosave": self.library_autosave,
-                "prompts_private": self.prompts_private, "created_at": self.created_at.isoformat()}
+                "prompts_private": self.prompts_private,
+                "request_logging": {"bodies": False, "redact": False, **(self.request_logging or {})},
+                "created_at": self.created_at.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,8 @@ class Token:
 def _org(m: Mapping[str, Any]) -> Org:
     return Org(id=m["id"], name=m["name"], plan=m["plan"], status=m["status"],
                created_at=aware(m["created_at"]), profile=m["profile"] or {},
-               library_autosave=bool(m.get("library_autosave", True)), prompts_private=bool(m.get("prompts_private")))
+               library_autosave=bool(m.get("library_autosave", True)), prompts_private=bool(m.get("prompts_private")),
+               request_logging=m.get("request_logging"))
 
 
 def _token(m: Mapping[str, Any]) -> Token:
@@ -146,9 +156,10 @@ class OrgRepo:
         return [_org(r._mapping) for r in rows]
 
     async def update(self, org_id: str, **values: Any) -> Org | None:
-        """Change plan, status, profile or the library settings (only the keys given)."""
+        """Change plan, status, profile, the library settings or request logging (only the keys given)."""
         values = {k: v for k, v in values.items()
-                  if k in ("plan", "status", "profile", "library_autosave", "prompts_private") and v is not None}
+                  if k in ("plan", "status", "profile", "library_autosave", "prompts_private", "request_logging")
+                  and v is not None}
         if values:
             async with self.engine.begin() as conn:
                 await conn.execute(update(organizations).where(organizations.c.id == org_id).values(**values))

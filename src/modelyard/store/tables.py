@@ -26,6 +26,8 @@ organizations = Table(
     # the library's settings (0010): save every media result automatically; keep prompts off share links
     Column("library_autosave", Boolean, nullable=False, default=True, server_default=true()),
     Column("prompts_private", Boolean, nullable=False, default=False, server_default=false()),
+    # (0011) request bodies kept in the request log: null/off, or {"bodies": true, "redact": bool}
+    Column("request_logging", JSON, nullable=True),
 )
 
 api_tokens = Table(

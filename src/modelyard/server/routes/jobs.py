@@ -12,6 +12,7 @@ from ...errors import InvalidRequest, ModelyardError
 from ...jobs.tasks import job_request
 from ...pipeline import scopes as sc
 from ...pipeline.regions import region_for
+from ..audit import audit
 from ..body import parse_object
 from ..render import app_context, base_url, json_response
 
@@ -96,6 +97,8 @@ async def cancel_job(request: Request, job_id: str) -> Response:
 async def webhook_secret(request: Request) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
+    # who read the signing secret, and when (never the secret itself)
+    await audit(request, principal, "webhook_secret.read", org_id=principal.org_id, target=principal.org_id)
     return json_response({"object": "webhook_secret", "secret": ctx.jobs.webhook_secret(principal.org_id),
                           "scheme": "https://www.standardwebhooks.com"})
 

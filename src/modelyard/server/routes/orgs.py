@@ -20,6 +20,7 @@ from ...pipeline.usage import day_range
 from ...store.billing_repo import FilterRepo
 from ...store.repo import Conflict, Org, OrgRepo, TokenRepo
 from ...context import AppContext
+from ..audit import audit
 from ..body import parse_json
 from ..openapi import json_body
 from ..render import app_context, json_response
@@ -39,12 +40,18 @@ class OrgCreate(_Body):
     profile: dict[str, Any] = Field(default_factory=dict)
 
 
+class RequestLogging(_Body):
+    bodies: bool = False  # keep request and response bodies in the request log
+    redact: bool = False  # run them through the built-in PII model first
+
+
 class OrgPatch(_Body):
     plan: str | None = Field(default=None, min_length=1, max_length=40)
     status: Literal["active", "banned"] | None = None
     profile: dict[str, Any] | None = None
     library_autosave: bool | None = None  # every media result becomes a library item (docs/library.md)
     prompts_private: bool | None = None  # share links leave the prompt out
+    request_logging: RequestLogging | None = None
 
 
 class TopUp(_Body):
@@ -112,7 +119,7 @@ async def _org_body(ctx: AppContext, org: Org) -> dict[str, Any]:
 @router.post("/api/organizations", summary="Create an organization (operator)", status_code=201,
              openapi_extra=json_body(OrgCreate))
 async def create_org(request: Request) -> Response:
-    ctx, _ = await _operator(request, sc.ADMIN_WRITE)
+    ctx, principal = await _operator(request, sc.ADMIN_WRITE)
     body = await parse_json(request, OrgCreate)
     _check_plan(ctx, body.plan)
     try:
@@ -121,6 +128,7 @@ async def create_org(request: Request) -> Response:
         raise ModelyardError(str(exc), status=409, code="conflict", param="name") from None
     if body.profile:
         org = await OrgRepo(ctx.store).update(org.id, profile=body.profile) or org
+    await audit(request, principal, "organization.create", org_id=org.id, target=org.id, after=org.public())
     return json_response(await _org_body(ctx, org), status=201)
 
 
@@ -152,10 +160,14 @@ async def patch_org(request: Request, org_id: str) -> Response:
         _check_plan(ctx, body.plan)
     if body.status == "banned" and org.name == DEFAULT_ORG:
         raise InvalidRequest("The operator's own organization cannot be banned.", param="status")
+    logging_ = body.request_logging.model_dump() if body.request_logging is not None else None
     updated = await OrgRepo(ctx.store).update(org.id, plan=body.plan, status=body.status, profile=body.profile,
                                               library_autosave=body.library_autosave,
-                                              prompts_private=body.prompts_private)
-    ctx.auth.forget()  # cached keys carry plan and status: this process applies the change at once
+                                              prompts_private=body.prompts_private, request_logging=logging_)
+    ctx.auth.forget()  # cached keys carry plan, status and body logging: this process applies the change at once
+    changed = sorted(body.model_fields_set)
+    await audit(request, principal, "organization.update", org_id=org.id, target=org.id,
+                before={k: org.public()[k] for k in changed}, after={k: (updated or org).public()[k] for k in changed})
     return json_response(await _org_body(ctx, updated or org))
 
 
@@ -167,6 +179,8 @@ async def top_up(request: Request, org_id: str) -> Response:
         raise PermissionDenied("Only the operator may top up wallets.", code="operator_only")
     body = await parse_json(request, TopUp)
     balance, row = await ctx.gate.wallets.top_up(org.id, body.amount_cents * 10_000, body.note)
+    await audit(request, principal, "wallet.top_up", org_id=org.id, target=row["id"],
+                after={"amount_micros": row["amount_micros"], "note": row["note"], "balance_micros": balance})
     return json_response({"organization_id": org.id, **balance_body(balance),
                           "entry": {"id": row["id"], "kind": row["kind"], "amount_micros": row["amount_micros"],
                                     "note": row["note"], "created_at": row["created_at"].isoformat()}}, status=201)
@@ -202,6 +216,7 @@ async def create_token(request: Request, org_id: str) -> Response:
                                       f"${dollars(need)}; top up the wallet first.")
     expires = datetime.now(timezone.utc) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     token, secret = await TokenRepo(ctx.store).create(org.id, body.name, scopes, expires_at=expires)
+    await audit(request, principal, "token.create", org_id=org.id, target=token.id, after=token.public())
     return json_response({"token": token.public(), "secret": secret}, status=201)
 
 
@@ -213,12 +228,15 @@ async def list_tokens(request: Request, org_id: str) -> Response:
 
 @router.delete(ORG + "/tokens/{token_id}", summary="Revoke a token")
 async def revoke_token(request: Request, org_id: str, token_id: str) -> Response:
-    ctx, _, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
+    ctx, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
     tokens = TokenRepo(ctx.store)
-    if await tokens.get(token_id, org_id=org.id) is None:
+    before = await tokens.get(token_id, org_id=org.id)
+    if before is None:
         raise NotFound(f"No token '{token_id}'.", code="token_not_found")
     token = await tokens.revoke(token_id, org_id=org.id)
     ctx.auth.forget(token_id)
+    await audit(request, principal, "token.revoke", org_id=org.id, target=token_id,
+                before={"status": before.status}, after={"status": token.status if token else None})
     return json_response({"token": token.public() if token else None, "deleted": True})
 
 
@@ -275,8 +293,9 @@ async def rates(request: Request, org_id: str) -> Response:
 # ---------------------------------------------------------------- content filter policy
 
 async def _filter_change(request: Request, org_id: str, create: bool) -> Response:
-    ctx, _, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
+    ctx, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
     repo = FilterRepo(ctx.store)
+    current = None
     if create:
         body: Any = await parse_json(request, FilterPolicyBody)
         action, categories = body.action, body.categories
@@ -297,7 +316,13 @@ async def _filter_change(request: Request, org_id: str, create: bool) -> Respons
         raise ModelyardError("This organization already has a content filter policy; change it with PATCH.",
                              status=409, code="conflict")
     ctx.gate.filter.remember(org.id, policy)
+    await audit(request, principal, "content_filter." + ("create" if create else "update"), org_id=org.id,
+                target=org.id, before=_policy(current), after=_policy(policy))
     return json_response(policy.public(), status=201 if create else 200)
+
+
+def _policy(policy: Any) -> dict[str, Any] | None:
+    return None if policy is None else {"action": policy.action, "categories": policy.public()["categories"]}
 
 
 @router.get(ORG + "/content-filter-policy", summary="The org's content filter policy")
@@ -323,8 +348,10 @@ async def patch_filter(request: Request, org_id: str) -> Response:
 
 @router.delete(ORG + "/content-filter-policy", summary="Remove the org's content filter policy")
 async def delete_filter(request: Request, org_id: str) -> Response:
-    ctx, _, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
-    if not await FilterRepo(ctx.store).delete(org.id):
+    ctx, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
+    current = await FilterRepo(ctx.store).get(org.id)
+    if current is None or not await FilterRepo(ctx.store).delete(org.id):
         raise NotFound("This organization has no content filter policy.", code="policy_not_found")
     ctx.gate.filter.remember(org.id, None)
+    await audit(request, principal, "content_filter.delete", org_id=org.id, target=org.id, before=_policy(current))
     return json_response({"organization_id": org.id, "deleted": True})

@@ -3,6 +3,7 @@
 from alembic import context
 
 from modelyard.store.tables import metadata
+import modelyard.store.log_tables  # noqa: F401  (its tables join the same metadata)
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - the CLI always passes a connection

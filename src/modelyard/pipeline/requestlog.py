@@ -1,0 +1,199 @@
+"""The request log: one row per call (timing, model, deployment, status, tokens, cost, key, request and trace id),
+queued at settlement and written in batches by the write-behind; bodies for orgs that keep them; retention.
+
+On the request path `record` only builds a tuple and queues it (the row and the trace id are made by the writer).
+Bodies are queued the same way; when the org asked for redaction the writer runs every string in them through the
+built-in PII model before they are stored (a body the model cannot redact is stored as neither request nor
+response, marked `failed`: never unredacted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+import orjson
+
+from ..catalog.builtin import PII_ID
+from ..store.db import Store
+from ..store.requestlog_repo import RequestLogRepo
+from ..store.writebehind import Sink, WriteBehind
+from ..types import RawJSON, RawSSE, Task
+from .units import Units
+
+log = logging.getLogger(__name__)
+KIND, BODIES = "request_log", "request_bodies"
+MAX_STRINGS = 256  # per PII request (what its `input` accepts)
+
+
+def trace_id(headers: Any) -> str | None:
+    """The trace id of a W3C `traceparent` header (version-traceid-parentid-flags), if the client sent one."""
+    for name, value in headers or ():
+        if name == b"traceparent":
+            parts = value.split(b"-")
+            if len(parts) >= 4 and len(parts[1]) == 32 and parts[1].isalnum():
+                return parts[1].decode().lower()
+            return None
+    return None
+
+
+def plain(value: Any) -> Any:
+    """A request or response as JSON-able data (pydantic models, dataclasses of chunks, bytes left out)."""
+    dump = getattr(value, "model_dump", None)
+    if dump is not None:
+        return dump(mode="json", exclude_none=True)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, RawJSON):
+        return _json(bytes(value))
+    if isinstance(value, RawSSE):  # one or more relayed events: their JSON data, one item each
+        events = [_json(line[5:].strip()) for line in bytes(value).split(b"\n") if line.startswith(b"data:")]
+        return events[0] if len(events) == 1 else events
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"bytes": len(value)}
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return data.decode("utf-8", "replace")
+
+
+class RequestLog:
+    """Queues request-log rows and bodies; `start` gives it the router for redaction."""
+
+    def __init__(self, store: Store, writer: WriteBehind, *, interval: float = 1.0, batch: int = 10_000) -> None:
+        self.repo = RequestLogRepo(store)
+        self.writer = writer
+        self.router: Any = None
+        self.catalog: Any = None
+        writer.register(Sink(KIND, self.repo.insert_many, encode=self._row, interval=interval, batch=batch))
+        writer.register(Sink(BODIES, self._write_bodies, encode=self._body, interval=interval, batch=100))
+
+    def record(self, log_id: str, org_id: str, token_id: str | None, model_id: str, task: str, deployment: Any,
+               scope: Any, ok: bool, http_status: int, latency_ms: int, ttft_ms: int | None, units: Units | None,
+               price_micros: int, error_code: str | None, job_id: str | None = None,
+               request_id: str | None = None, route: str | None = None) -> None:
+        """One call ended (never awaits: the request path calls this)."""
+        self.writer.put(KIND, (log_id, time.time(), org_id, token_id, model_id, task,
+                               getattr(deployment, "name", deployment), scope, ok, http_status, latency_ms, ttft_ms,
+                               units, price_micros, error_code, job_id, request_id, route))
+
+    def body(self, log_id: str, org_id: str, scope: Any, request: Any, response: Any, mode: str) -> None:
+        """The org keeps bodies (`mode` "raw" or "redact"); made JSON-able and redacted by the writer."""
+        self.writer.put(BODIES, (log_id, time.time(), org_id, scope, request, response, mode))
+
+    @staticmethod
+    def _row(raw: tuple[Any, ...]) -> dict[str, Any]:
+        (log_id, at, org_id, token_id, model_id, task, deployment, scope, ok, http_status, latency_ms, ttft_ms,
+         units, price, error_code, job_id, request_id, route) = raw
+        if scope is not None:
+            request_id = request_id or (scope.get("state") or {}).get("request_id")
+            route = route or scope.get("path")
+        return {"id": log_id, "at": at, "org_id": org_id, "token_id": token_id, "model_id": model_id,
+                "task": task, "deployment": deployment, "route": (route or "")[:300] or None,
+                "status": "ok" if ok else "failed", "http_status": http_status, "latency_ms": latency_ms,
+                "ttft_ms": ttft_ms, "input_tokens": units.input_tokens if units and ok else 0,
+                "output_tokens": units.output_tokens if units and ok else 0, "price_micros": price,
+                "request_id": request_id, "error_code": (error_code or None) and error_code[:80],
+                "trace_id": trace_id(scope.get("headers")) if scope is not None else None, "job_id": job_id}
+
+    @staticmethod
+    def _body(raw: tuple[Any, ...]) -> dict[str, Any]:
+        log_id, at, org_id, scope, request, response, mode = raw
+        rid = (scope.get("state") or {}).get("request_id") if scope is not None else None
+        return {"log_id": log_id, "at": at, "org_id": org_id, "request_id": rid, "request": plain(request),
+                "response": plain(response), "redacted": "pending" if mode == "redact" else "no"}
+
+    async def _write_bodies(self, rows: list[dict[str, Any]]) -> None:
+        out = []
+        for r in rows:
+            if r["redacted"] == "pending":
+                try:
+                    r = {**r, **await self.redact({"request": r["request"], "response": r["response"]}),
+                         "redacted": "yes"}
+                except Exception as exc:  # never store what could not be redacted
+                    log.warning("request log: could not redact bodies of %s (%s); stored without them",
+                                r["log_id"], exc)
+                    r = {**r, "request": None, "response": None, "redacted": "failed"}
+            out.append(r)
+        await self.repo.insert_bodies(out)
+
+    async def redact(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """Every string in `doc` through the PII model (`redacted_text`), the structure kept."""
+        strings: list[str] = []
+
+        def collect(v: Any) -> None:
+            if isinstance(v, str):
+                if v.strip():
+                    strings.append(v)
+            elif isinstance(v, dict):
+                for k, x in v.items():
+                    if k not in ("model", "role", "object", "id", "type", "finish_reason"):
+                        collect(x)
+            elif isinstance(v, list):
+                for x in v:
+                    collect(x)
+        collect(doc)
+        if not strings:
+            return doc
+        if self.router is None or self.catalog is None:
+            raise RuntimeError("no router to run the PII model")
+        from ..protocols.openai.media import PIIRequest
+
+        model = self.catalog.find(PII_ID) or self.catalog.first_for(Task.PII)
+        if model is None:
+            raise RuntimeError("no PII model in the catalog")
+        unique = list(dict.fromkeys(strings))
+        clean: dict[str, str] = {}
+        for i in range(0, len(unique), MAX_STRINGS):
+            part = unique[i:i + MAX_STRINGS]
+            result, _ = await self.router.run(model, Task.PII, PIIRequest(input=part), None)
+            for item in result["data"]:
+                clean[part[item["index"]]] = item["redacted_text"]
+
+        def swap(v: Any, key: str | None = None) -> Any:
+            if isinstance(v, str):
+                return v if key in ("model", "role", "object", "id", "type", "finish_reason") else clean.get(v, v)
+            if isinstance(v, dict):
+                return {k: swap(x, k) for k, x in v.items()}
+            if isinstance(v, list):
+                return [swap(x) for x in v]
+            return v
+        return swap(doc)
+
+
+class Retention:
+    """The request log's upkeep: partitions made ahead (PostgreSQL), rows past `days` dropped; hourly."""
+
+    def __init__(self, repo: RequestLogRepo, days: int, *, every: float = 3600.0,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.repo, self.days, self.every, self.clock = repo, days, every, clock
+
+    async def run_once(self) -> dict[str, Any]:
+        now = datetime.fromtimestamp(self.clock(), timezone.utc)
+        made = await self.repo.ensure_partitions(now)
+        gone = await self.repo.drop_before(now - timedelta(days=self.days)) if self.days > 0 else {}
+        if made or any(gone.values()):
+            log.info("request log: partitions made %s, dropped %s", made, gone)
+        return {"made": made, **gone}
+
+    async def run_forever(self, *, first: bool = True) -> None:
+        """Upkeep now (today's partition before the first row), then every `every` seconds."""
+        while True:
+            if first:
+                try:
+                    await self.run_once()
+                except Exception:  # upkeep must outlive a bad hour (a database restart)
+                    log.exception("request log upkeep failed")
+            first = True
+            await asyncio.sleep(self.every)

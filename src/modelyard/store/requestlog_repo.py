@@ -1,0 +1,174 @@
+"""The request log's tables: rows written in batches, read with filters and a cursor, and dropped when old.
+
+Retention differs by database on purpose. PostgreSQL keeps one partition per UTC day (`request_log_pYYYYMMDD`,
+made a few days ahead) and drops a whole partition once its day has passed the retention: no row-by-row delete,
+no bloat, no long lock. SQLite has no partitions: old rows go in batches of `DELETE_BATCH` per transaction, so a
+writer never waits long behind retention.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import and_, delete, literal_column, or_, select, text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from .billing_repo import insert_new
+from .db import Store
+from .log_tables import request_bodies, request_log
+from .repo import aware
+
+log = logging.getLogger(__name__)
+DELETE_BATCH = 5_000
+PARTITION = "request_log_p"
+
+
+def _day(d: datetime) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=timezone.utc)
+
+
+def _when(at: Any) -> datetime:
+    return at if isinstance(at, datetime) else datetime.fromtimestamp(float(at), timezone.utc)
+
+
+def public(row: Any) -> dict[str, Any]:
+    m = {str(k): v for k, v in row._mapping.items()}
+    m["at"] = aware(m["at"]).isoformat()  # type: ignore[union-attr]
+    m["object"] = "request_log.entry"
+    return m
+
+
+class RequestLogRepo:
+    def __init__(self, store: Store) -> None:
+        self.engine = store.engine
+        self.pg = self.engine.dialect.name == "postgresql"
+
+    # ---------------------------------------------------------------- writes (the write-behind's sinks)
+
+    async def insert_many(self, records: list[dict[str, Any]]) -> None:
+        rows = [{**r, "at": _when(r["at"])} for r in records]
+        if rows:
+            async with self.engine.begin() as conn:
+                await insert_new(conn, request_log, rows, key=("id", "at"))
+
+    async def insert_bodies(self, records: list[dict[str, Any]]) -> None:
+        rows = [{**r, "at": _when(r["at"])} for r in records]
+        if rows:
+            async with self.engine.begin() as conn:
+                await insert_new(conn, request_bodies, rows, key=("log_id",))
+
+    # ---------------------------------------------------------------- reads
+
+    async def list(self, org_id: str | None, *, model: str | None = None, status: str | None = None,
+                   start: datetime | None = None, end: datetime | None = None,
+                   after: tuple[datetime, str] | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """Newest first; `after` is the (at, id) of the last entry of the previous page."""
+        c = request_log.c
+        q = select(request_log)
+        if org_id is not None:
+            q = q.where(c.org_id == org_id)
+        if model:
+            q = q.where(c.model_id == model)
+        if status:
+            q = q.where(c.status == status) if status in ("ok", "failed") else q.where(
+                c.http_status == int(status))
+        if start is not None:
+            q = q.where(c.at >= start)
+        if end is not None:
+            q = q.where(c.at < end)
+        if after is not None:
+            q = q.where(or_(c.at < after[0], and_(c.at == after[0], c.id < after[1])))
+        q = q.order_by(c.at.desc(), c.id.desc()).limit(limit)
+        async with self.engine.connect() as conn:
+            return [public(r) for r in (await conn.execute(q)).all()]
+
+    async def get(self, request_id: str, org_id: str | None) -> list[dict[str, Any]]:
+        """Every call a request made (usually one), each with its bodies when they were kept."""
+        q = select(request_log).where(request_log.c.request_id == request_id)
+        if org_id is not None:
+            q = q.where(request_log.c.org_id == org_id)
+        async with self.engine.connect() as conn:
+            entries = [public(r) for r in (await conn.execute(q.order_by(request_log.c.at))).all()]
+            if entries:
+                found = (await conn.execute(select(request_bodies).where(
+                    request_bodies.c.log_id.in_([e["id"] for e in entries])))).all()
+                bodies = {b.log_id: b for b in found}
+                for e in entries:
+                    b = bodies.get(e["id"])
+                    e["body"] = None if b is None else {"request": b.request, "response": b.response,
+                                                        "redacted": b.redacted}
+        return entries
+
+    # ---------------------------------------------------------------- partitions and retention
+
+    async def partitions(self) -> list[str]:
+        if not self.pg:
+            return []
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(text(
+                "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = 'request_log' ORDER BY 1"))
+            return [r[0] for r in rows]
+
+    async def ensure_partitions(self, now: datetime, ahead_days: int = 3) -> list[str]:
+        """PostgreSQL: a partition for each UTC day from yesterday to `ahead_days` ahead (made once each)."""
+        if not self.pg:
+            return []
+        made = []
+        have = set(await self.partitions())
+        first = _day(now) - timedelta(days=1)
+        for i in range(ahead_days + 2):
+            lo = first + timedelta(days=i)
+            name = f"{PARTITION}{lo:%Y%m%d}"
+            if name in have:
+                continue
+            hi = lo + timedelta(days=1)
+            try:
+                async with self.engine.begin() as conn:
+                    await conn.execute(text(
+                        f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF request_log "
+                        f"FOR VALUES FROM ('{lo.isoformat()}') TO ('{hi.isoformat()}')"))
+                made.append(name)
+            except Exception as exc:  # e.g. the default partition already holds rows of that day: keep them there
+                log.warning("request log: could not create partition %s (%s)", name, exc)
+        return made
+
+    async def drop_before(self, cutoff: datetime) -> dict[str, int]:
+        """Retention: everything logged before `cutoff` goes (whole day partitions on PostgreSQL)."""
+        dropped = 0
+        if self.pg:
+            for name in await self.partitions():
+                if not name.startswith(PARTITION):
+                    continue
+                day = datetime.strptime(name[len(PARTITION):], "%Y%m%d").replace(tzinfo=timezone.utc)
+                if day + timedelta(days=1) <= cutoff:
+                    async with self.engine.begin() as conn:
+                        await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
+                    dropped += 1
+        # SQLite's whole table, or rows PostgreSQL kept in its default partition: deleted in batches
+        rows = await self._delete_batches(request_log, cutoff, "request_log_default" if self.pg else None)
+        bodies = await self._delete_batches(request_bodies, cutoff, None)
+        return {"partitions": dropped, "rows": rows, "bodies": bodies}
+
+    async def _delete_batches(self, table: Any, cutoff: datetime, only: str | None) -> int:
+        total = 0
+        while True:
+            async with self.engine.begin() as conn:
+                n = await self._delete_some(conn, table, cutoff, only)
+            total += n
+            if n < DELETE_BATCH:
+                return total
+
+    async def _delete_some(self, conn: AsyncConnection, table: Any, cutoff: datetime, only: str | None) -> int:
+        if self.pg:
+            source = only or table.name
+            done = await conn.execute(text(
+                f"DELETE FROM {source} WHERE ctid IN (SELECT ctid FROM {source} WHERE at < :cut LIMIT :n)"),
+                {"cut": cutoff, "n": DELETE_BATCH})
+        else:
+            rowid = literal_column("rowid")
+            some = select(rowid).select_from(table).where(table.c.at < cutoff).limit(DELETE_BATCH)
+            done = await conn.execute(delete(table).where(rowid.in_(some.scalar_subquery())))
+        return int(done.rowcount or 0)
