@@ -7,7 +7,6 @@ from typing import Any
 
 from sqlalchemy import and_, insert, or_, select
 
-from .db import Store
 from .log_tables import audit_log
 from .repo import aware, new_id, utcnow
 
