@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles through the context
+    from .accounts.service import Accounts
     from .agents.service import AgentService
     from .batches.service import BatchService
     from .catalog import Catalog
@@ -50,3 +51,4 @@ class AppContext:
     agents: AgentService | None = None  # None on a model host
     workers: WorkerRegistry | None = None  # None on a model host
     library: LibraryService | None = None  # None on a model host
+    accounts: Accounts | None = None  # people and console sessions; None on a model host

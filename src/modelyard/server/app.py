@@ -21,6 +21,7 @@ from ..context import AppContext
 from ..files import FileService
 from ..media import MediaStore
 from ..errors import ModelyardError
+from ..accounts.service import Accounts
 from ..agents.service import AgentService
 from ..batches.service import BatchService
 from ..jobs.service import JobService
@@ -40,6 +41,8 @@ from .disconnect import watch_disconnect
 from .fastlane import FastLane
 from .routes import account as account_routes
 from .routes import agents as agent_routes
+from .routes import members as member_routes
+from .routes import session as session_routes
 from .routes import anthropic as anthropic_routes
 from .routes import batches as batch_routes
 from .routes import catalog as catalog_routes
@@ -87,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.batches = BatchService(ctx)
         ctx.agents = AgentService(ctx)
         ctx.library = LibraryService(ctx)
+        ctx.accounts = Accounts(settings, store, auth)  # sessions resolve through ctx.auth once attached
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -135,6 +139,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if ctx.gate.writer is None:
                 await ctx.auth.flush_usage()
             await ctx.search.aclose()
+            if ctx.accounts is not None:
+                await ctx.accounts.aclose()
             await ctx.router.aclose()
             await storage.aclose()
             await store.aclose()
@@ -156,6 +162,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app, dialects)
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
     app.include_router(account_routes.router)
+    app.include_router(member_routes.router)
+    app.include_router(session_routes.router)
     app.include_router(org_routes.router)
     for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, file_routes.router,
               batch_routes.router):
