@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any
 
@@ -15,7 +16,7 @@ class Browser:
 
     def __init__(self, srv: Any) -> None:
         self.srv = srv
-        self.http = httpx.Client(base_url=srv.url, timeout=30)
+        self.http = httpx.Client(base_url=srv.url, timeout=60)
         self.csrf: str | None = None
         self.body: dict[str, Any] = {}
 
@@ -49,3 +50,9 @@ def new_person(srv: Any, owner: Browser, org_id: str, role: str = "member") -> t
     assert r.status_code == 201, r.text
     b.csrf = r.json()["csrf_token"]
     return b, email
+
+
+# argon2 takes real CPU by design; on a busy machine a sign-in can take longer than httpx's 5 s default
+post = functools.partial(httpx.post, timeout=60)
+get = functools.partial(httpx.get, timeout=60)
+delete = functools.partial(httpx.delete, timeout=60)

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import json
 
-import httpx
-
 from ..conftest import make_settings, running
 from ..support.processes import cli
-from .helpers import PASSWORD
+from .helpers import PASSWORD, get, post
 
 
 def test_users_create_makes_a_user_who_can_sign_in(tmp_path, database_url):
@@ -27,7 +25,7 @@ def test_users_create_makes_a_user_who_can_sign_in(tmp_path, database_url):
     assert [u["email"] for u in listed] == ["ops@example.com"]
 
     with running(make_settings(tmp_path, database_url=database_url)) as srv:
-        r = httpx.post(srv.url + "/api/auth/login", json={"email": "ops@example.com", "password": PASSWORD})
+        r = post(srv.url + "/api/auth/login", json={"email": "ops@example.com", "password": PASSWORD})
         assert r.status_code == 200, r.text
         assert r.json()["organization"]["role"] == "owner"
-        assert httpx.get(srv.url + "/api/auth/setup").json() == {"needed": False}  # setup is closed
+        assert get(srv.url + "/api/auth/setup").json() == {"needed": False}  # setup is closed

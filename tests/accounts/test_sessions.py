@@ -11,7 +11,7 @@ import pytest
 from ..conftest import quiet_server, server_fixture
 from ..support.accounts import create_org
 from ..support.clock import Clock
-from .helpers import PASSWORD, Browser, invite, new_person
+from .helpers import PASSWORD, Browser, delete, get, invite, new_person, post
 
 OWNER = "owner@example.com"
 
@@ -45,9 +45,9 @@ def _cookie_header(r: httpx.Response) -> str:
 
 def test_setup_happens_once_then_409(srv: Any, owner: Browser) -> None:
     assert owner.body["organization"]["name"] == "default" and owner.body["organization"]["role"] == "owner"
-    again = httpx.post(srv.url + "/api/auth/setup", json={"email": "x@example.com", "password": PASSWORD})
+    again = post(srv.url + "/api/auth/setup", json={"email": "x@example.com", "password": PASSWORD})
     assert again.status_code == 409
-    assert httpx.get(srv.url + "/api/auth/setup").json() == {"needed": False}
+    assert get(srv.url + "/api/auth/setup").json() == {"needed": False}
 
 
 def test_login_sets_an_httponly_samesite_lax_cookie(srv: Any, owner: Browser) -> None:
@@ -64,8 +64,8 @@ def test_login_sets_an_httponly_samesite_lax_cookie(srv: Any, owner: Browser) ->
 
 
 def test_wrong_password_and_unknown_email_get_identical_401s(srv: Any, owner: Browser) -> None:
-    wrong = httpx.post(srv.url + "/api/auth/login", json={"email": OWNER, "password": "not the password"})
-    unknown = httpx.post(srv.url + "/api/auth/login", json={"email": "nobody@example.com", "password": "whatever1"})
+    wrong = post(srv.url + "/api/auth/login", json={"email": OWNER, "password": "not the password"})
+    unknown = post(srv.url + "/api/auth/login", json={"email": "nobody@example.com", "password": "whatever1"})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.content == unknown.content
     assert "set-cookie" not in wrong.headers
@@ -75,11 +75,11 @@ def test_login_attempts_are_rate_limited_per_account(srv: Any, owner: Browser) -
     acc = srv.app.state.ctx.accounts
     old, acc.sessions.clock = acc.sessions.clock, Clock(now=time.time())  # one window for the whole test
     try:
-        b, email = new_person(srv, owner, _default_org(owner))
+        _, email = new_person(srv, owner, _default_org(owner))
         for _ in range(5):
-            assert httpx.post(srv.url + "/api/auth/login", json={"email": email, "password": "wrong-pass"}
+            assert post(srv.url + "/api/auth/login", json={"email": email, "password": "wrong-pass"}
                               ).status_code == 401
-        refused = httpx.post(srv.url + "/api/auth/login", json={"email": email, "password": PASSWORD})
+        refused = post(srv.url + "/api/auth/login", json={"email": email, "password": PASSWORD})
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
         assert Browser(srv).login(OWNER).status_code == 200  # another account is not held back
         acc.sessions.clock.advance(61)
@@ -97,7 +97,7 @@ def test_login_attempts_are_rate_limited_per_address(srv: Any, owner: Browser) -
     acc.sessions.clock = clock
     acc.guard = LoginGuard(100, 3, None, "test:", clock=clock)
     try:
-        codes = [httpx.post(srv.url + "/api/auth/login", json={"email": f"a{i}@example.com", "password": "x" * 9}
+        codes = [post(srv.url + "/api/auth/login", json={"email": f"a{i}@example.com", "password": "x" * 9}
                             ).status_code for i in range(4)]
         assert codes == [401, 401, 401, 429]
     finally:
@@ -125,7 +125,7 @@ def test_a_form_post_with_the_csrf_field_is_accepted(srv: Any, owner: Browser) -
 
 
 def test_an_api_key_post_needs_no_csrf_token(srv: Any, owner: Browser) -> None:
-    r = httpx.post(f"{srv.url}/api/organizations/{_default_org(owner)}/invites", headers=srv.headers(),
+    r = post(f"{srv.url}/api/organizations/{_default_org(owner)}/invites", headers=srv.headers(),
                    json={"role": "member"})
     assert r.status_code == 201, r.text
 
@@ -135,7 +135,7 @@ def test_logout_invalidates_the_cookie(srv: Any, owner: Browser) -> None:
     b.login(OWNER)
     cookie = b.http.cookies.get("modelyard_session")
     assert b.post("/api/auth/logout").status_code == 200
-    replay = httpx.get(srv.url + "/api/v1/me", cookies={"modelyard_session": cookie})
+    replay = get(srv.url + "/api/v1/me", cookies={"modelyard_session": cookie})
     assert replay.status_code == 401
 
 
@@ -181,14 +181,14 @@ def test_sessions_expire_when_idle_and_when_old(srv: Any, owner: Browser) -> Non
 def test_an_invite_link_works_once(srv: Any, owner: Browser) -> None:
     link = invite(owner, _default_org(owner), "admin")
     assert link["url"].endswith("/invite/" + link["token"]) and link["expires_at"] > time.time()
-    first = httpx.post(srv.url + "/api/auth/accept-invite", json={
+    first = post(srv.url + "/api/auth/accept-invite", json={
         "token": link["token"], "email": "inv1@example.com", "password": PASSWORD, "username": "inv1"})
     assert first.status_code == 201, first.text
     assert first.json()["membership"]["role"] == "admin"
-    second = httpx.post(srv.url + "/api/auth/accept-invite", json={
+    second = post(srv.url + "/api/auth/accept-invite", json={
         "token": link["token"], "email": "inv2@example.com", "password": PASSWORD, "username": "inv2"})
     assert second.status_code == 404
-    assert httpx.post(srv.url + "/api/auth/login", json={"email": "inv2@example.com", "password": PASSWORD}
+    assert post(srv.url + "/api/auth/login", json={"email": "inv2@example.com", "password": PASSWORD}
                       ).status_code == 401
 
 
@@ -227,11 +227,45 @@ def test_an_admin_key_signs_in_to_the_console(srv: Any, owner: Browser) -> None:
     b.csrf = r.json()["csrf_token"]
     assert b.http.get("/api/organizations").status_code == 200
     assert b.post(f"/api/organizations/{_default_org(owner)}/invites", json={"role": "member"}).status_code == 201
-    user_key = httpx.post(f"{srv.url}/api/organizations/{_default_org(owner)}/tokens", headers=srv.headers(),
+    user_key = post(f"{srv.url}/api/organizations/{_default_org(owner)}/tokens", headers=srv.headers(),
                           json={"name": "u", "scopes": ["user:write"]}).json()["secret"]
-    assert httpx.post(srv.url + "/api/auth/login-key", json={"key": user_key}).status_code == 403
+    assert post(srv.url + "/api/auth/login-key", json={"key": user_key}).status_code == 403
 
 
 def test_passwords_are_stored_as_argon2id_hashes(srv: Any, owner: Browser) -> None:
     user = srv.on_server_loop(srv.app.state.ctx.accounts.repo.user_by_email(OWNER))
     assert user.password_hash.startswith("$argon2id$") and PASSWORD not in user.password_hash
+
+
+def test_a_key_session_ends_when_its_key_is_revoked(srv: Any, owner: Browser) -> None:
+    org = _default_org(owner)
+    made = post(f"{srv.url}/api/organizations/{org}/tokens", headers=srv.headers(),
+                      json={"name": "console", "scopes": ["admin:read"]}).json()
+    b = Browser(srv)
+    assert b.http.post("/api/auth/login-key", json={"key": made["secret"]}).status_code == 200
+    assert b.http.get(f"/api/organizations/{org}/members").status_code == 200
+    assert delete(f"{srv.url}/api/organizations/{org}/tokens/{made['token']['id']}", headers=srv.headers()
+                        ).status_code == 200
+    assert b.http.get(f"/api/organizations/{org}/members").status_code == 401
+
+
+def test_a_signed_in_user_joins_another_org_and_roles_apply_at_once(srv: Any, owner: Browser) -> None:
+    org_b = create_org(srv)["id"]
+    person, _ = new_person(srv, owner, _default_org(owner))
+    token = invite(owner, org_b, "member")["token"]
+    bare = person.http.post("/api/auth/accept-invite", json={"token": token})
+    assert bare.status_code == 403  # signed in: the CSRF token is needed
+    joined = person.post("/api/auth/accept-invite", json={"token": token})
+    assert joined.status_code == 201, joined.text
+    assert {o["id"] for o in person.http.get("/api/auth/session").json()["organizations"]} >= {org_b}
+    assert person.http.get("/api/v1/me", headers={"X-Modelyard-Org": org_b}).json()["organization_id"] == org_b
+    assert person.post("/api/auth/session/organization", json={"organization": org_b}).status_code == 200
+    assert person.http.get(f"/api/organizations/{org_b}/members").status_code == 403  # a member
+    user_id = person.http.get("/api/v1/me").json()["user_id"]
+    promoted = owner.http.patch(f"/api/organizations/{org_b}/members/{user_id}", json={"role": "admin"},
+                                headers={"X-CSRF-Token": owner.csrf})
+    assert promoted.status_code == 200, promoted.text
+    assert person.http.get(f"/api/organizations/{org_b}/members").status_code == 200
+    removed = owner.http.delete(f"/api/organizations/{org_b}/members/{user_id}", headers={"X-CSRF-Token": owner.csrf})
+    assert removed.status_code == 200
+    assert person.http.get(f"/api/organizations/{org_b}/members").status_code == 403

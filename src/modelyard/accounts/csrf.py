@@ -31,6 +31,8 @@ async def check(conn: HTTPConnection, expected: str) -> None:
         body = await conn.body()  # cached on the request: the route reads the same bytes again
         given = (parse_qs(body.decode("latin-1")).get(FIELD) or [None])[0]
     if not given or not hmac.compare_digest(given.encode(), expected.encode()):
+        if isinstance(conn, Request) and _small(conn):
+            await conn.body()  # read what was sent, so the refusal keeps the connection usable (keep-alive)
         raise PermissionDenied("This request needs your session's CSRF token: send it as the X-CSRF-Token header "
                                "(or the csrf_token field of a form). GET /api/auth/session returns it.",
                                code="csrf_token_invalid")
@@ -39,5 +41,9 @@ async def check(conn: HTTPConnection, expected: str) -> None:
 def _is_small_form(request: Request) -> bool:
     if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         return False
+    return _small(request)
+
+
+def _small(request: Request) -> bool:
     declared = request.headers.get("content-length", "")
     return declared.isdigit() and int(declared) <= FORM_MAX_BYTES

@@ -8,7 +8,14 @@ from typing import Any
 
 from ..bootstrap import DEFAULT_ORG
 from ..config import LimitRuleConfig, PlanConfig, Settings
-from ..errors import AuthenticationError, InvalidRequest, ModelyardError, NotFound, PermissionDenied, RateLimited
+from ..errors import (
+    AuthenticationError,
+    InvalidRequest,
+    ModelyardError,
+    NotFound,
+    PermissionDenied,
+    RateLimited,
+)
 from ..pipeline import scopes as sc
 from ..pipeline.auth import Authenticator, Principal
 from ..pipeline.limits import Limiter
@@ -16,7 +23,7 @@ from ..store.db import Store
 from ..store.repo import Conflict, OrgRepo, hash_secret
 from .passwords import Passwords, check_policy
 from .repo import ROLES, AccountRepo, User
-from .sessions import SessionState, Sessions
+from .sessions import Sessions, SessionState
 
 EMAIL = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}\.[^@\s]+$")
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")

@@ -124,6 +124,14 @@ class Sessions:
         state.org_id = org_id
         self._forget_principals({state.id})
 
+    def forget(self, token_id: str | None = None) -> None:
+        """Drop cached principals: all (an org's plan or status changed), or those acting as one key."""
+        if token_id is None:
+            self._principals.clear()
+            return
+        for key in [k for k, (p, _) in self._principals.items() if p.token_id == token_id]:
+            del self._principals[key]
+
     def forget_user(self, user_id: str) -> None:
         """Drop cached principals of a user whose memberships changed (role, removal)."""
         ids = {s.id for s in self._states.values() if s.user_id == user_id}

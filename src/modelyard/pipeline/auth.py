@@ -65,6 +65,8 @@ class SessionAuth(Protocol):
 
     async def authenticate(self, conn: HTTPConnection) -> Principal | None: ...
 
+    def forget(self, token_id: str | None = None) -> None: ...
+
 
 class Authenticator:
     """Resolves keys to principals with a short-lived cache so the hot path does no DB reads.
@@ -164,6 +166,8 @@ class Authenticator:
 
     def forget(self, token_id: str | None = None) -> None:
         """Drop cached principals (one token's, or all) after a revoke or an org change."""
+        if self.sessions is not None:  # sessions signed in with that key, or every session's plan and status
+            self.sessions.forget(token_id)
         if token_id is None:
             self._cache.clear()
             return
