@@ -269,3 +269,15 @@ def test_a_signed_in_user_joins_another_org_and_roles_apply_at_once(srv: Any, ow
     removed = owner.http.delete(f"/api/organizations/{org_b}/members/{user_id}", headers={"X-CSRF-Token": owner.csrf})
     assert removed.status_code == 200
     assert person.http.get(f"/api/organizations/{org_b}/members").status_code == 403
+
+
+def test_odd_input_is_a_400_or_401_never_a_500(srv: Any, owner: Browser) -> None:
+    assert post(srv.url + "/api/auth/login", json={"email": "a\x00@b.com", "password": "x" * 9}).status_code == 401
+    assert post(srv.url + "/api/auth/setup", json={"email": "a\x00@b.com", "password": "x" * 9}).status_code == 409
+    person, _ = new_person(srv, owner, _default_org(owner))
+    assert person.http.patch("/api/v1/me/profile", json={"bio": "a\x00b"},
+                             headers={"X-CSRF-Token": person.csrf}).status_code == 400
+    assert person.http.patch("/api/v1/me/profile", json={"username": None},
+                             headers={"X-CSRF-Token": person.csrf}).status_code == 200
+    assert person.post("/api/auth/session/organization", json={"organization": "x\x00"}).status_code == 400
+    assert person.post("/api/auth/accept-invite", json={"token": "\x00"}).status_code == 404

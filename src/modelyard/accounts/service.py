@@ -25,7 +25,7 @@ from .passwords import Passwords, check_policy
 from .repo import ROLES, AccountRepo, User
 from .sessions import Sessions, SessionState
 
-EMAIL = re.compile(r"^[^@\s]{1,200}@[^@\s]{1,200}\.[^@\s]+$")
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]{1,200}@[^@\s\x00-\x1f\x7f]{1,200}\.[^@\s\x00-\x1f\x7f]+$")
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,39}$")
 BAD_LOGIN = "Incorrect email or password."  # the same words whether or not the email exists
 PLAN = "login"

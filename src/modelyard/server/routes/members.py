@@ -19,6 +19,7 @@ from .session import accounts
 
 router = APIRouter(tags=["Members"])
 Role = Literal["owner", "admin", "member"]
+NO_NUL = r"^[^\x00]*$"
 
 
 class _Body(BaseModel):
@@ -36,8 +37,8 @@ class RoleBody(_Body):
 
 class ProfilePatch(_Body):
     username: str | None = Field(default=None, max_length=40)
-    bio: str | None = Field(default=None, max_length=2000)
-    location: str | None = Field(default=None, max_length=200)
+    bio: str | None = Field(default=None, max_length=2000, pattern=NO_NUL)  # PostgreSQL text holds no NUL
+    location: str | None = Field(default=None, max_length=200, pattern=NO_NUL)
 
 
 @router.post(ORG + "/invites", summary="Invite someone by a one-time link (owners and admins); the link is shown once",

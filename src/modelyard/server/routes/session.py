@@ -40,7 +40,7 @@ class KeyLogin(_Body):
 
 
 class SelectOrg(_Body):
-    organization: str = Field(min_length=1, max_length=200)
+    organization: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00]+$")  # PostgreSQL text holds no NUL
 
 
 class AcceptInvite(_Body):
