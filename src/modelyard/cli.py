@@ -1,4 +1,4 @@
-"""The `modelyard` command: serve, worker, runner, migrate, keys, orgs, models, secrets, doctor, import."""
+"""The `modelyard` command: serve, worker, runner, migrate, keys, orgs, users, models, secrets, doctor, import."""
 
 from __future__ import annotations
 
@@ -332,6 +332,12 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_users(args: argparse.Namespace) -> int:
+    from .accounts.cli import cmd_users as run
+
+    return run(args, _settings(args))
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     from .catalog import build_catalog
 
@@ -469,6 +475,10 @@ def build_parser() -> argparse.ArgumentParser:
         _common(q)
         q.add_argument("--json", action="store_true")
     k.set_defaults(fn=cmd_keys)
+
+    from .accounts.cli import add_parser as add_users
+
+    add_users(sub, _common, cmd_users)
 
     md = sub.add_parser("models", help="list the models this configuration serves")
     _common(md)

@@ -236,6 +236,14 @@ class Settings(BaseSettings):
     media_url_ttl: int = Field(default=3600, ge=1, description="seconds a signed media URL stays valid")
     # keyless share-link reads (GET /api/shares/...) allowed per client address per minute (docs/library.md)
     share_requests_per_minute: int = Field(default=60, ge=1)
+    # console sessions (docs/accounts.md): idle and absolute lifetimes, the cookie's Secure flag (None: when the
+    # request came over https), login attempts per minute per account and per client address, invite link lifetime
+    session_idle_seconds: float = Field(default=7 * 86400, gt=0)
+    session_max_seconds: float = Field(default=30 * 86400, gt=0)
+    session_cookie_secure: bool | None = None
+    login_attempts_per_account: int = Field(default=10, ge=1)
+    login_attempts_per_address: int = Field(default=60, ge=1)
+    invite_ttl_hours: float = Field(default=72, gt=0)
     # base URL used in media links, when clients reach us through a proxy (else the request's own)
     public_url: str | None = None
     max_upload_bytes: int = 25 * 1024 * 1024

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the parts import nothing from here at run time: no cycles through the context
+    from .accounts.service import Accounts
     from .agents.service import AgentService
     from .batches.service import BatchService
     from .catalog import Catalog
@@ -56,3 +57,4 @@ class AppContext:
     shutdown: Shutdown | None = None  # a server's drain on SIGTERM: jobs handed back, streams cut at its deadline
     metrics: Metrics | None = None  # None when metrics are off (settings.metrics_enabled) and outside a server
     tracing: Tracing | None = None  # None while tracing is off
+    accounts: Accounts | None = None  # people and console sessions; None on a model host

@@ -16,8 +16,9 @@ from .waiting import wait_until
 CLI = [sys.executable, "-m", "modelyard.cli"]
 
 
-def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd,
+def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+        input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=120, cwd=cwd, input=input,
                           env={**os.environ, **(env or {})})
 
 

@@ -7,6 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
@@ -34,10 +35,15 @@ class Principal:
     expires_at: datetime | None
     org_status: str = "active"  # "banned": every call is refused with 403
     bodies: str | None = None  # the org keeps request bodies in its request log: "raw" or "redact"
+    # a console session's: the signed-in user and their role (None for a key), the session's id
+    user_id: str | None = None
+    role: str | None = None
+    session_id: str | None = None
 
     def require(self, scope: str) -> None:
         if scope not in self.scopes:
-            raise PermissionDenied(f"This API key lacks the '{scope}' scope needed for this request.")
+            who = f"Your role ({self.role})" if self.role else "This API key"
+            raise PermissionDenied(f"{who} lacks the '{scope}' scope needed for this request.")
 
 
 def extract_key(conn: HTTPConnection) -> str | None:
@@ -55,8 +61,19 @@ def extract_key(conn: HTTPConnection) -> str | None:
     return conn.query_params.get("key") or None
 
 
+class SessionAuth(Protocol):
+    """Console sessions (accounts/sessions.py): the principal behind a request's session cookie, or None."""
+
+    async def authenticate(self, conn: HTTPConnection) -> Principal | None: ...
+
+    def forget(self, token_id: str | None = None) -> None: ...
+
+
 class Authenticator:
     """Resolves keys to principals with a short-lived cache so the hot path does no DB reads.
+
+    A request without a key may carry a console session cookie instead; `sessions` (attached by the app) resolves
+    it. That check runs only when no key was sent, so the key path costs what it did.
 
     A revocation through this process takes effect at once; through another replica, within `ttl` seconds.
     Usage counters (last use, request count) are batched to the DB by a background flush, never per request.
@@ -72,6 +89,7 @@ class Authenticator:
         self.writer: WriteBehind | None = None
         self._collected = time.monotonic()
         self._pruned = 0.0
+        self.sessions: SessionAuth | None = None
 
     def attach(self, writer: WriteBehind) -> None:
         """Write the counters through the process's write-behind (spooled, replayed once by receipt)."""
@@ -98,10 +116,16 @@ class Authenticator:
     async def authenticate(self, conn: HTTPConnection, scope: str | None = None) -> Principal:
         key = extract_key(conn)
         if not key:
-            raise AuthenticationError(
-                "No API key provided. Send it as 'Authorization: Bearer <key>' (or x-api-key, x-goog-api-key, ?key=).",
-                code="missing_api_key",
-            )
+            principal = await self.sessions.authenticate(conn) if self.sessions is not None else None
+            if principal is None:
+                raise AuthenticationError(
+                    "No API key provided. Send it as 'Authorization: Bearer <key>' (or x-api-key, x-goog-api-key, "
+                    "?key=).", code="missing_api_key")
+            if principal.org_status == "banned":
+                raise PermissionDenied("API access is disabled for this account.", code="account_banned")
+            if scope:
+                principal.require(scope)
+            return principal
         principal = await self.resolve(key)
         if principal.org_status == "banned":
             raise PermissionDenied("API access is disabled for this account.", code="account_banned")
@@ -144,6 +168,8 @@ class Authenticator:
 
     def forget(self, token_id: str | None = None) -> None:
         """Drop cached principals (one token's, or all) after a revoke or an org change."""
+        if self.sessions is not None:  # sessions signed in with that key, or every session's plan and status
+            self.sessions.forget(token_id)
         if token_id is None:
             self._cache.clear()
             return

@@ -21,6 +21,7 @@ from ..files import FileService
 from ..media import MediaStore
 from ..errors import ModelyardError
 from ..logs import setup_logging
+from ..accounts.service import Accounts
 from ..agents.service import AgentService
 from ..batches.service import BatchService
 from ..jobs.service import JobService
@@ -46,6 +47,8 @@ from .fastlane import FastLane
 from .shutdown import Shutdown, chain_signals
 from .routes import account as account_routes
 from .routes import agents as agent_routes
+from .routes import members as member_routes
+from .routes import session as session_routes
 from .routes import anthropic as anthropic_routes
 from .routes import batches as batch_routes
 from .routes import catalog as catalog_routes
@@ -105,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         ctx.batches = BatchService(ctx)
         ctx.agents = AgentService(ctx)
         ctx.library = LibraryService(ctx)
+        ctx.accounts = Accounts(settings, store, auth)  # sessions resolve through ctx.auth once attached
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -160,6 +164,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if ctx.gate.writer is None:
                 await ctx.auth.flush_usage()
             await ctx.search.aclose()
+            if ctx.accounts is not None:
+                await ctx.accounts.aclose()
             await ctx.router.aclose()
             await storage.aclose()
             await store.aclose()
@@ -185,6 +191,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app, dialects)
     # before the OpenAI mounts: /api/v1 is one of their prefixes, and /api/v1/me and /balance are the studio's
     app.include_router(account_routes.router)
+    app.include_router(member_routes.router)
+    app.include_router(session_routes.router)
     app.include_router(org_routes.router)
     app.include_router(log_routes.router)
     for r in (openai_routes.router, openai_media_routes.router, openai_text_routes.router, file_routes.router,

@@ -412,3 +412,68 @@ library_shares = Table(
     Column("expires_at", Float(precision=53), nullable=True),
     Index("uq_library_shares_token_hash", "token_hash", unique=True),
 )
+
+# People (0012, docs/accounts.md): users sign in to the console; keys stay how programs authenticate.
+# Emails are stored lowercased; passwords only as argon2id hashes.
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("email", String(320), nullable=False),
+    Column("username", String(40), nullable=False),
+    Column("password_hash", String(200), nullable=False),
+    Column("bio", String(2000), nullable=True),
+    Column("location", String(200), nullable=True),
+    Column("created_at", Float(precision=53), nullable=False),
+    Index("uq_users_email", "email", unique=True),
+    Index("uq_users_username", "username", unique=True),
+)
+
+# A user's role in an org: owner | admin | member.
+memberships = Table(
+    "memberships",
+    metadata,
+    Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(20), nullable=False),
+    Column("created_at", Float(precision=53), nullable=False),
+    Index("ix_memberships_org_id", "org_id"),
+)
+
+# One-time invite links; only the token's sha256 is kept.
+invites = Table(
+    "invites",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("token_hash", String(64), nullable=False),
+    Column("email", String(320), nullable=True),  # when set, only this address may accept
+    Column("role", String(20), nullable=False),
+    Column("created_by", String(60), nullable=False),  # the principal's token_id (user:<id> or a key)
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("expires_at", Float(precision=53), nullable=False),
+    Column("used_at", Float(precision=53), nullable=True),
+    Column("used_by", String(40), nullable=True),
+    Index("uq_invites_token_hash", "token_hash", unique=True),
+)
+
+# Server-side console sessions: the cookie holds a random token, the row its sha256. A session is a user's (user_id)
+# or an operator's signed in with an admin key (token_id, scopes copied from the key).
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("token_hash", String(64), nullable=False),
+    Column("user_id", String(40), ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("token_id", String(40), nullable=True),
+    Column("org_id", String(40), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", Float(precision=53), nullable=False),
+    Column("last_seen_at", Float(precision=53), nullable=False),
+    Column("expires_at", Float(precision=53), nullable=False),  # the absolute limit; idle expiry is from last_seen_at
+    Column("revoked_at", Float(precision=53), nullable=True),
+    Column("address", String(100), nullable=True),
+    Column("user_agent", String(300), nullable=True),
+    Index("uq_sessions_token_hash", "token_hash", unique=True),
+    Index("ix_sessions_user_id", "user_id"),
+)

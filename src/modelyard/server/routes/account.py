@@ -38,12 +38,17 @@ async def _mine(request: Request) -> tuple[Any, Any, Any]:
 @router.get("/api/v1/me", summary="Your profile, organization, plan and balance")
 async def me(request: Request) -> Response:
     ctx, principal, org = await _mine(request)
-    profile = org.profile or {}
+    profile = dict(org.profile or {})
+    if principal.user_id is not None and ctx.accounts is not None:  # a signed-in person: their own profile
+        user = await ctx.accounts.repo.user(principal.user_id)
+        if user is not None:
+            profile.update(username=user.username, email=user.email, bio=user.bio, location=user.location)
     body = {"username": profile.get("username", org.name), "email": profile.get("email"),
             "bio": profile.get("bio"), "location": profile.get("location"),
             **{k: v for k, v in profile.items() if k not in ("username", "email", "bio", "location")},
             "organization_id": org.id, "organization": org.name, "plan": org.plan, "status": org.status,
-            "token_id": principal.token_id, **balance_body(await ctx.gate.wallets.balance(org.id)),
+            "token_id": principal.token_id, "user_id": principal.user_id, "role": principal.role,
+            **balance_body(await ctx.gate.wallets.balance(org.id)),
             "created_at": org.created_at.isoformat()}
     return json_response(body)
 
