@@ -329,9 +329,11 @@ class AgentRepo:
         async with self.engine.begin() as conn:
             if (await conn.execute(q)).rowcount != 1:
                 return False
-            await self.add_events(conn, run_id, [("node.started", {"node": node_id, "attempt": attempt})])
-            await conn.execute(update(agent_runs).where(agent_runs.c.id == run_id, agent_runs.c.status == "pending")
-                               .values(status="running", started_at=now))
+            started = await conn.execute(update(agent_runs).where(agent_runs.c.id == run_id,
+                                                                  agent_runs.c.status == "pending")
+                                         .values(status="running", started_at=now))
+            events = [("run.started", {})] if started.rowcount == 1 else []  # the run's first node under way
+            await self.add_events(conn, run_id, events + [("node.started", {"node": node_id, "attempt": attempt})])
         return True
 
     async def existing_jobs(self, ids: list[str]) -> set[str]:
