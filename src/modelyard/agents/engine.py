@@ -27,7 +27,7 @@ from ..jobs.queue import Job, job_row
 from ..jobs.loop import passes
 from ..jobs.runner import run_task
 from ..jobs.tasks import parse_task, signed, validate_payload
-from ..pipeline.auth import Principal
+from ..pipeline.auth import Principal, org_principal
 from ..pipeline.billing import payload_estimate
 from ..pipeline.units import Units
 from ..store.repo import OrgRepo
@@ -182,12 +182,8 @@ class AgentEngine:
         return g
 
     async def principal(self, run: Run) -> Principal:
-        """Whom nodes are admitted for: the run's org as it is now (its plan may have changed)."""
-        org = await self.orgs.get(run.org_id)
-        if org is None:
-            raise NotFound(f"No organization '{run.org_id}'.")
-        return Principal(token_id=run.token_id or "", org_id=org.id, org_name=org.name, plan=org.plan,
-                         scopes=frozenset(), expires_at=None, org_status=org.status)
+        """Whom nodes are admitted for: the run's org as it is now."""
+        return await org_principal(self.orgs, run.org_id, run.token_id)
 
     # ---------------------------------------------------------------- one advance
 

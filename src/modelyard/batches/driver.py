@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from ..errors import InternalError, ModelyardError, NotFound, RateLimited
-from ..pipeline.auth import Principal
+from ..errors import InternalError, ModelyardError, RateLimited
+from ..pipeline.auth import Principal, org_principal
 from ..jobs.loop import passes
 from ..store.repo import OrgRepo
 from . import output
@@ -77,12 +77,8 @@ class BatchDriver:
                 await self.repo.let_go(batch)
 
     async def _principal(self, batch: Batch) -> Principal:
-        """Whom the lines are admitted for: the batch's org as it is now (its plan may have changed)."""
-        org = await self.orgs.get(batch.org_id)
-        if org is None:
-            raise NotFound(f"No organization '{batch.org_id}'.")
-        return Principal(token_id=batch.token_id or "", org_id=org.id, org_name=org.name, plan=org.plan,
-                         scopes=frozenset(), expires_at=None, org_status=org.status)
+        """Whom the lines are admitted for: the batch's org as it is now."""
+        return await org_principal(self.orgs, batch.org_id, batch.token_id)
 
     # ---------------------------------------------------------------- validating
 

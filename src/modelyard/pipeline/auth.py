@@ -11,7 +11,7 @@ from typing import Protocol
 
 from starlette.requests import HTTPConnection
 
-from ..errors import AuthenticationError, PermissionDenied
+from ..errors import AuthenticationError, NotFound, PermissionDenied
 from ..store.db import Store
 from ..store.repo import OrgRepo, TokenRepo, hash_secret, new_id, utcnow
 from ..store.writebehind import Sink, WriteBehind
@@ -212,3 +212,13 @@ class StaticKeyAuthenticator:
 
     async def flush_usage(self) -> None:
         return None
+
+
+async def org_principal(orgs: OrgRepo, org_id: str, token_id: str | None) -> Principal:
+    """Whom background work (a batch's lines, an agent run's nodes) is admitted for: its org as it is now (its plan
+    may have changed since the work was submitted), with no scopes of its own."""
+    org = await orgs.get(org_id)
+    if org is None:
+        raise NotFound(f"No organization '{org_id}'.")
+    return Principal(token_id=token_id or "", org_id=org.id, org_name=org.name, plan=org.plan, scopes=frozenset(),
+                     expires_at=None, org_status=org.status)
