@@ -311,7 +311,7 @@ class Call:
             if close is not None:
                 await close()
 
-    def _streamed(self, used: Units, deployment: Deployment, left: bool) -> None:
+    def _streamed(self, used: Units | None, deployment: Deployment, left: bool) -> None:
         """A stream's end, counted: its overhead is the gateway's time before its first chunk; time per output
         token is what the upstream took for each token after the first."""
         m = self._m
@@ -323,7 +323,7 @@ class Call:
             m.failed(now - self._t0, GeneratorExit(), backend)
             return
         m.succeeded(now - self._t0, self._first - self._t0 - self._upstream, backend)
-        if used.output_tokens > 1:
+        if used is not None and used.output_tokens > 1:  # None: a model host's gate, which prices nothing
             m.per_output_token((now - self._first) / (used.output_tokens - 1), backend)
 
     def hold(self) -> dict[str, Any]:
