@@ -3,7 +3,6 @@ the event stream, cache, cost and org isolation (SQLite + PostgreSQL)."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 from pathlib import Path

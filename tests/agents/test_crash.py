@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -30,7 +28,7 @@ from modelyard.store.repo import OrgRepo
 from modelyard.store.tables import agent_run_events, agent_run_nodes, agent_runs, jobs, usage_records, wallet_ledger
 
 from ..support.jobs import FAST, job_models
-from ..support.paths import REPO
+from ..support.processes import RunnerProcesses
 from ..support.waiting import wait_until
 
 # echo prices (micro-dollars): per token in and out plus one per call. The reservation prices the payload's size and
@@ -98,7 +96,7 @@ def single_execution(result: dict[str, Any], text: str) -> bool:
             and [c["finish_reason"] for c in result["choices"]] == ["stop"])
 
 
-class AgentHarness:
+class AgentHarness(RunnerProcesses):
     """A database with a funded org and its agents, and `modelyard runner` subprocesses that run them."""
 
     def __init__(self, tmp: Path, database_url: str) -> None:
@@ -168,34 +166,6 @@ class AgentHarness:
     def runs(self) -> dict[str, Any]:
         return {r.id: r for r in self.rows(agent_runs)}
 
-    # ---------------------------------------------------------------- runner processes
-
-    def start_runner(self, name: str) -> subprocess.Popen:
-        log = self.tmp / f"{name}-{len(self.procs)}.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        proc = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "runner", "--config", str(self.config),
-                                 "--data-dir", str(self.tmp / "data"), "--name", name, "--log-level", "info"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=self.tmp)
-        self.procs.append((proc, log))
-        return proc
-
-    def completions(self) -> Counter:
-        """Completions each runner had accepted (its conditional UPDATE won), from the runners' own logs."""
-        seen: Counter = Counter()
-        for _, log in self.procs:
-            for m in re.finditer(r"job (job_[0-9a-f]+) completed by", log.read_text(errors="replace")):
-                seen[m.group(1)] += 1
-        return seen
-
-    def stop_all(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import re
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -24,12 +21,12 @@ from modelyard.store.repo import OrgRepo
 
 from ..conftest import make_settings, running
 from ..support.jobs import FAST, chat_payload, job_models
+from ..support.processes import RunnerProcesses
 from ..support.waiting import wait_until
-from ..support.paths import REPO
 
 
 
-class Harness:
+class Harness(RunnerProcesses):
     """A database, a config file, and `modelyard runner` subprocesses against them."""
 
     def __init__(self, tmp: Path, database_url: str, delay: float, **overrides: Any) -> None:
@@ -78,36 +75,10 @@ class Harness:
             return {r.id: r for r in rows}
         return self.run(self._with_queue(go))
 
-    def start_runner(self, name: str) -> subprocess.Popen:
-        log = self.tmp / f"{name}-{len(self.procs)}.log"
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
-        proc = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "runner", "--config", str(self.config),
-                                 "--data-dir", str(self.tmp / "data"), "--name", name, "--log-level", "info"],
-                                env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=self.tmp)
-        self.procs.append((proc, log))
-        return proc
-
     def log(self, name: str) -> str:
         """What the runner of that name has logged so far (all its starts)."""
         return "".join(log.read_text(errors="replace") for _, log in self.procs if log.name.startswith(name + "-"))
 
-    def completions(self) -> Counter:
-        """Completions each runner had accepted (its conditional UPDATE won), from the runners' own logs."""
-        seen: Counter = Counter()
-        for _, log in self.procs:
-            for m in re.finditer(r"job (job_[0-9a-f]+) completed by", log.read_text(errors="replace")):
-                seen[m.group(1)] += 1
-        return seen
-
-    def stop_all(self) -> None:
-        for proc, _ in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc, _ in self.procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 @pytest.fixture

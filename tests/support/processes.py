@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import httpx
 
+from .paths import REPO
 from .servers import free_port
 from .waiting import wait_until
 
@@ -53,3 +57,39 @@ def stop(proc: subprocess.Popen) -> str:
     proc.terminate()
     out, _ = proc.communicate(timeout=30)
     return out
+
+
+class RunnerProcesses:
+    """`modelyard runner` subprocesses for crash tests, each logging to its own file. The harness using it sets
+    `tmp` (logs, data dir, cwd), `config` (the config file) and `procs` (a list it starts empty)."""
+
+    tmp: Path
+    config: Path
+    procs: list[tuple[subprocess.Popen, Path]]
+
+    def start_runner(self, name: str) -> subprocess.Popen:
+        log = self.tmp / f"{name}-{len(self.procs)}.log"
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+        proc = subprocess.Popen([*CLI, "runner", "--config", str(self.config), "--data-dir", str(self.tmp / "data"),
+                                 "--name", name, "--log-level", "info"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=log.open("wb"), cwd=self.tmp)
+        self.procs.append((proc, log))
+        return proc
+
+    def completions(self) -> Counter:
+        """Completions each runner had accepted (its conditional UPDATE won), from the runners' own logs."""
+        seen: Counter = Counter()
+        for _, log in self.procs:
+            for m in re.finditer(r"job (job_[0-9a-f]+) completed by", log.read_text(errors="replace")):
+                seen[m.group(1)] += 1
+        return seen
+
+    def stop_all(self) -> None:
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc, _ in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()

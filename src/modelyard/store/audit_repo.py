@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select
+from sqlalchemy import insert, select
 
+from .paging import newest_first
 from .log_tables import audit_log
 from .repo import aware, new_id, utcnow
 
@@ -52,10 +53,8 @@ class AuditRepo:
             q = q.where(c.at >= start)
         if end is not None:
             q = q.where(c.at < end)
-        if after is not None:
-            q = q.where(or_(c.at < after[0], and_(c.at == after[0], c.id < after[1])))
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(q.order_by(c.at.desc(), c.id.desc()).limit(limit))).all()
+            rows = (await conn.execute(newest_first(q, audit_log, after, limit, time="at"))).all()
         out = []
         for r in rows:
             m = {str(k): v for k, v in r._mapping.items()}

@@ -7,9 +7,10 @@ from typing import Any
 from sqlalchemy import Select, Table, and_, or_
 
 
-def newest_first(q: Select[Any], table: Table, after: tuple[float, str] | None, limit: int) -> Select[Any]:
-    """The page of `q` after the row `after`, newest first (ties on created_at broken by id)."""
-    c = table.c
+def newest_first(q: Select[Any], table: Table, after: tuple[Any, str] | None, limit: int,
+                 time: str = "created_at") -> Select[Any]:
+    """The page of `q` after the row `after`, newest first by the `time` column (ties broken by id)."""
+    at, row_id = table.c[time], table.c.id
     if after is not None:
-        q = q.where(or_(c.created_at < after[0], and_(c.created_at == after[0], c.id < after[1])))
-    return q.order_by(c.created_at.desc(), c.id.desc()).limit(limit)
+        q = q.where(or_(at < after[0], and_(at == after[0], row_id < after[1])))
+    return q.order_by(at.desc(), row_id.desc()).limit(limit)

@@ -12,11 +12,12 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import and_, delete, literal_column, or_, select, text
+from sqlalchemy import delete, literal_column, select, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .billing_repo import insert_new
 from .db import Store
+from .paging import newest_first
 from .log_tables import request_bodies, request_log
 from .repo import aware
 
@@ -78,9 +79,7 @@ class RequestLogRepo:
             q = q.where(c.at >= start)
         if end is not None:
             q = q.where(c.at < end)
-        if after is not None:
-            q = q.where(or_(c.at < after[0], and_(c.at == after[0], c.id < after[1])))
-        q = q.order_by(c.at.desc(), c.id.desc()).limit(limit)
+        q = newest_first(q, request_log, after, limit, time="at")
         async with self.engine.connect() as conn:
             return [public(r) for r in (await conn.execute(q)).all()]
 
