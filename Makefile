@@ -12,12 +12,12 @@ endif
 # piper-tts is GPL-3.0: leave it out with `make serve EXTRAS=local`
 EXTRAS ?= local,piper
 
-.PHONY: serve test bench clean system-deps
+.PHONY: serve test bench clean system-deps browser-deps
 
 serve: system-deps $(VENV)/.stamp-local
 	$(BIN)/modelyard serve $(ARGS)
 
-test: system-deps $(VENV)/.stamp-dev
+test: system-deps browser-deps $(VENV)/.stamp-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The espeak-ng speech engine is a Debian program, not a Python package; install it when we can.
@@ -27,6 +27,14 @@ system-deps:
 	    (apt-get install -y -q espeak-ng >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q espeak-ng >/dev/null)) \
 	      && echo "installed espeak-ng"; \
 	  else echo "note: espeak-ng is not installed; the espeak-ng speech model will be offline (apt-get install espeak-ng)"; fi; }
+
+# The console's browser tests drive Debian's Chromium (Playwright's own browser download is not used).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -q chromium >/dev/null 2>&1 || (apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null)) \
+	      && echo "installed chromium"; \
+	  else echo "note: chromium is not installed; the console's browser tests will be skipped (apt-get install chromium)"; fi; }
 
 bench: $(VENV)/.stamp-dev
 	$(BIN)/python bench/overhead.py --stream $(BENCH_ARGS)

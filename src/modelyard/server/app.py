@@ -65,6 +65,7 @@ from .routes import openai_media as openai_media_routes
 from .routes import openai_text as openai_text_routes
 from .routes import platform as platform_routes
 from .routes import workers as worker_routes
+from .routes import console as console_routes
 from .routes import service as service_routes
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(fal_routes.router)
     app.include_router(worker_routes.router)
     app.include_router(service_routes.router)
+    app.include_router(console_routes.router)  # the web console's pages; their data comes from the API above
+    app.router.routes.append(console_routes.static_mount())
     openapi.install(app)
     hot = {("POST", f"{prefix}/chat/completions"): openai_routes.chat_completions
            for prefix in ("/v1", "/openai/v1", "/api/v1")}
