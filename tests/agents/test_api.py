@@ -460,6 +460,8 @@ def test_costs_roll_up_per_node_and_run(http: httpx.Client, srv: Running) -> Non
     assert done["status"] == "succeeded"
     assert done["nodes"]["m"]["usage"]["cost_micros"] == 20_000 and done["nodes"]["s"]["usage"]["cost_micros"] == 10_000
     assert done["cost_micros"] == 30_000 and done["usage"]["calls"] == 3
+    # each node names what it waits for (here a reference implies the edge), so a client can draw the graph
+    assert done["nodes"]["m"]["depends_on"] == [] and done["nodes"]["s"]["depends_on"] == ["m"]
     assert wallet(srv, org["id"])["balance_micros"] == 1_000_000 - 30_000
 
 

@@ -23,7 +23,9 @@ from ..support.waiting import wait_until
 def jobs_server(tmp: Path, database_url: str | None, stub_url: str) -> Iterator[Running]:
     # the webhook receiver lives on 127.0.0.1, which only an operator's allow_private_urls lets us call
     extra = {**FAST, "allow_private_urls": True, "fal_slugs": {"fal-ai/echo": "echo"}, "studio_models": {}}
-    with running(make_settings(tmp, database_url=database_url, models=job_models(), **extra)) as s:
+    models = job_models() + [{"id": "echo-priced", "type": "text", "price": {"per_request": 0.01},
+                              "deployments": [{"backend": "echo"}]}]
+    with running(make_settings(tmp, database_url=database_url, models=models, **extra)) as s:
         _fund(s)
         yield s
 
@@ -135,6 +137,32 @@ def test_cancel_pending_and_running(http: httpx.Client, srv: Running) -> None:
     assert http.get(f"/api/jobs/{pending_id}", headers=srv.headers()).json()["status"] == "cancelled"
     again = http.post(f"/api/jobs/{pending_id}/cancel", headers=srv.headers()).json()
     assert again["cancel"] == "final"
+
+
+def test_a_jobs_detail_shows_its_request_its_place_in_the_queue_and_its_cost(http: httpx.Client,
+                                                                             srv: Running) -> None:
+    long_text = "x" * 5000  # an uploaded file's base64 would be as long: the detail shows it cut
+    ctx = srv.app.state.ctx
+    srv.on_server_loop(_pause_runner(ctx, True))
+    try:
+        first = submit(http, srv, {"model_id": "echo-priced", "task": "chat", "payload": chat_payload("one")}).json()
+        second = submit(http, srv, {"model_id": "echo-priced", "task": "chat", "payload": chat_payload(long_text)}).json()
+        waiting = http.get(f"/api/jobs/{second['id']}", headers=srv.headers()).json()
+        assert waiting["status"] == "pending" and waiting["queue_position"] == 1 and waiting["usage"] is None
+        assert waiting["source"] == "jobs"
+        shown = waiting["payload"]["messages"][0]["content"]
+        assert shown.startswith("x" * 200) and shown.endswith("(5,000 characters)") and len(shown) < 300
+    finally:
+        srv.on_server_loop(_pause_runner(ctx, False))
+    # the usage row is written when the job settles, just after it is marked completed
+    done = wait_until(lambda: (b := http.get(f"/api/jobs/{first['id']}", headers=srv.headers()).json())["usage"] and b,
+                      30, "the job to settle")
+    assert done["status"] == "completed" and done["queue_position"] is None
+    assert done["payload"] == chat_payload("one")
+    assert done["usage"]["calls"] == 1 and done["usage"]["cost_micros"] == 10_000
+    assert done["usage"]["input_tokens"] > 0 and done["usage"]["output_tokens"] > 0
+    listed = {j["id"]: j for j in http.get("/api/jobs", params={"limit": 5}, headers=srv.headers()).json()["data"]}
+    assert listed[first["id"]]["source"] == "jobs" and "payload" not in listed[first["id"]]
 
 
 async def _pause_runner(ctx: Any, pause: bool) -> None:

@@ -17,6 +17,7 @@ from . import dag as dagmod
 from .checks import check_inputs, check_models
 from .engine import AgentEngine, pick
 from .repo import ACTIVE, RUN_FINAL, Agent, AgentRepo, NodeRow, Run, new_id
+from ..jobs.queue import usage_sum as _usage_sum
 from ..jobs.tasks import signed
 
 if TYPE_CHECKING:
@@ -279,7 +280,7 @@ class AgentService:
             row, node = rows[nid], graph.nodes[nid]
             view: dict[str, Any] = {
                 "id": nid, "type": row.kind, "model_id": node.step.model_id, "task": node.step.task,
-                "state": row.state, "attempts": row.attempts, "started_at": _int(row.started_at),
+                "depends_on": sorted(node.deps), "state": row.state, "attempts": row.attempts, "started_at": _int(row.started_at),
                 "finished_at": _int(row.finished_at), "inputs": signed(row.inputs, self.ctx.media, base),
                 "result": self.engine.exposed(run, node, row.result) if row.result is not None else None,
                 "error": row.error, "reused_from": row.reused_from,
@@ -350,19 +351,6 @@ class AgentService:
 
 def _sse(eid: int, kind: str, data: Any) -> bytes:
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (eid, kind.encode(), orjson.dumps(data))
-
-
-def _usage_sum(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Calls (every attempt that reached a model, failed ones free), tokens, other units, and the price."""
-    units: dict[str, float] = {}
-    for r in rows:
-        for k, v in (r.get("units") or {}).items():
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
-                units[k] = units.get(k, 0) + v
-    return {"calls": len(rows), "succeeded": sum(1 for r in rows if r["status"] == "ok"),
-            "input_tokens": sum(int(r["input_tokens"] or 0) for r in rows),
-            "output_tokens": sum(int(r["output_tokens"] or 0) for r in rows), "units": units,
-            "cost_micros": sum(int(r["price_micros"] or 0) for r in rows)}
 
 
 def _int(v: float | None) -> int | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from sqlalchemy import and_, case, func, insert, or_, select, text, update
@@ -12,7 +13,7 @@ from sqlalchemy import and_, case, func, insert, or_, select, text, update
 from ..store.db import Store
 from ..store.paging import newest_first
 from ..store import webhook_rows
-from ..store.tables import jobs
+from ..store.tables import jobs, usage_records
 
 FINAL = ("completed", "failed", "cancelled", "dead_letter")
 STATUSES = ("pending", "running", *FINAL)
@@ -61,7 +62,7 @@ class Job:
         return {"id": self.id, "object": "job", "queue_id": self.model, "model_id": self.model, "task": self.task,
                 "status": self.status, "priority": self.priority, "attempts": self.attempts,
                 "max_attempts": self.max_attempts, "result": self.result, "error": self.error,
-                "webhook_url": self.webhook_url, "webhook_status": self.webhook_status,
+                "source": self.meta.get("face"), "webhook_url": self.webhook_url, "webhook_status": self.webhook_status,
                 "created_at": int(self.created_at), "started_at": _int(self.started_at),
                 "finished_at": _int(self.finished_at)}
 
@@ -83,6 +84,23 @@ def job_row(*, org_id: str, token_id: str | None, model: str, task: str, payload
 
 def _int(v: float | None) -> int | None:
     return int(v) if v is not None else None
+
+
+def _day(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d")
+
+
+def usage_sum(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Usage rows summed: calls (every attempt that reached a model, failed ones free), tokens, other units, price."""
+    units: dict[str, float] = {}
+    for r in rows:
+        for k, v in (r.get("units") or {}).items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                units[k] = units.get(k, 0) + v
+    return {"calls": len(rows), "succeeded": sum(1 for r in rows if r["status"] == "ok"),
+            "input_tokens": sum(int(r["input_tokens"] or 0) for r in rows),
+            "output_tokens": sum(int(r["output_tokens"] or 0) for r in rows), "units": units,
+            "cost_micros": sum(int(r["price_micros"] or 0) for r in rows)}
 
 
 def _job(m: Mapping[str, Any]) -> Job:
@@ -141,6 +159,20 @@ class JobQueue:
         q = newest_first(q, jobs, after, limit)
         async with self.engine.connect() as conn:
             return [_job(r._mapping) for r in (await conn.execute(q)).all()]
+
+    async def usage(self, job: Job) -> list[dict[str, Any]]:
+        """The job's usage rows (one once it has settled; none before, or for a job that never reached a model).
+
+        Usage rows carry the job id but are indexed by (org, day): the days from the job's creation to a day past
+        its end bound the scan, however much usage the organization has."""
+        first = _day(job.created_at)
+        last = _day((job.finished_at or self.clock()) + 86400)
+        q = (select(usage_records.c.units, usage_records.c.price_micros, usage_records.c.status,
+                    usage_records.c.input_tokens, usage_records.c.output_tokens)
+             .where(usage_records.c.org_id == job.org_id, usage_records.c.day >= first, usage_records.c.day <= last,
+                    usage_records.c.job_id == job.id))
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in (await conn.execute(q)).all()]
 
     async def queue_position(self, job: Job) -> int:
         """Pending jobs of the same model that a runner will take before this one."""

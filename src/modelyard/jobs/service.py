@@ -17,7 +17,7 @@ from ..pipeline.auth import Principal
 from ..pipeline.calls import Client
 from ..pipeline.units import Units
 from ..types import Task
-from .queue import STATUSES, Job, JobQueue, new_job_id
+from .queue import STATUSES, Job, JobQueue, new_job_id, usage_sum
 from .runner import Executor, JobRunner
 from .tasks import signed, validate_payload
 from .webhooks import WebhookSender, load_master, org_secret
@@ -200,6 +200,16 @@ class JobService:
         body["result"] = self.result(job, base_url)
         return body
 
+    async def detail(self, job: Job, base_url: str | None = None) -> dict[str, Any]:
+        """One job as GET /api/jobs/{id} shows it: the list's view plus the request it was given (long strings
+        shortened), its place in the queue while pending, and what it used and cost once settled."""
+        body = self.public(job, base_url)
+        body["payload"] = shortened(job.payload)
+        body["queue_position"] = await self.queue.queue_position(job) if job.status == "pending" else None
+        rows = await self.queue.usage(job) if job.final else []
+        body["usage"] = usage_sum(rows) if rows else None
+        return body
+
     async def webhook_body(self, job: Job) -> dict[str, Any]:
         """fal's webhook shape (request_id, status OK/ERROR, payload) plus the job API's fields."""
         ok = job.status == "completed"
@@ -210,3 +220,16 @@ class JobService:
 
     def webhook_secret(self, org_id: str) -> str:
         return org_secret(self.master, org_id)
+
+
+SHOWN_CHARS = 2000  # a payload string longer than this (an uploaded file's base64) is shown cut, with its length
+
+
+def shortened(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > SHOWN_CHARS:
+        return f"{value[:200]}… ({len(value):,} characters)"
+    if isinstance(value, dict):
+        return {k: shortened(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shortened(v) for v in value]
+    return value

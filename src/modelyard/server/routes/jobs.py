@@ -76,11 +76,11 @@ async def list_jobs(request: Request) -> Response:
                           "last_id": data[-1]["id"] if data else None})
 
 
-@router.get("/api/jobs/{job_id}", summary="Get a job: status, result or error")
+@router.get("/api/jobs/{job_id}", summary="Get a job: status, result or error, its request, queue position and cost")
 async def get_job(request: Request, job_id: str) -> Response:
     ctx = app_context(request)
     principal = await ctx.calls.authorize(request, sc.USER_READ)
-    return json_response(ctx.jobs.public(await ctx.jobs.get(job_id, principal), base_url(request)))
+    return json_response(await ctx.jobs.detail(await ctx.jobs.get(job_id, principal), base_url(request)))
 
 
 @router.post("/api/jobs/{job_id}/cancel", summary="Cancel a job (pending: at once; running: its work is stopped)")
