@@ -21,6 +21,11 @@ from ..base import BaseBackend
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()
+# Model loads take turns in a process. The libraries they import (transformers, diffusers, sentence-transformers)
+# resolve names lazily and are not safe to import from two threads at once: a library item's prompt embedding
+# (all-MiniLM) loading while the first image job loads demo-image failed that load with "cannot import name
+# 'PreTrainedModel' from 'transformers'", and the deployment stayed offline.
+_LOADS = threading.Lock()
 
 
 class LocalRuntime(BaseBackend):
@@ -84,7 +89,7 @@ class LocalRuntime(BaseBackend):
 
     async def _load_once(self) -> None:
         try:
-            self._model = await asyncio.get_running_loop().run_in_executor(self._executor, self._load)
+            self._model = await asyncio.get_running_loop().run_in_executor(self._executor, self._load_in_turn)
             self._state = ModelState.ONLINE
             log.info("loaded %s", self.name)
         except Exception as exc:
@@ -95,6 +100,10 @@ class LocalRuntime(BaseBackend):
                                 status=503, code="model_offline") from exc
         finally:
             self._loading = None
+
+    def _load_in_turn(self) -> Any:
+        with _LOADS:
+            return self._load()
 
     @contextlib.asynccontextmanager
     async def admitted(self) -> AsyncIterator[None]:
