@@ -24,7 +24,7 @@ except ImportError:  # the `browser` fixture says so: a skip here, a failure und
     expect = None
 
 from ..conftest import Running, make_settings, running, upstream_models
-from ..support.accounts import top_up
+from ..support.accounts import create_key, create_org, top_up
 from ..support.jobs import FAST
 from ..support.waiting import wait_until
 from .conftest import Person, set_up_owner, shot
@@ -325,4 +325,23 @@ def test_the_library_shows_media_searches_and_shares_then_revokes_and_deletes(pe
     expect(card).to_have_count(0)
     page.get_by_text("Nothing matches this search.").wait_for()
     assert page.request.get(f"/api/library/items/{lighthouse['id']}").status == 404
+    assert not person.errors, person.errors
+
+
+# ---------------------------------------------------------------- another organization's ids
+
+def test_another_organizations_job_batch_and_run_are_not_found_here(person: Person, console: Running) -> None:
+    org = create_org(console, "unlimited")
+    key = create_key(console, org["id"])
+    theirs = httpx.post(console.url + "/api/jobs", headers=console.headers(key),
+                        json={"model_id": "stub-gpt", "task": "chat", "payload": chat("private")}).json()
+    page = person.sign_in(then="/")
+    for path, text in ((f"/jobs/{theirs['id']}", "No such job in this organization."),
+                       ("/batches/batch_0123456789abcdef01234567", "No such batch in this organization."),
+                       ("/runs/run_0123456789abcdef01234567", "No such run in this organization.")):
+        page.goto(path)
+        expect(page.get_by_role("alert")).to_have_text(text)
+    page.goto("/jobs")
+    expect(page.get_by_text("Loading…")).to_be_hidden()
+    expect(page.locator(f"tr[data-job='{theirs['id']}']")).to_have_count(0)
     assert not person.errors, person.errors
