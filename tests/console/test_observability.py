@@ -161,7 +161,7 @@ def test_usage_groups_by_model_and_key_exports_csv_and_keeps_the_view_in_the_url
     expect(table.locator("tbody tr").filter(has_text="batch-key")).to_contain_text("$0.004")
     by_key = _table(page)
     assert by_key["ci-key"][0] == "4" and by_key["batch-key"][0] == "2"
-    assert list(by_key)[0] == "batch-key"  # sorted by the metric: spend
+    assert next(iter(by_key)) == "batch-key"  # sorted by the metric: spend
     expect(page).to_have_url(re.compile(r"metric=spend&group=key"))
     shot(page, "usage")
 
@@ -196,7 +196,7 @@ def test_the_overview_shows_the_requests_and_the_balance(person: Person, console
     page = person.sign_in(ADMIN_EMAIL, then="/")
     series = _api(console, f"/api/organizations/{org_id}/usage/series")["totals"]
     balance = _api(console, f"/api/organizations/{org_id}")["balance_cents"]
-    stat = lambda name: page.get_by_role("group", name=name, exact=True).locator(".value")  # noqa: E731
+    stat = lambda name: page.get_by_role("group", name=name, exact=True).locator(".value")
     expect(stat("Requests")).to_have_text(str(series["requests"]))
     expect(stat("Balance")).to_have_text(f"${balance / 100:.2f}")
     assert balance == 999  # $10 less $0.004, in whole cents rounded down

@@ -103,6 +103,7 @@ def test_another_orgs_series_is_a_404_and_bad_parameters_a_400_naming_them(serie
     for params, param in (({"group_by": "week"}, "group_by"), ({"group_by": "day,day"}, "group_by"),
                           ({"group_by": ","}, "group_by"), ({"group_by": "model;drop"}, "group_by"),
                           ({"status": "teapot"}, "status"), ({"model": "m" * 201}, "model"),
+                          ({"task": "chat\x00"}, "task"), ({"token": "\x00"}, "token"),
                           ({"start": "yesterday"}, "start"), ({"end": "2026-13-01"}, "end"),
                           ({"start": "2026-02-01", "end": "2026-01-01"}, "start"),
                           ({"start": "2020-01-01", "end": "2026-01-01"}, "start")):

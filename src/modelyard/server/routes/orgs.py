@@ -290,8 +290,8 @@ def _series_query(request: Request) -> tuple[tuple[str, ...], dict[str, str]]:
         value = q.get(name)
         if not value:
             continue
-        if len(value) > 200:
-            raise InvalidRequest(f"'{name}' is longer than 200 characters.", param=name)
+        if len(value) > 200 or "\x00" in value:  # PostgreSQL text holds no NUL
+            raise InvalidRequest(f"'{name}' must be at most 200 characters, without NUL.", param=name)
         if name == "status" and value not in ("ok", "failed"):
             raise InvalidRequest("'status' is ok or failed.", param="status")
         where[column] = "" if name == "token" and value == "none" else value  # '' : calls without a key
