@@ -3,7 +3,9 @@
 Seeds N usage rows in a scratch database with one `INSERT … SELECT generate_series` (spread over 90 days, 20 orgs,
 10 keys each, 12 models of which 2 embed, ~6% failed), builds their day rollups the way migration 0011 backfills them
 (--grains day,hour,minute for the rest: with this spread those hold about one row per usage row), then times what `GET /api/organizations/{org}/usage` runs: the by-day/model/task
-rows plus the totals, through `UsageRepo.totals_raw` (the old query) and `UsageRepo.totals` (the rollups).
+rows plus the totals, through `UsageRepo.totals_raw` (the old query) and `UsageRepo.totals` (the rollups), and what
+the console's usage explorer asks `GET …/usage/series` for (`UsageRepo.series`: by day and model; failures by day
+and key).
 
 Run: `python bench/usage_rollups.py --rows 1000000,10000000 [--postgres postgresql://postgres@127.0.0.1/test]`.
 """
@@ -106,10 +108,15 @@ async def one(base: str, n: int, grains: list[str], repeat: int, keep: bool) -> 
             return run
         raw = await timed(api(repo.totals_raw), repeat)
         rolled = await timed(api(repo.totals), repeat)
+
+        async def explorer() -> None:  # what the console's overview and usage explorer ask /usage/series for
+            await repo.series("org_3", "2026-02-01", "2026-02-28", ("day", "model_id"), {})
+            await repo.series("org_3", "2026-02-01", "2026-02-28", ("day", "token_id"), {"status": "failed"})
+        series = await timed(explorer, repeat)
         a = await repo.totals_raw("org_3", "2026-02-01", "2026-02-28", ("day", "model_id", "task"))
         b = await repo.totals("org_3", "2026-02-01", "2026-02-28", ("day", "model_id", "task"))
         return {"rows": n, "seed_s": seed_s, "rollup_s": rollup_s, "rollups": counts, "month_rows": month_rows,
-                "raw": raw, "rolled": rolled, "equal": a == b}
+                "raw": raw, "rolled": rolled, "series": series, "equal": a == b}
     finally:
         await store.aclose()
         if not keep:
@@ -128,12 +135,13 @@ def main() -> None:
                for n in args.rows.split(",")]
     print(f"\n{'usage rows':>11} | {'seed s':>7} | {'rollup s':>8} | {'day/hour rollup rows':>20} | "
           f"{'org-month rows':>14} | {'raw p50 ms':>10} | {'raw min':>7} | {'rollup p50 ms':>13} | "
-          f"{'rollup min':>10} | equal")
+          f"{'rollup min':>10} | {'series p50 ms':>13} | equal")
     for r in results:
         c = r["rollups"]
         print(f"{r['rows']:>11,} | {r['seed_s']:>7.1f} | {r['rollup_s']:>8.1f} | "
               f"{sum(c.values()):>20,} | {r['month_rows']:>14,} | {r['raw'][0]:>10.1f} | "
-              f"{r['raw'][1]:>7.1f} | {r['rolled'][0]:>13.1f} | {r['rolled'][1]:>10.1f} | {r['equal']}")
+              f"{r['raw'][1]:>7.1f} | {r['rolled'][0]:>13.1f} | {r['rolled'][1]:>10.1f} | {r['series'][0]:>13.1f} | "
+              f"{r['equal']}")
 
 
 if __name__ == "__main__":

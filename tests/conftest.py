@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import secrets
@@ -25,6 +26,13 @@ PG_URL = os.environ.get("MODELYARD_TEST_POSTGRES_URL", "postgresql://postgres@12
 
 # ---------------------------------------------------------------- databases
 
+def off_loop(coro: Any) -> Any:
+    """Run a coroutine to completion in a thread of its own: Playwright's sync API (the console tests) keeps an
+    event loop running in the main thread, where asyncio.run refuses to start another."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def _postgres_problem() -> str | None:
     try:
         import asyncpg
@@ -36,7 +44,7 @@ def _postgres_problem() -> str | None:
         await conn.close()
 
     try:
-        asyncio.run(probe())
+        off_loop(probe())
     except Exception as exc:
         return f"PostgreSQL at {PG_URL} is unreachable: {exc}"
     return None
@@ -70,12 +78,12 @@ def fresh_postgres_database(problem: str | None) -> Iterator[str]:
         finally:
             await conn.close()
 
-    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    off_loop(run(f'CREATE DATABASE "{name}"'))
     base, _, _ = PG_URL.rpartition("/")
     try:
         yield f"{base}/{name}"
     finally:
-        asyncio.run(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        off_loop(run(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 DATABASES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]

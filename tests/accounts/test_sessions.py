@@ -281,3 +281,32 @@ def test_odd_input_is_a_400_or_401_never_a_500(srv: Any, owner: Browser) -> None
                              headers={"X-CSRF-Token": person.csrf}).status_code == 200
     assert person.post("/api/auth/session/organization", json={"organization": "x\x00"}).status_code == 400
     assert person.post("/api/auth/accept-invite", json={"token": "\x00"}).status_code == 404
+
+
+def test_sign_in_posted_from_another_site_is_refused(srv: Any, owner: Browser) -> None:
+    host = srv.url.split("//", 1)[1]
+    body = {"email": OWNER, "password": PASSWORD}
+    for headers in ({"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+                    {"Origin": "https://evil.example"}, {"Origin": "null"}):
+        r = post(srv.url + "/api/auth/login", json=body, headers=headers)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "cross_site_request", (headers, r.text)
+        r = post(srv.url + "/api/auth/accept-invite", json={"token": "x", "email": "a@example.com",
+                                                            "password": PASSWORD}, headers=headers)
+        assert r.status_code == 403, headers
+    # the console's own page posts same-origin; programs send no such header
+    for headers in ({"Sec-Fetch-Site": "same-origin", "Origin": srv.url}, {"Origin": f"http://{host}"}, {}):
+        assert post(srv.url + "/api/auth/login", json=body, headers=headers).status_code == 200, headers
+
+
+def test_two_first_visits_at_once_make_one_owner(tmp_path: Any, database_url: str) -> None:
+    import concurrent.futures
+
+    with quiet_server(tmp_path, None if database_url.startswith("sqlite") else database_url, []) as fresh:
+        def attempt(i: int) -> int:
+            return post(fresh.url + "/api/auth/setup", json={"email": f"first{i}@example.com",
+                                                             "password": PASSWORD}).status_code
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            codes = sorted(pool.map(attempt, range(6)))
+        assert codes == [201, 409, 409, 409, 409, 409]
+        members = get(f"{fresh.url}/api/organizations/default/members", headers=fresh.headers()).json()
+        assert [m["role"] for m in members["data"]] == ["owner"]

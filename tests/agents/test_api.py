@@ -197,6 +197,12 @@ def test_duplicate_ids_are_refused(http: httpx.Client, code: str, raw: str, node
      "m", "invalid_value", "dag.nodes.m.max_concurrency"),
     ({"nodes": {"a": {"model_id": "echo", "task": "chat", "payload": chat("x")}}, "edges": [["a", "zz"]]},
      "a", "unknown_node", "dag.edges[0]"),
+    ({"nodes": {"a": {"model_id": "echo", "task": "chat", "payload": chat("x")}}, "layout": {"zz": {"x": 0, "y": 0}}},
+     "_graph", "unknown_node", "dag.layout.zz"),
+    ({"nodes": {"a": {"model_id": "echo", "task": "chat", "payload": chat("x")}}, "layout": {"a": {"x": "left"}}},
+     "a", "invalid_type", "dag.layout.a"),
+    ({"nodes": {"a": {"model_id": "echo", "task": "chat", "payload": chat("x")}}, "layout": [1, 2]},
+     "_graph", "invalid_type", "dag.layout"),
 ])
 def test_each_rule_names_the_node_and_path(http: httpx.Client, dag: dict[str, Any], node: str, code: str,
                                            path: str) -> None:
@@ -245,6 +251,22 @@ def test_schema_is_served_and_validate_describes_the_graph(http: httpx.Client) -
         "b": {"model_id": "echo", "task": "chat", "payload": chat("${nodes.a.result.id}")}}}})
     assert r.status_code == 200, r.text
     assert r.json() == {"valid": True, "order": ["a", "b"], "sinks": ["b"], "inputs": ["q"], "edges": [["a", "b"]]}
+
+
+def test_layout_keeps_where_an_editor_drew_the_nodes(http: httpx.Client) -> None:
+    """`dag.layout` is saved and read back as it was sent; moving a node is a change (a new version); runs ignore
+    it."""
+    schema = http.get("/api/agents/schema").json()
+    assert "layout" in schema["properties"]["dag"]["properties"]
+    dag = {"nodes": {"a": {"model_id": "echo", "task": "chat", "payload": chat("laid out")}},
+           "layout": {"a": {"x": 40, "y": 60.5}}}
+    agent = create(http, dag)
+    assert http.get(f"/api/agents/{agent['id']}").json()["agent"]["dag"]["layout"] == {"a": {"x": 40, "y": 60.5}}
+    moved = http.patch(f"/api/agents/{agent['id']}", json={"dag": {**dag, "layout": {"a": {"x": 300, "y": 60}}}})
+    assert moved.status_code == 200 and moved.json()["agent"]["version"] == 2
+    assert moved.json()["agent"]["dag"]["layout"] == {"a": {"x": 300, "y": 60}}
+    done = finished(http, start(http, agent["id"])["id"])
+    assert done["status"] == "succeeded" and done["outputs"]["a"]["choices"][0]["message"]["content"] == "laid out"
 
 
 # ---------------------------------------------------------------- runs

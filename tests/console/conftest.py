@@ -53,8 +53,10 @@ def set_up_owner(srv: Any, email: str = OWNER_EMAIL) -> dict[str, Any]:
     return r.json()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one test module. Not for the session: Playwright's sync API keeps an event loop running in the
+    main thread while it is open, which the rest of the suite's asyncio tests must not find there."""
     require("the console in Chromium", chromium_problem())
     from playwright.sync_api import sync_playwright
     with sync_playwright() as p:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from starlette.requests import HTTPConnection, Request
 
@@ -47,3 +47,21 @@ def _is_small_form(request: Request) -> bool:
 def _small(request: Request) -> bool:
     declared = request.headers.get("content-length", "")
     return declared.isdigit() and int(declared) <= FORM_MAX_BYTES
+
+
+def same_site(conn: HTTPConnection) -> None:
+    """Refuse (403) a sign-in form posted from another site (login CSRF: signing a victim in to the attacker's
+    account). Before sign-in there is no session token to check, so the browser's own word is used: the Fetch
+    Metadata header `Sec-Fetch-Site`, or, from browsers that do not send it, `Origin` against the Host the request
+    came to. Programs send neither header and are not affected."""
+    site = conn.headers.get("sec-fetch-site")
+    if site is not None:
+        if site in ("same-origin", "none"):
+            return
+        raise PermissionDenied("Sign-in from another site is refused.", code="cross_site_request")
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return
+    host = conn.headers.get("x-forwarded-host") or conn.headers.get("host") or ""
+    if origin == "null" or urlsplit(origin).netloc.lower() != host.split(",")[0].strip().lower():
+        raise PermissionDenied("Sign-in from another site is refused.", code="cross_site_request")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ..store.db import Store
@@ -58,6 +58,10 @@ class AccountRepo:
                "bio": None, "location": None, "created_at": now}
         try:
             async with self.engine.begin() as conn:
+                if only_if_none and conn.dialect.name == "postgresql":
+                    # two first visits at once must not both see "no user yet": setups take turns (the lock ends
+                    # with the transaction). SQLite's single writer already serializes them.
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(7263001)"))
                 if only_if_none and (await conn.execute(select(func.count()).select_from(users))).scalar_one():
                     raise Conflict("setup is done: a user exists already")
                 await conn.execute(insert(users).values(**row))

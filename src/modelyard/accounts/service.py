@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
 from typing import Any
@@ -75,6 +76,7 @@ class Accounts:
 
     def __init__(self, settings: Settings, store: Store, auth: Authenticator) -> None:
         self.settings = settings
+        self._setup_turn = asyncio.Lock()  # across processes, the repo's transaction decides (see create_user)
         self.repo = AccountRepo(store)
         self.orgs = OrgRepo(store)
         self.auth = auth
@@ -112,9 +114,11 @@ class Accounts:
         return user, {"id": org.id, "name": org.name, "role": role}
 
     async def setup(self, email: str, password: str, username: str | None) -> tuple[User, SessionState, str]:
-        if await self.repo.count_users():
-            raise ModelyardError("Setup is done: a user exists already. Sign in instead.", status=409, code="conflict")
-        user, org = await self.create_user(email, password, username, DEFAULT_ORG, "owner", first=True)
+        async with self._setup_turn:  # two first visits at once: one wins, the other is told setup is done
+            if await self.repo.count_users():
+                raise ModelyardError("Setup is done: a user exists already. Sign in instead.", status=409,
+                                     code="conflict")
+            user, org = await self.create_user(email, password, username, DEFAULT_ORG, "owner", first=True)
         token, state = await self.sessions.create(org["id"], user_id=user.id)
         return user, state, token
 

@@ -22,6 +22,7 @@ INNER_FIELDS = {"model_id", "task", "inputs", "payload", "outputs", "retry", "ti
 DEFAULT_MAX_CONCURRENCY = 4
 MAX_ATTEMPTS_CAP = 10
 MAX_TIMEOUT = 24 * 3600
+MAX_COORD = 1_000_000  # a node's drawn position (dag.layout), either axis
 
 
 @dataclass
@@ -161,6 +162,7 @@ def parse(dag: Any, problems: Problems) -> Graph | None:
         if node is not None:
             nodes[nid] = node
     edges = _edges(dag.get("edges", []), nodes, {nid for nid, _, _ in items}, problems)
+    _layout(dag.get("layout"), {nid for nid, _, _ in items}, problems)
     for node in nodes.values():
         _references(node, nodes, {nid for nid, _, _ in items}, problems)
     for a, b in edges:
@@ -319,6 +321,29 @@ def _edges(raw: Any, nodes: dict[str, Node], ids: set[str], problems: Problems) 
         if not bad:
             out.append((a, b))
     return out
+
+
+def _layout(raw: Any, ids: set[str], problems: Problems) -> None:
+    """`dag.layout`: where an editor drew each node, `{id: {x, y}}`. Runs never read it; it is checked so that what
+    is saved is what an editor can draw again."""
+    if raw is None:
+        return
+    if not isinstance(raw, Mapping):
+        problems.add("_graph", "invalid_type", "'dag.layout' is an object of positions by node id: {id: {x, y}}.",
+                     "dag.layout")
+        return
+    for nid, pos in raw.items():
+        path = f"dag.layout.{nid}"
+        if nid not in ids:
+            problems.add("_graph", "unknown_node", f"'dag.layout' places node '{nid}', which the graph does not have.",
+                         path)
+            continue
+        ok = isinstance(pos, Mapping) and set(pos) == {"x", "y"} and all(
+            isinstance(pos[k], (int, float)) and not isinstance(pos[k], bool) and abs(pos[k]) <= MAX_COORD
+            for k in ("x", "y"))
+        if not ok:
+            problems.add(nid, "invalid_type", f"A node's position is {{x, y}}: two numbers from -{MAX_COORD} to "
+                         f"{MAX_COORD}.", path)
 
 
 def _references(node: Node, nodes: dict[str, Node], ids: set[str], problems: Problems) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .dag import DEFAULT_MAX_CONCURRENCY, MAX_ATTEMPTS_CAP, MAX_TIMEOUT
+from .dag import DEFAULT_MAX_CONCURRENCY, MAX_ATTEMPTS_CAP, MAX_COORD, MAX_TIMEOUT
 
 _TEMPLATE_NOTE = ("Strings may hold templates: ${input.<name>}, ${nodes.<id>.result.<path>}, and in a map's payload "
                   "or a $each template ${item.<path>}. A string that is exactly one template keeps the value's JSON "
@@ -57,6 +57,14 @@ DAG = {"type": "object", "required": ["nodes"], "properties": {
                                    "maxItems": 2},
                                   {"type": "object", "required": ["from", "to"], "additionalProperties": False,
                                    "properties": {"from": _NODE_ID, "to": _NODE_ID}}]}},
+    "layout": {"type": "object", "propertyNames": _NODE_ID,
+               "description": "Where an editor drew each node (the console's workflow editor keeps it); runs never "
+                              "read it.",
+               "additionalProperties": {"type": "object", "required": ["x", "y"], "additionalProperties": False,
+                                        "properties": {"x": {"type": "number", "minimum": -MAX_COORD,
+                                                             "maximum": MAX_COORD},
+                                                       "y": {"type": "number", "minimum": -MAX_COORD,
+                                                             "maximum": MAX_COORD}}}},
 }}
 DOCUMENT_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -100,6 +100,8 @@ async def catalog_entry(ctx: AppContext, model: Model, prices: dict[str, dict[st
         "owned_by": model.owned_by, "status": status["status"], "enabled": status["enabled"],
         # a deployment without a region serves the requests that name none
         "regions": sorted({d["region"] for d in status["deployments"] if d["region"]}),
+        # where it runs now, each with its own state: configured deployments, then those of live workers
+        "deployments": status["deployments"],
         "price": priced.get("price"), "free": priced.get("free", True), "plans": priced.get("plans"),
         "limits": _limits(ctx, model),
         "parameters": {t.value: task_parameters(t) for t in tasks},

@@ -221,6 +221,13 @@ class UsageRepo:
         async with self.engine.connect() as conn:
             return await rollups.totals(conn, org_id, start, end, by)
 
+    async def series(self, org_id: str, start: str, end: str, by: tuple[str, ...],
+                     where: dict[str, str]) -> list[dict[str, Any]]:
+        """`totals` narrowed to exact values of its columns (`where`), with the sum of latencies: the usage
+        explorer's rows, from the same day rollups."""
+        async with self.engine.connect() as conn:
+            return await rollups.totals(conn, org_id, start, end, by, where=where, latency=True)
+
     async def totals_raw(self, org_id: str, start: str, end: str, by: tuple[str, ...]) -> list[dict[str, Any]]:
         """The same sums straight from the usage rows (what the rollups must equal; the bench's baseline)."""
         cols = [usage_records.c[name] for name in by]

@@ -13,7 +13,7 @@ Why this shape:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -68,19 +68,26 @@ async def upsert(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         await conn.execute(q, values)
 
 
-async def totals(conn: AsyncConnection, org_id: str, start: str, end: str, by: tuple[str, ...]) -> list[dict[str, Any]]:
+async def totals(conn: AsyncConnection, org_id: str, start: str, end: str, by: tuple[str, ...], *,
+                 where: Mapping[str, str] | None = None, latency: bool = False) -> list[dict[str, Any]]:
     """What `usage_records` sums to over [start, end] (UTC days, inclusive) grouped by `by` (day, model_id, task,
-    token_id, status), read from the day grain: the usage APIs' answer, in the same shape and order."""
+    token_id, status), read from the day grain: the usage APIs' answer, in the same shape and order. `where`: exact
+    values of those columns (token_id '' for calls without a key); `latency` adds `latency_ms`, the sum of the calls'
+    latencies (divide by requests for the mean; the rollups keep no percentiles)."""
     r = usage_rollups.c
     cols = [r[_COLUMN[name]].label(name) for name in by]
-    q = (select(*cols, func.coalesce(func.sum(r.requests), 0).label("requests"),
-                func.coalesce(func.sum(case((r.status == "ok", r.requests), else_=0)), 0).label("succeeded"),
-                func.coalesce(func.sum(r.price_micros), 0).label("price_micros"),
-                func.coalesce(func.sum(r.input_tokens), 0).label("input_tokens"),
-                func.coalesce(func.sum(r.output_tokens), 0).label("output_tokens"),
-                func.coalesce(func.sum(r.flagged), 0).label("flagged"))
-         .where(r.org_id == org_id, r.grain == "day", r.bucket >= start, r.bucket <= end)
-         .group_by(*cols).order_by(*cols))
+    sums = [func.coalesce(func.sum(r.requests), 0).label("requests"),
+            func.coalesce(func.sum(case((r.status == "ok", r.requests), else_=0)), 0).label("succeeded"),
+            func.coalesce(func.sum(r.price_micros), 0).label("price_micros"),
+            func.coalesce(func.sum(r.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(r.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(r.flagged), 0).label("flagged")]
+    if latency:
+        sums.append(func.coalesce(func.sum(r.latency_ms), 0).label("latency_ms"))
+    q = select(*cols, *sums).where(r.org_id == org_id, r.grain == "day", r.bucket >= start, r.bucket <= end)
+    for name, value in (where or {}).items():
+        q = q.where(r[_COLUMN[name]] == value)
+    q = q.group_by(*cols).order_by(*cols)
     rows = (await conn.execute(q)).all()
     out = []
     for row in rows:

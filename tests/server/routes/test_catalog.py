@@ -91,8 +91,14 @@ def test_an_entry_says_how_to_call_the_model(srv: Running) -> None:
 
 def test_status_is_the_one_model_status_reports(srv: Running) -> None:
     reported = {m["model_id"]: m for m in _get(srv, "/api/model-status").json()["models"]}
+    where = ("name", "backend", "region", "status")
     for model_id, entry in _entries(srv).items():
         assert (entry["status"], entry["enabled"]) == (reported[model_id]["status"], reported[model_id]["enabled"])
+        assert [{k: d[k] for k in where} for d in entry["deployments"]] == [
+            {k: d[k] for k in where} for d in reported[model_id]["deployments"]]
+    gpt = _entries(srv)["stub-gpt"]["deployments"]
+    assert [(d["name"], d["backend"], d["region"]) for d in gpt] == [("stub-eu", "openai", "eu")]
+    assert {"in_flight", "successes", "failures"} <= gpt[0].keys() and "api_key" not in gpt[0]
 
 
 def test_a_request_built_from_the_listed_parameters_is_accepted(srv: Running) -> None:

@@ -12,6 +12,18 @@ def test_healthz_and_readyz(server):
     assert ready.json()["checks"]["database"] == "ok"
 
 
+def test_readyz_says_draining_once_a_drain_begins(tmp_path):
+    from ...conftest import make_settings, running
+
+    with running(make_settings(tmp_path)) as srv:
+        with httpx.Client(base_url=srv.url) as client:  # a load balancer's kept-alive connection
+            assert client.get("/readyz").status_code == 200
+            srv.thread.loop.call_soon_threadsafe(srv.app.state.ctx.shutdown.begin)
+            drained = client.get("/readyz")
+            assert drained.status_code == 503
+            assert drained.json()["status"] == "draining" and drained.json()["checks"]["shutdown"] == "draining"
+
+
 def test_openapi_documents_chat_with_its_schema(server):
     doc = httpx.get(server.url + "/openapi.json").json()
     op = doc["paths"]["/v1/chat/completions"]["post"]

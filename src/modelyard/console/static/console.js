@@ -9,8 +9,9 @@
   }
 
   class ApiError extends Error {
-    constructor(status, message, param, code) {
+    constructor(status, message, param, code, body) {
       super(message);
+      this.body = body === undefined ? null : body; // the whole answer: some carry more (node_errors, ...)
       this.status = status;
       this.param = param || null;
       this.code = code || null;
@@ -21,9 +22,9 @@
   function errorOf(status, body) {
     const e = body && (body.error || body.detail || body);
     if (e && typeof e === "object") {
-      return new ApiError(status, e.message || e.msg || JSON.stringify(e), e.param || e.field, e.code || e.type);
+      return new ApiError(status, e.message || e.msg || JSON.stringify(e), e.param || e.field, e.code || e.type, body);
     }
-    return new ApiError(status, typeof e === "string" && e ? e : `The server answered ${status}.`);
+    return new ApiError(status, typeof e === "string" && e ? e : `The server answered ${status}.`, null, null, body);
   }
 
   const me = readJSON("me") || {};
@@ -170,7 +171,11 @@
       const width = Math.max(260, el.clientWidth || 600);
       const plot = new uPlot({
         width, height: opts.height || 220,
-        scales: { x: { time: opts.time !== false } },
+        // bars get half a step of room at each end, so the first and last days are whole
+        scales: { x: { time: opts.time !== false, range: opts.bars && x.length ? (u, lo, hi) => {
+          const step = x.length > 1 ? x[1] - x[0] : 86400;
+          return [lo - step / 2, hi + step / 2];
+        } : undefined } },
         axes: [{ stroke: "#475569" }, { stroke: "#475569", size: 60, values: opts.format ? (u, v) => v.map(opts.format) : undefined }],
         series: [{}].concat(series.map((s, i) => ({
           label: s.label, stroke: s.color || palette[i % palette.length], width: 2,

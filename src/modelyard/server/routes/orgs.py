@@ -269,6 +269,64 @@ async def usage_by_token(request: Request, org_id: str) -> Response:
     return json_response({"organization_id": org.id, "start": start, "end": end, "data": [_money(r) for r in rows]})
 
 
+# the usage explorer's dimensions: the API's names -> the rollups' columns (and the rows' keys)
+SERIES_GROUPS = {"day": "day", "model": "model_id", "token": "token_id", "task": "task", "status": "status"}
+SERIES_FILTERS = {"model": "model_id", "token": "token_id", "task": "task", "status": "status"}
+_GROUP_NAMES = {c: n for n, c in SERIES_GROUPS.items()}
+
+
+def _series_query(request: Request) -> tuple[tuple[str, ...], dict[str, str]]:
+    """`group_by` (comma-separated, in the order given) and the exact-value filters, checked: a 400 names the
+    parameter."""
+    q = request.query_params
+    raw = q.get("group_by") or "day"
+    names = [n.strip() for n in raw.split(",")]
+    bad = [n for n in names if n not in SERIES_GROUPS]
+    if bad or len(set(names)) != len(names):
+        raise InvalidRequest(f"'group_by' takes a comma-separated list of {', '.join(SERIES_GROUPS)}, each once; "
+                             f"got '{raw[:100]}'.", param="group_by")
+    where: dict[str, str] = {}
+    for name, column in SERIES_FILTERS.items():
+        value = q.get(name)
+        if not value:
+            continue
+        if len(value) > 200 or "\x00" in value:  # PostgreSQL text holds no NUL
+            raise InvalidRequest(f"'{name}' must be at most 200 characters, without NUL.", param=name)
+        if name == "status" and value not in ("ok", "failed"):
+            raise InvalidRequest("'status' is ok or failed.", param="status")
+        where[column] = "" if name == "token" and value == "none" else value  # '' : calls without a key
+    return tuple(SERIES_GROUPS[n] for n in names), where
+
+
+@router.get(ORG + "/usage/series",
+            summary="Usage sums (requests, tokens, spend, failures, mean latency) over ?start=&end= grouped by "
+                    "?group_by=day,model,token,task,status and filtered by ?model=&token=&task=&status=")
+async def usage_series(request: Request, org_id: str) -> Response:
+    ctx, _, org = await _org_for(request, org_id, sc.ADMIN_READ)
+    start, end = day_range(request.query_params.get("start"), request.query_params.get("end"))
+    by, where = _series_query(request)
+    await ctx.gate.flush()  # read your own writes: this replica's queued rows first
+    rows = await ctx.gate.usage.repo.series(org.id, start, end, by, where)
+    names = {t.id: t.name for t in await TokenRepo(ctx.store).list(org.id)} if "token_id" in by else {}
+    data = [_series_row(r, names, "token_id" in by) for r in rows]
+    totals = {k: sum(r[k] for r in rows) for k in ("requests", "succeeded", "price_micros", "input_tokens",
+                                                     "output_tokens", "flagged", "latency_ms")}
+    filters = {name: request.query_params[name] for name in SERIES_FILTERS if request.query_params.get(name)}
+    return json_response({"object": "usage.series", "organization_id": org.id, "start": start, "end": end,
+                          "group_by": [_GROUP_NAMES[c] for c in by],
+                          "filters": filters, "totals": _series_row(totals, names, False), "data": data})
+
+
+def _series_row(row: dict[str, Any], names: dict[str, str], keyed: bool) -> dict[str, Any]:
+    out = _money({k: v for k, v in row.items() if k != "latency_ms"})
+    total = int(row.get("latency_ms") or 0)
+    out["latency_ms_total"] = total
+    out["latency_ms_mean"] = round(total / out["requests"], 1) if out["requests"] else None
+    if keyed:
+        out["token_name"] = names.get(out["token_id"]) if out["token_id"] else None
+    return out
+
+
 def _money(row: dict[str, Any]) -> dict[str, Any]:
     out = {"requests": 0, "succeeded": 0, "price_micros": 0, "input_tokens": 0, "output_tokens": 0, "flagged": 0,
            **{k: v for k, v in row.items() if v is not None or k == "token_id"}}

@@ -53,12 +53,15 @@ async def readyz(request: Request) -> Response:
         checks["database"] = "ok"
     except Exception as exc:  # readiness reports, it does not raise
         checks["database"] = f"error: {type(exc).__name__}"
+    draining = ctx.shutdown is not None and ctx.shutdown.draining
+    if draining:  # a load balancer must stop sending here while in-flight work finishes (docs/deployment.md)
+        checks["shutdown"] = "draining"
     ready = all(v == "ok" for v in checks.values()) and ctx.router is not None
     # a degraded rate limiter (Redis gone) still serves, on local limits: reported, not failed
     limiter = ctx.gate.describe()
     # the off-path writer's backlog is reported, not failed on: a lagging database still serves (records spool)
     writer = ctx.gate.writer.stats() if ctx.gate.writer is not None else None
-    return json_response({"status": "ready" if ready else "not_ready", "checks": checks,
+    return json_response({"status": "ready" if ready else "draining" if draining else "not_ready", "checks": checks,
                           "models": len(ctx.catalog), **({"rate_limits": limiter} if limiter else {}),
                           **({"write_behind": writer} if writer is not None else {})},
                          status=200 if ready else 503)

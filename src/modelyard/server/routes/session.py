@@ -101,6 +101,7 @@ async def setup_state(request: Request) -> Response:
              status_code=201, openapi_extra=json_body(Setup))
 async def setup(request: Request) -> Response:
     acc = accounts(request)
+    csrf.same_site(request)
     body = await parse_json(request, Setup)
     await acc.guard.attempt(address(request), "setup")
     _, state, token = await acc.setup(body.email, body.password, body.username)
@@ -111,6 +112,7 @@ async def setup(request: Request) -> Response:
              openapi_extra=json_body(Login))
 async def login(request: Request) -> Response:
     acc = accounts(request)
+    csrf.same_site(request)
     body = await parse_json(request, Login)
     _, state, token = await acc.login(body.email, body.password, address(request), request.headers.get("user-agent"))
     return await _signed_in(request, acc, state, token)
@@ -120,6 +122,7 @@ async def login(request: Request) -> Response:
              openapi_extra=json_body(KeyLogin))
 async def login_key(request: Request) -> Response:
     acc = accounts(request)
+    csrf.same_site(request)
     body = await parse_json(request, KeyLogin)
     _, state, token = await acc.login_key(body.key, address(request), request.headers.get("user-agent"))
     return await _signed_in(request, acc, state, token)
@@ -167,6 +170,8 @@ async def accept_invite(request: Request) -> Response:
     signed_in = await acc.sessions.lookup(token) if token else None  # a stale cookie: accept as someone new
     if signed_in is not None:
         await csrf.check(request, signed_in.csrf_token)
+    else:
+        csrf.same_site(request)
     body = await parse_json(request, AcceptInvite)
     await acc.guard.attempt(address(request), "invite:" + body.token)
     user, membership, state, token = await acc.accept(body.token, signed_in, body.email, body.password,
