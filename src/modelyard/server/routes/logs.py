@@ -118,11 +118,11 @@ async def _audit(request: Request, org_id: str | None, *, emails: bool = False) 
     return _listing(rows, limit)
 
 
-@router.get("/api/audit-log", summary="Admin actions across the installation (operator): ?action=&from=&to=&after=; "
-                                      "a person's entries name them (actor_email)")
+@router.get("/api/audit-log", summary="Admin actions across the installation (operator): ?organization=&action=&from=&to="
+                                      "&after=; a person's entries name them (actor_email)")
 async def audit_log(request: Request) -> Response:
     await _operator(request, sc.ADMIN_READ)
-    return await _audit(request, None, emails=True)
+    return await _audit(request, request.query_params.get("organization") or None, emails=True)
 
 
 @router.get(ORG + "/audit-log", summary="Admin actions on this org: ?action=&from=&to=&after=&limit=")
