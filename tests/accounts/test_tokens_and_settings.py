@@ -168,3 +168,9 @@ def test_a_cookie_without_the_csrf_token_changes_no_setting(srv: Any, owner: Bro
         assert r.status_code == 403 and r.json()["error"]["code"] == "csrf_token_invalid", path
     assert owner.http.get(f"/api/organizations/{org}").json()["request_logging"]["bodies"] is False
     assert owner.http.get("/api/v1/me/profile").json()["bio"] is None
+
+
+def test_odd_filters_of_the_audit_log_are_never_a_500(srv: Any, owner: Browser) -> None:
+    for params in ({"organization": "a\x00b"}, {"action": "a\x00b"}, {"organization": "x" * 5000}):
+        r = owner.http.get("/api/audit-log", params=params)
+        assert r.status_code in (200, 400), (params, r.status_code, r.text)
