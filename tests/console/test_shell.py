@@ -88,7 +88,7 @@ def test_a_member_sees_only_their_pages_and_a_clear_refusal_elsewhere(person: Pe
     page.get_by_role("button", name="Create account and join").click()
     page.wait_for_url(console.url + "/")
     nav = page.locator("nav#nav a").all_inner_texts()
-    assert "Tokens" not in nav and "Admin" not in nav and "Playground" in nav
+    assert "Usage" not in nav and "Admin" not in nav and "Playground" in nav and "Tokens" in nav
     response = page.goto("/admin")
     assert response is not None and response.status == 403
     assert "cannot open this page" in page.get_by_role("alert").inner_text()

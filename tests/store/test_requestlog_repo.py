@@ -89,3 +89,33 @@ def test_listing_pages_and_filters(database_url):
         assert await repo.list("org_b") == []
         await store.aclose()
     asyncio.run(go())
+
+
+def test_an_org_that_keeps_its_log_for_less_loses_only_its_own_older_rows(database_url):
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        repo = RequestLogRepo(store)
+        clock = Clock(START.timestamp())
+
+        async def org_days() -> dict[str, int]:
+            return {"org_short": 2, "org_long": 30}  # org_long asks for more than the server keeps: no effect
+
+        upkeep = Retention(repo, days=7, clock=clock, org_days=org_days)
+        await upkeep.run_once()
+        rows = []
+        for org in ("org_short", "org_long", "org_a"):
+            for age in (1, 3, 5):
+                r = _row(len(rows), START - timedelta(days=age))
+                rows.append({**r, "org_id": org, "id": f"use_{org}_{age}"})
+        await repo.insert_many(rows)
+        await repo.insert_bodies([{"log_id": f"use_{org}_3", "request_id": None, "org_id": org,
+                                   "at": (START - timedelta(days=3)).timestamp(), "request": {"a": 1},
+                                   "response": None, "redacted": "no"} for org in ("org_short", "org_a")])
+        done = await upkeep.run_once()
+        assert done["orgs"] == {"org_short": {"rows": 2, "bodies": 1}}
+        assert [e["id"] for e in await repo.list("org_short", limit=10)] == ["use_org_short_1"]
+        assert len(await repo.list("org_long", limit=10)) == len(await repo.list("org_a", limit=10)) == 3
+        assert await _count(store, request_bodies) == 1  # org_a's stays
+        await store.aclose()
+    asyncio.run(go())

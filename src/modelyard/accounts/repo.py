@@ -83,6 +83,14 @@ class AccountRepo:
             row = (await conn.execute(select(users).where(where))).first()
         return _user(row._mapping) if row else None
 
+    async def emails(self, user_ids: list[str]) -> dict[str, str]:
+        """user id -> email, for the ids that exist."""
+        if not user_ids:
+            return {}
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(select(users.c.id, users.c.email).where(users.c.id.in_(user_ids)))).all()
+        return {r[0]: r[1] for r in rows}
+
     async def list_users(self) -> list[User]:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(select(users).order_by(users.c.created_at))).all()

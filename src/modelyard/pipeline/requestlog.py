@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import orjson
 
@@ -173,19 +173,24 @@ class RequestLog:
 
 
 class Retention:
-    """The request log's upkeep: partitions made ahead (PostgreSQL), rows past `days` dropped; hourly."""
+    """The request log's upkeep: partitions made ahead (PostgreSQL), rows past `days` dropped; hourly. Orgs that
+    keep theirs for less (`request_logging.retention_days`, read through `org_days`) lose their older rows too."""
 
     def __init__(self, repo: RequestLogRepo, days: int, *, every: float = 3600.0,
-                 clock: Callable[[], float] = time.time) -> None:
-        self.repo, self.days, self.every, self.clock = repo, days, every, clock
+                 clock: Callable[[], float] = time.time,
+                 org_days: Callable[[], Awaitable[dict[str, int]]] | None = None) -> None:
+        self.repo, self.days, self.every, self.clock, self.org_days = repo, days, every, clock, org_days
 
     async def run_once(self) -> dict[str, Any]:
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
         made = await self.repo.ensure_partitions(now)
         gone = await self.repo.drop_before(now - timedelta(days=self.days)) if self.days > 0 else {}
-        if made or any(gone.values()):
-            log.info("request log: partitions made %s, dropped %s", made, gone)
-        return {"made": made, **gone}
+        shorter = {org: d for org, d in (await self.org_days() if self.org_days else {}).items()
+                   if d > 0 and (self.days <= 0 or d < self.days)}
+        orgs = {org: await self.repo.drop_org_before(org, now - timedelta(days=d)) for org, d in shorter.items()}
+        if made or any(gone.values()) or any(any(n.values()) for n in orgs.values()):
+            log.info("request log: partitions made %s, dropped %s, by org's retention %s", made, gone, orgs)
+        return {"made": made, **gone, "orgs": orgs}
 
     async def run_forever(self, *, first: bool = True) -> None:
         """Upkeep now (today's partition before the first row), then every `every` seconds."""

@@ -34,7 +34,7 @@ from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
 from ..storage import build_storage
-from ..store.repo import new_secret
+from ..store.repo import OrgRepo, new_secret
 from ..telemetry import Metrics
 from ..tracing import build_tracing
 from ..store.db import Store
@@ -132,7 +132,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
             tasks.append(asyncio.create_task(ctx.files.sweep_forever()))
             upkeep = Retention(ctx.gate.requests.repo, settings.request_log_retention_days,
-                               every=settings.request_log_upkeep_seconds)
+                               every=settings.request_log_upkeep_seconds, org_days=OrgRepo(store).retention_days)
             tasks.append(asyncio.create_task(upkeep.run_forever()))
             ctx.jobs.start(runner=settings.job_runner)
             if settings.job_runner:  # batches and agent runs are driven where their jobs run

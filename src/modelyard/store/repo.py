@@ -71,7 +71,8 @@ class Org:
     profile: dict[str, Any] = field(default_factory=dict)
     library_autosave: bool = True  # every media result becomes a library item
     prompts_private: bool = False  # share links never show the prompt
-    request_logging: dict[str, Any] | None = None  # {"bodies": bool, "redact": bool}; None: metadata only
+    # {"bodies": bool, "redact": bool, "retention_days": int | None}; None: metadata only, the installation's days
+    request_logging: dict[str, Any] | None = None
 
     @property
     def bodies(self) -> str | None:
@@ -83,7 +84,8 @@ class Org:
         return {"id": self.id, "name": self.name, "plan": self.plan, "status": self.status,
                 "profile": self.profile, "library_autosave": self.library_autosave,
                 "prompts_private": self.prompts_private,
-                "request_logging": {"bodies": False, "redact": False, **(self.request_logging or {})},
+                "request_logging": {"bodies": False, "redact": False, "retention_days": None,
+                                    **(self.request_logging or {})},
                 "created_at": self.created_at.isoformat()}
 
 
@@ -99,6 +101,7 @@ class Token:
     expires_at: datetime | None
     revoked_at: datetime | None
     last_used_at: datetime | None
+    created_by: str | None = None  # "user:<id>" for a signed-in person, a key's id, or None (CLI, first start)
 
     @property
     def expired(self) -> bool:
@@ -109,7 +112,8 @@ class Token:
         return {"id": self.id, "object": "api_token", "org_id": self.org_id, "name": self.name,
                 "display": self.display, "scopes": list(self.scopes), "status": self.status,
                 "created_at": iso(self.created_at), "expires_at": iso(self.expires_at),
-                "revoked_at": iso(self.revoked_at), "last_used_at": iso(self.last_used_at)}
+                "revoked_at": iso(self.revoked_at), "last_used_at": iso(self.last_used_at),
+                "created_by": self.created_by}
 
 
 def _org(m: Mapping[str, Any]) -> Org:
@@ -122,7 +126,8 @@ def _org(m: Mapping[str, Any]) -> Org:
 def _token(m: Mapping[str, Any]) -> Token:
     return Token(id=m["id"], org_id=m["org_id"], name=m["name"], display=m["display"], scopes=tuple(m["scopes"]),
                  status=m["status"], created_at=aware(m["created_at"]), expires_at=aware(m["expires_at"]),
-                 revoked_at=aware(m["revoked_at"]), last_used_at=aware(m["last_used_at"]))
+                 revoked_at=aware(m["revoked_at"]), last_used_at=aware(m["last_used_at"]),
+                 created_by=m.get("created_by"))
 
 
 class Conflict(Exception):
@@ -169,18 +174,28 @@ class OrgRepo:
         async with self.engine.connect() as conn:
             return int((await conn.execute(select(func.count()).select_from(organizations))).scalar_one())
 
+    async def retention_days(self) -> dict[str, int]:
+        """Orgs that keep their request log for a set number of days (`request_logging.retention_days`)."""
+        out = {}
+        for org in await self.list():
+            days = (org.request_logging or {}).get("retention_days")
+            if isinstance(days, int) and days > 0:
+                out[org.id] = days
+        return out
+
 
 class TokenRepo:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
 
     async def create(self, org_id: str, name: str, scopes: list[str], *, expires_at: datetime | None = None,
-                     secret: str | None = None) -> tuple[Token, str]:
+                     secret: str | None = None, created_by: str | None = None) -> tuple[Token, str]:
         """Returns the token and its secret; the secret is never stored and cannot be read back."""
         secret = secret or new_secret()
         row = {"id": new_id("tok"), "org_id": org_id, "name": name, "secret_hash": hash_secret(secret),
                "display": display_of(secret), "scopes": list(scopes), "status": "active", "created_at": utcnow(),
-               "expires_at": expires_at, "revoked_at": None, "last_used_at": None, "request_count": 0}
+               "expires_at": expires_at, "revoked_at": None, "last_used_at": None, "request_count": 0,
+               "created_by": created_by}
         async with self.engine.begin() as conn:
             await conn.execute(insert(api_tokens).values(**row))
         return _token(row), secret
@@ -199,10 +214,12 @@ class TokenRepo:
             row = (await conn.execute(q)).first()
         return _token(row._mapping) if row else None
 
-    async def list(self, org_id: str | None = None) -> list[Token]:
+    async def list(self, org_id: str | None = None, *, created_by: str | None = None) -> list[Token]:
         q = select(api_tokens).order_by(api_tokens.c.created_at)
         if org_id is not None:
             q = q.where(api_tokens.c.org_id == org_id)
+        if created_by is not None:
+            q = q.where(api_tokens.c.created_by == created_by)
         async with self.engine.connect() as conn:
             rows = (await conn.execute(q)).all()
         return [_token(r._mapping) for r in rows]
@@ -214,6 +231,17 @@ class TokenRepo:
         async with self.engine.begin() as conn:
             await conn.execute(q.values(status="revoked", revoked_at=utcnow()))
         return await self.get(token_id, org_id=org_id)
+
+    async def revoke_created_by(self, org_id: str, created_by: str) -> list[str]:
+        """Revoke every active token `created_by` made in the org (a person who leaves it); their ids."""
+        c = api_tokens.c
+        async with self.engine.begin() as conn:
+            ids = [r[0] for r in await conn.execute(select(c.id).where(
+                c.org_id == org_id, c.created_by == created_by, c.status == "active"))]
+            if ids:
+                await conn.execute(update(api_tokens).where(c.id.in_(ids), c.status == "active").values(
+                    status="revoked", revoked_at=utcnow()))
+        return ids
 
     async def record_use(self, counts: dict[str, tuple[int, datetime]], receipt: str | None = None) -> bool:
         """Batched from the auth layer off the request path: request counts and last use per token.

@@ -12,7 +12,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, literal_column, select, text
+from sqlalchemy import delete, literal_column, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from .billing_repo import insert_new
@@ -150,6 +150,23 @@ class RequestLogRepo:
         rows = await self._delete_batches(request_log, cutoff, "request_log_default" if self.pg else None)
         bodies = await self._delete_batches(request_bodies, cutoff, None)
         return {"partitions": dropped, "rows": rows, "bodies": bodies}
+
+    async def drop_org_before(self, org_id: str, cutoff: datetime) -> dict[str, int]:
+        """An org's own, shorter retention: its rows and bodies logged before `cutoff`, deleted in batches."""
+        out = {}
+        for table, key in ((request_log, ("id", "at")), (request_bodies, ("log_id",))):
+            total = 0
+            while True:
+                cols = [table.c[k] for k in key]
+                some = select(*cols).where(table.c.org_id == org_id, table.c.at < cutoff).limit(DELETE_BATCH)
+                where = tuple_(*cols).in_(some) if len(cols) > 1 else cols[0].in_(some.scalar_subquery())
+                async with self.engine.begin() as conn:
+                    n = int((await conn.execute(delete(table).where(where))).rowcount or 0)
+                total += n
+                if n < DELETE_BATCH:
+                    break
+            out["rows" if table is request_log else "bodies"] = total
+        return out
 
     async def _delete_batches(self, table: Any, cutoff: datetime, only: str | None) -> int:
         total = 0

@@ -46,7 +46,10 @@ api_tokens = Table(
     Column("revoked_at", DateTime(timezone=True), nullable=True),
     Column("last_used_at", DateTime(timezone=True), nullable=True),
     Column("request_count", BigInteger, nullable=False, default=0),
+    # who made it: "user:<id>" for a signed-in person, a key's id, or null (the CLI, the first start)
+    Column("created_by", String(200), nullable=True),
     Index("ix_api_tokens_org_id", "org_id"),
+    Index("ix_api_tokens_org_created_by", "org_id", "created_by"),
 )
 
 workers = Table(

@@ -85,7 +85,8 @@ def test_bodies_are_kept_only_when_the_org_turns_them_on(logs_server, stub):
     client.chat.completions.create(model="stub-gpt", messages=HI, extra_headers={"x-request-id": "b-off"})
     r = httpx.patch(f"{srv.url}/api/organizations/{org['id']}", headers=srv.headers(admin),
                     json={"request_logging": {"bodies": True}})
-    assert r.status_code == 200 and r.json()["request_logging"] == {"bodies": True, "redact": False}
+    assert r.status_code == 200 and r.json()["request_logging"] == {"bodies": True, "redact": False,
+                                                            "retention_days": None}
     client.chat.completions.create(model="stub-gpt", messages=HI, extra_headers={"x-request-id": "b-on"})
     list(client.chat.completions.create(model="stub-gpt", messages=HI, stream=True,
                                         extra_headers={"x-request-id": "b-stream"}))

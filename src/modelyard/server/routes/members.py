@@ -11,6 +11,8 @@ from starlette.responses import Response
 
 from ...errors import InvalidRequest
 from ...pipeline import scopes as sc
+from ...store.repo import TokenRepo
+from ..audit import audit
 from ..body import parse_json
 from ..openapi import json_body
 from ..render import app_context, base_url, json_response
@@ -47,6 +49,8 @@ async def create_invite(request: Request, org_id: str) -> Response:
     _, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
     body = await parse_json(request, InviteBody)
     invite = await accounts(request).invite(principal, org.id, body.email, body.role)
+    await audit(request, principal, "invite.create", org_id=org.id, target=invite["id"],
+                after={"role": invite["role"], "email": invite["email"], "expires_at": invite["expires_at"]})
     invite["url"] = base_url(request).rstrip("/") + "/invite/" + invite["token"]
     return json_response(invite, status=201)
 
@@ -62,15 +66,26 @@ async def list_members(request: Request, org_id: str) -> Response:
 async def change_role(request: Request, org_id: str, user_id: str) -> Response:
     _, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
     body = await parse_json(request, RoleBody)
+    before = await accounts(request).repo.role(user_id, org.id)
     await accounts(request).change_member(principal, org.id, user_id, body.role)
+    await audit(request, principal, "member.update", org_id=org.id, target=user_id, before={"role": before},
+                after={"role": body.role})
     return json_response({"user_id": user_id, "organization_id": org.id, "role": body.role})
 
 
 @router.delete(ORG + "/members/{user_id}", summary="Remove a member (owners and admins)")
 async def remove_member(request: Request, org_id: str, user_id: str) -> Response:
-    _, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
+    ctx, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
+    before = await accounts(request).repo.role(user_id, org.id)
     await accounts(request).change_member(principal, org.id, user_id, None)
-    return json_response({"user_id": user_id, "organization_id": org.id, "removed": True})
+    # the tokens they made in this org leave with them
+    revoked = await TokenRepo(ctx.store).revoke_created_by(org.id, "user:" + user_id)
+    for token_id in revoked:
+        ctx.auth.forget(token_id)
+    await audit(request, principal, "member.remove", org_id=org.id, target=user_id, before={"role": before},
+                after={"role": None, "tokens_revoked": revoked})
+    return json_response({"user_id": user_id, "organization_id": org.id, "removed": True,
+                          "tokens_revoked": revoked})
 
 
 async def _user_id(request: Request, scope: str) -> str:

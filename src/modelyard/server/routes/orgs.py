@@ -15,7 +15,7 @@ from ...errors import InsufficientBalance, InvalidRequest, ModelyardError, NotFo
 from ...pipeline import scopes as sc
 from ...pipeline.auth import Principal
 from ...pipeline.billing import balance_body, dollars, price_list
-from ...pipeline.limits import UNLIMITED
+from ...pipeline.limits import UNLIMITED, default_plans
 from ...pipeline.usage import day_range
 from ...store.billing_repo import FilterRepo
 from ...store.repo import Conflict, Org, OrgRepo, TokenRepo
@@ -43,6 +43,8 @@ class OrgCreate(_Body):
 class RequestLogging(_Body):
     bodies: bool = False  # keep request and response bodies in the request log
     redact: bool = False  # run them through the built-in PII model first
+    # keep this org's request log (rows and bodies) this many days; null: the installation's retention
+    retention_days: int | None = Field(default=None, ge=1, le=3650)
 
 
 class OrgPatch(_Body):
@@ -111,7 +113,8 @@ def _check_plan(ctx: AppContext, plan: str) -> None:
 
 async def _org_body(ctx: AppContext, org: Org) -> dict[str, Any]:
     await ctx.gate.flush()
-    return {**org.public(), **balance_body(await ctx.gate.wallets.balance(org.id))}
+    return {**org.public(), **balance_body(await ctx.gate.wallets.balance(org.id)),
+            "request_log_retention_days": ctx.settings.request_log_retention_days}  # the installation's (0: forever)
 
 
 # ---------------------------------------------------------------- operator: accounts
@@ -160,7 +163,13 @@ async def patch_org(request: Request, org_id: str) -> Response:
         _check_plan(ctx, body.plan)
     if body.status == "banned" and org.name == DEFAULT_ORG:
         raise InvalidRequest("The operator's own organization cannot be banned.", param="status")
-    logging_ = body.request_logging.model_dump() if body.request_logging is not None else None
+    logging_ = None
+    if body.request_logging is not None:  # the fields sent change; the others stay as they were
+        logging_ = {**(org.request_logging or {}), **body.request_logging.model_dump(exclude_unset=True)}
+        days, most = logging_.get("retention_days"), ctx.settings.request_log_retention_days
+        if days is not None and most and days > most:
+            raise InvalidRequest(f"This server keeps the request log {most} days at most; 'retention_days' can "
+                                 f"only shorten that.", param="request_logging.retention_days")
     updated = await OrgRepo(ctx.store).update(org.id, plan=body.plan, status=body.status, profile=body.profile,
                                               library_autosave=body.library_autosave,
                                               prompts_private=body.prompts_private, request_logging=logging_)
@@ -180,6 +189,7 @@ async def top_up(request: Request, org_id: str) -> Response:
     body = await parse_json(request, TopUp)
     balance, row = await ctx.gate.wallets.top_up(org.id, body.amount_cents * 10_000, body.note)
     await audit(request, principal, "wallet.top_up", org_id=org.id, target=row["id"],
+                before={"balance_micros": balance - row["amount_micros"]},  # the same transaction's balance
                 after={"amount_micros": row["amount_micros"], "note": row["note"], "balance_micros": balance})
     return json_response({"organization_id": org.id, **balance_body(balance),
                           "entry": {"id": row["id"], "kind": row["kind"], "amount_micros": row["amount_micros"],
@@ -196,17 +206,32 @@ async def wallet(request: Request, org_id: str) -> Response:
 
 # ---------------------------------------------------------------- tokens
 
-@router.post(ORG + "/tokens", summary="Create an API token (the secret is returned once)", status_code=201,
-             openapi_extra=json_body(TokenCreate))
+async def _token_org(request: Request, org_id: str, scope: str, admin_scope: str) -> tuple[Any, Principal, Org, bool]:
+    """The org for a token route, and whether the caller acts as a person without the org's admin scope: then on
+    their own org and the tokens they made only. A key without that scope is refused, as before (a leaked user key
+    must not mint more keys); so is a member of the operator's org, who is no operator."""
+    ctx, principal = await _caller(request, scope)
+    person = admin_scope not in principal.scopes
+    if person and principal.user_id is None:
+        principal.require(admin_scope)
+    org = await OrgRepo(ctx.store).get(org_id)
+    if org is None or (org.id != principal.org_id and (person or not is_operator(principal))):
+        raise NotFound(f"No organization '{org_id}'.", code="organization_not_found")
+    return ctx, principal, org, person
+
+
+@router.post(ORG + "/tokens", summary="Create an API token (the secret is returned once); a signed-in member may "
+                                      "make tokens with their own scopes",
+             status_code=201, openapi_extra=json_body(TokenCreate))
 async def create_token(request: Request, org_id: str) -> Response:
-    ctx, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
+    ctx, principal, org, person = await _token_org(request, org_id, sc.USER_WRITE, sc.ADMIN_WRITE)
     body = await parse_json(request, TokenCreate)
     try:
         scopes = sc.normalize(body.scopes)
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="scopes") from None
     beyond = [s for s in scopes if not sc.expand([s]) <= principal.scopes]
-    if beyond and not is_operator(principal):
+    if beyond and (person or not is_operator(principal)):
         raise PermissionDenied(f"You cannot grant scopes you do not hold: {', '.join(beyond)}.", param="scopes")
     need = ctx.settings.key_min_balance_cents * 10_000
     if need and org.name != DEFAULT_ORG:
@@ -215,23 +240,25 @@ async def create_token(request: Request, org_id: str) -> Response:
             raise InsufficientBalance(f"Creating an API key needs a balance of at least "
                                       f"${dollars(need)}; top up the wallet first.")
     expires = datetime.now(timezone.utc) + timedelta(days=body.expires_in_days) if body.expires_in_days else None
-    token, secret = await TokenRepo(ctx.store).create(org.id, body.name, scopes, expires_at=expires)
+    token, secret = await TokenRepo(ctx.store).create(org.id, body.name, scopes, expires_at=expires,
+                                                      created_by=principal.token_id)
     await audit(request, principal, "token.create", org_id=org.id, target=token.id, after=token.public())
     return json_response({"token": token.public(), "secret": secret}, status=201)
 
 
-@router.get(ORG + "/tokens", summary="List an org's tokens (never their secrets)")
+@router.get(ORG + "/tokens", summary="List an org's tokens (never their secrets); a member sees the ones they made")
 async def list_tokens(request: Request, org_id: str) -> Response:
-    ctx, _, org = await _org_for(request, org_id, sc.ADMIN_READ)
-    return json_response({"object": "list", "data": [t.public() for t in await TokenRepo(ctx.store).list(org.id)]})
+    ctx, principal, org, person = await _token_org(request, org_id, sc.USER_READ, sc.ADMIN_READ)
+    tokens = await TokenRepo(ctx.store).list(org.id, created_by=principal.token_id if person else None)
+    return json_response({"object": "list", "data": [t.public() for t in tokens]})
 
 
-@router.delete(ORG + "/tokens/{token_id}", summary="Revoke a token")
+@router.delete(ORG + "/tokens/{token_id}", summary="Revoke a token (a member: one they made)")
 async def revoke_token(request: Request, org_id: str, token_id: str) -> Response:
-    ctx, principal, org = await _org_for(request, org_id, sc.ADMIN_WRITE)
+    ctx, principal, org, person = await _token_org(request, org_id, sc.USER_WRITE, sc.ADMIN_WRITE)
     tokens = TokenRepo(ctx.store)
     before = await tokens.get(token_id, org_id=org.id)
-    if before is None:
+    if before is None or (person and before.created_by != principal.token_id):
         raise NotFound(f"No token '{token_id}'.", code="token_not_found")
     token = await tokens.revoke(token_id, org_id=org.id)
     ctx.auth.forget(token_id)
@@ -338,14 +365,35 @@ def _money(row: dict[str, Any]) -> dict[str, Any]:
 @router.get(ORG + "/billing/rates", summary="The org's plan limits and what each model costs it")
 async def rates(request: Request, org_id: str) -> Response:
     ctx, _, org = await _org_for(request, org_id, sc.ADMIN_READ)
-    rules = ctx.gate.limits.rules.get(org.plan, ()) if not ctx.gate.passthrough else ()
-    limits = [{"scope": r.scope, "class": r.cls, "kind": r.kind, "window": "second" if r.seconds == 1 else "minute",
-               "count": r.count, "unit": r.unit} for r in rules]
+    limits = _limits(ctx.gate.limits.rules.get(org.plan, ()) if not ctx.gate.passthrough else ())
     prices = price_list(None if ctx.gate.passthrough else ctx.gate.prices, ctx.catalog)
     allowed = [m for m in prices["models"] if not m.get("plans") or org.plan in m["plans"]
                or org.plan == UNLIMITED]
     return json_response({"organization_id": org.id, "plan": org.plan, "limits": limits, "models": allowed,
                           "studio": prices["studio"], "currency": "usd"})
+
+
+def _limits(rules: Any, *, describe: bool = False) -> list[dict[str, Any]]:
+    return [{"scope": r.scope, "class": r.cls, "kind": r.kind, "window": "second" if r.seconds == 1 else "minute",
+             "count": r.count, "unit": r.unit, **({"describe": r.describe()} if describe else {})} for r in rules]
+
+
+@router.get("/api/plans", summary="The plans in force: each one's limits, the models kept to it, how many orgs are on "
+                                  "it (operator)")
+async def plans(request: Request) -> Response:
+    ctx, _ = await _operator(request, sc.ADMIN_READ)
+    configured = {**default_plans(), **ctx.settings.plans}
+    on_plan: dict[str, int] = {}
+    for org in await OrgRepo(ctx.store).list():
+        on_plan[org.plan] = on_plan.get(org.plan, 0) + 1
+    models = price_list(ctx.gate.prices, ctx.catalog)["models"]
+    data = [{"object": "plan", "name": name, "description": configured[name].description if name in configured else None,
+             "unlimited": name == UNLIMITED, "limits": _limits(rules, describe=True), "organizations": on_plan.get(name, 0),
+             "models_only_on_plans": sorted(m["model_id"] for m in models if m.get("plans") and name in m["plans"])}
+            for name, rules in sorted(ctx.gate.limits.rules.items())]
+    return json_response({"object": "list", "data": data,
+                          "key_min_balance_cents": ctx.settings.key_min_balance_cents,
+                          "request_log_retention_days": ctx.settings.request_log_retention_days})
 
 
 # ---------------------------------------------------------------- content filter policy
