@@ -257,6 +257,7 @@ document.addEventListener("alpine:init", () => {
     },
     async loadItems(after) {
       const node = this.selected;
+      if (!this.node || this.node.type !== "map") return; // a late timer after another node was chosen
       try {
         const limit = after ? 50 : Math.max(50, this.items.length);
         const page = await My.api(`/api/runs/${encodeURIComponent(this.id)}/nodes/${encodeURIComponent(node)}/items?after=${after}&limit=${Math.min(limit, 100)}`);
