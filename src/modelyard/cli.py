@@ -73,7 +73,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: None)
     scheme = "https" if args.ssl_certfile else "http"
     print(f"Modelyard {__version__} on {scheme}://{settings.host}:{settings.port}  (data: {settings.data_dir.resolve()}, "
-          f"database: {settings.resolved_database_url.split('://')[0]}, API reference: /reference)", flush=True)
+          f"database: {settings.resolved_database_url.split('://')[0]}, console: /, API reference: /reference)", flush=True)
     uvicorn.run(app, factory=isinstance(app, str), host=settings.host, port=settings.port,
                 workers=settings.workers if settings.workers > 1 else None, log_level=settings.log_level,
                 loop="auto", http="auto", proxy_headers=True,
