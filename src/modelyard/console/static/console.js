@@ -27,6 +27,8 @@
     return new ApiError(status, typeof e === "string" && e ? e : `The server answered ${status}.`, null, null, body);
   }
 
+  const MEDIA_EXT = { png: "image", jpg: "image", jpeg: "image", webp: "image", gif: "image", mp4: "video",
+    webm: "video", mov: "video", wav: "audio", mp3: "audio", ogg: "audio", flac: "audio", opus: "audio", aac: "audio" };
   const me = readJSON("me") || {};
   const params = readJSON("params") || {};
 
@@ -159,6 +161,44 @@
       document.body.appendChild(a);
       a.click();
       setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 0);
+    },
+
+    // ---------------------------------------------------------------- results: the media and the words in them
+    // every image, video and audio in a result: {url, content_type} objects, or bare links to media files
+    mediaIn(value, out = [], depth = 0) {
+      if (value === null || value === undefined || depth > 8 || out.length >= 24) return out;
+      const kindOf = (url, type) => {
+        const t = (type || "").split("/")[0];
+        if (["image", "video", "audio"].includes(t)) return t;
+        try {
+          const ext = new URL(url, location.href).pathname.split(".").pop().toLowerCase();
+          return MEDIA_EXT[ext] || null;
+        } catch (_) { return null; }
+      };
+      if (typeof value === "string") {
+        const kind = /^(https?:\/\/|\/)/.test(value) ? kindOf(value) : null;
+        if (kind) out.push({ kind, url: value, type: "", key: value.split("?")[0] + "#" + out.length });
+      } else if (Array.isArray(value)) {
+        value.forEach((v) => My.mediaIn(v, out, depth + 1));
+      } else if (typeof value === "object") {
+        const kind = typeof value.url === "string" ? kindOf(value.url, value.content_type) : null;
+        if (kind) out.push({ kind, url: value.url, type: value.content_type || "", key: value.url.split("?")[0] + "#" + out.length });
+        else Object.values(value).forEach((v) => My.mediaIn(v, out, depth + 1));
+      }
+      return out;
+    },
+    // the words of a text result (chat, completion, Responses, transcription), or of an output that is one string
+    textOf(r) {
+      if (typeof r === "string") return /^(https?:\/\/|\/)/.test(r) ? "" : r;
+      if (!r || typeof r !== "object") return "";
+      const c = r.choices && r.choices[0];
+      if (c && c.message && typeof c.message.content === "string") return c.message.content;
+      if (c && typeof c.text === "string") return c.text;
+      if (typeof r.output_text === "string") return r.output_text;
+      if (typeof r.text === "string") return r.text;
+      const values = Object.values(r);
+      if (values.length === 1 && typeof values[0] === "string") return My.textOf(values[0]); // {"path": "text"}
+      return "";
     },
 
     // ---------------------------------------------------------------- charts (uPlot)

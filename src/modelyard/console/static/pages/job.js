@@ -2,43 +2,6 @@
 // /jobs/{job_id}: one job (GET /api/jobs/{id}): request, status, timings, cost and result; cancel while it can be.
 document.addEventListener("alpine:init", () => {
   const FINAL = ["completed", "failed", "cancelled", "dead_letter"];
-  const EXT = { png: "image", jpg: "image", jpeg: "image", webp: "image", gif: "image", mp4: "video", webm: "video",
-    mov: "video", wav: "audio", mp3: "audio", ogg: "audio", flac: "audio", opus: "audio", aac: "audio" };
-
-  // every image, video and audio in a result: {url, content_type} objects, or bare links to media files
-  function mediaIn(value, out = [], depth = 0) {
-    if (value === null || value === undefined || depth > 8 || out.length >= 24) return out;
-    const kindOf = (url, type) => {
-      const t = (type || "").split("/")[0];
-      if (["image", "video", "audio"].includes(t)) return t;
-      try {
-        const ext = new URL(url, location.href).pathname.split(".").pop().toLowerCase();
-        return EXT[ext] || null;
-      } catch (_) { return null; }
-    };
-    if (typeof value === "string") {
-      const kind = /^(https?:\/\/|\/)/.test(value) ? kindOf(value) : null;
-      if (kind) out.push({ kind, url: value, type: "", key: value.split("?")[0] + "#" + out.length });
-    } else if (Array.isArray(value)) {
-      value.forEach((v) => mediaIn(v, out, depth + 1));
-    } else if (typeof value === "object") {
-      const kind = typeof value.url === "string" ? kindOf(value.url, value.content_type) : null;
-      if (kind) out.push({ kind, url: value.url, type: value.content_type || "", key: value.url.split("?")[0] + "#" + out.length });
-      else Object.values(value).forEach((v) => mediaIn(v, out, depth + 1));
-    }
-    return out;
-  }
-
-  // the words of a text result: chat, completion, responses
-  function textOf(r) {
-    if (!r || typeof r !== "object") return "";
-    const c = r.choices && r.choices[0];
-    if (c && c.message && typeof c.message.content === "string") return c.message.content;
-    if (c && typeof c.text === "string") return c.text;
-    if (typeof r.output_text === "string") return r.output_text;
-    if (typeof r.text === "string") return r.text;
-    return "";
-  }
 
   Alpine.data("jobPage", () => ({
     id: My.params.job_id, job: null, media: [], text: "", error: "", busy: false, timer: null, settling: 0,
@@ -81,8 +44,8 @@ document.addEventListener("alpine:init", () => {
         const fresh = await My.api("/api/jobs/" + encodeURIComponent(this.id));
         // a finished job's result does not change: keep the media already on the page (playing audio keeps playing)
         if (!(this.job && FINAL.includes(this.job.status) && this.job.status === fresh.status)) {
-          this.media = mediaIn(fresh.result);
-          this.text = textOf(fresh.result);
+          this.media = My.mediaIn(fresh.result);
+          this.text = My.textOf(fresh.result);
         }
         this.job = fresh;
         this.error = "";

@@ -6,44 +6,6 @@ document.addEventListener("alpine:init", () => {
   const RUN_FINAL = ["succeeded", "failed", "cancelled"];
   const NODE_FINAL = ["succeeded", "cached", "failed", "skipped", "cancelled"];
   const W = 184, H = 70, GX = 64, GY = 18, PAD = 16;
-  const EXT = { png: "image", jpg: "image", jpeg: "image", webp: "image", gif: "image", mp4: "video", webm: "video",
-    mov: "video", wav: "audio", mp3: "audio", ogg: "audio", flac: "audio", opus: "audio", aac: "audio" };
-
-  // every image, video and audio in a result: {url, content_type} objects, or bare links to media files
-  function mediaIn(value, out = [], depth = 0) {
-    if (value === null || value === undefined || depth > 8 || out.length >= 24) return out;
-    const kindOf = (url, type) => {
-      const t = (type || "").split("/")[0];
-      if (["image", "video", "audio"].includes(t)) return t;
-      try {
-        const ext = new URL(url, location.href).pathname.split(".").pop().toLowerCase();
-        return EXT[ext] || null;
-      } catch (_) { return null; }
-    };
-    if (typeof value === "string") {
-      const kind = /^(https?:\/\/|\/)/.test(value) ? kindOf(value) : null;
-      if (kind) out.push({ kind, url: value, type: "", key: value.split("?")[0] + "#" + out.length });
-    } else if (Array.isArray(value)) {
-      value.forEach((v) => mediaIn(v, out, depth + 1));
-    } else if (typeof value === "object") {
-      const kind = typeof value.url === "string" ? kindOf(value.url, value.content_type) : null;
-      if (kind) out.push({ kind, url: value.url, type: value.content_type || "", key: value.url.split("?")[0] + "#" + out.length });
-      else Object.values(value).forEach((v) => mediaIn(v, out, depth + 1));
-    }
-    return out;
-  }
-
-  // the words of a text result (a chat answer), or of a node's picked output when it is one string
-  function textOf(r) {
-    if (typeof r === "string") return /^(https?:\/\/|\/)/.test(r) ? "" : r;
-    if (!r || typeof r !== "object") return "";
-    const c = r.choices && r.choices[0];
-    if (c && c.message && typeof c.message.content === "string") return c.message.content;
-    if (c && typeof c.text === "string") return c.text;
-    const values = Object.values(r);
-    if (values.length === 1 && typeof values[0] === "string") return textOf(values[0]);  // {"path": "text"}
-    return "";
-  }
 
   // columns by depth: a node sits one column right of the deepest node it depends on
   function layoutOf(nodes) {
@@ -118,7 +80,7 @@ document.addEventListener("alpine:init", () => {
       });
       on("run.completed", (d) => {
         if (this.run) Object.assign(this.run, { status: d.status, error: d.error, outputs: d.outputs });
-        this.outputMedia = mediaIn(d.outputs);
+        this.outputMedia = My.mediaIn(d.outputs);
         this.closeStream("ended");
         this.refreshSoon(0);
       });
@@ -152,7 +114,7 @@ document.addEventListener("alpine:init", () => {
       const shape = (r) => Object.entries(r.nodes || {}).map(([k, n]) => k + ":" + (n.depends_on || []).join(",")).join(";");
       if (!old || shape(old) !== shape(fresh)) this.layout = layoutOf(fresh.nodes || {});
       this.run = fresh;
-      if (!old || !RUN_FINAL.includes(old.status) || !this.outputMedia.length) this.outputMedia = mediaIn(fresh.outputs);
+      if (!old || !RUN_FINAL.includes(old.status) || !this.outputMedia.length) this.outputMedia = My.mediaIn(fresh.outputs);
       if (!this.agentName) this.loadAgent(fresh.agent_id);
       if (this.selected) this.showNode(); else if (!old) {
         const first = Object.keys(fresh.nodes || {})[0];
@@ -243,8 +205,8 @@ document.addEventListener("alpine:init", () => {
     showNode() {
       const n = this.node;
       if (!n) return;
-      this.nodeMedia = mediaIn(n.result);
-      this.nodeText = textOf(n.result);
+      this.nodeMedia = My.mediaIn(n.result);
+      this.nodeText = My.textOf(n.result);
       if (n.type === "map") this.loadItems(0);
     },
     mapPct() {
@@ -262,7 +224,7 @@ document.addEventListener("alpine:init", () => {
         const limit = after ? 50 : Math.max(50, this.items.length);
         const page = await My.api(`/api/runs/${encodeURIComponent(this.id)}/nodes/${encodeURIComponent(node)}/items?after=${after}&limit=${Math.min(limit, 100)}`);
         if (node !== this.selected) return;
-        const rows = page.data.map((it) => ({ ...it, media: mediaIn(it.result), text: textOf(it.result) }));
+        const rows = page.data.map((it) => ({ ...it, media: My.mediaIn(it.result), text: My.textOf(it.result) }));
         this.items = after ? this.items.concat(rows) : rows;
         this.itemsNext = page.next_after;
       } catch (e) {
