@@ -4,13 +4,13 @@ PostgreSQL and by one on a single SQLite file, min/median of several rounds.
 Each runner is its own process, as `modelyard runner` is in production (its own event loop, engine, pool and LISTEN
 connection). The task is the no-op `echo` runtime, so the numbers are the queue's own cost (claim, lease, complete)
 plus the runner's per-job work (request validation, router, result). A run: a fresh database, `--jobs` jobs submitted
-one per transaction (`submitted/s`), then the runners started, made ready (imports, pool warm), and released at
+one per transaction, 16 at a time (`submitted/s`), then the runners started, made ready (imports, pool warm), and released at
 once; `claimed+completed/s` is jobs over the time from the release to the last completion.
 
 The configurations take turns within each round (pg x1, pg x2, pg x3, sqlite x1, then again), so a busy machine
 weighs on all of them alike: compare the ratios of one table, not absolute numbers between tables.
 
-Run: `python bench/jobs.py --postgres postgresql://postgres@127.0.0.1/test` (`--jobs 2000 --runners 1,2,3
+Run: `python bench/jobs.py --postgres postgresql://postgres@127.0.0.1/test` (`--jobs 5000 --runners 1,2,3
 --sqlite-runners 1 --repeats 3 --concurrency 8`; without `--postgres`, SQLite only).
 
 Columns: `claims/job` statements that claimed (or tried to) per job done, `empty` the share of them that found
@@ -33,23 +33,24 @@ from pathlib import Path
 from typing import Any
 
 PAYLOAD = {"messages": [{"role": "user", "content": "bench"}]}
+SUBMITTERS = 16  # submissions at once, as from a gateway's concurrent requests
 
 
-def bench_settings(url: str, data_dir: Path, concurrency: int) -> Any:
+def bench_settings(url: str, data_dir: Path, concurrency: int, poll: float = 0.05) -> Any:
     from modelyard.config import Settings
 
     return Settings(data_dir=data_dir, database_url=url, builtin_models=False, job_concurrency=concurrency,
-                    job_poll_seconds=0.05, job_heartbeat_seconds=5, job_lease_seconds=30,
+                    job_poll_seconds=poll, job_heartbeat_seconds=5, job_lease_seconds=30,
                     models=[{"id": "echo", "type": "text", "deployments": [{"backend": "echo"}]}])
 
 
 # ---------------------------------------------------------------- a runner process
 
-def runner_process(url: str, data_dir: str, concurrency: int, name: str, pipe: Any, done: Any) -> None:
-    asyncio.run(_runner(url, Path(data_dir), concurrency, name, pipe, done))
+def runner_process(url: str, data_dir: str, concurrency: int, poll: float, name: str, pipe: Any, done: Any) -> None:
+    asyncio.run(_runner(url, Path(data_dir), concurrency, poll, name, pipe, done))
 
 
-async def _runner(url: str, data_dir: Path, concurrency: int, name: str, pipe: Any, done: Any) -> None:
+async def _runner(url: str, data_dir: Path, concurrency: int, poll: float, name: str, pipe: Any, done: Any) -> None:
     from modelyard.catalog import build_catalog
     from modelyard.jobs.queue import JobQueue
     from modelyard.jobs.runner import JobRunner
@@ -66,7 +67,7 @@ async def _runner(url: str, data_dir: Path, concurrency: int, name: str, pipe: A
             CountingQueue.empty += not got
             return got
 
-    settings = bench_settings(url, data_dir, concurrency)
+    settings = bench_settings(url, data_dir, concurrency, poll)
     store = Store(settings.resolved_database_url)
     catalog = build_catalog(settings)
     router = Router(catalog)
@@ -80,7 +81,7 @@ async def _runner(url: str, data_dir: Path, concurrency: int, name: str, pipe: A
     task = asyncio.create_task(runner.run_forever())
     while not pipe.poll():
         done.value = runner.completed
-        await asyncio.sleep(0.002)
+        await asyncio.sleep(0.01)
     done.value = runner.completed
     cpu = time.process_time() - cpu0
     task.cancel()
@@ -100,9 +101,12 @@ class Run:
     empty: float  # share of claims
     cpu_us: float  # runner CPU per job
     load: float
+    wait_ms: tuple[float, float] | None = None  # live: p50, p99 from submit to claim
 
 
-async def submit_jobs(url: str, data_dir: Path, jobs: int) -> float:
+async def submit_jobs(url: str, data_dir: Path, jobs: int, rate: float | None = None) -> float:
+    """`jobs` jobs, one per transaction (as API submissions are), SUBMITTERS at a time: as fast as they go, or
+    paced at `rate` a second."""
     from modelyard.jobs.queue import JobQueue
     from modelyard.store.db import Store
     from modelyard.store.repo import OrgRepo
@@ -112,24 +116,51 @@ async def submit_jobs(url: str, data_dir: Path, jobs: int) -> float:
         await store.migrate()
         org = await OrgRepo(store).create("bench-" + secrets.token_hex(4))
         queue = JobQueue(store)
+        clients = asyncio.Semaphore(SUBMITTERS)
+
+        async def one(i: int) -> None:
+            if rate:
+                await asyncio.sleep(max(0.0, t0 + i / rate - time.perf_counter()))
+            async with clients:
+                await queue.submit(org_id=org.id, token_id=None, model="echo", task="chat", payload=PAYLOAD, meta={})
         t0 = time.perf_counter()
-        for _ in range(jobs):
-            await queue.submit(org_id=org.id, token_id=None, model="echo", task="chat", payload=PAYLOAD, meta={})
+        await asyncio.gather(*(one(i) for i in range(jobs)))
         return jobs / (time.perf_counter() - t0)
     finally:
         await store.aclose()
 
 
-def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int) -> Run:
+async def claim_waits(url: str, data_dir: Path) -> tuple[float, float]:
+    """p50 and p99 of the time from a job's submit to its claim, in ms (the same clock stamped both)."""
+    from sqlalchemy import select
+
+    from modelyard.store.db import Store
+    from modelyard.store.tables import jobs as jobs_table
+
+    store = Store(bench_settings(url, data_dir, 1).resolved_database_url)
+    try:
+        async with store.engine.connect() as conn:
+            rows = (await conn.execute(select(jobs_table.c.started_at - jobs_table.c.created_at))).scalars().all()
+    finally:
+        await store.aclose()
+    waits = sorted(w * 1000 for w in rows)
+    return waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]
+
+
+def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int, live: float | None) -> Run:
+    """Drain (`live` None): the jobs first, then the runners. Live: the runners first, idle, then the jobs arrive
+    at `live` a second while they run (each woken by a NOTIFY: their poll is the default 1 s)."""
     load = os.getloadavg()[0]
-    submitted = asyncio.run(submit_jobs(url, data_dir, jobs))
+    submitted = 0.0 if live else asyncio.run(submit_jobs(url, data_dir, jobs))
+    if live:
+        asyncio.run(submit_jobs(url, data_dir, 0))  # the schema, before the runners start
     spawn = mp.get_context("spawn")
     procs = []
     for i in range(runners):
         ours, theirs = spawn.Pipe()
         done = spawn.Value("i", 0, lock=False)
-        p = spawn.Process(target=runner_process, args=(url, str(data_dir), concurrency, f"bench-{i}", theirs, done),
-                          daemon=True)
+        p = spawn.Process(target=runner_process, daemon=True,
+                          args=(url, str(data_dir), concurrency, 1.0 if live else 0.05, f"bench-{i}", theirs, done))
         p.start()
         procs.append((p, ours, done))
     try:
@@ -139,11 +170,14 @@ def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int)
         t0 = time.perf_counter()
         for _, pipe, _ in procs:
             pipe.send("go")
+        if live:
+            time.sleep(0.5)  # every runner has claimed nothing and is waiting for a NOTIFY
+            submitted = asyncio.run(submit_jobs(url, data_dir, jobs, live))
         deadline = time.monotonic() + 600
         while sum(d.value for _, _, d in procs) < jobs:
             if time.monotonic() > deadline or any(not p.is_alive() for p, _, _ in procs):
                 raise SystemExit("the runners stopped before finishing the jobs")
-            time.sleep(0.002)
+            time.sleep(0.005)
         run_s = time.perf_counter() - t0
         for _, pipe, _ in procs:
             pipe.send("stop")
@@ -155,7 +189,7 @@ def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int)
                 p.kill()
     claims = sum(s["claims"] for s in stats)
     return Run(submitted, jobs / run_s, claims / jobs, sum(s["empty"] for s in stats) / max(claims, 1),
-               sum(s["cpu"] for s in stats) / jobs * 1e6, load)
+               sum(s["cpu"] for s in stats) / jobs * 1e6, load, asyncio.run(claim_waits(url, data_dir)) if live else None)
 
 
 async def fresh_pg(base: str) -> tuple[str, str]:
@@ -183,7 +217,7 @@ def run_config(db: str, pg: str | None, runners: int, args: argparse.Namespace) 
         else:
             url, name = f"sqlite:///{tmp}/bench.db", ""
         try:
-            return one_run(url, Path(tmp), args.jobs, runners, args.concurrency)
+            return one_run(url, Path(tmp), args.jobs, runners, args.concurrency, args.live)
         finally:
             if pg:
                 asyncio.run(drop_pg(pg, name))
@@ -191,12 +225,14 @@ def run_config(db: str, pg: str | None, runners: int, args: argparse.Namespace) 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--jobs", type=int, default=2000)
+    p.add_argument("--jobs", type=int, default=5000)
     p.add_argument("--runners", default="1,2,3", help="comma-separated runner counts to try on PostgreSQL")
     p.add_argument("--sqlite-runners", default="1", help="comma-separated runner counts on SQLite ('' for none)")
     p.add_argument("--concurrency", type=int, default=8, help="jobs each runner works on at once")
     p.add_argument("--repeats", type=int, default=3, help="rounds; min and median are printed")
     p.add_argument("--postgres", default=None, help="a PostgreSQL URL to bench (a scratch database is made per run)")
+    p.add_argument("--live", type=float, default=None, metavar="RATE",
+                   help="runners first, then jobs arriving at RATE a second (wake-ups by NOTIFY, claims per job)")
     args = p.parse_args()
     configs = [("postgres", args.postgres, int(n)) for n in args.runners.split(",") if args.postgres and n]
     configs += [("sqlite", None, int(n)) for n in args.sqlite_runners.split(",") if n]
@@ -207,18 +243,27 @@ def main() -> None:
             results.setdefault((db, n), []).append(run)
             print(f"round {r + 1}: {db} x{n}: {run.done:.0f} jobs/s (submitted {run.submitted:.0f}/s, "
                   f"{run.claims:.2f} claims/job, {run.empty:.0%} empty, {run.cpu_us:.0f} cpu us/job, "
-                  f"load {run.load:.1f})", flush=True)
+                  f"load {run.load:.1f}{_waits(run.wait_ms)})", flush=True)
     med = statistics.median
-    print(f"\n{args.jobs} jobs, concurrency {args.concurrency} per runner, {args.repeats} rounds, {os.cpu_count()} CPUs")
+    mode = f"arriving at {args.live:g}/s" if args.live else "queued before the runners start"
+    print(f"\n{args.jobs} jobs {mode}, concurrency {args.concurrency} per runner, {args.repeats} rounds, "
+          f"{os.cpu_count()} CPUs")
     print(f"{'database':9} {'runners':>7} {'done/s min':>10} {'median':>7} {'x 1 runner':>10} {'submitted/s':>11} "
-          f"{'claims/job':>10} {'empty':>6} {'cpu us/job':>10} {'load':>5}")
+          f"{'claims/job':>10} {'empty':>6} {'cpu us/job':>10} {'load':>5}"
+          + (f" {'wait ms p50':>11} {'p99':>6}" if args.live else ""))
     for (db, n), runs in results.items():
         base = results.get((db, 1))
         ratio = f"{med(r.done for r in runs) / med(r.done for r in base):.2f}" if base else "-"
         print(f"{db:9} {n:>7} {min(r.done for r in runs):>10.0f} {med(r.done for r in runs):>7.0f} {ratio:>10} "
               f"{med(r.submitted for r in runs):>11.0f} {med(r.claims for r in runs):>10.2f} "
               f"{med(r.empty for r in runs):>6.0%} {med(r.cpu_us for r in runs):>10.0f} "
-              f"{med(r.load for r in runs):>5.1f}")
+              f"{med(r.load for r in runs):>5.1f}"
+              + (f" {med(r.wait_ms[0] for r in runs):>11.1f} {med(r.wait_ms[1] for r in runs):>6.1f}"
+                 if args.live else ""))
+
+
+def _waits(w: tuple[float, float] | None) -> str:
+    return f", submit to claim p50 {w[0]:.1f} ms p99 {w[1]:.1f} ms" if w else ""
 
 
 if __name__ == "__main__":
