@@ -14,8 +14,11 @@ Run: `python bench/jobs.py --postgres postgresql://postgres@127.0.0.1/test` (`--
 --sqlite-runners 1 --repeats 3 --concurrency 8`; without `--postgres`, SQLite only).
 
 Columns: `claims/job` statements that claimed (or tried to) per job done, `empty` the share of them that found
-nothing (a runner woken for work someone else took), `cpu us/job` the runner processes' CPU per job, `load` the
-1-minute load average when the run began.
+nothing (a runner woken for work someone else took), `completes/job` statements that completed jobs (one per job
+before completions were batched), `cpu us/job` the runner processes' CPU per job, `pg us/job` the
+CPU of the PostgreSQL backends serving them per job (read from /proc where the server runs on this machine; `-`
+otherwise, and in live runs), `load` the 1-minute load average when the run began. CPU per job, unlike jobs/s,
+hardly moves with what else the machine is doing.
 """
 
 from __future__ import annotations
@@ -59,13 +62,21 @@ async def _runner(url: str, data_dir: Path, concurrency: int, poll: float, name:
     from modelyard.store.db import Store
 
     class CountingQueue(JobQueue):
-        claims = empty = 0
+        claims = empty = flushes = 0
 
         async def claim(self, *args: Any, **kw: Any) -> Any:
             got = await super().claim(*args, **kw)
             CountingQueue.claims += 1
             CountingQueue.empty += not got
             return got
+
+        async def complete_many(self, *args: Any, **kw: Any) -> Any:  # absent before batched completions
+            CountingQueue.flushes += 1
+            return await super().complete_many(*args, **kw)  # type: ignore[misc]
+
+        async def complete(self, *args: Any, **kw: Any) -> Any:  # one job alone (before: every job)
+            CountingQueue.flushes += 1
+            return await super().complete(*args, **kw)
 
     settings = bench_settings(url, data_dir, concurrency, poll)
     store = Store(settings.resolved_database_url)
@@ -86,7 +97,8 @@ async def _runner(url: str, data_dir: Path, concurrency: int, poll: float, name:
     cpu = time.process_time() - cpu0
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    pipe.send({"cpu": cpu, "claims": CountingQueue.claims, "empty": CountingQueue.empty})
+    pipe.send({"cpu": cpu, "claims": CountingQueue.claims, "empty": CountingQueue.empty,
+               "flushes": CountingQueue.flushes})
     await router.aclose()
     await store.aclose()
 
@@ -102,6 +114,8 @@ class Run:
     cpu_us: float  # runner CPU per job
     load: float
     wait_ms: tuple[float, float] | None = None  # live: p50, p99 from submit to claim
+    completes: float = 0.0  # completion statements per job
+    pg_us: float | None = None  # PostgreSQL's CPU per job (its backends for this database), where it runs here
 
 
 async def submit_jobs(url: str, data_dir: Path, jobs: int, rate: float | None = None) -> float:
@@ -147,7 +161,28 @@ async def claim_waits(url: str, data_dir: Path) -> tuple[float, float]:
     return waits[len(waits) // 2], waits[min(len(waits) - 1, int(len(waits) * 0.99))]
 
 
-def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int, live: float | None) -> Run:
+async def backend_ticks(base: str, name: str) -> dict[int, int] | None:
+    """CPU clock ticks so far of each PostgreSQL backend serving database `name`, read from /proc: None when the
+    server is not on this machine."""
+    import asyncpg
+
+    conn = await asyncpg.connect(base)
+    try:
+        pids = [r[0] for r in await conn.fetch("SELECT pid FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'", name)]
+    finally:
+        await conn.close()
+    ticks = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        ticks[pid] = int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks if ticks or not pids else None
+
+
+def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int, live: float | None,
+            pg: tuple[str, str] | None) -> Run:
     """Drain (`live` None): the jobs first, then the runners. Live: the runners first, idle, then the jobs arrive
     at `live` a second while they run (each woken by a NOTIFY: their poll is the default 1 s)."""
     load = os.getloadavg()[0]
@@ -167,6 +202,7 @@ def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int,
         for _, pipe, _ in procs:
             if not pipe.poll(120) or pipe.recv() != "ready":
                 raise SystemExit("a runner process did not start")
+        before = asyncio.run(backend_ticks(*pg)) if pg and not live else None
         t0 = time.perf_counter()
         for _, pipe, _ in procs:
             pipe.send("go")
@@ -179,6 +215,7 @@ def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int,
                 raise SystemExit("the runners stopped before finishing the jobs")
             time.sleep(0.005)
         run_s = time.perf_counter() - t0
+        after = asyncio.run(backend_ticks(*pg)) if before is not None else None
         for _, pipe, _ in procs:
             pipe.send("stop")
         stats = [pipe.recv() for _, pipe, _ in procs]
@@ -189,7 +226,10 @@ def one_run(url: str, data_dir: Path, jobs: int, runners: int, concurrency: int,
                 p.kill()
     claims = sum(s["claims"] for s in stats)
     return Run(submitted, jobs / run_s, claims / jobs, sum(s["empty"] for s in stats) / max(claims, 1),
-               sum(s["cpu"] for s in stats) / jobs * 1e6, load, asyncio.run(claim_waits(url, data_dir)) if live else None)
+               sum(s["cpu"] for s in stats) / jobs * 1e6, load, asyncio.run(claim_waits(url, data_dir)) if live else None,
+               sum(s["flushes"] for s in stats) / jobs,
+               None if after is None else sum(t - (before or {}).get(pid, 0) for pid, t in after.items())
+               / os.sysconf("SC_CLK_TCK") / jobs * 1e6)
 
 
 async def fresh_pg(base: str) -> tuple[str, str]:
@@ -217,7 +257,7 @@ def run_config(db: str, pg: str | None, runners: int, args: argparse.Namespace) 
         else:
             url, name = f"sqlite:///{tmp}/bench.db", ""
         try:
-            return one_run(url, Path(tmp), args.jobs, runners, args.concurrency, args.live)
+            return one_run(url, Path(tmp), args.jobs, runners, args.concurrency, args.live, (pg, name) if pg else None)
         finally:
             if pg:
                 asyncio.run(drop_pg(pg, name))
@@ -242,24 +282,31 @@ def main() -> None:
             run = run_config(db, pg, n, args)
             results.setdefault((db, n), []).append(run)
             print(f"round {r + 1}: {db} x{n}: {run.done:.0f} jobs/s (submitted {run.submitted:.0f}/s, "
-                  f"{run.claims:.2f} claims/job, {run.empty:.0%} empty, {run.cpu_us:.0f} cpu us/job, "
+                  f"{run.claims:.2f} claims/job, {run.empty:.0%} empty, {run.completes:.2f} completes/job, "
+                  f"{run.cpu_us:.0f} cpu us/job{_pg(run.pg_us, ', pg cpu us/job ')}, "
                   f"load {run.load:.1f}{_waits(run.wait_ms)})", flush=True)
     med = statistics.median
     mode = f"arriving at {args.live:g}/s" if args.live else "queued before the runners start"
     print(f"\n{args.jobs} jobs {mode}, concurrency {args.concurrency} per runner, {args.repeats} rounds, "
           f"{os.cpu_count()} CPUs")
     print(f"{'database':9} {'runners':>7} {'done/s min':>10} {'median':>7} {'x 1 runner':>10} {'submitted/s':>11} "
-          f"{'claims/job':>10} {'empty':>6} {'cpu us/job':>10} {'load':>5}"
+          f"{'claims/job':>10} {'empty':>6} {'completes/job':>13} {'cpu us/job':>10} {'pg us/job':>9} {'load':>5}"
           + (f" {'wait ms p50':>11} {'p99':>6}" if args.live else ""))
     for (db, n), runs in results.items():
         base = results.get((db, 1))
         ratio = f"{med(r.done for r in runs) / med(r.done for r in base):.2f}" if base else "-"
         print(f"{db:9} {n:>7} {min(r.done for r in runs):>10.0f} {med(r.done for r in runs):>7.0f} {ratio:>10} "
               f"{med(r.submitted for r in runs):>11.0f} {med(r.claims for r in runs):>10.2f} "
-              f"{med(r.empty for r in runs):>6.0%} {med(r.cpu_us for r in runs):>10.0f} "
+              f"{med(r.empty for r in runs):>6.0%} {med(r.completes for r in runs):>13.2f} "
+              f"{med(r.cpu_us for r in runs):>10.0f} "
+              f"{_pg(statistics.median(pgs) if (pgs := [r.pg_us for r in runs if r.pg_us is not None]) else None):>9} "
               f"{med(r.load for r in runs):>5.1f}"
               + (f" {med(r.wait_ms[0] for r in runs):>11.1f} {med(r.wait_ms[1] for r in runs):>6.1f}"
                  if args.live else ""))
+
+
+def _pg(us: float | None, label: str = "") -> str:
+    return "" if us is None and label else "-" if us is None else f"{label}{us:.0f}"
 
 
 def _waits(w: tuple[float, float] | None) -> str:
