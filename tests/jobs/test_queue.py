@@ -128,6 +128,50 @@ async def test_batch_claim_takes_each_job_once(queue: tuple[JobQueue, str]) -> N
     first, second = await asyncio.gather(q.claim("a", 30, limit=6), q.claim("b", 30, limit=6))
     got = [j.id for j in first + second]
     assert len(got) == len(set(got)) == 10 and set(got) == ids
+    assert len(first) <= 6 and len(second) <= 6
+
+
+async def test_a_claim_takes_no_more_than_its_limit_on_a_fresh_table(queue: tuple[JobQueue, str]) -> None:
+    """Before ANALYZE has run, PostgreSQL planned `id IN (SELECT ... LIMIT n FOR UPDATE SKIP LOCKED)` as a nested
+    loop that ran the locking subquery once per pending row: one runner took every pending job, whatever its limit."""
+    q, org = queue
+    ids = [(await _submit(q, org, priority=i % 3)).id for i in range(40)]
+    taken = []
+    while batch := await q.claim("r", 30, limit=3):
+        assert len(batch) <= 3
+        assert [j.priority for j in batch] == sorted((j.priority for j in batch), reverse=True)
+        taken += batch
+    assert sorted(j.id for j in taken) == sorted(ids) and len(taken) == 40
+    assert [j.priority for j in taken[:14]] == [2] * 13 + [1]  # the most urgent first, in claim order
+
+
+async def test_a_flush_completes_only_what_the_runner_still_holds(queue: tuple[JobQueue, str]) -> None:
+    """complete_many and renew_many: one statement for many jobs, each counted only while its lease is the caller's."""
+    q, org = queue
+    for _ in range(4):
+        await _submit(q, org)
+    mine = await q.claim("a", 30, limit=3)
+    lost = mine[2]
+    q.clock.advance(31)  # its lease runs out, the reaper gives it back and another runner takes it
+    assert await q.renew(mine[0], 30) == (True, False) and await q.renew(mine[1], 30) == (True, False)
+    await q.reap()
+    q.clock.advance(q.delay(1))
+    theirs = await q.claim("b", 30, limit=2)
+    assert lost.id in {j.id for j in theirs}
+    assert (await q.cancel(mine[1].id, org))[1] == "requested"
+    assert await q.renew_many(mine, 30) == {mine[0].id: False, mine[1].id: True}  # the lost one is missing
+    hold = {"org_id": org, "job_id": mine[0].id}
+    mine[0].meta = {"hold": hold}
+    won = await q.complete_many([(mine[0], {"n": 0}, {"hold": hold, "settle_units": {}}), (mine[1], [1], None),
+                                 (lost, {"n": "late"}, None)])
+    assert won == {mine[0].id, mine[1].id}
+    assert await q.complete_many([(mine[0], {"n": "again"}, None)]) == set()  # finished once
+    rows = {j.id: await q.get(j.id) for j in mine}
+    assert rows[mine[0].id].status == "completed" and rows[mine[0].id].result == {"n": 0}
+    assert rows[mine[0].id].settle_due is True and rows[mine[0].id].meta["settle_units"] == {}
+    assert rows[mine[1].id].result == [1] and rows[mine[1].id].meta == {} and rows[mine[1].id].settle_due is False
+    assert rows[lost.id].status == "running" and rows[lost.id].lease_owner == "b" and rows[lost.id].result is None
+    assert all(r.lease_token is None and r.lease_expires is None for r in (rows[mine[0].id], rows[mine[1].id]))
 
 
 async def test_release_on_shutdown_does_not_spend_an_attempt(queue: tuple[JobQueue, str]) -> None:
@@ -263,6 +307,41 @@ def test_private_webhook_and_image_urls_are_400_at_submit(tmp_path: Path) -> Non
                       headers=srv.headers())
         assert r.status_code == 400
         assert http.get("/api/jobs", headers=srv.headers()).json()["data"] == []
+
+
+async def test_a_runner_flushes_finished_work_and_drops_work_whose_lease_it_lost(queue: tuple[JobQueue, str],
+                                                                                   tmp_path: Path) -> None:
+    """The runner's own statements, step by step: a claim fills its slots, a finished result waits for the flush
+    (one statement for all of them), and the lease renewal stops work whose lease another runner took."""
+    q, org = queue
+    settings = make_settings(tmp_path, models=job_models(60.0), **FAST)
+    catalog = build_catalog(settings)
+    runner = JobRunner(runner_context(settings, q.store, catalog, Router(catalog)), q, name="r")
+    try:
+        slow = await q.submit(org_id=org, token_id=None, model="echo-slow", task="chat", payload=chat_payload(),
+                              meta={})
+        fast = await _submit(q, org)
+        assert await runner._claim() is True and set(runner.working) == {slow.id, fast.id}
+        slow_task, fast_task = runner.active[slow.id], runner.active[fast.id]
+        await asyncio.wait_for(runner.wake.wait(), 30)  # the fast job finished: its result waits for the flush
+        assert [job.id for job, *_ in runner.finished] == [fast.id] and (await q.get(fast.id)).status == "running"
+        await runner._flush()
+        await fast_task
+        assert runner.completed == 1 and (await q.get(fast.id)).result["choices"][0]["message"]["content"]
+        # the slow job's runner was presumed dead: its lease ran out and another runner took the job
+        q.clock.advance(settings.job_lease_seconds + 1)
+        await q.reap()
+        q.clock.advance(q.delay(1))
+        assert [j.id for j in await q.claim("thief", 30)] == [slow.id]
+        await runner._renew()
+        await slow_task  # stopped: the work of a lost lease is dropped
+        row = await q.get(slow.id)
+        assert row.status == "running" and row.lease_owner == "thief" and row.attempts == 2
+        assert runner.completed == 1 and not runner.active and not runner.finished
+    finally:
+        for task in runner.active.values():
+            task.cancel()
+        await runner.lane.aclose()
 
 
 async def test_a_settlement_lost_to_a_crash_is_swept_once(queue: tuple[JobQueue, str], tmp_path: Path) -> None:

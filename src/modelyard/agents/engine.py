@@ -244,7 +244,7 @@ class AgentEngine:
             with contextlib.suppress(Exception):
                 await self.stop_job(job_id, run.org_id)
         if adv.jobs and self.ctx.jobs is not None and self.ctx.jobs.runner is not None:
-            self.ctx.jobs.runner.wake.set()
+            self.ctx.jobs.runner.nudge()
         if adv.run_values.get("status") in RUN_FINAL:
             with contextlib.suppress(Exception):  # a later look at the run cannot redo this: log, do not fail
                 await self.refund_orphans(run)

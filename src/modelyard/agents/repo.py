@@ -7,11 +7,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from sqlalchemy import and_, func, insert, or_, select, text, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from ..jobs.queue import FINAL as JOB_FINAL
-from ..jobs.queue import NOTIFY_CHANNEL, Job, _job
+from ..jobs.queue import Job, _job, notify_runners
 from ..store import webhook_rows
 from ..store.billing_repo import WalletRepo
 from ..store.db import Store
@@ -213,8 +213,7 @@ class AgentRepo:
     async def insert_jobs(self, conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
         if rows:
             await conn.execute(insert(jobs), rows)
-            if not self.store.is_sqlite:  # idle runners everywhere wake at commit
-                await conn.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+            await notify_runners(self.store, conn)  # idle runners everywhere wake at commit
 
     async def add_events(self, conn: AsyncConnection, run_id: str, events: list[tuple[str, dict[str, Any]]]) -> None:
         if events:

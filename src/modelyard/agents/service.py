@@ -166,7 +166,7 @@ class AgentService:
         if adv.run_values:
             await self._finish_new(run, adv.run_values)
         if adv.jobs and self.ctx.jobs is not None and self.ctx.jobs.runner is not None:
-            self.ctx.jobs.runner.wake.set()
+            self.ctx.jobs.runner.nudge()
         self.engine.poke(run.id)
         return run
 

@@ -237,7 +237,7 @@ class BatchDriver:
             if p.id not in queued:  # cancelled while it was being admitted: its reservation goes back
                 await ctx.calls.settle_hold(meta["hold"], None, ok=False)
         if ctx.jobs is not None and ctx.jobs.runner is not None:
-            ctx.jobs.runner.wake.set()
+            ctx.jobs.runner.nudge()
 
     async def _finish(self, b: Batch, final: str) -> None:
         """Write the files (each only once: an interrupted finalization keeps what it wrote), then the end state."""

@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from sqlalchemy import case, delete, func, insert, select, update
 
-from ..jobs.queue import new_job_id
+from ..jobs.queue import new_job_id, notify_runners
 from ..store.db import Store
 from ..store.tables import jobs
 
@@ -93,6 +93,8 @@ class BatchLines:
                      .values(status="pending", model=model, task=task, meta=meta, run_after=now))
                 if (await conn.execute(q)).rowcount == 1:
                     done.append(p.id)
+            if done:  # runners in other processes wake now rather than at their poll
+                await notify_runners(self.store, conn)
         return done
 
     async def refuse(self, p: Parked, error: dict[str, Any]) -> bool:

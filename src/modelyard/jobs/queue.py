@@ -2,22 +2,39 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
-from sqlalchemy import and_, case, func, insert, or_, select, text, update
+from sqlalchemy import (JSON, Boolean, Float, Integer, String, and_, bindparam, case, column, func, insert,
+                        literal_column, or_, select, text, update, values)
 
 from ..store.db import Store
 from ..store.paging import newest_first
 from ..store import webhook_rows
 from ..store.tables import jobs, usage_records
 
+log = logging.getLogger(__name__)
+
 FINAL = ("completed", "failed", "cancelled", "dead_letter")
 STATUSES = ("pending", "running", *FINAL)
 NOTIFY_CHANNEL = "modelyard_jobs"
+FLUSH_MAX = 64  # rows a renewal or completion statement writes at most
+# inline, not a bound parameter: a prepared statement's generic plan can only use the partial index ix_jobs_pending
+# (WHERE status = 'pending') when the query names the same constant
+PENDING = literal_column("'pending'")
+
+
+async def notify_runners(store: Store, conn: Any) -> None:
+    """In a transaction that makes jobs pending: one NOTIFY, delivered at its commit, wakes the idle runners of every
+    process (PostgreSQL; SQLite runners poll, and their own process nudges them). One per transaction, however many
+    jobs it makes: PostgreSQL folds repeats within a transaction, and each NOTIFY'ing commit takes a global lock."""
+    if not store.is_sqlite:
+        await conn.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
 
 
 def new_job_id() -> str:
@@ -107,6 +124,36 @@ def _job(m: Mapping[str, Any]) -> Job:
     return Job(**{k: m[k] for k in Job.__dataclass_fields__})  # type: ignore[arg-type]
 
 
+class Lane:
+    """A runner's own connection for its hot statements (claims, flushes, renewals), kept from one to the next.
+
+    A pool checkout per statement costs a pre-ping (on asyncpg three round trips: BEGIN, an empty query, ROLLBACK),
+    as many as the statement itself. Each statement still commits alone (autocommit). One that fails drops the
+    connection (its state is unknown); the next statement opens another.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.conn: Any = None
+
+    async def execute(self, q: Any, params: dict[str, Any] | None = None) -> Any:
+        if self.conn is None:
+            self.conn = await self.engine.connect()
+        try:
+            return await self.conn.execute(q, params)
+        except BaseException:
+            await self.aclose(invalidate=True)
+            raise
+
+    async def aclose(self, *, invalidate: bool = False) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                if invalidate:
+                    await conn.invalidate()
+                await conn.close()
+
+
 class JobQueue:
     """Every state change is one conditional UPDATE, so concurrent runners and reapers never both win a row.
 
@@ -119,6 +166,10 @@ class JobQueue:
         self.store = store
         self.clock = clock  # every lease, backoff and due time is read from it (tests pass one they move)
         self.engine = store.engine
+        # one statement, its own transaction: no BEGIN and COMMIT round trips around the runner's claims and flushes
+        self.autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._claim: Any = None  # the claim statement, built at the first claim
+        self._statements: dict[tuple[str, int], Any] = {}  # renewals and completions of n jobs (_many)
         self.backoff = backoff
         self.backoff_max = backoff_max
 
@@ -132,8 +183,7 @@ class JobQueue:
                       job_id=job_id, now=self.clock())
         async with self.engine.begin() as conn:
             await conn.execute(insert(jobs).values(**row))
-            if not self.store.is_sqlite:  # delivered at commit: idle runners everywhere wake at once
-                await conn.execute(text(f"SELECT pg_notify('{NOTIFY_CHANNEL}', '')"))
+            await notify_runners(self.store, conn)
         return _job(row)
 
     async def get(self, job_id: str, *, org_id: str | None = None) -> Job | None:
@@ -184,36 +234,67 @@ class JobQueue:
 
     # ---------------------------------------------------------------- runners
 
-    async def claim(self, owner: str, lease_seconds: float, limit: int = 1) -> list[Job]:
-        """Take up to `limit` of the most urgent due jobs in one statement.
+    def lane(self) -> Lane:
+        return Lane(self.autocommit)
 
-        PostgreSQL: FOR UPDATE SKIP LOCKED, so runners never wait on each other's picks; SQLite serializes
-        writers, so the same single UPDATE ... RETURNING is atomic there too.
+    async def claim(self, owner: str, lease_seconds: float, limit: int = 1, *, lane: Lane | None = None) -> list[Job]:
+        """Take up to `limit` of the most urgent due jobs in one statement (one round trip, its own transaction).
+
+        PostgreSQL: the pick is a MATERIALIZED CTE with FOR UPDATE SKIP LOCKED, so runners never wait on each
+        other's picks and the LIMIT holds (as `id IN (subquery)` the planner may rescan the locking subquery once per
+        outer row, and one runner took every pending job); the partial index ix_jobs_pending serves the ORDER BY
+        without sorting the backlog. SQLite serializes writers, so one UPDATE ... RETURNING is atomic there too.
+        The statement is built once; each claim only binds its values.
         """
-        now = self.clock()
-        pick = (select(jobs.c.id).where(jobs.c.status == "pending", jobs.c.run_after <= now)
-                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id).limit(limit))
-        return await self._take(owner, lease_seconds, pick, now)
+        if self._claim is None:
+            due = and_(jobs.c.status == PENDING, jobs.c.run_after <= bindparam("c_now", type_=Float))
+            self._claim = self._take(select(jobs.c.id).where(due)
+                                     .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
+                                     .limit(bindparam("c_limit", type_=Integer)))
+        return await self._claimed(self._claim, owner, lease_seconds, {"c_limit": limit}, lane)
 
     async def claim_group(self, owner: str, lease_seconds: float, *, batch_id: str, model: str,
-                          limit: int) -> list[Job]:
+                          limit: int, lane: Lane | None = None) -> list[Job]:
         """Take up to `limit` more due lines of one batch for one model, in input order: they run beside a line
         just claimed, so a model that batches dynamically gets them in one go."""
-        now = self.clock()
-        pick = (select(jobs.c.id).where(jobs.c.status == "pending", jobs.c.run_after <= now,
+        pick = (select(jobs.c.id).where(jobs.c.status == PENDING, jobs.c.run_after <= bindparam("c_now", type_=Float),
                                         jobs.c.batch_id == batch_id, jobs.c.model == model)
                 .order_by(jobs.c.batch_line).limit(limit))
-        return await self._take(owner, lease_seconds, pick, now)
+        return await self._claimed(self._take(pick), owner, lease_seconds, {}, lane)
 
-    async def _take(self, owner: str, lease_seconds: float, pick: Any, now: float) -> list[Job]:
-        pick = pick.with_for_update(skip_locked=True)
-        q = (update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == "pending")
-             .values(status="running", lease_owner=owner, lease_token=secrets.token_hex(8),
-                     lease_expires=now + lease_seconds, attempts=jobs.c.attempts + 1, started_at=now)
-             .returning(*jobs.c))
-        async with self.engine.begin() as conn:
-            rows = (await conn.execute(q)).all()
+    def _take(self, pick: Any) -> Any:
+        if self.store.is_sqlite:
+            q = update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == PENDING)
+        else:
+            picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+            q = update(jobs).where(jobs.c.id == picked.c.id)
+        q = q.values(status="running", lease_owner=bindparam("c_owner", type_=String),
+                     lease_token=bindparam("c_token", type_=String), lease_expires=bindparam("c_expires", type_=Float),
+                     attempts=jobs.c.attempts + 1, started_at=bindparam("c_now", type_=Float))
+        if self.store.is_sqlite:  # WAL with synchronous=NORMAL: no commit waits for the disk there
+            return q.returning(*jobs.c)
+        # A claim's commit need not wait for the WAL to reach the disk (2-7 ms a commit on a busy VM, the most of a
+        # claim's cost): were the server to crash first, the claim is undone and the job is pending again, and its
+        # runner's result then matches no lease and is dropped; the job runs again, it is never finished twice. A
+        # completion commits synchronously, and the WAL is flushed in order, so a durable completion implies its
+        # claim. set_config(..., true) in RETURNING runs in each claiming statement that wrote a row, before its
+        # commit, and applies to that transaction only; a claim that found nothing wrote nothing to flush.
+        return q.returning(*jobs.c, func.set_config("synchronous_commit", "off", True).label("commit_async"))
+
+    async def _claimed(self, q: Any, owner: str, lease_seconds: float, params: dict[str, Any],
+                       lane: Lane | None) -> list[Job]:
+        now = self.clock()
+        params = {**params, "c_now": now, "c_owner": owner, "c_token": secrets.token_hex(8),
+                  "c_expires": now + lease_seconds}
+        rows = (await self._run(q, params, lane)).all()
         return sorted((_job(r._mapping) for r in rows), key=lambda j: (-j.priority, j.run_after))
+
+    async def _run(self, q: Any, params: dict[str, Any] | None, lane: Lane | None) -> Any:
+        """One statement in its own transaction: on the lane's connection when given, else on one from the pool."""
+        if lane is not None:
+            return await lane.execute(q, params)
+        async with self.autocommit.connect() as conn:
+            return await conn.execute(q, params)
 
     async def renew(self, job: Job, lease_seconds: float) -> tuple[bool, bool]:
         """Extend the lease: (still ours, cancel requested)."""
@@ -222,6 +303,60 @@ class JobQueue:
         async with self.engine.begin() as conn:
             row = (await conn.execute(q)).first()
         return (row is not None, bool(row.cancel_requested) if row else False)
+
+    async def renew_many(self, held: list[Job], lease_seconds: float, *, lane: Lane | None = None) -> dict[str, bool]:
+        """Extend the leases of many jobs of one runner in one statement: {job id: cancel requested} for each still
+        ours; a job missing from it lost its lease."""
+        ours: dict[str, bool] = {}
+        for part in _chunks(held):
+            params: dict[str, Any] = {"m_expires": self.clock() + lease_seconds}
+            for k, job in enumerate(part):
+                params[f"i{k}"], params[f"t{k}"] = job.id, job.lease_token
+            rows = (await self._run(self._many("renew", len(part)), params, lane)).all()
+            ours.update((r.id, bool(r.cancel_requested)) for r in rows)
+        if not self.store.is_sqlite:
+            for job in held:  # lost, or skipped for a moment (another writer held its row): ask it alone
+                if job.id not in ours:
+                    still, cancel = await self.renew(job, lease_seconds)
+                    if still:
+                        ours[job.id] = cancel
+        return ours
+
+    def _many(self, kind: str, n: int) -> Any:
+        """The statement that renews ("renew") or completes ("complete") n jobs of one runner, each only while its
+        lease is still the runner's: built once per size, so a flush only binds values (building and compiling a
+        statement cost more CPU than the round trip).
+
+        PostgreSQL: the rows are locked first with SKIP LOCKED, so the statement never waits on a row lock: a
+        multi-row UPDATE that waits can deadlock with another multi-row writer (a batch's cancel) taking the same
+        rows in another order. The rare skipped row is then written alone by the caller, which may wait safely.
+        """
+        q = self._statements.get((kind, n))
+        if q is not None:
+            return q
+        cols = [column("id", String), column("token", String)]
+        if kind == "complete":  # meta: NULL keeps the row's own (a JSON null would overwrite it)
+            cols += [column("result", jobs.c.result.type), column("meta", JSON(none_as_null=True)),
+                     column("settle", Boolean)]
+        v = values(*cols, name="v").data([tuple(bindparam(f"{c.name[0]}{k}", type_=c.type) for c in cols)
+                                          for k in range(n)]).cte("v")
+        ours = and_(jobs.c.id == v.c.id, jobs.c.lease_token == v.c.token, jobs.c.status == "running")
+        q = update(jobs).where(ours)
+        if not self.store.is_sqlite:
+            mine = (select(jobs.c.id).select_from(jobs.join(v, ours)).with_for_update(of=jobs, skip_locked=True)
+                    .cte("mine").prefix_with("MATERIALIZED"))
+            q = q.where(jobs.c.id == mine.c.id)
+        if kind == "renew":
+            q = q.values(lease_expires=bindparam("m_expires", type_=Float)).returning(jobs.c.id, jobs.c.cancel_requested)
+        else:
+            now = bindparam("m_now", type_=Float)
+            q = (q.values(status="completed", result=v.c.result, error=None, meta=func.coalesce(v.c.meta, jobs.c.meta),
+                          settle_due=or_(v.c.settle, jobs.c.settle_due), finished_at=now, lease_token=None,
+                          lease_expires=None, webhook_status=case((jobs.c.webhook_url.is_not(None), "pending"),
+                                                                  else_=None), webhook_next_at=now)
+                 .returning(jobs.c.id))
+        self._statements[(kind, n)] = q
+        return q
 
     async def _finish(self, job: Job, **values: Any) -> bool:
         """A lease holder's final word; False when the lease was lost (the result is then dropped)."""
@@ -238,6 +373,29 @@ class JobQueue:
     async def complete(self, job: Job, result: Any, meta: dict[str, Any] | None = None) -> bool:
         extra = {"meta": meta} if meta is not None else {}
         return await self._finish(job, status="completed", result=result, error=None, **extra)
+
+    async def complete_many(self, done: list[tuple[Job, Any, dict[str, Any] | None]], *,
+                            lane: Lane | None = None) -> set[str]:
+        """Complete many jobs of one runner in one statement, each (job, result, meta or None to keep it) only while
+        its lease is the caller's. Returns the ids that won: their results count, once; the others had lost their
+        leases (someone else owns those jobs now) and their results are dropped."""
+        won: set[str] = set()
+        for part in _chunks(done):  # a runner flushes at most one chunk at a time: one statement, all or nothing
+            params: dict[str, Any] = {"m_now": self.clock()}
+            for k, (job, result, meta) in enumerate(part):
+                params.update({f"i{k}": job.id, f"t{k}": job.lease_token, f"r{k}": result, f"m{k}": meta,
+                               f"s{k}": job.meta.get("hold") is not None})
+            won.update((await self._run(self._many("complete", len(part)), params, lane)).scalars())
+        if not self.store.is_sqlite:
+            for job, result, meta in done:  # lost, or skipped for a moment: the one-row UPDATE decides
+                if job.id in won:
+                    continue
+                try:  # what the statement above won stands whatever happens here
+                    if await self.complete(job, result, meta):
+                        won.add(job.id)
+                except Exception:
+                    log.exception("completing job %s alone failed; its lease will run out", job.id)
+        return won
 
     async def fail(self, job: Job, error: dict[str, Any], *, retryable: bool) -> str | None:
         """Retry with backoff while attempts remain (retryable errors only); else failed / dead_letter.
@@ -342,6 +500,11 @@ class JobQueue:
 
     async def webhook_done(self, job_id: str, *, delivered: bool, retry_at: float | None) -> None:
         await webhook_rows.mark_done(self.engine, jobs, job_id, delivered=delivered, retry_at=retry_at)
+
+
+def _chunks(items: list[Any], size: int = FLUSH_MAX) -> list[list[Any]]:
+    """At most `size` rows a statement: a bounded number of distinct statements (and parameters) per size."""
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 def _webhook_due(values: dict[str, Any], now: float) -> dict[str, Any]:

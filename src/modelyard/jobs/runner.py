@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import socket
 import time
 from dataclasses import asdict
@@ -17,7 +18,7 @@ from ..logs import REQUEST, RequestInfo
 from ..pipeline.units import Units
 from ..routing import RETRYABLE
 from ..types import Task
-from .queue import NOTIFY_CHANNEL, Job, JobQueue
+from .queue import FLUSH_MAX, NOTIFY_CHANNEL, Job, JobQueue
 from .tasks import build_request, store_result
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+# how long a runner whose claim for a NOTIFY found nothing leaves the next NOTIFYs to the other runners (seconds)
+HERD_QUIET = 0.05
 
 # How a kind of job runs when it is not a plain task (a batch line): the job -> (stored result, units, deployment)
 Executor = Callable[[Job], Awaitable[tuple[Any, Units, Any]]]
@@ -47,19 +51,36 @@ class JobRunner:
         self.executors = executors if executors is not None else {}  # by the job's meta["executor"]
         self.wake = asyncio.Event()
         self.active: dict[str, asyncio.Task] = {}
+        # claimed jobs still at work (a lease renewal, a cancel or a shutdown may stop them), by id
+        self.working: dict[str, Job] = {}
+        # finished work waiting for the next flush: (job, result, meta to store or None, told whether it counted)
+        self.finished: list[tuple[Job, Any, dict[str, Any] | None, asyncio.Future[bool]]] = []
+        self.flushing: asyncio.Future[None] | None = None
+        self.lane = queue.lane()  # the connection the loop's statements go through, kept between them
         # batch lines claimed beside a line of the same batch and model (a group for a dynamic batcher): they run
         # like any job but take no slot of their own, the group counts as one
         self.riders: set[str] = set()
         self.cancelling: set[str] = set()
         self.completed = 0  # counters for /metrics and the bench
+        # news of jobs (a NOTIFY, a nudge, the poll) heard, and how much of it the last claim that came back short
+        # had heard: a runner claims only when there may be more than that claim found (_claim)
+        self.heard = 1
+        self.looked = 0
+        self.last_claim = 0.0
+        self.quiet_until = 0.0  # until when it leaves NOTIFYs to the other runners
         self.stopping = False
         self.metrics = ctx.metrics  # None outside a server with metrics on (a standalone runner)
 
     # ---------------------------------------------------------------- the loop
 
     async def run_forever(self) -> None:
+        """One loop per runner does all its queue writes, each a single statement for many jobs: the results that
+        finished since its last pass (one UPDATE), then claims for the slots free (one UPDATE ... RETURNING), lease
+        renewals every heartbeat (one UPDATE), and the reaper every so often. While a statement is in flight more
+        work finishes, so the batches grow with the load by themselves (no timer holds a result back)."""
         listener = await self._listen()
         last_reap = 0.0
+        last_renew = time.monotonic()
         worked = False  # claimed something since it last went idle
         # expired leases only matter at lease granularity: looking for them every pass would cost a query per job
         reap_every = max(self.poll, self.lease / 4)
@@ -73,28 +94,129 @@ class JobRunner:
                         for job in await self.queue.reap():
                             await self._settle(job, ok=False)
                         await self._sweep_settlements()
-                    while self.busy < self.concurrency:
-                        claimed = await self.queue.claim(self.name, self.lease, self.concurrency - self.busy)
-                        claimed += await self._groups(claimed)
-                        if self.metrics is not None:
-                            for job in claimed:  # started_at is the claim's own clock reading
-                                self.metrics.claimed(job.task, (job.started_at or job.run_after) - job.run_after)
-                        for job in claimed:
-                            self.active[job.id] = asyncio.create_task(self._work(job))
-                            self.active[job.id].add_done_callback(lambda _t: self.wake.set())
-                        if not claimed:
-                            break
-                        worked = True  # set on claiming: a fast job may be done before this pass ends
+                    if time.monotonic() - last_renew >= self.heartbeat:
+                        last_renew = time.monotonic()
+                        await self._renew()
+                    if self.finished:  # a shutdown waits for a write in flight (_stop): it may have committed
+                        self.flushing = asyncio.ensure_future(self._flush())
+                        await asyncio.shield(self.flushing)
+                        await asyncio.sleep(0)  # the flushed jobs' tasks settle and give their slots back
+                    if time.monotonic() - self.last_claim >= self.poll:  # the fallback: look now and then anyway
+                        self.heard += 1
+                    if (self.busy < self.concurrency and self.heard > self.looked
+                            and time.monotonic() >= self.quiet_until):
+                        worked = await self._claim() or worked
                 except Exception:
                     log.exception("job runner pass failed; retrying after %.1fs", self.poll)
+                    await asyncio.sleep(self.poll)  # not at once, results waiting or not: the database may be down
                 if worked and not self.active:  # once per burst of work, not per poll: the queue is drained
                     worked = False
                     log.info("runner %s idle: waiting for a NOTIFY or the next poll in %.1fs", self.name, self.poll)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.poll)
+                if not self.finished:
+                    wait = self.poll
+                    if self.working or self.active:  # a renewal is due before the next poll
+                        wait = min(wait, last_renew + self.heartbeat - time.monotonic())
+                    if self.heard > self.looked:  # heard while quiet: claim for it when the quiet ends
+                        wait = min(wait, self.quiet_until - time.monotonic())
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(max(0.0, wait)):  # no task per wait, unlike wait_for
+                            await self.wake.wait()
                 self.wake.clear()
         finally:
             await self._stop(listener)
+
+    def _wake(self, _task: asyncio.Task | None = None) -> None:
+        self.wake.set()
+
+    def nudge(self, *_: Any) -> None:
+        """Jobs were made (a NOTIFY from anywhere, or a submit in this process): claim if a slot is free."""
+        self.heard += 1
+        self.wake.set()
+
+    async def _claim(self) -> bool:
+        """Fill the free slots, a claim (one statement) at a time. Returns whether anything was claimed.
+
+        A claim that comes back short has seen the queue empty: the runner claims again only on news of jobs
+        made since (a NOTIFY, a nudge, a retry of its own falling due, the poll), not after each job it finishes.
+        Every runner with a free slot hears each NOTIFY and only one can win its job: a runner whose claim found
+        nothing (another runner took it) leaves the next NOTIFYs to the others for a short, random while
+        (HERD_QUIET), then claims once for all it heard meanwhile. So a stream of NOTIFYs costs a losing runner
+        one claim per quiet period, not one per NOTIFY, while the runner that won keeps answering at once; claims
+        never wait on each other (SKIP LOCKED).
+        """
+        worked = False
+        while self.busy < self.concurrency:
+            seen, want = self.heard, self.concurrency - self.busy
+            self.last_claim = time.monotonic()
+            claimed = await self.queue.claim(self.name, self.lease, want, lane=self.lane)
+            short = len(claimed) < want
+            claimed += await self._groups(claimed)
+            if self.metrics is not None:
+                for job in claimed:  # started_at is the claim's own clock reading
+                    self.metrics.claimed(job.task, (job.started_at or job.run_after) - job.run_after)
+            for job in claimed:
+                self.working[job.id] = job
+                self.active[job.id] = asyncio.create_task(self._work(job))
+                self.active[job.id].add_done_callback(self._wake)
+            if claimed:
+                worked = True  # a fast job may be done before this pass ends
+            elif not worked:
+                self.quiet_until = time.monotonic() + random.uniform(HERD_QUIET / 2, HERD_QUIET)
+            if short:
+                self.looked = seen  # news heard while this claim was in flight still counts
+                break
+        return worked
+
+    async def _flush(self) -> None:
+        """Write the results finished since the last flush (up to FLUSH_MAX) in one statement; tell each job whether
+        it counted. A failed write keeps them for the next pass (their leases, renewed meanwhile, keep them ours)."""
+        batch, self.finished = self.finished[:FLUSH_MAX], self.finished[FLUSH_MAX:]  # one statement: all or nothing
+        try:
+            won = await self.queue.complete_many([(job, result, meta) for job, result, meta, _ in batch],
+                                                 lane=self.lane)
+        except Exception:
+            self.finished[:0] = batch
+            raise
+        for job, _, _, told in batch:
+            if not told.done():
+                told.set_result(job.id in won)
+
+    async def _renew(self) -> None:
+        """Every heartbeat, one statement extends the leases of every job still at work here; a job whose lease
+        was lost (another runner owns it now) or whose cancel was asked for is stopped. Results waiting for a flush
+        are renewed too (a flush that failed is retried, and their leases must hold until it is)."""
+        held = [*self.working.values(), *(job for job, _, _, _ in self.finished)]
+        if not held:
+            return
+        try:
+            ours = await self.queue.renew_many(held, self.lease, lane=self.lane)
+        except Exception:
+            log.exception("renewing %d job leases failed", len(held))
+            if self.metrics is not None:
+                self.metrics.lease_renewals.labels("error").inc(len(held))
+            return
+        waiting = {job.id for job, _, _, _ in self.finished}
+        for job in held:
+            if job.id not in ours and job.id not in self.working and job.id not in waiting:
+                continue  # it was written (completed) while the renewal was in flight
+            if self.metrics is not None:
+                self.metrics.lease_renewals.labels("renewed" if job.id in ours else "lost").inc()
+            if job.id not in self.working:  # its result waits for the flush, which decides
+                continue
+            if job.id not in ours:
+                log.warning("job %s: lease lost, dropping its work", job.id)
+                self._interrupt(job.id)
+            elif ours[job.id]:
+                self.cancelling.add(job.id)
+                self._interrupt(job.id)
+
+    def _interrupt(self, job_id: str) -> bool:
+        """Stop a job's work, only while it is at work: a job whose result waits for the flush is past stopping."""
+        task = self.active.get(job_id)
+        if task is None or job_id not in self.working:
+            return False
+        task.cancel()
+        return True
 
     @property
     def busy(self) -> int:
@@ -124,19 +246,29 @@ class JobRunner:
         for (batch_id, model), have in groups.items():
             room = self.ctx.router.batch_size(model) - have
             if room > 0:
-                more = await self.queue.claim_group(self.name, self.lease, batch_id=batch_id, model=model, limit=room)
+                more = await self.queue.claim_group(self.name, self.lease, batch_id=batch_id, model=model, limit=room,
+                                                    lane=self.lane)
                 self.riders.update(j.id for j in more)
                 extra += more
         return extra
 
     async def _stop(self, listener: Any) -> None:
-        """Shutting down: running jobs go back to the queue at once instead of waiting out their lease."""
+        """Shutting down: finished results are written, running jobs go back to the queue at once instead of
+        waiting out their lease."""
         self.stopping = True
+        if self.flushing is not None:
+            with contextlib.suppress(Exception):
+                await self.flushing
+        if self.finished:
+            with contextlib.suppress(Exception):  # not written: their leases run out and another runner redoes them
+                await self._flush()
+            await asyncio.sleep(0)
         for task in list(self.active.values()):
             task.cancel()
         for task in list(self.active.values()):
             with contextlib.suppress(BaseException):
                 await task
+        await self.lane.aclose()
         if listener is not None:
             with contextlib.suppress(Exception):
                 await listener.close()
@@ -150,7 +282,7 @@ class JobRunner:
 
             url = self.ctx.store.url.replace("postgresql+asyncpg://", "postgresql://", 1)
             conn = await asyncpg.connect(url)
-            await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self.wake.set())
+            await conn.add_listener(NOTIFY_CHANNEL, self.nudge)
             return conn
         except Exception as exc:
             log.warning("LISTEN failed (%s); the runner polls every %.1fs", exc, self.poll)
@@ -158,22 +290,21 @@ class JobRunner:
 
     def cancel_local(self, job_id: str) -> bool:
         """A cancel for a job this runner holds: stop its work now rather than at the next heartbeat."""
-        task = self.active.get(job_id)
-        if task is None:
+        if job_id not in self.working or job_id not in self.active:
             return False
         self.cancelling.add(job_id)
-        task.cancel()
-        return True
+        return self._interrupt(job_id)
 
     # ---------------------------------------------------------------- one job
 
     async def _work(self, job: Job) -> None:
         if job.meta.get("request_id"):  # this job's log lines (a task of its own) name the request that submitted it
             REQUEST.set(RequestInfo(job.meta["request_id"]))
-        work = asyncio.create_task(self._execute(job))
-        beat = asyncio.create_task(self._beat(job, work))
         try:
-            result, units, deployment = await work
+            try:
+                result, units, deployment = await self._execute(job)
+            finally:
+                self.working.pop(job.id, None)  # from here on nothing interrupts it: its outcome is being written
         except asyncio.CancelledError:
             if job.id in self.cancelling:
                 if await self.queue.cancelled(job):
@@ -190,13 +321,15 @@ class JobRunner:
         else:
             # the units go into the row with the result: a sweep can settle with them if this process dies now
             meta = {**job.meta, "settle_units": asdict(units)} if job.meta.get("hold") is not None else None
-            if await self.queue.complete(job, result, meta):
+            told: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            self.finished.append((job, result, meta, told))
+            self.wake.set()
+            if await told:  # the runner's next flush wrote it, and the lease was still ours
                 job.status, job.result = "completed", result
                 self.completed += 1
                 log.info("job %s completed by %s (attempt %d)", job.id, self.name, job.attempts)
                 await self._settle(job, ok=True, units=units, deployment=deployment)
         finally:
-            beat.cancel()
             self.cancelling.discard(job.id)
             self.active.pop(job.id, None)
             self.riders.discard(job.id)
@@ -209,33 +342,15 @@ class JobRunner:
             error = {"message": "The job failed on the server.", "code": "internal_error", "type": "api_error",
                      "status": 500, "param": None}
         status = await self.queue.fail(job, error, retryable=retryable)
+        if status == "pending":  # back in the queue after its backoff: look for it then (the others poll)
+            asyncio.get_running_loop().call_later(self.queue.delay(job.attempts, job.meta.get("backoff_seconds")),
+                                                  self.nudge)
         if status == "pending" and self.on_retry is not None:
             job.status, job.error = status, error
             self.on_retry(job)
         if status in ("failed", "dead_letter"):
             job.status, job.error = status, error
             await self._settle(job, ok=False)
-
-    async def _beat(self, job: Job, work: asyncio.Task) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat)
-            try:
-                ours, cancel = await self.queue.renew(job, self.lease)
-            except Exception:
-                log.exception("renewing the lease of %s failed", job.id)
-                if self.metrics is not None:
-                    self.metrics.lease_renewals.labels("error").inc()
-                continue
-            if self.metrics is not None:
-                self.metrics.lease_renewals.labels("renewed" if ours else "lost").inc()
-            if not ours:
-                log.warning("job %s: lease lost, dropping its work", job.id)
-                work.cancel()
-                return
-            if cancel:
-                self.cancelling.add(job.id)
-                work.cancel()
-                return
 
     async def _execute(self, job: Job) -> tuple[Any, Units, Any]:
         tracing = self.ctx.tracing

@@ -124,7 +124,7 @@ class JobService:
             await self.ctx.calls.settle_hold(hold, None, ok=False)
             raise
         if self.runner is not None:
-            self.runner.wake.set()
+            self.runner.nudge()
         return job
 
     # ---------------------------------------------------------------- read, wait, cancel

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData, String,
-                        Table, Text, false, true)
+                        Table, Text, false, text, true)
 
 metadata = MetaData(
     naming_convention={
@@ -109,6 +109,9 @@ jobs = Table(
     Column("run_node", String(100), nullable=True),
     Column("run_item", Integer, nullable=True),
     Index("ix_jobs_claim", "status", "priority", "run_after"),
+    # what a claim reads (0013): pending rows only, in the order runners take them
+    Index("ix_jobs_pending", text("priority DESC"), "run_after", "id", postgresql_where=text("status = 'pending'"),
+          sqlite_where=text("status = 'pending'")),
     Index("ix_jobs_org_id", "org_id", "created_at"),
     Index("ix_jobs_webhook", "webhook_status", "webhook_next_at"),
     Index("ix_jobs_settle_due", "settle_due", "finished_at"),
