@@ -5,15 +5,15 @@ run_after) matches neither the direction of priority nor the id tie-break, so ea
 this partial index holds pending rows alone (a job leaves it when claimed) in exactly that order, so a claim reads
 about as many entries as it takes, however long the backlog.
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
