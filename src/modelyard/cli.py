@@ -62,7 +62,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .telemetry.metrics import prepare_multiprocess
             prepare_multiprocess(settings.data_dir / "run" / "prometheus")
     else:
-        app = create_app(settings)
+        app = create_app(settings, freeze_gc=True)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
@@ -125,7 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, data_dir=args.data_dir or "modelyard-worker-data", host=host, port=port,
                              worker=worker, log_level=args.log_level, log_format=args.log_format)
     _setup_logging(settings)
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
     print(f"Modelyard worker '{worker.name}' serving {', '.join(worker.models)} on {worker.advertise_url} for "
           f"{worker.control_plane}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False, log_config=None)
