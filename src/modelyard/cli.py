@@ -33,6 +33,9 @@ def _setup_logging(settings: Settings) -> None:
 # ---------------------------------------------------------------- serve
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.process import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread starts (the database driver's come next)
     import uvicorn
 
     from .bootstrap import announce, bootstrap
@@ -104,6 +107,10 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import socket
+
+    from .server.process import limit_malloc_arenas
+
+    limit_malloc_arenas()
 
     import uvicorn
 

@@ -45,6 +45,7 @@ from ..responses.websearch import build_search
 from . import errors, openapi
 from .disconnect import watch_disconnect
 from .fastlane import FastLane
+from .process import limit_malloc_arenas
 from .shutdown import Shutdown, chain_signals
 from .routes import account as account_routes
 from .routes import agents as agent_routes
@@ -307,6 +308,7 @@ def write_settings_file(settings: Settings) -> Path:
 def app_from_env() -> FastAPI:
     """Factory for `uvicorn --factory`: the settings `serve --workers N` resolved (see `write_settings_file`), else
     those of the config file and environment."""
+    limit_malloc_arenas()  # a worker process of `serve --workers N`: before its threads start
     handed = os.environ.get(SETTINGS_FILE_ENV)
     settings = Settings.model_validate_json(Path(handed).read_text()) if handed else load_settings()
     setup_logging(settings)  # a worker process of `serve --workers N` starts with logging unconfigured
