@@ -33,6 +33,9 @@ def _setup_logging(settings: Settings) -> None:
 # ---------------------------------------------------------------- serve
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from .server.process import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before any thread starts (the database driver's come next)
     import uvicorn
 
     from .bootstrap import announce, bootstrap
@@ -62,7 +65,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             from .telemetry.metrics import prepare_multiprocess
             prepare_multiprocess(settings.data_dir / "run" / "prometheus")
     else:
-        app = create_app(settings)
+        app = create_app(settings, freeze_gc=True)
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         print("error: --ssl-certfile and --ssl-keyfile go together", file=sys.stderr)
         return 2
@@ -105,6 +108,10 @@ def cmd_runner(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     import socket
 
+    from .server.process import limit_malloc_arenas
+
+    limit_malloc_arenas()
+
     import uvicorn
 
     from .config import WorkerSettings
@@ -125,7 +132,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = load_settings(args.config, data_dir=args.data_dir or "modelyard-worker-data", host=host, port=port,
                              worker=worker, log_level=args.log_level, log_format=args.log_format)
     _setup_logging(settings)
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
     print(f"Modelyard worker '{worker.name}' serving {', '.join(worker.models)} on {worker.advertise_url} for "
           f"{worker.control_plane}", flush=True)
     uvicorn.run(app, host=host, port=port, log_level=settings.log_level, access_log=False, log_config=None)

@@ -153,7 +153,7 @@ def test_jobs_are_measured_through_the_queue(msrv: Running) -> None:
     names = {n for n, _, _ in samples(after)}
     assert {"modelyard_jobs", "modelyard_job_oldest_pending_seconds", "modelyard_db_pool_in_use",
             "modelyard_write_behind_queued", "modelyard_write_behind_flush_seconds_count",
-            "modelyard_job_runner_heartbeat_timestamp_seconds"} <= names
+            "modelyard_job_runner_heartbeat_timestamp_seconds", "modelyard_event_loop_tasks"} <= names
 
 
 def test_the_grafana_dashboard_queries_only_series_we_export(msrv: Running) -> None:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-from typing import AsyncIterator
-
 import pytest
 
-from modelyard.backends.upstream_openai import OpenAIUpstream, _done_at
+from modelyard.backends.upstream_openai import OpenAIUpstream, _Blocks, _done_at
 from modelyard.catalog import Deployment
 from modelyard.config import DeploymentConfig
 from modelyard.errors import UpstreamError
@@ -41,16 +38,15 @@ def _upstream() -> OpenAIUpstream:
 
 
 def _collect(upstream: OpenAIUpstream, pieces: list[bytes]) -> list[bytes]:
-    async def fake_stream(url: str, payload: bytes) -> AsyncIterator[bytes]:
-        for p in pieces:
-            yield p
-
-    upstream.post_stream = fake_stream  # type: ignore[method-assign]
-
-    async def run() -> list[bytes]:
-        return [c async for c in upstream._relay_blocks("u", b"{}", upstream._renamer("public"))]
-
-    return asyncio.run(run())
+    """What the relay yields for these reads (the transport's pieces, fed to its per-read step)."""
+    blocks = _Blocks(upstream._renamer("public"), upstream._event)
+    out: list[bytes] = []
+    for piece in pieces:
+        out.extend(blocks.feed(piece))
+        if blocks.ended:
+            break
+    blocks.finish(upstream.name)
+    return out
 
 
 def test_relay_renames_in_bulk_and_stops_at_done() -> None:
@@ -67,6 +63,11 @@ def test_relay_raises_on_an_error_event_after_the_good_ones() -> None:
     broken = EVENTS[0] + b'data: {"error":{"message":"overloaded"}}\n\n'
     with pytest.raises(UpstreamError, match="overloaded"):
         _collect(upstream, [broken])
+    blocks = _Blocks(upstream._renamer("public"), upstream._event)
+    sent = blocks.feed(broken)  # the good event still goes out, then the stream fails
+    assert [bytes(c) for c in sent] == [EVENTS[0][6:-2].replace(b"up-model", b"public")] and blocks.ended
+    with pytest.raises(UpstreamError, match="overloaded"):
+        blocks.finish(upstream.name)
 
 
 def test_relay_with_no_whole_event_is_an_upstream_error() -> None:

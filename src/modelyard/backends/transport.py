@@ -22,6 +22,12 @@ class TransportError(Exception):
 
 
 class _Connection(asyncio.Protocol):
+    """One connection and the response arriving on it. Body pieces queue in `chunks`; a reader waiting for one has
+    its future in `waiter`, resolved by the piece's arrival (no Event, no task switch beyond the reader's own)."""
+
+    __slots__ = ("transport", "parser", "closed", "status", "headers", "headers_done", "chunks", "waiter",
+                 "complete", "keep_alive", "got_bytes")
+
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
@@ -34,10 +40,17 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.headers_done: asyncio.Future = loop.create_future()
         self.chunks: collections.deque = collections.deque()
-        self.chunk_ready: asyncio.Event = asyncio.Event()
+        self.waiter: asyncio.Future | None = None
         self.complete = False
         self.keep_alive = False
         self.got_bytes = False
+
+    def _wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -60,7 +73,7 @@ class _Connection(asyncio.Protocol):
         if not self.headers_done.done():
             self.headers_done.set_exception(exc)
         self.chunks.append(exc)
-        self.chunk_ready.set()
+        self._wake()
         if self.transport is not None:
             self.transport.close()
 
@@ -76,12 +89,48 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.chunks.append(body)
-        self.chunk_ready.set()
+        self._wake()
 
     def on_message_complete(self) -> None:
         self.complete = True
         self.chunks.append(_END)
-        self.chunk_ready.set()
+        self._wake()
+
+
+class _IdleWatch:
+    """Bounds each wait for a body piece with one timer per idle period, not one per piece: a stream relaying a
+    token every 50 ms would otherwise make and cancel a timer for every token. The timer, when it fires, fails the
+    wait in progress if it began `limit` seconds ago, else moves itself to that wait's own deadline."""
+
+    __slots__ = ("loop", "conn", "limit", "since", "handle")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, conn: _Connection, limit: float) -> None:
+        self.loop = loop
+        self.conn = conn
+        self.limit = limit
+        self.since = 0.0
+        self.handle: asyncio.TimerHandle | None = None
+
+    def waiting(self) -> None:
+        self.since = self.loop.time()
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.since + self.limit, self._check)
+
+    def _check(self) -> None:
+        self.handle = None
+        waiter = self.conn.waiter
+        if waiter is None or waiter.done():
+            return  # not waiting now: the next wait arms the timer again
+        due = self.since + self.limit
+        if self.loop.time() + 0.001 >= due:  # timers may fire a little early (uvloop counts whole milliseconds)
+            waiter.set_exception(TransportError(f"no data for {self.limit:g} s"))
+        else:
+            self.handle = self.loop.call_at(due, self._check)
+
+    def cancel(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 class Response:
@@ -96,23 +145,26 @@ class Response:
     async def iter_any(self, idle_timeout: float | None = None) -> AsyncIterator[bytes]:
         """Body pieces as they arrive; `idle_timeout` bounds each wait for the next piece."""
         conn = self._conn
-        while True:
-            while not conn.chunks:
-                conn.chunk_ready.clear()
-                if idle_timeout is None:
-                    await conn.chunk_ready.wait()
+        chunks = conn.chunks
+        loop = asyncio.get_running_loop()
+        idle = _IdleWatch(loop, conn, idle_timeout) if idle_timeout is not None else None
+        try:
+            while True:
+                while not chunks:
+                    waiter = conn.waiter = loop.create_future()
+                    if idle is not None:
+                        idle.waiting()
+                    await waiter
+                item = chunks.popleft()
+                if type(item) is bytes:
+                    yield item
+                elif item is _END:
+                    return
                 else:
-                    try:
-                        async with asyncio.timeout(idle_timeout):
-                            await conn.chunk_ready.wait()
-                    except TimeoutError:
-                        raise TransportError(f"no data for {idle_timeout:g} s") from None
-            item = conn.chunks.popleft()
-            if item is _END:
-                return
-            if isinstance(item, Exception):
-                raise item
-            yield item
+                    raise item
+        finally:
+            if idle is not None:
+                idle.cancel()
 
     async def read(self) -> bytes:
         return b"".join([piece async for piece in self.iter_any()])

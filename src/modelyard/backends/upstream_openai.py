@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 
@@ -16,6 +16,7 @@ from ..protocols.openai.completions import CompletionRequest
 from ..protocols.openai.media import AudioInput, AudioResult, ImageEdit, ImageResult
 from .media_http import images_from, multipart, upload_image
 from .base import ChatChunk
+from .transport import TransportError
 from .upstream_http import HTTPUpstream, upstream_message
 from .via_chat import complete_via_chat, stream_via_chat
 
@@ -193,31 +194,74 @@ class OpenAIUpstream(HTTPUpstream):
                             ) -> AsyncIterator[ChatChunk]:
         """Whole events as they arrived, renamed in bulk: one write per upstream read, not one per event.
 
-        A block holding [DONE] or an error event is taken apart event by event, so the stream ends (or fails)
-        exactly where it would on the per-event path.
+        The transport is read here (not through `post_stream`) and each read is handled by `_Blocks.feed`, plain
+        code: between the transport and the call path there is this one generator for every block relayed.
         """
-        blocks = SSEBlocks()
-        sent = False
-        async for piece in self.post_stream(url, body):
-            block = blocks.feed(piece)
-            if not block:
-                continue
-            sent = True
-            done = _done_at(block)
-            if done >= 0:  # the usual last block: events, then [DONE]
-                if done and b'{"error"' not in block:
-                    yield RawSSE(_renamed(block[:done], rename))
-                    return
-            if done >= 0 or b'{"error"' in block:
-                for _event, data in SSEDecoder().feed(block):
-                    chunk = self._event(data, rename)
-                    if chunk is None:
-                        return
-                    yield chunk
-                continue
-            yield RawSSE(_renamed(block, rename))
-        if not sent:
-            raise UpstreamError(f"Upstream {self.name} closed the stream without sending a whole event.")
+        blocks = _Blocks(rename, self._event)
+        try:
+            async with self._post(url, body, stream=True) as resp:
+                pieces = resp.iter_any(idle_timeout=self._timeout)
+                try:
+                    async for piece in pieces:
+                        for chunk in blocks.feed(piece):
+                            yield chunk
+                        if blocks.ended:
+                            break
+                finally:
+                    await pieces.aclose()  # now, not when the collector finds it (its idle timer goes with it)
+        except TransportError as exc:
+            raise UpstreamError(f"Upstream {self.name} failed mid-stream: {exc}") from exc
+        blocks.finish(self.name)
+
+
+class _Blocks:
+    """What the raw relay does with each read: the whole events in it as one RawSSE block, renamed in bulk.
+
+    A block holding [DONE] or an error event is taken apart event by event, so the stream ends (`ended`) or fails
+    exactly where it would on the per-event path: the events before an error go out, then `finish` raises it.
+    """
+
+    __slots__ = ("_cut", "_rename", "_event", "sent", "ended", "_error")
+
+    def __init__(self, rename: tuple[bytes, bytes, bytes] | None,
+                 event: Callable[[bytes, tuple[bytes, bytes, bytes] | None], RawJSON | None]) -> None:
+        self._cut = SSEBlocks()
+        self._rename = rename
+        self._event = event  # one event's data as a chunk; None at [DONE]; raises on an error event
+        self.sent = False
+        self.ended = False
+        self._error: UpstreamError | None = None
+
+    def feed(self, piece: bytes) -> tuple[ChatChunk, ...]:
+        block = self._cut.feed(piece)
+        if not block:
+            return ()
+        self.sent = True
+        done = _done_at(block)
+        if done < 0 and b'{"error"' not in block:  # the usual block: events, nothing more
+            return (RawSSE(_renamed(block, self._rename)),)
+        if done > 0 and b'{"error"' not in block:  # the usual last block: events, then [DONE]
+            self.ended = True
+            return (RawSSE(_renamed(block[:done], self._rename)),)
+        out: list[ChatChunk] = []
+        for _event, data in SSEDecoder().feed(block):
+            try:
+                chunk = self._event(data, self._rename)
+            except UpstreamError as exc:
+                self._error = exc
+                chunk = None
+            if chunk is None:
+                self.ended = True
+                break
+            out.append(chunk)
+        return tuple(out)
+
+    def finish(self, name: str) -> None:
+        """The stream is over: raise the error event it ended with, or that it never sent a whole event."""
+        if self._error is not None:
+            raise self._error
+        if not self.sent:
+            raise UpstreamError(f"Upstream {name} closed the stream without sending a whole event.")
 
 
 def _renamed(block: bytes, rename: tuple[bytes, bytes, bytes] | None) -> bytes:

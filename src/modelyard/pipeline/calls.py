@@ -252,6 +252,7 @@ class Call:
         events = 0  # stream events sent, less the opening one (a role, no words): the fallback's output tokens
         kept: list[Any] | None = [] if self.ticket.principal.bodies else None  # the org keeps bodies
         try:
+            relay.begin()
             head = framing.head()
             if head:
                 yield head
@@ -335,9 +336,12 @@ class Call:
 
 
 class _Relay:
-    """A call's relay as an async iterator: a generator closed before it began never runs its `finally`, so this
+    """A call's relay as an async iterable: a generator closed before it began never runs its `finally`, so this
     settles that case itself (released: nothing was sent) and closes the upstream stream. While it runs it is
-    registered with the server's shutdown, which may cut it (`cut`: cancel the task relaying, marked as ours)."""
+    registered with the server's shutdown, which may cut it (`cut`: cancel the task relaying, marked as ours).
+
+    `async for` iterates the relay's generator itself (`__aiter__` hands it out): no layer of ours between the
+    server and the generator for each chunk; the generator registers the stream (`begin`) when it starts."""
 
     __slots__ = ("frames", "_call", "_stream", "_started", "cut", "_unregister")
 
@@ -349,21 +353,23 @@ class _Relay:
         self.cut = False
         self._unregister: Callable[[], None] | None = None
 
-    def __aiter__(self) -> _Relay:
-        return self
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self.frames
 
     async def __anext__(self) -> bytes:
-        if not self._started:
-            self._started = True
-            streams = self._call._path.streams
-            task = asyncio.current_task()
-            if streams is not None and task is not None:
-                def cut() -> None:
-                    if not self.cut:
-                        self.cut = True
-                        task.cancel()
-                self._unregister = streams(cut)
         return await self.frames.__anext__()
+
+    def begin(self) -> None:
+        """The relay started, in the task that relays it: registered with the shutdown, which may cut it."""
+        self._started = True
+        streams = self._call._path.streams
+        task = asyncio.current_task()
+        if streams is not None and task is not None:
+            def cut() -> None:
+                if not self.cut:
+                    self.cut = True
+                    task.cancel()
+            self._unregister = streams(cut)
 
     def unregister(self) -> None:
         if self._unregister is not None:

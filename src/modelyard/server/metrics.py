@@ -2,12 +2,13 @@
 
 Counters and histograms are kept as things happen (the call path, the router, the write-behind, the runners). Gauges
 of state — each model's state, deployments cooling down, the write-behind's backlog, the job queue, model hosts'
-heartbeats, the database pool — are read here, at the scrape: the scrape is not the hot path. The job queue and the
+heartbeats, the database pool, the event loop's tasks — are read here, at the scrape: the scrape is not the hot path. The job queue and the
 workers table cost one query each, cached for a second so that several scrapers do not multiply them.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -38,6 +39,7 @@ async def refresh(ctx: AppContext) -> None:
     pool = ctx.store.engine.sync_engine.pool
     checkedout = getattr(pool, "checkedout", None)
     m.db_pool.set(checkedout() if callable(checkedout) else 0)
+    m.loop_tasks.set(len(asyncio.all_tasks()))
     if time.monotonic() - m.scraped_at >= CACHE_SECONDS:
         m.scraped_at = time.monotonic()
         if ctx.jobs is not None:

@@ -165,6 +165,9 @@ class Metrics:
                                      "heartbeat.", ["worker"], registry=r, multiprocess_mode="livemostrecent")
         self.db_pool = gauge("modelyard_db_pool_in_use", "Database connections checked out of the pool.",
                              registry=r, multiprocess_mode="livesum")
+        self.loop_tasks = gauge("modelyard_event_loop_tasks", "asyncio tasks alive in the event loop (read at the "
+                                "scrape): one per request in progress plus the background loops.", registry=r,
+                                multiprocess_mode="livesum")
 
         self.scraped_at = 0.0  # when the database-derived gauges were last read (server/metrics.py caches them)
         self._calls: dict[tuple[str, str, Task], CallChildren] = {}
