@@ -216,7 +216,11 @@
           const step = x.length > 1 ? x[1] - x[0] : 86400;
           return [lo - step / 2, hi + step / 2];
         } : undefined } },
-        axes: [{ stroke: "#475569" }, { stroke: "#475569", size: 60, values: opts.format ? (u, v) => v.map(opts.format) : undefined }],
+        // a label the format makes twice (small counts on fractional ticks) is shown once
+        axes: [{ stroke: "#475569" }, { stroke: "#475569", size: 72, values: opts.format ? (u, v) => {
+          const labels = v.map(opts.format);
+          return labels.map((s, i) => (i > 0 && s === labels[i - 1] ? "" : s));
+        } : undefined }],
         series: [{}].concat(series.map((s, i) => ({
           label: s.label, stroke: s.color || palette[i % palette.length], width: 2,
           fill: series.length === 1 ? (s.color || palette[0]) + "22" : undefined,
