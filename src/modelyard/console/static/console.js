@@ -201,6 +201,19 @@
       return "";
     },
 
+    // ---------------------------------------------------------------- an OpenAI batch, as the list and the detail show it
+    batch: {
+      FINAL: ["completed", "failed", "expired", "cancelled"],
+      final(b) { return My.batch.FINAL.includes(b.status); },
+      label(s) { return s === "in_progress" ? "in progress" : s; },
+      badge(s) { return s === "expired" ? "err" : s; },
+      done(b) { return b.request_counts.completed + b.request_counts.failed; },
+      pct(b, part) {
+        const t = b.request_counts.total;
+        return t ? Math.round((b.request_counts[part] / t) * 1000) / 10 : 0;
+      },
+    },
+
     // ---------------------------------------------------------------- charts (uPlot)
     // series: [{label, values, color?}], x: unix seconds (or numbers) shared by all series
     chart(el, x, series, opts = {}) {

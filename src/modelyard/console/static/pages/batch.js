@@ -1,22 +1,14 @@
 "use strict";
 // /batches/{batch_id}: one batch (GET /v1/batches/{id}): counts, timeline, its files; cancel while it runs.
 document.addEventListener("alpine:init", () => {
-  const view = {
-    FINAL: ["completed", "failed", "expired", "cancelled"],
-    final(b) { return view.FINAL.includes(b.status); },
-    label(s) { return s === "in_progress" ? "in progress" : s; },
-    badge(s) { return s === "expired" ? "err" : s; },
-    done(b) { return b.request_counts.completed + b.request_counts.failed; },
-    pct(b, part) {
-      const t = b.request_counts.total;
-      return t ? Math.round((b.request_counts[part] / t) * 1000) / 10 : 0;
-    },
+  // the detail's own words for the counts; the rest of a batch's reading is My.batch
+  const view = Object.assign({}, My.batch, {
     counts(b) {
       const c = b.request_counts;
       if (!c.total) return b.status === "validating" ? "Validating the input file…" : "No requests.";
-      return `${view.done(b)} of ${c.total} requests done` + (c.failed ? ` (${c.failed} failed)` : "") + ".";
+      return `${My.batch.done(b)} of ${c.total} requests done` + (c.failed ? ` (${c.failed} failed)` : "") + ".";
     },
-  };
+  });
   const TIMES = [["Created", "created_at"], ["Started", "in_progress_at"], ["Finalizing", "finalizing_at"],
     ["Completed", "completed_at"], ["Failed", "failed_at"], ["Cancelling", "cancelling_at"],
     ["Cancelled", "cancelled_at"], ["Expired", "expired_at"], ["Expires", "expires_at"]];

@@ -9,11 +9,15 @@ document.addEventListener("alpine:init", () => {
       this.load();
       document.addEventListener("visibilitychange", () => { if (!document.hidden) this.load(); else this.stop(); });
     },
-    label: (s) => BatchView.label(s),
-    badge: (s) => BatchView.badge(s),
-    done: (b) => BatchView.done(b),
-    pct: (b, part) => BatchView.pct(b, part),
-    counts: (b) => BatchView.counts(b),
+    label: (s) => My.batch.label(s),
+    badge: (s) => My.batch.badge(s),
+    done: (b) => My.batch.done(b),
+    pct: (b, part) => My.batch.pct(b, part),
+    counts(b) {  // the list's short words for the counts
+      const c = b.request_counts;
+      if (!c.total) return b.status === "validating" ? "validating the input…" : "no requests";
+      return `${My.batch.done(b)} / ${c.total} done` + (c.failed ? ` · ${c.failed} failed` : "");
+    },
     ended(b) {
       const t = b.completed_at || b.failed_at || b.cancelled_at || b.expired_at;
       return t ? My.ago(t) : "–";
@@ -32,7 +36,7 @@ document.addEventListener("alpine:init", () => {
       }
       this.loaded = true;
       this.stop();
-      this.live = this.batches.some((b) => !BatchView.final(b));
+      this.live = this.batches.some((b) => !My.batch.final(b));
       if (this.live && !document.hidden) this.timer = setTimeout(() => this.load(), 2000);
     },
     stop() { if (this.timer) { clearTimeout(this.timer); this.timer = null; } },
@@ -44,21 +48,3 @@ document.addEventListener("alpine:init", () => {
     },
   }));
 });
-
-// what the list and the detail both show of a batch
-const BatchView = {
-  FINAL: ["completed", "failed", "expired", "cancelled"],
-  final(b) { return BatchView.FINAL.includes(b.status); },
-  label(s) { return s === "in_progress" ? "in progress" : s; },
-  badge(s) { return s === "expired" ? "err" : s; },
-  done(b) { return b.request_counts.completed + b.request_counts.failed; },
-  pct(b, part) {
-    const t = b.request_counts.total;
-    return t ? Math.round((b.request_counts[part] / t) * 1000) / 10 : 0;
-  },
-  counts(b) {
-    const c = b.request_counts;
-    if (!c.total) return b.status === "validating" ? "validating the input…" : "no requests";
-    return `${BatchView.done(b)} / ${c.total} done` + (c.failed ? ` · ${c.failed} failed` : "");
-  },
-};
