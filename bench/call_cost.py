@@ -3,9 +3,10 @@ are not (a 2-core VM swings ±40% between runs; an instruction count barely move
 
 The gateway runs under callgrind against the nginx stub (C, not measured); after a warm-up the counters are zeroed,
 exactly N calls go through one keep-alive connection, and the counters are dumped. Prints instructions per call for
-a JSON chat call and a streamed one. Run: `python bench/call_cost.py [--calls 400] [--metrics off]` (needs valgrind
-and nginx: `apt-get install valgrind nginx-light`). Point PYTHONPATH at another checkout's src/ to measure that one;
-`--metrics off` measures the gateway with Prometheus metrics off (`metrics_enabled: false`), to see what they cost.
+a JSON chat call and a streamed one. Run: `python bench/call_cost.py [--calls 400] [--metrics off] [--request-log
+off]` (needs valgrind and nginx: `apt-get install valgrind nginx-light`). Point PYTHONPATH at another checkout's src/
+to measure that one; `--metrics off` / `--request-log off` measure the gateway with Prometheus metrics
+(`metrics_enabled: false`) or the request log (`request_log_enabled: false`) off, to see what each costs.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
     ap.add_argument("--metrics", choices=["on", "off"], default="on", help="Prometheus metrics in the gateway")
+    ap.add_argument("--request-log", choices=["on", "off"], default="on",
+                    help="the request log (one row per call, written in batches by the write-behind)")
     ap.add_argument("--start-timeout", type=float, default=300.0,
                     help="seconds to wait for the gateway to start under valgrind (longer on a busy machine)")
     args = ap.parse_args()
@@ -83,7 +86,8 @@ def main() -> int:
         f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
         for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning", "PYTHONMALLOC": "malloc",
-           "MODELYARD_METRICS_ENABLED": "true" if args.metrics == "on" else "false"}
+           "MODELYARD_METRICS_ENABLED": "true" if args.metrics == "on" else "false",
+           "MODELYARD_REQUEST_LOG_ENABLED": "true" if args.request_log == "on" else "false"}
     gateway = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}/callgrind.out.%p",
                                 sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
                                 "--config", str(cfg), "--data-dir", data],
@@ -97,7 +101,7 @@ def main() -> int:
         time.sleep(args.idle)
         subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)
         idle = _instructions(data, gateway.pid) / args.idle
-        print(f"metrics {args.metrics}; idle: {idle:,.0f} instructions/s")
+        print(f"metrics {args.metrics}, request log {args.request_log}; idle: {idle:,.0f} instructions/s")
         print(f"{'mode':<8} {'calls':>6} {'instructions/call':>18} {'less idle':>10}")
         for mode, model, stream in (("json", "bench", False), ("stream", "bench-sse", True)):
             _calls(base, model, stream, args.warmup)

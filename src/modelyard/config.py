@@ -283,6 +283,8 @@ class Settings(BaseSettings):
     write_behind_batch: int = Field(default=10_000, ge=1, description="usage rows per transaction")
     # the request log (docs/request-log.md): rows (and kept bodies) older than this many days are dropped, whole
     # day partitions on PostgreSQL, in batches on SQLite; 0 keeps them forever. Upkeep runs this often.
+    # off: no request-log rows are written at all (the console's /logs stays empty; usage and billing are unchanged)
+    request_log_enabled: bool = True
     request_log_retention_days: int = Field(default=30, ge=0)
     request_log_upkeep_seconds: float = Field(default=3600.0, gt=0)
     # on shutdown, retry writing what is queued this long; what is still unwritten then is spooled for the next start

@@ -119,3 +119,23 @@ def test_an_org_that_keeps_its_log_for_less_loses_only_its_own_older_rows(databa
         assert await _count(store, request_bodies) == 1  # org_a's stays
         await store.aclose()
     asyncio.run(go())
+
+
+def test_a_row_reads_back_as_it_was_written(database_url):
+    """The insert binds plain tuples through the driver: every field, and the time to the microsecond, must read
+    back through the table's own types as it went in."""
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        repo = RequestLogRepo(store)
+        at = datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=timezone.utc)
+        await Retention(repo, days=0, clock=lambda: at.timestamp()).run_once()  # today's partition
+        row = {**_row(7, at), "token_id": "tok_1", "ttft_ms": 4, "trace_id": "ab" * 16, "error_code": "x",
+               "job_id": "job_1", "route": None, "deployment": None}
+        await repo.insert_many([row])
+        got = (await repo.list("org_a"))[0]
+        assert got.pop("object") == "request_log.entry"
+        assert datetime.fromisoformat(got.pop("at")) == at
+        assert got == {k: v for k, v in row.items() if k != "at"}
+        await store.aclose()
+    asyncio.run(go())

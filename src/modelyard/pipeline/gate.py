@@ -133,7 +133,8 @@ class Gate:
         # money first: the writer drains sinks in the order they are registered
         self.writer.register(Sink(MONEY, self._write_moves, encode=asdict, interval=every, batch=2_000))
         self.usage = UsageRecorder(store, self.writer, interval=every, batch=settings.write_behind_batch)
-        self.requests = RequestLog(store, self.writer, interval=every, batch=settings.write_behind_batch)
+        self.requests = RequestLog(store, self.writer, interval=every, batch=settings.write_behind_batch,
+                                   enabled=settings.request_log_enabled)
         self.filter = ContentFilter(store, settings.content_filter_model, settings.content_filter_default,
                                     writer=self.writer, interval=every)
 

@@ -68,11 +68,18 @@ def _json(data: bytes) -> Any:
         return data.decode("utf-8", "replace")
 
 
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
 class RequestLog:
     """Queues request-log rows and bodies; `start` gives it the router for redaction."""
 
-    def __init__(self, store: Store, writer: WriteBehind, *, interval: float = 1.0, batch: int = 10_000) -> None:
+    def __init__(self, store: Store, writer: WriteBehind, *, interval: float = 1.0, batch: int = 10_000,
+                 enabled: bool = True) -> None:
         self.repo = RequestLogRepo(store)
+        if not enabled:  # `request_log_enabled: false`: nothing is queued, so nothing is written
+            self.record = self.body = _nothing  # type: ignore[method-assign]
         self.writer = writer
         self.router: Any = None
         self.catalog: Any = None

@@ -29,7 +29,9 @@ def new_id(prefix: str) -> str:
 
 class IdSequence:
     """Ids for records made by the thousand a second (usage rows): a random prefix drawn once per process, then a
-    counter. Unique across processes and restarts like `new_id`, without asking the OS for randomness per call."""
+    zero-padded counter. Unique across processes and restarts like `new_id`, without asking the OS for randomness
+    per call; and one process's ids sort in the order they were made, so its rows land at the end of the primary
+    key's index instead of on random pages (a random key dirties a page per row and per index)."""
 
     __slots__ = ("prefix", "_next")
 
@@ -38,7 +40,7 @@ class IdSequence:
         self._next = itertools.count().__next__
 
     def __call__(self) -> str:
-        return f"{self.prefix}{self._next():x}"
+        return f"{self.prefix}{self._next():010x}"
 
 
 def new_secret() -> str:

@@ -9,6 +9,7 @@ writer never waits long behind retention.
 from __future__ import annotations
 
 import logging
+from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -41,18 +42,57 @@ def public(row: Any) -> dict[str, Any]:
     return m
 
 
+# every column but `at`, in table order: what the insert's plain tuples carry after it
+_COLUMNS = tuple(c.name for c in request_log.columns if c.name != "at")
+_VALUES = itemgetter(*_COLUMNS)
+
+
+def _sqlite_time(at: Any) -> str:
+    d = _when(at).astimezone(timezone.utc)
+    return (f"{d.year:04d}-{d.month:02d}-{d.day:02d} {d.hour:02d}:{d.minute:02d}:{d.second:02d}."
+            f"{d.microsecond:06d}")
+
+
 class RequestLogRepo:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
         self.pg = self.engine.dialect.name == "postgresql"
+        self._insert_sql: str | None = None
 
     # ---------------------------------------------------------------- writes (the write-behind's sinks)
 
     async def insert_many(self, records: list[dict[str, Any]]) -> None:
-        rows = [{**r, "at": _when(r["at"])} for r in records]
-        if rows:
-            async with self.engine.begin() as conn:
-                await insert_new(conn, request_log, rows, key=("id", "at"))
+        """One executemany of plain tuples through the driver (a call's row costs the gateway a few microseconds,
+        not the ~40 of SQLAlchemy's per-row parameter processing: docs/performance.md, "Request log"); a row
+        already there (a replayed batch) is skipped by its key."""
+        if not records:
+            return
+        sql = self._insert_sql or self._build_insert()
+        values = _VALUES
+        if self.pg:
+            rows = [(_when(r["at"]), *values(r)) for r in records]
+        else:  # SQLAlchemy's own text form of a DateTime on SQLite, so reads parse it as they parse every other
+            rows = [(_sqlite_time(r["at"]), *values(r)) for r in records]
+        async with self.engine.begin() as conn:
+            if self.pg:
+                await conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+                await conn.exec_driver_sql("SET LOCAL statement_timeout = '60s'")
+            await conn.exec_driver_sql(sql, rows)
+
+    def _build_insert(self) -> str:
+        style = self.engine.dialect.paramstyle
+        n = len(_COLUMNS) + 1
+        if style == "qmark":
+            marks = ", ".join("?" * n)
+        elif style == "numeric_dollar":
+            marks = ", ".join(f"${i}" for i in range(1, n + 1))
+        elif style == "format":
+            marks = ", ".join(["%s"] * n)
+        else:  # pragma: no cover - the two supported drivers are above
+            raise RuntimeError(f"request log: no insert for paramstyle {style}")
+        self._insert_sql = (f"INSERT INTO request_log (at, {', '.join(_COLUMNS)}) VALUES ({marks}) "
+                            f"ON CONFLICT (id, at) DO NOTHING")
+        return self._insert_sql
 
     async def insert_bodies(self, records: list[dict[str, Any]]) -> None:
         rows = [{**r, "at": _when(r["at"])} for r in records]

@@ -37,6 +37,11 @@ out["by_slug"] = fal_client.subscribe("fal-ai/echo/fast", {"prompt": "subscribed
 out["run"] = fal_client.run("modelyard/echo", {"prompt": "run blocks"})
 # the runner works on one job at a time: the second slow job waits in the queue, and is cancelled there
 busy = fal_client.submit("modelyard/echo-slow", {"prompt": "busy"})
+# wait for the runner to take the busy job, so that nothing of this model is ahead of the next one in the queue
+import time
+deadline = time.monotonic() + 30
+while type(busy.status()).__name__ == "Queued" and time.monotonic() < deadline:
+    time.sleep(0.05)
 queued = fal_client.submit("modelyard/echo-slow", {"prompt": "queued"})
 st = queued.status()
 out["queued_status"] = {"type": type(st).__name__, "position": getattr(st, "position", None)}
