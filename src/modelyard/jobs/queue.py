@@ -376,7 +376,9 @@ class JobQueue:
             picked += [type_coerce(func.json_quote(field("result")), JSON).label("result"),
                        type_coerce(func.nullif(func.json_quote(field("meta")), "null"), JSON).label("meta"),
                        type_coerce(field("settle"), Boolean).label("settle")]
-        return select(*picked).select_from(each).cte("v")
+        # MATERIALIZED: the rows first, then each job by its primary key (inlined, SQLite's planner took the running
+        # jobs by status and read the JSON again for each of them)
+        return select(*picked).select_from(each).cte("v").prefix_with("MATERIALIZED")
 
     async def _finish(self, job: Job, **values: Any) -> bool:
         """A lease holder's final word; False when the lease was lost (the result is then dropped)."""
