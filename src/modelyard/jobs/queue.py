@@ -247,7 +247,11 @@ class JobQueue:
         The statement is built once; each claim only binds its values.
         """
         if self._claim is None:
-            due = and_(jobs.c.status == PENDING, jobs.c.run_after <= bindparam("c_now", type_=Float))
+            pending = jobs.c.status == PENDING
+            if self.store.is_sqlite:  # likely(): without it SQLite's planner took ix_jobs_claim (status = ?) and
+                # sorted every pending job by (run_after, id) at each claim, a claim's cost growing with the backlog
+                pending = func.likely(pending)
+            due = and_(pending, jobs.c.run_after <= bindparam("c_now", type_=Float))
             self._claim = self._take(select(jobs.c.id).where(due)
                                      .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
                                      .limit(bindparam("c_limit", type_=Integer)))
@@ -263,8 +267,10 @@ class JobQueue:
         return await self._claimed(self._take(pick), owner, lease_seconds, {}, lane)
 
     def _take(self, pick: Any) -> Any:
-        if self.store.is_sqlite:
-            q = update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == PENDING)
+        if self.store.is_sqlite:  # the picked ids first, then each row by its primary key: as `id IN (pick)` the
+            # planner took every pending row by status (ix_jobs_claim) and looked each up in the list
+            picked = pick.with_only_columns(jobs.c.id.label("pick_id")).cte("picked").prefix_with("MATERIALIZED")
+            q = update(jobs).where(jobs.c.id == picked.c.pick_id, jobs.c.status == PENDING)
         else:
             picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
             q = update(jobs).where(jobs.c.id == picked.c.id)
