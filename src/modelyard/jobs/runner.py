@@ -127,7 +127,9 @@ class JobRunner:
                     wait = self.poll
                     if self.working or self.active:  # a renewal is due before the next poll
                         wait = min(wait, last_renew + self.heartbeat - time.monotonic())
-                    if self.heard > self.looked:  # heard while quiet: claim for it when the quiet ends
+                    if self.heard > self.looked and self.busy < self.concurrency:
+                        # heard while quiet: claim for it when the quiet ends (with every slot taken, a job's end
+                        # wakes the loop: waiting for a quiet long over made it spin through the whole drain)
                         wait = min(wait, self.quiet_until - time.monotonic())
                     if self.finished and self.flush_failed_at:  # a failed flush: retry when its pause ends
                         wait = min(wait, self.flush_failed_at + self.poll - time.monotonic())
