@@ -325,6 +325,7 @@ async def test_a_runner_flushes_finished_work_and_drops_work_whose_lease_it_lost
         slow_task, fast_task = runner.active[slow.id], runner.active[fast.id]
         await asyncio.wait_for(runner.wake.wait(), 30)  # the fast job finished: its result waits for the flush
         assert [job.id for job, *_ in runner.finished] == [fast.id] and (await q.get(fast.id)).status == "running"
+        assert runner.busy == 1  # a result waiting to be written leaves its slot to the next job
         await runner._flush()
         await fast_task
         assert runner.completed == 1 and (await q.get(fast.id)).result["choices"][0]["message"]["content"]
@@ -342,6 +343,7 @@ async def test_a_runner_flushes_finished_work_and_drops_work_whose_lease_it_lost
         for task in runner.active.values():
             task.cancel()
         await runner.lane.aclose()
+        await runner.flush_lane.aclose()
 
 
 async def test_a_settlement_lost_to_a_crash_is_swept_once(queue: tuple[JobQueue, str], tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 from sqlalchemy import (JSON, Boolean, Float, Integer, String, and_, bindparam, case, column, func, insert,
-                        literal_column, or_, select, text, update, values)
+                        literal_column, or_, select, text, type_coerce, update)
 
 from ..store.db import Store
 from ..store.paging import newest_first
@@ -169,7 +169,7 @@ class JobQueue:
         # one statement, its own transaction: no BEGIN and COMMIT round trips around the runner's claims and flushes
         self.autocommit = store.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._claim: Any = None  # the claim statement, built at the first claim
-        self._statements: dict[tuple[str, int], Any] = {}  # renewals and completions of n jobs (_many)
+        self._statements: dict[str, Any] = {}  # the renewal and the completion of many jobs (_many)
         self.backoff = backoff
         self.backoff_max = backoff_max
 
@@ -247,7 +247,11 @@ class JobQueue:
         The statement is built once; each claim only binds its values.
         """
         if self._claim is None:
-            due = and_(jobs.c.status == PENDING, jobs.c.run_after <= bindparam("c_now", type_=Float))
+            pending = jobs.c.status == PENDING
+            if self.store.is_sqlite:  # likely(): without it SQLite's planner took ix_jobs_claim (status = ?) and
+                # sorted every pending job by (run_after, id) at each claim, a claim's cost growing with the backlog
+                pending = func.likely(pending)
+            due = and_(pending, jobs.c.run_after <= bindparam("c_now", type_=Float))
             self._claim = self._take(select(jobs.c.id).where(due)
                                      .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
                                      .limit(bindparam("c_limit", type_=Integer)))
@@ -263,8 +267,10 @@ class JobQueue:
         return await self._claimed(self._take(pick), owner, lease_seconds, {}, lane)
 
     def _take(self, pick: Any) -> Any:
-        if self.store.is_sqlite:
-            q = update(jobs).where(jobs.c.id.in_(pick.scalar_subquery()), jobs.c.status == PENDING)
+        if self.store.is_sqlite:  # the picked ids first, then each row by its primary key: as `id IN (pick)` the
+            # planner took every pending row by status (ix_jobs_claim) and looked each up in the list
+            picked = pick.with_only_columns(jobs.c.id.label("pick_id")).cte("picked").prefix_with("MATERIALIZED")
+            q = update(jobs).where(jobs.c.id == picked.c.pick_id, jobs.c.status == PENDING)
         else:
             picked = pick.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
             q = update(jobs).where(jobs.c.id == picked.c.id)
@@ -309,10 +315,9 @@ class JobQueue:
         ours; a job missing from it lost its lease."""
         ours: dict[str, bool] = {}
         for part in _chunks(held):
-            params: dict[str, Any] = {"m_expires": self.clock() + lease_seconds}
-            for k, job in enumerate(part):
-                params[f"i{k}"], params[f"t{k}"] = job.id, job.lease_token
-            rows = (await self._run(self._many("renew", len(part)), params, lane)).all()
+            params = {"m_expires": self.clock() + lease_seconds,
+                      "m_rows": [{"id": job.id, "token": job.lease_token} for job in part]}
+            rows = (await self._run(self._many("renew"), params, lane)).all()
             ours.update((r.id, bool(r.cancel_requested)) for r in rows)
         if not self.store.is_sqlite:
             for job in held:  # lost, or skipped for a moment (another writer held its row): ask it alone
@@ -322,24 +327,24 @@ class JobQueue:
                         ours[job.id] = cancel
         return ours
 
-    def _many(self, kind: str, n: int) -> Any:
-        """The statement that renews ("renew") or completes ("complete") n jobs of one runner, each only while its
-        lease is still the runner's: built once per size, so a flush only binds values (building and compiling a
-        statement cost more CPU than the round trip).
+    def _many(self, kind: str) -> Any:
+        """The statement that renews ("renew") or completes ("complete") many jobs of one runner, each only while
+        its lease is still the runner's.
+
+        The rows arrive as one JSON parameter (a list of objects), unpacked by the database (json_to_recordset on
+        PostgreSQL, json_each on SQLite): one statement text whatever the number of rows, so SQLAlchemy compiles it
+        once and caches it, and PostgreSQL prepares it once per connection. (A VALUES list of n rows has n times the
+        parameters, a statement per size, and SQLAlchemy cannot cache a multi-row VALUES at all: it was compiled
+        again at every flush, the most of a runner's CPU per job.)
 
         PostgreSQL: the rows are locked first with SKIP LOCKED, so the statement never waits on a row lock: a
         multi-row UPDATE that waits can deadlock with another multi-row writer (a batch's cancel) taking the same
         rows in another order. The rare skipped row is then written alone by the caller, which may wait safely.
         """
-        q = self._statements.get((kind, n))
+        q = self._statements.get(kind)
         if q is not None:
             return q
-        cols = [column("id", String), column("token", String)]
-        if kind == "complete":  # meta: NULL keeps the row's own (a JSON null would overwrite it)
-            cols += [column("result", jobs.c.result.type), column("meta", JSON(none_as_null=True)),
-                     column("settle", Boolean)]
-        v = values(*cols, name="v").data([tuple(bindparam(f"{c.name[0]}{k}", type_=c.type) for c in cols)
-                                          for k in range(n)]).cte("v")
+        v = self._rows(kind == "complete")
         ours = and_(jobs.c.id == v.c.id, jobs.c.lease_token == v.c.token, jobs.c.status == "running")
         q = update(jobs).where(ours)
         if not self.store.is_sqlite:
@@ -355,8 +360,31 @@ class JobQueue:
                           lease_expires=None, webhook_status=case((jobs.c.webhook_url.is_not(None), "pending"),
                                                                   else_=None), webhook_next_at=now)
                  .returning(jobs.c.id))
-        self._statements[(kind, n)] = q
+        self._statements[kind] = q
         return q
+
+    def _rows(self, complete: bool) -> Any:
+        """The rows of the JSON parameter m_rows as a CTE `v`: id, token, and for a completion result, meta (NULL
+        keeps the row's own) and settle."""
+        rows = bindparam("m_rows", type_=JSON)
+        if not self.store.is_sqlite:
+            cols = [column("id", String), column("token", String)]
+            if complete:  # a JSON null becomes SQL NULL here: meta NULL keeps the row's own
+                cols += [column("result", JSON), column("meta", JSON), column("settle", Boolean)]
+            tv = func.json_to_recordset(rows).table_valued(*cols).render_derived(name="r", with_types=True)
+            return select(*tv.c).cte("v")
+        each = func.json_each(rows).table_valued("value")
+
+        def field(name: str) -> Any:
+            return func.json_extract(each.c.value, f"$.{name}")
+        picked = [field("id").label("id"), field("token").label("token")]
+        if complete:  # json_quote keeps an extracted value JSON (a string result stays quoted); meta null: NULL
+            picked += [type_coerce(func.json_quote(field("result")), JSON).label("result"),
+                       type_coerce(func.nullif(func.json_quote(field("meta")), "null"), JSON).label("meta"),
+                       type_coerce(field("settle"), Boolean).label("settle")]
+        # MATERIALIZED: the rows first, then each job by its primary key (inlined, SQLite's planner took the running
+        # jobs by status and read the JSON again for each of them)
+        return select(*picked).select_from(each).cte("v").prefix_with("MATERIALIZED")
 
     async def _finish(self, job: Job, **values: Any) -> bool:
         """A lease holder's final word; False when the lease was lost (the result is then dropped)."""
@@ -381,11 +409,10 @@ class JobQueue:
         leases (someone else owns those jobs now) and their results are dropped."""
         won: set[str] = set()
         for part in _chunks(done):  # a runner flushes at most one chunk at a time: one statement, all or nothing
-            params: dict[str, Any] = {"m_now": self.clock()}
-            for k, (job, result, meta) in enumerate(part):
-                params.update({f"i{k}": job.id, f"t{k}": job.lease_token, f"r{k}": result, f"m{k}": meta,
-                               f"s{k}": job.meta.get("hold") is not None})
-            won.update((await self._run(self._many("complete", len(part)), params, lane)).scalars())
+            params = {"m_now": self.clock(),
+                      "m_rows": [{"id": job.id, "token": job.lease_token, "result": result, "meta": meta,
+                                  "settle": job.meta.get("hold") is not None} for job, result, meta in part]}
+            won.update((await self._run(self._many("complete"), params, lane)).scalars())
         if not self.store.is_sqlite:
             for job, result, meta in done:  # lost, or skipped for a moment: the one-row UPDATE decides
                 if job.id in won:

@@ -55,8 +55,15 @@ class JobRunner:
         self.working: dict[str, Job] = {}
         # finished work waiting for the next flush: (job, result, meta to store or None, told whether it counted)
         self.finished: list[tuple[Job, Any, dict[str, Any] | None, asyncio.Future[bool]]] = []
+        # jobs (not riders) whose result waits for a flush or is being written: up to `concurrency` of them leave
+        # their slot to the next job (a claim need not wait for a completion's commit)
+        self.unwritten: set[str] = set()
         self.flushing: asyncio.Future[None] | None = None
-        self.lane = queue.lane()  # the connection the loop's statements go through, kept between them
+        self.flush_failed_at = 0.0  # a failed flush is retried after the poll interval
+        self.lane = queue.lane()  # the connection the loop's claims and renewals go through, kept between them
+        # completions go through a connection of their own: a claim never waits behind a completion's commit (the
+        # one that waits for the WAL to reach the disk), and the next jobs run while the last ones are written
+        self.flush_lane = queue.lane()
         # batch lines claimed beside a line of the same batch and model (a group for a dynamic batcher): they run
         # like any job but take no slot of their own, the group counts as one
         self.riders: set[str] = set()
@@ -97,10 +104,12 @@ class JobRunner:
                     if time.monotonic() - last_renew >= self.heartbeat:
                         last_renew = time.monotonic()
                         await self._renew()
-                    if self.finished:  # a shutdown waits for a write in flight (_stop): it may have committed
+                    if (self.finished and (self.flushing is None or self.flushing.done())
+                            and time.monotonic() >= self.flush_failed_at + self.poll):
+                        # in the background, on its own connection; one at a time, so a runner's results are
+                        # written in order and a failed batch goes back to the head of the line
                         self.flushing = asyncio.ensure_future(self._flush())
-                        await asyncio.shield(self.flushing)
-                        await asyncio.sleep(0)  # the flushed jobs' tasks settle and give their slots back
+                        self.flushing.add_done_callback(self._flushed)
                     if time.monotonic() - self.last_claim >= self.poll:  # the fallback: look now and then anyway
                         self.heard += 1
                     if (self.busy < self.concurrency and self.heard > self.looked
@@ -112,12 +121,18 @@ class JobRunner:
                 if worked and not self.active:  # once per burst of work, not per poll: the queue is drained
                     worked = False
                     log.info("runner %s idle: waiting for a NOTIFY or the next poll in %.1fs", self.name, self.poll)
-                if not self.finished:
+                flush_now = (self.finished and (self.flushing is None or self.flushing.done())
+                             and time.monotonic() >= self.flush_failed_at + self.poll)
+                if not flush_now:
                     wait = self.poll
                     if self.working or self.active:  # a renewal is due before the next poll
                         wait = min(wait, last_renew + self.heartbeat - time.monotonic())
-                    if self.heard > self.looked:  # heard while quiet: claim for it when the quiet ends
+                    if self.heard > self.looked and self.busy < self.concurrency:
+                        # heard while quiet: claim for it when the quiet ends (with every slot taken, a job's end
+                        # wakes the loop: waiting for a quiet long over made it spin through the whole drain)
                         wait = min(wait, self.quiet_until - time.monotonic())
+                    if self.finished and self.flush_failed_at:  # a failed flush: retry when its pause ends
+                        wait = min(wait, self.flush_failed_at + self.poll - time.monotonic())
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(max(0.0, wait)):  # no task per wait, unlike wait_for
                             await self.wake.wait()
@@ -126,6 +141,16 @@ class JobRunner:
             await self._stop(listener)
 
     def _wake(self, _task: asyncio.Task | None = None) -> None:
+        self.wake.set()
+
+    def _flushed(self, task: asyncio.Future[None]) -> None:
+        """A flush ended: the loop may start the next (its results kept for a retry after the poll, if it failed)."""
+        if not task.cancelled() and task.exception() is not None:
+            log.error("writing %d job results failed; retrying after %.1fs", len(self.finished), self.poll,
+                      exc_info=task.exception())
+            self.flush_failed_at = time.monotonic()
+        else:
+            self.flush_failed_at = 0.0
         self.wake.set()
 
     def nudge(self, *_: Any) -> None:
@@ -173,11 +198,12 @@ class JobRunner:
         batch, self.finished = self.finished[:FLUSH_MAX], self.finished[FLUSH_MAX:]  # one statement: all or nothing
         try:
             won = await self.queue.complete_many([(job, result, meta) for job, result, meta, _ in batch],
-                                                 lane=self.lane)
-        except Exception:
+                                                 lane=self.flush_lane)
+        except BaseException:
             self.finished[:0] = batch
             raise
         for job, _, _, told in batch:
+            self.unwritten.discard(job.id)
             if not told.done():
                 told.set_result(job.id in won)
 
@@ -220,8 +246,10 @@ class JobRunner:
 
     @property
     def busy(self) -> int:
-        """Slots in use: running jobs, a group of batch lines counting as one."""
-        return len(self.active) - len(self.riders)
+        """Slots in use: running jobs, a group of batch lines counting as one. A job whose result waits to be
+        written gives its slot to the next one, up to `concurrency` such jobs (at most twice `concurrency` jobs in
+        hand: the results still bounded when the database is slow to write them)."""
+        return len(self.active) - len(self.riders) - min(len(self.unwritten), self.concurrency)
 
     def _group_key(self, job: Job) -> tuple[str, str] | None:
         """(batch, model) for a batch line whose model batches dynamically: such lines are worth running together."""
@@ -256,9 +284,9 @@ class JobRunner:
         """Shutting down: finished results are written, running jobs go back to the queue at once instead of
         waiting out their lease."""
         self.stopping = True
-        if self.flushing is not None:
-            with contextlib.suppress(Exception):
-                await self.flushing
+        if self.flushing is not None:  # a write in flight may have committed: wait for it
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(self.flushing)
         if self.finished:
             with contextlib.suppress(Exception):  # not written: their leases run out and another runner redoes them
                 await self._flush()
@@ -269,6 +297,7 @@ class JobRunner:
             with contextlib.suppress(BaseException):
                 await task
         await self.lane.aclose()
+        await self.flush_lane.aclose()
         if listener is not None:
             with contextlib.suppress(Exception):
                 await listener.close()
@@ -323,6 +352,8 @@ class JobRunner:
             meta = {**job.meta, "settle_units": asdict(units)} if job.meta.get("hold") is not None else None
             told: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             self.finished.append((job, result, meta, told))
+            if job.id not in self.riders:
+                self.unwritten.add(job.id)
             self.wake.set()
             if await told:  # the runner's next flush wrote it, and the lease was still ours
                 job.status, job.result = "completed", result
@@ -331,6 +362,7 @@ class JobRunner:
                 await self._settle(job, ok=True, units=units, deployment=deployment)
         finally:
             self.cancelling.discard(job.id)
+            self.unwritten.discard(job.id)
             self.active.pop(job.id, None)
             self.riders.discard(job.id)
 
