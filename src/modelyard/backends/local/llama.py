@@ -121,7 +121,9 @@ class LlamaCppBackend(LocalRuntime):
         template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])
         loaded = Loaded(llm=llm, formatter=formatter, n_ctx=llm.n_ctx())
-        slots = int(cfg.options.get("parallel", 8))
+        # parallel sequences: each slot holds a KV stream of n_ctx cells (for the built-in model 2048 x 23 KB,
+        # 47 MB a slot), so the default is a few; `parallel: 0` leaves every request on Llama's one sequence
+        slots = int(cfg.options.get("parallel", 4))
         if slots > 0:
             from .llama_batch import BatchEngine
 

@@ -1,16 +1,19 @@
 """Parallel sequences on one llama.cpp context: several requests decode together, one token each per step.
 
 llama-cpp-python's `Llama` runs one sequence at a time. Its low-level API has what llama.cpp's own server uses:
-a context with `n_seq_max` sequences over one (unified) KV cache, and a `llama_batch` whose tokens each name their
-sequence. One `llama_decode` then computes the next token of every running request at once; on a small model the
-cost of a step grows much more slowly than the number of sequences in it, so the total tokens/s rises with load.
+a context with `n_seq_max` sequences, each with a KV stream of its own, and a `llama_batch` whose tokens each name
+their sequence. One `llama_decode` then computes the next token of every running request at once: the weights are
+read once per step rather than once per request, so the total tokens/s rises with load (by how much depends on
+the weights' type: see docs/performance.md, "Local models").
 
 The loop (`BatchEngine._loop`) runs on the event loop; each step's decode and sampling run on the backend's model
-thread (one hand-off per step for all sequences, not one per token per request). A request reserves its prompt plus
-its token limit in KV cells before it starts, so a running sequence never finds the cache full.
+thread (one hand-off per step for all sequences, not one per token per request). Each slot has a KV stream of its
+own, `n_ctx` cells (the deployment's context): a request that fits the deployment fits a slot, and a running
+sequence never finds its cache full. Requests past the slots wait for one, first come first served.
 
-Sampling mirrors `Llama._init_sampler` (penalties over the last 64 tokens, then greedy at temperature 0, else
-top-k, typical, top-p, min-p, temperature and a seeded draw), so an answer is the one `create_completion` gives.
+Sampling mirrors `Llama._init_sampler` (penalties, then greedy at temperature 0, else top-k, typical, top-p, min-p,
+temperature and a seeded draw), all in llama.cpp's sampler chain: no Python per vocabulary entry, where the
+`Llama` path with our token-counting logits processor copied all 49,152 logits through numpy for every token.
 Requests this path does not cover (a grammar, logit_bias) keep the `Llama` path.
 """
 
@@ -76,11 +79,14 @@ class BatchEngine:
         self.run = run  # runs a function on the model's thread, awaitable
         self.on_token = on_token
         params = lc.llama_context_default_params()
-        params.n_ctx = n_ctx
+        params.n_ctx = n_ctx * slots
         params.n_batch = min(512, n_ctx)
         params.n_ubatch = min(512, n_ctx)
         params.n_seq_max = slots
-        params.kv_unified = True  # one pool of cells: a long request may use most of it, short ones share it
+        # a KV stream per sequence, n_ctx cells each. With one unified pool (kv_unified) this llama.cpp gave a
+        # sequence decoded beside others another answer than it gave alone, from the first token on (greedy,
+        # three copies of one prompt: two answered differently); with a stream each, every one answers as alone.
+        params.kv_unified = False
         params.n_threads = n_threads
         params.n_threads_batch = n_threads_batch
         self.n_batch = params.n_batch
@@ -156,8 +162,6 @@ class BatchEngine:
             if seq.cancelled:
                 self.waiting.pop(0)
                 continue
-            if self.reserved + seq.reserve > self.n_ctx and self.running:
-                break  # wait for cells: first come, first served
             self.waiting.pop(0)
             seq.slot = self.free_slots.pop(0)
             self.reserved += seq.reserve
