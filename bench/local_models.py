@@ -160,7 +160,11 @@ def main() -> int:
             record("chat_api8", lambda: asyncio.run(api_chat(url, 8)))
     finally:
         proc.terminate()
-        proc.wait(timeout=20)
+        try:
+            proc.wait(timeout=60)  # a graceful shutdown on a loaded machine can take a while
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
     def ratio(a: str, b: str) -> list[float]:
         return [x / y for x, y in zip(results[a], results[b])]
