@@ -16,7 +16,7 @@ class DynamicBatcher(Generic[T, R]):
     load batches grow by themselves. A lone request waits at most `max_wait` seconds for company; while company
     keeps coming (each within `max_wait` of the last, as the clients a finished batch just answered send their
     next requests), the batch keeps collecting, up to `max_items` or `max_burst` seconds in all. On a 2-core
-    machine a burst split into a batch of 20 and one of 44 costs more than one of 64: the model's threads and the
+    machine a burst split into two smaller batches costs more than one of 64: the model's threads and the
     event loop take turns on the same cores, and a small batch uses them less well.
     """
 
