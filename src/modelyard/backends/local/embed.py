@@ -67,7 +67,8 @@ class SentenceTransformersBackend(_STBase):
         super().__init__(deployment)
         opts = deployment.config.options
         self.batcher: DynamicBatcher[str, tuple[np.ndarray, int]] = DynamicBatcher(
-            self._encode_batch, max_items=int(opts.get("max_batch", 64)), max_wait=float(opts.get("batch_wait_ms", 2)) / 1000)
+            self._encode_batch, max_items=int(opts.get("max_batch", 64)), max_wait=float(opts.get("batch_wait_ms", 2)) / 1000,
+            max_burst=float(opts.get("batch_burst_ms", 20)) / 1000)
 
     def _load(self) -> Any:
         _quiet_offline()

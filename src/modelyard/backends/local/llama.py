@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import threading
@@ -36,6 +37,7 @@ class Loaded:
     llm: Any
     formatter: Any
     n_ctx: int
+    engine: Any = None  # BatchEngine: parallel sequences for the requests it covers (llama_batch.py)
 
 
 @dataclass
@@ -77,6 +79,9 @@ class _TokenCounter:
 
 class LlamaCppBackend(LocalRuntime):
     tasks = frozenset({Task.CHAT, Task.COMPLETION})
+    # one Llama object and one batched context: llama.cpp contexts are not safe to call from two threads, and two
+    # threads decoding at once on the same cores only slow each other down. Concurrency comes from the batch.
+    max_threads = 1
     tokens_sampled = 0  # every token this deployment has sampled (an instance counter once the first is counted)
 
     def _sampling(self, req: Any, max_tokens: int, stop: list[str]) -> dict[str, Any]:
@@ -115,7 +120,22 @@ class LlamaCppBackend(LocalRuntime):
         bos = llm._model.token_get_text(bos_id) if bos_id != -1 else ""
         template = llm.metadata.get("tokenizer.chat_template") or CHATML_TEMPLATE
         formatter = Jinja2ChatFormatter(template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id])
-        return Loaded(llm=llm, formatter=formatter, n_ctx=llm.n_ctx())
+        loaded = Loaded(llm=llm, formatter=formatter, n_ctx=llm.n_ctx())
+        # parallel sequences (`options.parallel: N`): each slot holds a KV stream of n_ctx cells (for the built-in
+        # model 2048 x 23 KB, 47 MB a slot). Off by default (0: every request on Llama's one sequence) until the
+        # batched path is measured to pay off on a machine the bench has to itself (docs/performance.md)
+        slots = int(cfg.options.get("parallel", 0))
+        if slots > 0:
+            from .llama_batch import BatchEngine
+
+            threads = cfg.n_threads or max(1, os.cpu_count() or 1)
+            loaded.engine = BatchEngine(llm, slots=slots, n_ctx=loaded.n_ctx, n_threads=threads,
+                                        n_threads_batch=max(1, os.cpu_count() or 1), run=self.run,
+                                        on_token=self._count_sampled)
+        return loaded
+
+    def _count_sampled(self, n: int) -> None:
+        self.tokens_sampled += n
 
     # ---------------------------------------------------------------- request -> plan
 
@@ -234,10 +254,26 @@ class LlamaCppBackend(LocalRuntime):
             yield held, None, counter.n, None
         yield "", finish or "stop", counter.n, matched
 
+    def _stream(self, loaded: Loaded, plan: Plan, index: int) -> AsyncIterator[tuple[str, str | None, int, str | None]]:
+        """A generation's pieces: on the batched engine when it covers the request, else on `Llama` in the model's
+        thread. Both yield what `_generate` yields; closing the iterator (client gone) stops the generation."""
+        engine = loaded.engine
+        kwargs = plan.kwargs
+        limit = int(kwargs.get("max_tokens") or 0)
+        if engine is not None and "grammar" not in kwargs and "logit_bias" not in kwargs and limit > 0:
+            tokens = engine.prompt_tokens(plan.prompt)
+            if engine.fits(len(tokens), limit):
+                sampling = {k: v for k, v in kwargs.items() if k not in ("max_tokens", "stop")}
+                if sampling.get("seed") is not None:
+                    sampling["seed"] = sampling["seed"] + index
+                stops = tuple(kwargs.get("stop") or ()) + tuple(s for s in plan.match_stops if s)
+                return engine.generate(tokens, limit, stops, plan.match_stops, sampling)
+        return self.iterate(lambda stop: self._generate(loaded, plan, index, stop))
+
     async def _complete(self, loaded: Loaded, plan: Plan, index: int) -> tuple[str, str, int, str | None]:
         """One whole completion, through the same stoppable path as a stream (a cancelled call stops generating)."""
         text, finish, tokens, matched = "", "stop", 0, None
-        async for piece, fin, count, hit in self.iterate(lambda stop: self._generate(loaded, plan, index, stop)):
+        async for piece, fin, count, hit in self._stream(loaded, plan, index):
             text += piece
             tokens = count
             finish = fin or finish
@@ -250,7 +286,8 @@ class LlamaCppBackend(LocalRuntime):
         async with self.admitted():
             loaded = await self.model()
             plan = self._plan(loaded, req)
-            results = [await self._complete(loaded, plan, i) for i in range(req.n or 1)]
+            # n choices are n sequences: on the batched engine they decode side by side
+            results = await asyncio.gather(*(self._complete(loaded, plan, i) for i in range(req.n or 1)))
         choices = []
         completion_tokens = 0
         for index, (text, finish, tokens, matched) in enumerate(results):
@@ -275,10 +312,7 @@ class LlamaCppBackend(LocalRuntime):
                                     delta={"role": "assistant", "content": ""})
                 text, finish, tokens, matched = "", "stop", 0, None
 
-                def make(stop: threading.Event, i: int = index) -> Iterator[tuple[str, str | None, int, str | None]]:
-                    return self._generate(loaded, plan, i, stop)
-
-                async for piece, fin, count, hit in self.iterate(make):
+                async for piece, fin, count, hit in self._stream(loaded, plan, index):
                     tokens = count
                     matched = hit or matched
                     if fin:
@@ -352,11 +386,7 @@ class LlamaCppBackend(LocalRuntime):
                         yield piece_chunk(plan.prompt)
                     finish, tokens = "stop", 0
 
-                    def make(stop: threading.Event, plan: Plan = plan, j: int = j
-                             ) -> Iterator[tuple[str, str | None, int, str | None]]:
-                        return self._generate(loaded, plan, j, stop)
-
-                    async for piece, fin, count, _ in self.iterate(make):
+                    async for piece, fin, count, _ in self._stream(loaded, plan, j):
                         tokens = count
                         if fin:
                             finish = fin
