@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -59,6 +60,16 @@ def _instructions(out_dir: str, pid: int) -> int:
     return int(found.group(1))
 
 
+def _pg_database(base: str) -> tuple[str, Any]:
+    """A fresh database on the server of `base` for one run (bench/writer.py makes it), and how to drop it."""
+    import asyncio
+
+    from writer import _pg_database as make
+
+    url, drop = asyncio.run(make(base))
+    return url, lambda: asyncio.run(drop())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=400, help="measured calls per mode")
@@ -67,6 +78,10 @@ def main() -> int:
     ap.add_argument("--metrics", choices=["on", "off"], default="on", help="Prometheus metrics in the gateway")
     ap.add_argument("--request-log", choices=["on", "off"], default="on",
                     help="the request log (one row per call, written in batches by the write-behind)")
+    ap.add_argument("--postgres", default=None, metavar="URL",
+                    help="the gateway's database on this PostgreSQL server (a fresh database, dropped after; e.g. "
+                         "postgresql://postgres@127.0.0.1/test) instead of SQLite in the data dir: the database's "
+                         "own work then runs in its server, outside the counted process")
     ap.add_argument("--start-timeout", type=float, default=300.0,
                     help="seconds to wait for the gateway to start under valgrind (longer on a busy machine)")
     args = ap.parse_args()
@@ -85,6 +100,10 @@ def main() -> int:
         f"  - id: {name}\n    deployments:\n      - backend: openai\n"
         f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
         for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
+    drop = None
+    if args.postgres:
+        url, drop = _pg_database(args.postgres)
+        os.environ["MODELYARD_DATABASE_URL"] = url
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning", "PYTHONMALLOC": "malloc",
            "MODELYARD_METRICS_ENABLED": "true" if args.metrics == "on" else "false",
            "MODELYARD_REQUEST_LOG_ENABLED": "true" if args.request_log == "on" else "false"}
@@ -101,7 +120,8 @@ def main() -> int:
         time.sleep(args.idle)
         subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)
         idle = _instructions(data, gateway.pid) / args.idle
-        print(f"metrics {args.metrics}, request log {args.request_log}; idle: {idle:,.0f} instructions/s")
+        print(f"metrics {args.metrics}, request log {args.request_log}, "
+              f"{'PostgreSQL' if args.postgres else 'SQLite'}; idle: {idle:,.0f} instructions/s")
         print(f"{'mode':<8} {'calls':>6} {'instructions/call':>18} {'less idle':>10}")
         for mode, model, stream in (("json", "bench", False), ("stream", "bench-sse", True)):
             _calls(base, model, stream, args.warmup)
@@ -121,6 +141,8 @@ def main() -> int:
                 p.wait(30)
             except subprocess.TimeoutExpired:
                 p.kill()
+        if drop is not None:
+            drop()
     return 0
 
 

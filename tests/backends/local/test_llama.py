@@ -40,6 +40,9 @@ def local(tmp_path_factory):
                                               "options": {"parallel": 2}}]},
         {"id": "unbatched", "deployments": [{"backend": "llama_cpp", "path": str(gguf), "n_ctx": 1024,
                                              "options": {"parallel": 0}}]},
+        # the batched path is off by default: this deployment turns it on with four slots
+        {"id": "batched", "deployments": [{"backend": "llama_cpp", "path": str(gguf), "n_ctx": 1024,
+                                           "options": {"parallel": 4}}]},
     ]
     with running(make_settings(tmp, models=models)) as srv:
         yield srv
@@ -288,10 +291,10 @@ def test_parallel_sequences_answer_as_one_at_a_time(client, local):
 
     Short answers only: llama.cpp is not promised bit-for-bit batch-invariant (a batch's matrix products may sum
     in another order), so a long greedy answer could part ways at a near tie."""
-    alone = [_greedy(client, SMOLLM2_ID, p) for p in PROMPTS]
-    engine = local.app.state.ctx.router.backends[f"{SMOLLM2_ID}/local"]._model.engine
+    alone = [_greedy(client, "batched", p) for p in PROMPTS]
+    engine = local.app.state.ctx.router.backends["batched/llama_cpp"]._model.engine
     engine.max_running = 0
-    together = _together(local, SMOLLM2_ID, PROMPTS)
+    together = _together(local, "batched", PROMPTS)
     assert engine.max_running > 1  # they really ran side by side
     assert together == alone
     # the same requests on a deployment without the batched context (Llama.create_completion) begin the same;
@@ -314,12 +317,12 @@ def test_requests_past_the_slots_wait_and_still_finish(client, local):
 
 
 def test_stop_sequence_and_n_on_the_batched_path(client):
-    full, _, _ = _greedy(client, SMOLLM2_ID, PROMPTS[1], max_tokens=30)
+    full, _, _ = _greedy(client, "batched", PROMPTS[1], max_tokens=30)
     words = [w for w in full.split() if len(w) > 3]
     cut = words[len(words) // 2]
-    text, finish, _ = _greedy(client, SMOLLM2_ID, PROMPTS[1], max_tokens=30, stop=[cut])
+    text, finish, _ = _greedy(client, "batched", PROMPTS[1], max_tokens=30, stop=[cut])
     assert finish == "stop" and cut not in text and full.startswith(text.rstrip())
     # n greedy choices decode side by side and agree with each other
-    resp = client.chat.completions.create(model=SMOLLM2_ID, messages=[{"role": "user", "content": PROMPTS[0]}],
+    resp = client.chat.completions.create(model="batched", messages=[{"role": "user", "content": PROMPTS[0]}],
                                           temperature=0, max_tokens=20, n=3)
     assert len({c.message.content for c in resp.choices}) == 1
