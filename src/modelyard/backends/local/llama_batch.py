@@ -27,22 +27,11 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
+from .llama import _find_stop, _partial_stop  # the same stop handling as the one-sequence path
+
 log = logging.getLogger(__name__)
 
 LAST_N = 64  # Llama's last_n_tokens_size: the window the repeat/frequency/presence penalties look at
-
-
-def _find_stop(text: str, stops: tuple[str, ...]) -> tuple[int, str] | None:
-    best: tuple[int, str] | None = None
-    for s in stops:
-        at = text.find(s)
-        if at != -1 and (best is None or at < best[0]):
-            best = (at, s)
-    return best
-
-
-def _partial_stop(text: str, stops: tuple[str, ...]) -> int:
-    return max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
 
 
 @dataclass
