@@ -130,6 +130,10 @@ class Load:
                 raise AssertionError(f"the load generator ended early: {line}")
         raise AssertionError("the load generator ended early")
 
+    def stop(self) -> None:
+        """End the load now (each connection finishes the call it has in flight); `result()` still answers."""
+        self.proc.send_signal(signal.SIGTERM)
+
     def result(self) -> dict[str, int]:
         assert self.proc.stdout is not None
         out = self.proc.stdout.read()
@@ -246,8 +250,9 @@ def test_a_database_locked_mid_run_loses_nothing_and_the_backlog_drains(gateway:
         lock.release()
     assert during["spool_records"] > 0 and during["oldest_unwritten_seconds"] > 0
     load.wait_for(load.seen + 500)
-    # the load goes on for its 120 s: on a slow machine the writer may only catch up once it ends (keeping up with
-    # a flat-out load on the same cores is bench/writer.py's business, not this test's)
+    # the load ends here: on a slow machine the writer may only catch up once it does (keeping up with a flat-out
+    # load on the same cores is bench/writer.py's business, not this test's)
+    load.stop()
     wait_until(lambda: (w := gw.writer())["spool_records"] == 0 and not w["failing"], 240, "the backlog to drain")
     metrics = httpx.get(gw.url + "/metrics", headers=gw.headers()).text
     assert "modelyard_write_behind_spool_records " in metrics and "modelyard_write_behind_oldest_unwritten_seconds " in metrics

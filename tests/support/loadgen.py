@@ -2,7 +2,8 @@
 the server answers, counting only fully read 200s; prints `progress N` lines, then one JSON summary line.
 
 Run as a script: `python loadgen.py PORT KEY MODEL --connections 16 --calls 20000 --seconds 60`. It stops at the
-call or time bound, or when the server goes away (every connection refused or reset).
+call or time bound, on SIGTERM (the summary is still printed), or when the server goes away (every connection
+refused or reset).
 """
 
 from __future__ import annotations
@@ -10,13 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import time
 
 
 async def _worker(port: int, request: bytes, state: dict[str, int], stop_at: float, limit: int) -> None:
     reader = writer = None
-    while state["ok"] + state["other"] < limit and time.monotonic() < stop_at:
+    while state["ok"] + state["other"] < limit and time.monotonic() < stop_at and not state["stopped"]:
         try:
             if writer is None:
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -77,7 +79,8 @@ async def main() -> None:
     request = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{args.port}\r\n"
                f"Authorization: Bearer {args.key}\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(body)}\r\n\r\n").encode() + body
-    state = {"ok": 0, "other": 0, "refused": 0}
+    state = {"ok": 0, "other": 0, "refused": 0, "stopped": 0}
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, state.__setitem__, "stopped", 1)
     ticker = asyncio.create_task(_progress(state))
     stop_at = time.monotonic() + args.seconds
     await asyncio.gather(*(_worker(args.port, request, state, stop_at, args.calls) for _ in range(args.connections)))

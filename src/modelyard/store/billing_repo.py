@@ -170,6 +170,14 @@ def _plain(row: dict[Any, Any]) -> dict[str, Any]:
     return {str(k): (aware(v).isoformat() if isinstance(v, datetime) else v) for k, v in row.items()}  # type: ignore[union-attr]
 
 
+async def bound_waits(conn: AsyncConnection) -> None:
+    """A write-behind batch must not wait forever on a lock or a stalled server: on PostgreSQL its transaction gives
+    up (lock 5 s, statement 60 s), so the writer can spool and retry. SQLite's own busy timeout already bounds it."""
+    if conn.dialect.name == "postgresql":
+        await conn.exec_driver_sql("SET LOCAL lock_timeout = '5s'")
+        await conn.exec_driver_sql("SET LOCAL statement_timeout = '60s'")
+
+
 async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, Any]], *,
                      key: tuple[str, ...] = ("id",), returning: bool = False) -> set[str]:
     """Insert rows, skipping ids already there (a replayed or twice-spooled record): one executemany statement.
@@ -177,10 +185,8 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
     if not rows:
         return set()
     dialect = conn.dialect.name
+    await bound_waits(conn)
     if dialect == "postgresql":
-        # a write-behind batch must not wait forever on a lock: failing lets the writer spool and retry
-        await conn.execute(text("SET LOCAL lock_timeout = '5s'"))
-        await conn.execute(text("SET LOCAL statement_timeout = '60s'"))
         q: Any = postgresql.insert(table).on_conflict_do_nothing(index_elements=list(key))
     elif dialect == "sqlite":
         q = sqlite.insert(table).on_conflict_do_nothing(index_elements=list(key))

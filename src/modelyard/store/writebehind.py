@@ -345,6 +345,10 @@ class WriteBehind:
                         await self._write(q.sink, rows)
                         q.drop_through(chunk[-1].seq)
                         self.written += len(rows)
+                if not due_only and self.spool is not None and self.spool.records:
+                    # the loop spooled part of what this drain meant to write while one of its batches ran slow
+                    # (the stuck-write bound): an explicit flush still owes those records, so replay them now
+                    await self._replay()
                 self._failing = False
             except BaseException:
                 self._failing = True
