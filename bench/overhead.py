@@ -8,8 +8,19 @@ Where nginx and wrk are installed (`apt-get install nginx-light wrk`) the stub i
 both C programs that cost a small fraction of what a Python stub or client would: on a 2-core machine every
 microsecond they spend is taken from the gateway under test. Otherwise a Python stub and an aiohttp client stand in.
 
-`--metrics-off` adds a second Modelyard, `modelyard-nomet`, with Prometheus metrics off (`metrics_enabled: false`),
-measured right after the first on the same load: the `cpu us/req` columns of the two say what metrics cost a call.
+`--metrics-off` adds a second Modelyard per worker count, `modelyard-nomet`, with Prometheus metrics off
+(`metrics_enabled: false`), measured right after the first on the same load: the `cpu us/req` columns of the two
+say what metrics cost a call (with `--workers 2`, metrics live in prometheus-client's per-process files).
+
+`--workers 1,2` runs one Modelyard (`serve --workers N`) and one LiteLLM (`--num_workers N`) per count, all started
+once and measured in turns. `--repeats R` measures every target R times, interleaved (direct, each gateway, then
+again), and prints min / median requests/s, the median p50/p99 and what each gateway adds to the direct p50, and the
+median of the per-round modelyard/litellm ratios: on a shared 2-core machine absolute numbers move ±40% between
+runs, ratios taken side by side in one round much less. `cpu us/req` sums the gateway's processes (its workers).
+
+`--profile` samples each Modelyard with py-spy (`pip install py-spy`; `--gil`: only threads running Python) during its first measurement of every mode and
+connection count, and prints where its CPU went: the share of samples by area (our code by package, the HTTP
+server, the HTTP client, asyncio, the rest) and the functions with the most samples of their own.
 """
 
 from __future__ import annotations
@@ -155,27 +166,94 @@ def summarize(run: tuple[list[float], int], duration: float) -> dict[str, float]
             "n": len(lat) + warmed}
 
 
+AREAS = (("modelyard/", None), ("uvicorn/", "uvicorn"), ("httptools", "uvicorn"), ("starlette/", "starlette"),
+         ("fastapi/", "starlette"), ("aiohttp/", "aiohttp (upstream client)"), ("yarl/", "aiohttp (upstream client)"),
+         ("multidict/", "aiohttp (upstream client)"), ("asyncio/", "asyncio"), ("uvloop", "asyncio"),
+         ("prometheus_client/", "prometheus-client"), ("orjson", "orjson"), ("pydantic", "pydantic"))
+
+
+def _area(frame: str) -> str:
+    """The area a py-spy frame (`function (path:line)`) belongs to; our own code by its package."""
+    for needle, name in AREAS:
+        at = frame.find(needle)
+        if at >= 0:
+            if name is None:
+                rest = frame[at + len(needle):].split(":", 1)[0]
+                return "modelyard/" + (rest.split("/", 1)[0] if "/" in rest else rest)
+            return name
+    return "other (stdlib, native)"
+
+
+def profile_start(pid: int, out: Path, seconds: float) -> subprocess.Popen | None:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        print("--profile: py-spy is not installed (pip install py-spy)")
+        return None
+    return subprocess.Popen([spy, "record", "-p", str(pid), "--subprocesses", "--nonblocking", "--gil", "-r", "250", "-d",
+                             str(max(1, int(seconds))), "-f", "raw", "-o", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def profile_report(out: Path, label: str, top: int = 12) -> None:
+    """Self samples by area and by function from a py-spy raw (collapsed stacks) file."""
+    by_area: dict[str, int] = {}
+    by_fn: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines() if out.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        if frames and frames[0].startswith("process "):
+            frames = frames[1:]
+        if not frames:
+            continue
+        n = int(count)
+        total += n
+        leaf = frames[-1]
+        by_area[_area(leaf)] = by_area.get(_area(leaf), 0) + n
+        by_fn[leaf] = by_fn.get(leaf, 0) + n
+    if not total:
+        print(f"profile {label}: no samples")
+        return
+    print(f"profile {label}: {total} samples, self time by area")
+    for name, n in sorted(by_area.items(), key=lambda kv: -kv[1]):
+        print(f"    {100 * n / total:5.1f}%  {name}")
+    print(f"profile {label}: functions with the most self time")
+    for name, n in sorted(by_fn.items(), key=lambda kv: -kv[1])[:top]:
+        print(f"    {100 * n / total:5.1f}%  {name[:110]}")
+
+
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (Linux /proc), the measure of what a gateway costs per call."""
+    """User + system CPU time so far (Linux /proc) of a process and its live children (`--workers N` forks N), the
+    measure of what a gateway costs per call."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    kids = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    for p in [pid, *map(int, kids)]:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
-def start_litellm(binary: str, stub_port: int, tmp: str) -> tuple[subprocess.Popen, Target]:
+def start_litellm(binary: str, stub_port: int, tmp: str, workers: int = 1,
+                  name: str = "litellm") -> tuple[subprocess.Popen, Target]:
     port = free_port()
     cfg = Path(tmp) / "litellm.yaml"
     models = "".join(f"  - model_name: {name}\n    litellm_params:\n      model: openai/bench-model\n"
                      f"      api_base: http://127.0.0.1:{stub_port}{base}\n      api_key: x\n"
                      for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1")))
     cfg.write_text(f"model_list:\n{models}general_settings:\n  master_key: {LITELLM_KEY}\n")
-    proc = subprocess.Popen([binary, "--config", str(cfg), "--port", str(port), "--num_workers", "1"],
+    proc = subprocess.Popen([binary, "--config", str(cfg), "--port", str(port), "--num_workers", str(workers)],
                             env={**os.environ, "LITELLM_LOG": "ERROR"}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, preexec_fn=pinned("gateway"))
     wait_port(port, timeout=180)
     time.sleep(2)
-    return proc, Target("litellm", f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {LITELLM_KEY}"},
+    return proc, Target(name, f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {LITELLM_KEY}"},
                         b"bench", proc.pid)
 
 
@@ -191,7 +269,11 @@ def main() -> int:
                     help="give the gateway under test its own core (the last one); stub and client get the rest")
     ap.add_argument("--metrics-off", action="store_true",
                     help="also measure a Modelyard with metrics off (metrics_enabled: false) beside the default one")
+    ap.add_argument("--workers", default="1", help="comma-separated gateway process counts (Modelyard and LiteLLM)")
+    ap.add_argument("--repeats", type=int, default=1, help="measure every target this many times, interleaved")
+    ap.add_argument("--profile", action="store_true", help="py-spy each Modelyard during its first measurement")
     args = ap.parse_args()
+    worker_counts = [int(x) for x in args.workers.split(",")]
     if args.pin:
         cpus = sorted(os.sched_getaffinity(0))
         if len(cpus) < 2:
@@ -204,7 +286,7 @@ def main() -> int:
     wrk = shutil.which("wrk") if args.client in ("auto", "wrk") else None
     if args.client == "wrk" and not wrk:
         raise SystemExit("wrk is not installed (apt-get install wrk)")
-    stub_port, gw_port = free_port(), free_port()
+    stub_port = free_port()
     data = tempfile.mkdtemp(prefix="modelyard-bench-")
     if use_nginx:
         sys.path.insert(0, str(HERE))
@@ -223,31 +305,33 @@ def main() -> int:
         f"        max_concurrency: 256\n" for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
     log = open(os.environ.get("MODELYARD_BENCH_LOG", os.devnull), "w")
-    gateway = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
-                                "--config", str(cfg), "--data-dir", data], env=env, stdout=log, stderr=log,
-                               preexec_fn=pinned("gateway"))
-    procs.append(gateway)
-    targets = [Target("modelyard", f"http://127.0.0.1:{gw_port}/v1", {"Authorization": f"Bearer {KEY}"},
-                      b"bench", gateway.pid)]
-    if args.metrics_off:
-        off_port, off_data = free_port(), tempfile.mkdtemp(prefix="modelyard-bench-nomet-")
-        off = subprocess.Popen([sys.executable, "-m", "modelyard.cli", "serve", "--port", str(off_port),
-                                "--config", str(cfg), "--data-dir", off_data],
-                               env={**env, "MODELYARD_METRICS_ENABLED": "false"}, stdout=log, stderr=log,
-                               preexec_fn=pinned("gateway"))
-        procs.append(off)
-        targets.append(Target("modelyard-nomet", f"http://127.0.0.1:{off_port}/v1",
-                              {"Authorization": f"Bearer {KEY}"}, b"bench", off.pid))
+    targets: list[Target] = []
+    for n in worker_counts:
+        for metrics in ([True, False] if args.metrics_off else [True]):
+            port = free_port()
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
+                 "--data-dir", tempfile.mkdtemp(prefix="modelyard-bench-gw-"), "--workers", str(n)],
+                env={**env, "MODELYARD_METRICS_ENABLED": "true" if metrics else "false"}, stdout=log, stderr=log,
+                preexec_fn=pinned("gateway"))
+            procs.append(gateway)
+            name = ("modelyard" if metrics else "modelyard-nomet") + ("" if worker_counts == [1] else f"-w{n}")
+            targets.append(Target(name, f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {KEY}"},
+                                  b"bench", gateway.pid))
     try:
         wait_port(stub_port)
         for t in targets:
             wait_port(int(t.url.rsplit(":", 1)[1].split("/")[0]))
         direct = Target("direct", f"http://127.0.0.1:{stub_port}/v1", {}, b"bench-model")
         if args.litellm and Path(args.litellm).exists():
-            proc, target = start_litellm(args.litellm, stub_port, data)
-            procs.append(proc)
-            targets.append(target)
-        print(f"{'mode':<6} {'conns':>5} {'target':<15} {'rps':>7} {'p50 ms':>7} {'p99 ms':>7} {'+p50 ms':>8} {'+p99 ms':>8} {'cpu us/req':>10}")
+            for n in worker_counts:
+                proc, target = start_litellm(args.litellm, stub_port, data, n,
+                                             "litellm" if worker_counts == [1] else f"litellm-w{n}")
+                procs.append(proc)
+                targets.append(target)
+        reps = max(1, args.repeats)
+        print(f"{'mode':<6} {'conns':>5} {'target':<15} {'rps min':>8} {'rps med':>8} {'p50 ms':>7} {'p99 ms':>7} "
+              f"{'+p50 ms':>8} {'+p99 ms':>8} {'cpu us/req':>10}  (median of {reps} unless min)")
         for stream in ([False, True] if args.stream else [False]):
             for c in [int(x) for x in args.concurrency.split(",")]:
                 def measure(t: Target) -> dict[str, float]:
@@ -257,21 +341,45 @@ def main() -> int:
 
                 for t in targets:  # streaming goes to the models whose upstream always streams
                     t.model = (b"bench-sse" if stream else b"bench") if t.name != "direct" else b"bench-model"
-                base = measure(direct)
                 mode = "stream" if stream else "json"
-                print(f"{mode:<6} {c:>5} {'direct':<15} {base['rps']:>7.0f} {base['p50']:>7.2f} {base['p99']:>7.2f}")
-                seen: dict[str, float] = {}
-                for t in targets:
-                    cpu = cpu_seconds(t.pid)
-                    r = measure(t)
-                    cpu = cpu_seconds(t.pid) - cpu  # warm-up included, in both the time and the count
-                    seen[t.name] = r["rps"]
-                    per_call = cpu / r["n"] * 1e6 if r["n"] else 0.0
-                    print(f"{mode:<6} {c:>5} {t.name:<15} {r['rps']:>7.0f} {r['p50']:>7.2f} {r['p99']:>7.2f} "
-                          f"{r['p50'] - base['p50']:>8.2f} {r['p99'] - base['p99']:>8.2f} {per_call:>10.0f}", flush=True)
-                if seen.get("litellm"):
-                    print(f"{mode:<6} {c:>5} modelyard/litellm requests/s: {seen['modelyard'] / seen['litellm']:.1f}x",
-                          flush=True)
+                rounds: dict[str, list[dict[str, float]]] = {t.name: [] for t in [direct, *targets]}
+                profiles: list[tuple[Path, str]] = []
+                for rep in range(reps):
+                    base = measure(direct)
+                    rounds["direct"].append({**base, "cpu": 0.0, "+p50": 0.0, "+p99": 0.0})
+                    for t in targets:
+                        spy = None
+                        if args.profile and rep == 0 and t.name.startswith("modelyard") and t.pid:
+                            out = Path(data) / f"profile-{t.name}-{mode}-{c}.txt"
+                            spy = profile_start(t.pid, out, args.duration + 1)
+                            if spy is not None:
+                                profiles.append((out, f"{t.name} {mode} {c} conns"))
+                        cpu = cpu_seconds(t.pid)
+                        r = measure(t)
+                        cpu = cpu_seconds(t.pid) - cpu  # warm-up included, in both the time and the count
+                        if spy is not None:
+                            spy.wait(timeout=60)
+                        rounds[t.name].append({**r, "cpu": cpu / r["n"] * 1e6 if r["n"] else 0.0,
+                                               "+p50": r["p50"] - base["p50"], "+p99": r["p99"] - base["p99"]})
+                med = statistics.median
+                for name, rs in rounds.items():
+                    line = (f"{mode:<6} {c:>5} {name:<15} {min(r['rps'] for r in rs):>8.0f} "
+                            f"{med(r['rps'] for r in rs):>8.0f} {med(r['p50'] for r in rs):>7.2f} "
+                            f"{med(r['p99'] for r in rs):>7.2f}")
+                    if name != "direct":
+                        line += (f" {med(r['+p50'] for r in rs):>8.2f} {med(r['+p99'] for r in rs):>8.2f} "
+                                 f"{med(r['cpu'] for r in rs):>10.0f}")
+                    print(line, flush=True)
+                for out, label in profiles:
+                    profile_report(out, label)
+                for n in worker_counts:
+                    ours, theirs = (("modelyard", "litellm") if worker_counts == [1]
+                                    else (f"modelyard-w{n}", f"litellm-w{n}"))
+                    if rounds.get(theirs):
+                        ratios = [a["rps"] / b["rps"] for a, b in zip(rounds[ours], rounds[theirs]) if b["rps"]]
+                        if ratios:
+                            print(f"{mode:<6} {c:>5} {ours}/{theirs} requests/s: min {min(ratios):.1f}x, "
+                                  f"median {med(ratios):.1f}x", flush=True)
         for t in targets:
             print(f"peak RSS {t.name}: {peak_rss_mb(t.pid):.0f} MB")  # type: ignore[arg-type]
     finally:

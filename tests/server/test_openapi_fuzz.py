@@ -11,16 +11,19 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
 
 
-# every operation of the schema, 60 examples each: minutes of calls, more than the suite's default per-test timeout
-# on a slow or busy machine (it ran past 300 s there and was cut off mid-example)
+# Every operation of the schema, 30 examples each on SQLite and 12 on PostgreSQL (the parsing and validation this
+# fuzzes are the same code on both; the database-specific paths get fewer draws). Examples are drawn afresh each run
+# (no example database), so every CI run explores new inputs. Minutes of calls on a slow machine: past the default
+# per-test timeout.
 @pytest.mark.timeout(900)
 def test_no_operation_answers_500(server, stub):
+    examples = 12 if (server.settings.database_url or "").startswith("postgresql") else 30
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert any(op.path == "/v1/chat/completions" for op in operations)
     calls: dict[str, int] = {}
     for op in operations:
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         @given(case=op.as_strategy())
         def fuzz(case):
             # a fresh connection per call: a reused keep-alive socket that the server has just timed out would
@@ -35,4 +38,4 @@ def test_no_operation_answers_500(server, stub):
                 assert any(k in response.json() for k in keys), (op.path, response.text)
 
         fuzz()
-    assert calls.get("/v1/chat/completions", 0) >= 30, calls
+    assert calls.get("/v1/chat/completions", 0) >= examples, calls
