@@ -287,6 +287,11 @@ class Settings(BaseSettings):
     request_log_enabled: bool = True
     request_log_retention_days: int = Field(default=30, ge=0)
     request_log_upkeep_seconds: float = Field(default=3600.0, gt=0)
+    # the same upkeep prunes usage rollups finer than a day (the usage APIs read the day grain, which stays) and,
+    # when set, the audit log; 0 keeps them forever
+    usage_rollup_minute_days: int = Field(default=2, ge=0)
+    usage_rollup_hour_days: int = Field(default=90, ge=0)
+    audit_log_retention_days: int = Field(default=0, ge=0)
     # on shutdown, retry writing what is queued this long; what is still unwritten then is spooled for the next start
     shutdown_grace_seconds: float = Field(default=20.0, ge=0)
     # run migrations and first-start bootstrap inside the app's startup (off when a parent process already did)

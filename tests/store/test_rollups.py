@@ -135,3 +135,58 @@ def test_the_migration_rolls_up_the_usage_rows_already_there(database_url):
         assert {k: int(v) for k, v in hours.items()} == expect and int(minutes) == 300
         await store.aclose()
     asyncio.run(go())
+
+
+def test_upkeep_prunes_minute_and_hour_rollups_past_their_days_and_keeps_days(database_url):
+    """The request log's upkeep drops minute rows older than `usage_rollup_minute_days` and hour rows older than
+    `usage_rollup_hour_days`, org by org in batches; the day grain (what the usage APIs read) stays whole, and the
+    audit log loses what is past `audit_log_retention_days`."""
+    from datetime import timedelta
+
+    from modelyard.pipeline.requestlog import Retention
+    from modelyard.store import rollups
+    from modelyard.store.audit_repo import AuditRepo
+    from modelyard.store.requestlog_repo import RequestLogRepo
+
+    async def go() -> None:
+        store = await _store(database_url)
+        repo = UsageRepo(store)
+        await repo.insert_many(_records(300, 3, "use_p"))  # 2026-03-30 23:58 → 2026-03-31 00:03
+        audit = AuditRepo(store)
+        await audit.record(action="org.update", actor_kind="key", actor_id="tok_1", org_id="org_a")
+
+        async def grains() -> dict[str, int]:
+            async with store.engine.connect() as conn:
+                return dict((await conn.execute(select(usage_rollups.c.grain, func.count())
+                                                .group_by(usage_rollups.c.grain))).all())
+        before = await grains()
+        assert before["minute"] > before["hour"] > 0 and before["day"] > 0
+        days_before = {org: await repo.totals(org, "2026-03-01", "2026-04-30", ("day",)) for org in ("org_a", "org_b")}
+
+        old = rollups.PRUNE_BATCH
+        rollups.PRUNE_BATCH = 7  # several batches per org
+        try:
+            # at 2026-03-31 00:01 with minutes kept 1 day and hours 2, every row is younger than its cut-off
+            one_day = datetime(2026, 3, 31, 0, 1, tzinfo=timezone.utc)
+            upkeep = Retention(RequestLogRepo(store), 0, clock=one_day.timestamp,
+                               rollup_days={"minute": 1, "hour": 2}, audit=audit, audit_days=0)
+            first = await upkeep.run_once()
+            after = await grains()
+            assert first["rollups"] == {"minute": 0, "hour": 0} and after == before
+            # three days later every minute and hour row is past its days; the day rows and the audit stay
+            later = one_day + timedelta(days=3)
+            upkeep.clock = later.timestamp
+            second = await upkeep.run_once()
+            assert second["rollups"] == {"minute": before["minute"], "hour": before["hour"]}
+            assert await grains() == {"day": before["day"]}
+            assert second["audit"] == 0 and len(await audit.list(None)) == 1
+            for org, totals in days_before.items():
+                assert await repo.totals(org, "2026-03-01", "2026-04-30", ("day",)) == totals
+            # the audit log with a retention: entries older than it go
+            upkeep.audit_days = 1
+            upkeep.clock = (datetime.now(timezone.utc) + timedelta(days=2)).timestamp
+            assert (await upkeep.run_once())["audit"] == 1 and await audit.list(None) == []
+        finally:
+            rollups.PRUNE_BATCH = old
+        await store.aclose()
+    asyncio.run(go())

@@ -19,6 +19,7 @@ import orjson
 
 from ..catalog.builtin import PII_ID
 from ..store.db import Store
+from ..store import rollups
 from ..store.requestlog_repo import RequestLogRepo
 from ..store.writebehind import Sink, WriteBehind
 from ..types import RawJSON, RawSSE, Task
@@ -181,12 +182,17 @@ class RequestLog:
 
 class Retention:
     """The request log's upkeep: partitions made ahead (PostgreSQL), rows past `days` dropped; hourly. Orgs that
-    keep theirs for less (`request_logging.retention_days`, read through `org_days`) lose their older rows too."""
+    keep theirs for less (`request_logging.retention_days`, read through `org_days`) lose their older rows too.
+    The same pass prunes usage rollups finer than a day (`rollup_days`: grain → days) and the audit log
+    (`audit_days`, through `audit`), each kept forever at 0."""
 
     def __init__(self, repo: RequestLogRepo, days: int, *, every: float = 3600.0,
                  clock: Callable[[], float] = time.time,
-                 org_days: Callable[[], Awaitable[dict[str, int]]] | None = None) -> None:
+                 org_days: Callable[[], Awaitable[dict[str, int]]] | None = None,
+                 rollup_days: dict[str, int] | None = None, audit: Any = None, audit_days: int = 0) -> None:
         self.repo, self.days, self.every, self.clock, self.org_days = repo, days, every, clock, org_days
+        self.rollup_days = {g: d for g, d in (rollup_days or {}).items() if d > 0}
+        self.audit, self.audit_days = audit, audit_days
 
     async def run_once(self) -> dict[str, Any]:
         now = datetime.fromtimestamp(self.clock(), timezone.utc)
@@ -195,9 +201,15 @@ class Retention:
         shorter = {org: d for org, d in (await self.org_days() if self.org_days else {}).items()
                    if d > 0 and (self.days <= 0 or d < self.days)}
         orgs = {org: await self.repo.drop_org_before(org, now - timedelta(days=d)) for org, d in shorter.items()}
-        if made or any(gone.values()) or any(any(n.values()) for n in orgs.values()):
-            log.info("request log: partitions made %s, dropped %s, by org's retention %s", made, gone, orgs)
-        return {"made": made, **gone, "orgs": orgs}
+        rolled = {grain: await rollups.prune(self.repo.engine, grain, now - timedelta(days=d))
+                  for grain, d in self.rollup_days.items()}
+        audited = (await self.audit.drop_before(now - timedelta(days=self.audit_days))
+                   if self.audit is not None and self.audit_days > 0 else 0)
+        if made or any(gone.values()) or any(any(n.values()) for n in orgs.values()) or any(rolled.values()) \
+                or audited:
+            log.info("request log: partitions made %s, dropped %s, by org's retention %s; rollup rows pruned %s; "
+                     "audit entries dropped %d", made, gone, orgs, rolled, audited)
+        return {"made": made, **gone, "orgs": orgs, "rollups": rolled, "audit": audited}
 
     async def run_forever(self, *, first: bool = True) -> None:
         """Upkeep now (today's partition before the first row), then every `every` seconds."""

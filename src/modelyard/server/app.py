@@ -35,6 +35,7 @@ from ..routing import Router
 from ..workers.agent import WorkerAgent
 from ..workers.registry import WorkerRegistry
 from ..storage import build_storage
+from ..store.audit_repo import AuditRepo
 from ..store.repo import OrgRepo, new_secret
 from ..telemetry import Metrics
 from ..tracing import build_tracing
@@ -146,7 +147,10 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
             tasks.append(asyncio.create_task(ctx.workers.run_forever()))
             tasks.append(asyncio.create_task(ctx.files.sweep_forever()))
             upkeep = Retention(ctx.gate.requests.repo, settings.request_log_retention_days,
-                               every=settings.request_log_upkeep_seconds, org_days=OrgRepo(store).retention_days)
+                               every=settings.request_log_upkeep_seconds, org_days=OrgRepo(store).retention_days,
+                               rollup_days={"minute": settings.usage_rollup_minute_days,
+                                            "hour": settings.usage_rollup_hour_days},
+                               audit=AuditRepo(store), audit_days=settings.audit_log_retention_days)
             tasks.append(asyncio.create_task(upkeep.run_forever()))
             ctx.jobs.start(runner=settings.job_runner)
             if settings.job_runner:  # batches and agent runs are driven where their jobs run

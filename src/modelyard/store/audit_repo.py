@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 
 from .paging import newest_first
 from .log_tables import audit_log
@@ -38,6 +38,18 @@ class AuditRepo:
         async with self.engine.begin() as conn:
             await conn.execute(insert(audit_log).values(**row))
         return row
+
+    async def drop_before(self, cutoff: datetime, batch: int = 5_000) -> int:
+        """Retention (`audit_log_retention_days`): entries older than `cutoff`, deleted `batch` at a time by the
+        `at` index, so a writer never waits long behind it."""
+        total = 0
+        while True:
+            some = select(audit_log.c.id).where(audit_log.c.at < cutoff).limit(batch).scalar_subquery()
+            async with self.engine.begin() as conn:
+                n = int((await conn.execute(delete(audit_log).where(audit_log.c.id.in_(some)))).rowcount or 0)
+            total += n
+            if n < batch:
+                return total
 
     async def list(self, org_id: str | None, *, action: str | None = None, start: datetime | None = None,
                    end: datetime | None = None, after: tuple[datetime, str] | None = None,

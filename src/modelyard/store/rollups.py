@@ -8,6 +8,8 @@ Why this shape:
   order, so two gateways flushing at once wait for each other but never deadlock.
 * Only rows the usage insert really added are rolled up (`INSERT … ON CONFLICT DO NOTHING RETURNING id`), in the
   same transaction: a batch replayed from the spool adds nothing twice.
+* The usage APIs read the day grain. Minute and hour rows are for short-range views (a dashboard's last hours) and
+  are pruned by the request log's upkeep (`usage_rollup_minute_days`, `usage_rollup_hour_days`); days stay.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import case, func, select
+from sqlalchemy import case, delete, func, literal_column, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .log_tables import GRAINS, usage_rollups
 
@@ -31,6 +33,39 @@ _COLUMN = {"day": "bucket", "model_id": "model_id", "task": "task", "token_id": 
 
 def bucket(grain: str, when: datetime) -> str:
     return when.strftime(_FORMAT[grain])
+
+
+PRUNE_BATCH = 5_000
+
+
+async def prune(engine: AsyncEngine, grain: str, before: datetime) -> int:
+    """Delete the `grain` rows whose bucket began before `before`, org by org and `PRUNE_BATCH` rows a transaction
+    (each batch found through the primary key's (org_id, grain, bucket) prefix), so upsert batches never wait long."""
+    if grain == "day":
+        raise ValueError("the day grain is what the usage APIs read: it is never pruned")
+    cut = bucket(grain, before)
+    r = usage_rollups.c
+    async with engine.connect() as conn:
+        orgs = [o for (o,) in (await conn.execute(select(r.org_id).distinct())).all()]
+    pg = engine.dialect.name == "postgresql"
+    total = 0
+    for org in orgs:
+        while True:
+            async with engine.begin() as conn:
+                if pg:
+                    done = await conn.execute(text(
+                        "DELETE FROM usage_rollups WHERE ctid IN (SELECT ctid FROM usage_rollups WHERE org_id = :o "
+                        "AND grain = :g AND bucket < :b LIMIT :n)"), {"o": org, "g": grain, "b": cut, "n": PRUNE_BATCH})
+                else:
+                    rowid = literal_column("rowid")
+                    some = (select(rowid).select_from(usage_rollups)
+                            .where(r.org_id == org, r.grain == grain, r.bucket < cut).limit(PRUNE_BATCH))
+                    done = await conn.execute(delete(usage_rollups).where(rowid.in_(some.scalar_subquery())))
+            n = int(done.rowcount or 0)
+            total += n
+            if n < PRUNE_BATCH:
+                break
+    return total
 
 
 def aggregate(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
