@@ -140,21 +140,22 @@ def _check_city(obj: object) -> None:
     jsonschema.validate(obj, CITY_SCHEMA)
 
 
-@pytest.mark.timeout(1200)  # 60 generations on a shared CPU
+@pytest.mark.timeout(1200)  # 31 generations on a shared CPU
 def test_json_mode_answers_that_stop_always_parse(client):
     """As a new user tries it: default sampling, different seeds. An answer cut by max_tokens may be unfinished
     JSON; one that ends with `stop` is whole, because the grammar only lets the model end a finished object."""
     finishes = []
-    for seed in range(50):
+    for seed in range(25):
         resp = client.chat.completions.create(model=SMOLLM2_ID, messages=CAT, max_tokens=40, seed=seed,
                                               response_format={"type": "json_object"})
         choice = resp.choices[0]
         finishes.append(choice.finish_reason)
         if choice.finish_reason == "stop":
             assert isinstance(json.loads(choice.message.content), dict), (seed, choice.message.content)
-    assert finishes.count("stop") >= 35, finishes  # most answers are whole, so the parse check above means something
+    # most answers are whole (46 of 50 seeds when measured), so the parse check above means something
+    assert finishes.count("stop") >= 17, finishes
     stopped = 0
-    for seed in range(10):
+    for seed in range(6):
         resp = client.chat.completions.create(
             model=SMOLLM2_ID, max_tokens=60, seed=seed,
             response_format={"type": "json_schema", "json_schema": {"name": "city", "schema": CITY_SCHEMA}},
@@ -162,7 +163,7 @@ def test_json_mode_answers_that_stop_always_parse(client):
         if resp.choices[0].finish_reason == "stop":
             stopped += 1
             _check_city(json.loads(resp.choices[0].message.content))
-    assert stopped >= 7
+    assert stopped >= 4  # 10 of 10 when measured
 
 
 def test_forced_tool_call(client):
