@@ -91,11 +91,12 @@ class Harness:
             "job_lease_seconds": LEASE, "shutdown_grace_seconds": GRACE, "usage_flush_seconds": 0.5}))
         self.procs: list[subprocess.Popen] = []
 
-    def _spawn(self, *args: str, log: str) -> subprocess.Popen:
+    def _spawn(self, *args: str, log: str, stdout: bool = False) -> subprocess.Popen:
+        err = (self.tmp / log).open("wb")
         proc = subprocess.Popen([sys.executable, "-m", "modelyard.cli", *args, "--config", str(self.config),
                                  "--data-dir", str(self.tmp / "data"), "--log-level", "info"],
-                                cwd=self.tmp, env=_env(), stdout=subprocess.DEVNULL,
-                                stderr=(self.tmp / log).open("wb"))
+                                cwd=self.tmp, env=_env(), stdout=err if stdout else subprocess.DEVNULL,
+                                stderr=err)
         self.procs.append(proc)
         return proc
 
@@ -115,7 +116,17 @@ class Harness:
         return proc, url
 
     def runner(self, name: str) -> subprocess.Popen:
-        return self._spawn("runner", "--name", name, log=f"{name}.log")
+        """A `modelyard runner` process, returned once it has started (its banner comes after the package's imports,
+        which on a loaded machine take tens of seconds: the test's own bounds must not include them)."""
+        proc = self._spawn("runner", "--name", name, log=f"{name}.log", stdout=True)
+        out = self.tmp / f"{name}.log"
+
+        def started() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(out.read_text()[-3000:])
+            return "Modelyard job runner" in out.read_text()
+        wait_until(started, 120, f"runner {name} to start")
+        return proc
 
     def query(self, fn: Any) -> Any:
         async def go() -> Any:
@@ -175,8 +186,8 @@ def test_sigterm_during_streams_and_a_job_loses_nothing(harness: Harness) -> Non
 
     server.send_signal(signal.SIGTERM)
     # handed back at SIGTERM, taken by the other runner as the same attempt (a lease expiry would make it 2)
-    picked = wait_until(lambda: (j := h.job(job_id)).lease_owner == "other-runner" and j, 30,
-                        "the other runner to take the job")
+    picked = wait_until(lambda: (j := h.job(job_id)).lease_owner == "other-runner" and j, 60,
+                        "the other runner to take the job")  # far below LEASE; attempts says which way it came
     assert picked.attempts == 1 and owner != "other-runner"
     assert server.wait(GRACE + 60) == 0
     for s in streams:
