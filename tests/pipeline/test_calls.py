@@ -3,6 +3,7 @@ authenticated request counts against its org's limits and carries the rate-limit
 
 from __future__ import annotations
 
+import time
 from typing import Any, Iterator
 
 import anthropic
@@ -137,6 +138,9 @@ def test_every_authenticated_request_counts_and_carries_the_rate_limit_headers(t
     plans = {"tiny": PlanConfig(limits=[{"scope": "org", "class": "api", "window": "minute", "count": 5}])}
     with running(make_settings(tmp_path, models=upstream_models(stub_server[0].url), plans=plans,
                                auth_cache_ttl=0.0)) as srv:
+        # the limits count in fixed minute windows: held a second into one, so the six requests never straddle two
+        now = time.time()
+        srv.app.state.ctx.gate.limits.clock = lambda: now - now % 60 + 1
         org = create_org(srv, "tiny")
         key = create_key(srv, org["id"], ["user:read", "user:write", "admin:read"])
         auth = {"Authorization": f"Bearer {key}"}
