@@ -144,7 +144,7 @@ def test_upkeep_prunes_minute_and_hour_rollups_past_their_days_and_keeps_days(da
     from datetime import timedelta
 
     from modelyard.pipeline.requestlog import Retention
-    from modelyard.store import rollups
+    from modelyard.store import repo as store_repo
     from modelyard.store.audit_repo import AuditRepo
     from modelyard.store.requestlog_repo import RequestLogRepo
 
@@ -163,8 +163,8 @@ def test_upkeep_prunes_minute_and_hour_rollups_past_their_days_and_keeps_days(da
         assert before["minute"] > before["hour"] > 0 and before["day"] > 0
         days_before = {org: await repo.totals(org, "2026-03-01", "2026-04-30", ("day",)) for org in ("org_a", "org_b")}
 
-        old = rollups.PRUNE_BATCH
-        rollups.PRUNE_BATCH = 7  # several batches per org
+        old = store_repo.DELETE_BATCH
+        store_repo.DELETE_BATCH = 7  # several batches per org
         try:
             # at 2026-03-31 00:01 with minutes kept 1 day and hours 2, every row is younger than its cut-off
             one_day = datetime(2026, 3, 31, 0, 1, tzinfo=timezone.utc)
@@ -187,6 +187,6 @@ def test_upkeep_prunes_minute_and_hour_rollups_past_their_days_and_keeps_days(da
             upkeep.clock = (datetime.now(timezone.utc) + timedelta(days=2)).timestamp
             assert (await upkeep.run_once())["audit"] == 1 and await audit.list(None) == []
         finally:
-            rollups.PRUNE_BATCH = old
+            store_repo.DELETE_BATCH = old
         await store.aclose()
     asyncio.run(go())

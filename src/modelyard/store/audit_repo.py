@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import insert, select
 
 from .paging import newest_first
 from .log_tables import audit_log
-from .repo import aware, new_id, utcnow
+from .repo import aware, delete_in_batches, new_id, utcnow
 
 # never kept in before/after, whatever a caller hands over
 SECRET_KEYS = frozenset({"secret", "secret_hash", "api_key", "password", "token", "webhook_secret", "key"})
@@ -39,17 +39,9 @@ class AuditRepo:
             await conn.execute(insert(audit_log).values(**row))
         return row
 
-    async def drop_before(self, cutoff: datetime, batch: int = 5_000) -> int:
-        """Retention (`audit_log_retention_days`): entries older than `cutoff`, deleted `batch` at a time by the
-        `at` index, so a writer never waits long behind it."""
-        total = 0
-        while True:
-            some = select(audit_log.c.id).where(audit_log.c.at < cutoff).limit(batch).scalar_subquery()
-            async with self.engine.begin() as conn:
-                n = int((await conn.execute(delete(audit_log).where(audit_log.c.id.in_(some)))).rowcount or 0)
-            total += n
-            if n < batch:
-                return total
+    async def drop_before(self, cutoff: datetime) -> int:
+        """Retention (`audit_log_retention_days`): entries older than `cutoff`, deleted in batches."""
+        return await delete_in_batches(self.engine, audit_log, audit_log.c.at < cutoff)
 
     async def list(self, org_id: str | None, *, action: str | None = None, start: datetime | None = None,
                    end: datetime | None = None, after: tuple[datetime, str] | None = None,

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from sqlalchemy import case, delete, func, insert, select, update
+from sqlalchemy import case, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -21,6 +21,25 @@ TOKEN_PREFIX = "myd_"  # recognizable in logs and by secret scanners
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+DELETE_BATCH = 5_000
+
+
+async def delete_in_batches(engine: Any, source: Any, *where: Any, batch: int | None = None) -> int:
+    """Delete the rows of `source` (a table, or a PostgreSQL partition) matching `where`, `batch` rows a
+    transaction, picked by their physical row id (`ctid` on PostgreSQL, `rowid` on SQLite): retention never holds a
+    lock long enough to stall the writers. The rows deleted."""
+    batch = batch or DELETE_BATCH
+    rid = literal_column("ctid" if engine.dialect.name == "postgresql" else "rowid")
+    total = 0
+    while True:
+        some = select(rid).select_from(source).where(*where).limit(batch).scalar_subquery()
+        async with engine.begin() as conn:
+            n = int((await conn.execute(delete(source).where(rid.in_(some)))).rowcount or 0)
+        total += n
+        if n < batch:
+            return total
 
 
 def new_id(prefix: str) -> str:

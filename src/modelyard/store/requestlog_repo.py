@@ -13,17 +13,15 @@ from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, literal_column, select, text, tuple_
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import column, delete, select, table, text, tuple_
 
 from .billing_repo import bound_waits, insert_new
 from .db import Store
 from .paging import newest_first
 from .log_tables import request_bodies, request_log
-from .repo import aware
+from .repo import DELETE_BATCH, aware, delete_in_batches
 
 log = logging.getLogger(__name__)
-DELETE_BATCH = 5_000
 PARTITION = "request_log_p"
 
 
@@ -181,44 +179,27 @@ class RequestLogRepo:
                         await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
                     dropped += 1
         # SQLite's whole table, or rows PostgreSQL kept in its default partition: deleted in batches
-        rows = await self._delete_batches(request_log, cutoff, "request_log_default" if self.pg else None)
-        bodies = await self._delete_batches(request_bodies, cutoff, None)
+        source = table("request_log_default", column("at")) if self.pg else request_log
+        rows = await delete_in_batches(self.engine, source, source.c.at < cutoff)
+        bodies = await delete_in_batches(self.engine, request_bodies, request_bodies.c.at < cutoff)
         return {"partitions": dropped, "rows": rows, "bodies": bodies}
 
     async def drop_org_before(self, org_id: str, cutoff: datetime) -> dict[str, int]:
         """An org's own, shorter retention: its rows and bodies logged before `cutoff`, deleted in batches."""
         out = {}
-        for table, key in ((request_log, ("id", "at")), (request_bodies, ("log_id",))):
+        # by key, not `delete_in_batches`' physical row id: on PostgreSQL these rows span day partitions, and a
+        # ctid is only unique within one
+        for t, key in ((request_log, ("id", "at")), (request_bodies, ("log_id",))):
             total = 0
             while True:
-                cols = [table.c[k] for k in key]
-                some = select(*cols).where(table.c.org_id == org_id, table.c.at < cutoff).limit(DELETE_BATCH)
+                cols = [t.c[k] for k in key]
+                some = select(*cols).where(t.c.org_id == org_id, t.c.at < cutoff).limit(DELETE_BATCH)
                 where = tuple_(*cols).in_(some) if len(cols) > 1 else cols[0].in_(some.scalar_subquery())
                 async with self.engine.begin() as conn:
-                    n = int((await conn.execute(delete(table).where(where))).rowcount or 0)
+                    n = int((await conn.execute(delete(t).where(where))).rowcount or 0)
                 total += n
                 if n < DELETE_BATCH:
                     break
-            out["rows" if table is request_log else "bodies"] = total
+            out["rows" if t is request_log else "bodies"] = total
         return out
 
-    async def _delete_batches(self, table: Any, cutoff: datetime, only: str | None) -> int:
-        total = 0
-        while True:
-            async with self.engine.begin() as conn:
-                n = await self._delete_some(conn, table, cutoff, only)
-            total += n
-            if n < DELETE_BATCH:
-                return total
-
-    async def _delete_some(self, conn: AsyncConnection, table: Any, cutoff: datetime, only: str | None) -> int:
-        if self.pg:
-            source = only or table.name
-            done = await conn.execute(text(
-                f"DELETE FROM {source} WHERE ctid IN (SELECT ctid FROM {source} WHERE at < :cut LIMIT :n)"),
-                {"cut": cutoff, "n": DELETE_BATCH})
-        else:
-            rowid = literal_column("rowid")
-            some = select(rowid).select_from(table).where(table.c.at < cutoff).limit(DELETE_BATCH)
-            done = await conn.execute(delete(table).where(rowid.in_(some.scalar_subquery())))
-        return int(done.rowcount or 0)

@@ -17,11 +17,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import case, delete, func, literal_column, select, text
+from sqlalchemy import case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .log_tables import GRAINS, usage_rollups
+from .repo import delete_in_batches
 
 KEY = ("org_id", "grain", "bucket", "token_id", "model_id", "task", "status")
 SUMS = ("requests", "flagged", "input_tokens", "output_tokens", "price_micros", "latency_ms")
@@ -35,37 +36,17 @@ def bucket(grain: str, when: datetime) -> str:
     return when.strftime(_FORMAT[grain])
 
 
-PRUNE_BATCH = 5_000
-
-
 async def prune(engine: AsyncEngine, grain: str, before: datetime) -> int:
-    """Delete the `grain` rows whose bucket began before `before`, org by org and `PRUNE_BATCH` rows a transaction
-    (each batch found through the primary key's (org_id, grain, bucket) prefix), so upsert batches never wait long."""
+    """Delete the `grain` rows whose bucket began before `before`, org by org in batches (each found through the
+    primary key's (org_id, grain, bucket) prefix), so upsert batches never wait long."""
     if grain == "day":
         raise ValueError("the day grain is what the usage APIs read: it is never pruned")
     cut = bucket(grain, before)
     r = usage_rollups.c
     async with engine.connect() as conn:
         orgs = [o for (o,) in (await conn.execute(select(r.org_id).distinct())).all()]
-    pg = engine.dialect.name == "postgresql"
-    total = 0
-    for org in orgs:
-        while True:
-            async with engine.begin() as conn:
-                if pg:
-                    done = await conn.execute(text(
-                        "DELETE FROM usage_rollups WHERE ctid IN (SELECT ctid FROM usage_rollups WHERE org_id = :o "
-                        "AND grain = :g AND bucket < :b LIMIT :n)"), {"o": org, "g": grain, "b": cut, "n": PRUNE_BATCH})
-                else:
-                    rowid = literal_column("rowid")
-                    some = (select(rowid).select_from(usage_rollups)
-                            .where(r.org_id == org, r.grain == grain, r.bucket < cut).limit(PRUNE_BATCH))
-                    done = await conn.execute(delete(usage_rollups).where(rowid.in_(some.scalar_subquery())))
-            n = int(done.rowcount or 0)
-            total += n
-            if n < PRUNE_BATCH:
-                break
-    return total
+    return sum([await delete_in_batches(engine, usage_rollups, r.org_id == org, r.grain == grain, r.bucket < cut)
+                for org in orgs])
 
 
 def aggregate(rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
