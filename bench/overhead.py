@@ -11,6 +11,8 @@ microsecond they spend is taken from the gateway under test. Otherwise a Python 
 `--metrics-off` adds a second Modelyard per worker count, `modelyard-nomet`, with Prometheus metrics off
 (`metrics_enabled: false`), measured right after the first on the same load: the `cpu us/req` columns of the two
 say what metrics cost a call (with `--workers 2`, metrics live in prometheus-client's per-process files).
+`--observability-off` adds `modelyard-obsoff` likewise, with metrics and the request log both off (issue 16's "on vs
+off"), and prints the median of the per-round CPU-per-request ratios of the default gateway against it.
 
 `--workers 1,2` runs one Modelyard (`serve --workers N`) and one LiteLLM (`--num_workers N`) per count, all started
 once and measured in turns. `--repeats R` measures every target R times, interleaved (direct, each gateway, then
@@ -269,6 +271,8 @@ def main() -> int:
                     help="give the gateway under test its own core (the last one); stub and client get the rest")
     ap.add_argument("--metrics-off", action="store_true",
                     help="also measure a Modelyard with metrics off (metrics_enabled: false) beside the default one")
+    ap.add_argument("--observability-off", action="store_true",
+                    help="also measure a Modelyard with metrics and the request log off, and the CPU it saves a call")
     ap.add_argument("--workers", default="1", help="comma-separated gateway process counts (Modelyard and LiteLLM)")
     ap.add_argument("--repeats", type=int, default=1, help="measure every target this many times, interleaved")
     ap.add_argument("--profile", action="store_true", help="py-spy each Modelyard during its first measurement")
@@ -307,15 +311,21 @@ def main() -> int:
     log = open(os.environ.get("MODELYARD_BENCH_LOG", os.devnull), "w")
     targets: list[Target] = []
     for n in worker_counts:
-        for metrics in ([True, False] if args.metrics_off else [True]):
+        variants = [("modelyard", True, True)]
+        if args.metrics_off:
+            variants.append(("modelyard-nomet", False, True))
+        if args.observability_off:
+            variants.append(("modelyard-obsoff", False, False))
+        for label, metrics, request_log in variants:
             port = free_port()
             gateway = subprocess.Popen(
                 [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
                  "--data-dir", tempfile.mkdtemp(prefix="modelyard-bench-gw-"), "--workers", str(n)],
-                env={**env, "MODELYARD_METRICS_ENABLED": "true" if metrics else "false"}, stdout=log, stderr=log,
-                preexec_fn=pinned("gateway"))
+                env={**env, "MODELYARD_METRICS_ENABLED": "true" if metrics else "false",
+                     "MODELYARD_REQUEST_LOG_ENABLED": "true" if request_log else "false"},
+                stdout=log, stderr=log, preexec_fn=pinned("gateway"))
             procs.append(gateway)
-            name = ("modelyard" if metrics else "modelyard-nomet") + ("" if worker_counts == [1] else f"-w{n}")
+            name = label + ("" if worker_counts == [1] else f"-w{n}")
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {KEY}"},
                                   b"bench", gateway.pid))
     try:
@@ -373,6 +383,13 @@ def main() -> int:
                 for out, label in profiles:
                     profile_report(out, label)
                 for n in worker_counts:
+                    suffix = "" if worker_counts == [1] else f"-w{n}"
+                    on, off = rounds.get("modelyard" + suffix), rounds.get("modelyard-obsoff" + suffix)
+                    if on and off:
+                        extra = [a["cpu"] / b["cpu"] - 1 for a, b in zip(on, off) if b["cpu"]]
+                        print(f"{mode:<6} {c:>5} modelyard{suffix} cpu/req with metrics and the request log on vs "
+                              f"off: min {min(extra) * 100:+.1f}%, median {med(extra) * 100:+.1f}% "
+                              f"({med(a['cpu'] for a in on):.0f} vs {med(b['cpu'] for b in off):.0f} us)", flush=True)
                     ours, theirs = (("modelyard", "litellm") if worker_counts == [1]
                                     else (f"modelyard-w{n}", f"litellm-w{n}"))
                     if rounds.get(theirs):

@@ -139,3 +139,42 @@ def test_a_row_reads_back_as_it_was_written(database_url):
         assert got == {k: v for k, v in row.items() if k != "at"}
         await store.aclose()
     asyncio.run(go())
+
+
+def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_url):
+    """The writer hands rows over as lists in ROW order (what the spool keeps); older spools hold dicts. Both land
+    the same, and `at` comes back to the microsecond, including a time whose microseconds round up to a second."""
+    from modelyard.pipeline.requestlog import RequestLog
+    from modelyard.store.requestlog_repo import ROW
+    from modelyard.store.writebehind import WriteBehind
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        repo = RequestLogRepo(store)
+        times = [START.timestamp() + 0.123456, START.timestamp() + 59.9999996, START.timestamp() + 3600]
+        # the third as a datetime: what a caller that has one may pass
+        as_list = [[t if i != 2 else datetime.fromtimestamp(t, timezone.utc), *(_row(i, START)[k] for k in ROW[1:])]
+                   for i, t in enumerate(times)]
+        as_dict = [{**_row(10 + i, START), "at": t} for i, t in enumerate(times)]
+        await repo.insert_many(as_list + as_dict)
+        got = {e["id"]: e for e in await repo.list("org_a", limit=10)}
+        for i, t in enumerate(times):
+            want = datetime.fromtimestamp(t, timezone.utc)
+            for key in (f"use_{i}", f"use_{10 + i}"):
+                assert datetime.fromisoformat(got[key]["at"]) == want, (key, got[key]["at"], want)
+                assert got[key]["request_id"] == f"req_{key[4:]}" and got[key]["price_micros"] == 3
+        # what the writer encodes is what the insert takes: a call recorded, encoded and written
+        log = RequestLog(store, WriteBehind(None))
+        log.record("use_rec", "org_a", "tok_1", "m", "chat", None,
+                   {"path": "/v1/chat/completions", "state": {"request_id": "req_rec"},
+                    "headers": [(b"traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]},
+                   True, 200, 5, None, None, 0, None)
+        encoded = [log._row(p) for p in log.writer.queued("request_log")]
+        assert len(encoded[0]) == len(ROW)
+        await repo.insert_many(encoded)
+        (entry,) = await repo.get("req_rec", "org_a")
+        assert entry["trace_id"] == "a" * 32 and entry["route"] == "/v1/chat/completions" and entry["status"] == "ok"
+        await store.engine.dispose()
+
+    asyncio.run(go())

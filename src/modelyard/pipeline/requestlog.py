@@ -101,19 +101,19 @@ class RequestLog:
         self.writer.put(BODIES, (log_id, time.time(), org_id, scope, request, response, mode))
 
     @staticmethod
-    def _row(raw: tuple[Any, ...]) -> dict[str, Any]:
+    def _row(raw: tuple[Any, ...]) -> list[Any]:
+        """The row as a JSON-able list in `ROW` order (what the spool keeps and the insert binds as it is)."""
         (log_id, at, org_id, token_id, model_id, task, deployment, scope, ok, http_status, latency_ms, ttft_ms,
          units, price, error_code, job_id, request_id, route) = raw
         if scope is not None:
             request_id = request_id or (scope.get("state") or {}).get("request_id")
             route = route or scope.get("path")
-        return {"id": log_id, "at": at, "org_id": org_id, "token_id": token_id, "model_id": model_id,
-                "task": task, "deployment": deployment, "route": (route or "")[:300] or None,
-                "status": "ok" if ok else "failed", "http_status": http_status, "latency_ms": latency_ms,
-                "ttft_ms": ttft_ms, "input_tokens": units.input_tokens if units and ok else 0,
-                "output_tokens": units.output_tokens if units and ok else 0, "price_micros": price,
-                "request_id": request_id, "error_code": (error_code or None) and error_code[:80],
-                "trace_id": trace_id(scope.get("headers")) if scope is not None else None, "job_id": job_id}
+        counted = units is not None and ok
+        return [at, log_id, org_id, token_id, model_id, task, deployment, (route or "")[:300] or None,
+                "ok" if ok else "failed", http_status, latency_ms, ttft_ms,
+                units.input_tokens if counted else 0, units.output_tokens if counted else 0, price, request_id,
+                trace_id(scope.get("headers")) if scope is not None else None,
+                (error_code or None) and error_code[:80], job_id]
 
     @staticmethod
     def _body(raw: tuple[Any, ...]) -> dict[str, Any]:
