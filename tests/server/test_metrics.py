@@ -238,7 +238,11 @@ def test_workers_2_metrics_are_the_whole_servers(tmp_path: Path) -> None:
 
     try:
         wait_until(both_served, 120, "calls to reach both worker processes")
-        for _ in range(3):  # whichever worker answers the scrape, the totals are the server's
+        # each worker copies its numbers into its file once a second: then, whichever worker answers the scrape,
+        # the totals are the server's
+        wait_until(lambda: value(httpx.get(url + "/metrics", timeout=30).text, "modelyard_requests_total",
+                                 model="echo", status_class="2xx") == sent, 30, "both workers' counts in a scrape")
+        for _ in range(3):
             text = httpx.get(url + "/metrics", timeout=30).text
             assert value(text, "modelyard_requests_total", model="echo", status_class="2xx") == sent
             assert value(text, "modelyard_deployment_requests_total", model="echo", outcome="success") == sent

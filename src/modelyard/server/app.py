@@ -38,6 +38,7 @@ from ..storage import build_storage
 from ..store.audit_repo import AuditRepo
 from ..store.repo import OrgRepo, new_secret
 from ..telemetry import Metrics
+from ..telemetry.metrics import multiprocess
 from ..tracing import build_tracing
 from ..store.db import Store
 from ..store.secrets import secret_box
@@ -137,6 +138,8 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
         await ctx.gate.start(ctx.router, catalog)
         await ctx.responses.start()
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
+        if metrics is not None and multiprocess():  # `serve --workers N`: values reach the shared files
+            tasks.append(asyncio.create_task(metrics.sync_forever()))
         agent = None
         if settings.worker is not None:
             agent = WorkerAgent(settings.worker, serving_key, _announced(catalog), ctx.router)

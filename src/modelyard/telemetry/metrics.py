@@ -2,12 +2,14 @@
 
 Two apps in one process never share a counter: each `Metrics` builds its own families on its own
 `CollectorRegistry` (lock-free ones from values.py: the hot path only adds to plain numbers). Under `serve --workers N` the CLI points `PROMETHEUS_MULTIPROC_DIR` at a fresh folder before the
-worker processes start, so prometheus-client keeps every value in a per-process file and a scrape, answered by any
-one worker, sums the files: the numbers are the whole server's (see docs/metrics.md for each gauge's rule).
+worker processes start; each worker copies its numbers into prometheus-client's per-process files once a second
+(`sync`), and a scrape, answered by any one worker, sums the files: the numbers are the whole server's, the other
+workers' as of their last second (see docs/metrics.md for each gauge's rule).
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -51,26 +53,31 @@ class Metrics:
         own, otel = names in ("modelyard", "both"), names in ("otel", "both")
         call = ["dialect", "model", "task"]
         shared = multiprocess()  # values in prometheus-client's per-process files; else plain numbers (values.py)
+        # Either way the hot path adds to our lock-free families. Under multiprocess mode each is mirrored by a
+        # prometheus-client metric whose per-process file `sync` brings up to date (once a second, and before a
+        # scrape): a call then costs plain additions, not a dozen locked writes to a memory-mapped file.
+        self._mirrors: list[tuple[Family, Any, dict[tuple[str, ...], Any]]] = []
 
-        def add(family: Family) -> Family:
-            r.register(family)
+        def add(family: Family, mirror: Any = None) -> Family:
+            if mirror is None:
+                r.register(family)
+            else:
+                self._mirrors.append((family, mirror, {}))
             return family
 
         def counter(name: str, doc: str, labels: Any = (), *, registry: Any) -> Any:
-            return Counter(name, doc, labels, registry=r) if shared else add(Family("counter", name, doc, labels))
+            return add(Family("counter", name, doc, labels), Counter(name, doc, labels, registry=r) if shared else None)
 
         def gauge(name: str, doc: str, labels: Any = (), *, registry: Any, multiprocess_mode: str) -> Any:
-            if shared:
-                return Gauge(name, doc, labels, registry=r, multiprocess_mode=multiprocess_mode)
-            return add(Family("gauge", name, doc, labels))
+            return add(Family("gauge", name, doc, labels),
+                       Gauge(name, doc, labels, registry=r, multiprocess_mode=multiprocess_mode) if shared else None)
 
         def histogram(name: str, doc: str, labels: Any = (), *, registry: Any, buckets: Any) -> Any:
-            if shared:
-                return Histogram(name, doc, labels, registry=r, buckets=buckets)
-            return add(Family("histogram", name, doc, labels, buckets))
+            return add(Family("histogram", name, doc, labels, buckets),
+                       Histogram(name, doc, labels, registry=r, buckets=buckets) if shared else None)
 
         def summary(name: str, doc: str, labels: Any = (), *, registry: Any) -> Any:
-            return Summary(name, doc, labels, registry=r) if shared else add(Family("summary", name, doc, labels))
+            return add(Family("summary", name, doc, labels), Summary(name, doc, labels, registry=r) if shared else None)
 
         # ---- calls (the call path)
         self.requests = counter("modelyard_requests", "Calls through the call path, by how they ended (status class "
@@ -245,9 +252,40 @@ class Metrics:
 
     # ---------------------------------------------------------------- the scrape
 
+    def sync(self) -> None:
+        """Multiprocess mode: write what changed since the last sync into this process's value files, as totals
+        (each file is this process's alone). Counters and histograms go through the values prometheus-client's
+        own `inc` and `observe` add to (`_value`; `_buckets`, one per bound, not cumulative, and `_sum`; a
+        summary's `_count` and `_sum`); gauges through `set`, which also stamps the live-most-recent ones."""
+        for family, mirror, seen in self._mirrors:
+            kind = family.kind
+            for key, child in list(family.children.items()):
+                now = child.value if kind in ("counter", "gauge") else (child.sum, *child.counts)
+                if seen.get(key) == now:
+                    continue
+                seen[key] = now
+                target = mirror.labels(*key) if key else mirror
+                if kind == "gauge":
+                    target.set(now)
+                elif kind == "counter":
+                    target._value.set(now)
+                elif kind == "summary":
+                    target._count.set(sum(child.counts))
+                    target._sum.set(child.sum)
+                else:
+                    target._sum.set(child.sum)
+                    for value, n in zip(target._buckets, child.counts):
+                        value.set(n)
+
+    async def sync_forever(self, every: float = 1.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.sync()
+
     def exposition(self) -> bytes:
         """The text format: this registry's values, or under multiprocess mode every process's files, merged."""
         if multiprocess():
+            self.sync()  # this process's own numbers as of now; the others' as of their last sync (≤ 1 s)
             merged = CollectorRegistry()
             MultiProcessCollector(merged, path=os.environ[MULTIPROC_ENV])
             return generate_latest(merged)
@@ -256,4 +294,5 @@ class Metrics:
     def close(self) -> None:
         """At shutdown: this process's live gauges leave the sums (multiprocess mode)."""
         if multiprocess():
+            self.sync()  # the last calls' counts stay in this process's files (counters outlive it)
             mark_process_dead(os.getpid(), os.environ[MULTIPROC_ENV])

@@ -3,9 +3,9 @@
 prometheus-client's own metrics take a lock on every increment (they allow any thread), about a microsecond each;
 a call touches a dozen. Everything that updates these runs on the server's event loop thread, so a plain `+=` is
 safe, and a family here is a custom collector: the scrape reads the numbers into prometheus-client's metric families
-and prometheus-client writes the text. Under multiprocess mode (`serve --workers N`) the values must live in
-prometheus-client's per-process files, so `Metrics` uses its metrics there instead; both offer the same
-`labels(...)` children with `inc`, `dec`, `set` and `observe`.
+and prometheus-client writes the text. Under multiprocess mode (`serve --workers N`) the values must reach
+prometheus-client's per-process files: the hot path still adds to these, and `Metrics.sync` copies what changed into
+mirrored prometheus-client metrics once a second and before a scrape.
 """
 
 from __future__ import annotations
