@@ -10,7 +10,8 @@ microsecond they spend is taken from the gateway under test. Otherwise a Python 
 
 `--metrics-off` adds a second Modelyard per worker count, `modelyard-nomet`, with Prometheus metrics off
 (`metrics_enabled: false`), measured right after the first on the same load: the `cpu us/req` columns of the two
-say what metrics cost a call (with `--workers 2`, metrics live in prometheus-client's per-process files).
+say what metrics cost a call (with `--workers 2`, each worker also copies them into prometheus-client's
+per-process files once a second).
 `--observability-off` adds `modelyard-obsoff` likewise, with metrics and the request log both off (issue 16's "on vs
 off"), and prints the median of the per-round CPU-per-request ratios of the default gateway against it.
 

@@ -175,6 +175,6 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
         await repo.insert_many(encoded)
         (entry,) = await repo.get("req_rec", "org_a")
         assert entry["trace_id"] == "a" * 32 and entry["route"] == "/v1/chat/completions" and entry["status"] == "ok"
-        await store.engine.dispose()
+        await store.aclose()
 
     asyncio.run(go())
