@@ -178,3 +178,39 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
         await store.aclose()
 
     asyncio.run(go())
+
+
+def test_a_batch_of_any_size_lands_once_in_multi_row_statements(database_url):
+    """SQLite takes a batch as statements of PAGE rows and then halving pages (one GIL release per statement, not
+    per row): every size from 1 to past two pages lands whole, each row as it was sent, and a replayed batch that
+    overlaps what is there (the spool after a write that did commit) adds only what is new."""
+    from modelyard.store.requestlog_repo import PAGE, ROW
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        repo = RequestLogRepo(store)
+        n = 0
+        for size in (1, 2, 3, PAGE - 1, PAGE, PAGE + 1, 2 * PAGE + PAGE // 2 + 7):
+            batch = []
+            for i in range(n, n + size):
+                row = _row(i, START + timedelta(seconds=i))
+                row["latency_ms"], row["input_tokens"] = i, i * 7
+                batch.append([row[k] for k in ROW])
+            await repo.insert_many(batch)
+            n += size
+            assert await _count(store, request_log) == n, size
+        got = {e["id"]: e for e in await repo.list("org_a", limit=n + 10)}
+        assert len(got) == n
+        for i in range(n):
+            e = got[f"use_{i}"]
+            assert (e["latency_ms"], e["input_tokens"], e["request_id"]) == (i, i * 7, f"req_{i}")
+            assert datetime.fromisoformat(e["at"]) == START + timedelta(seconds=i)
+        # a replay of the last rows plus new ones: the old are skipped by their key, the new written
+        replay = [[r[k] for k in ROW] for r in (_row(i, START + timedelta(seconds=i)) for i in range(n - 40, n + 60))]
+        await repo.insert_many(replay)
+        assert await _count(store, request_log) == n + 60
+        assert (await repo.get(f"req_{n - 1}", "org_a"))[0]["latency_ms"] == n - 1  # the first write is kept
+        await store.aclose()
+
+    asyncio.run(go())

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -83,13 +84,20 @@ IDLE_CHECK_SECONDS = 10.0
 # a chunk's) never count; cycles still go, a little later.
 GC_THRESHOLDS = (50_000, 10, 10)
 
+# How long a thread may keep the GIL while another waits for it, in a server process (CPython's default: 5 ms).
+# The write-behind's database calls run on threads (aiosqlite, the rows' encoding); while the event loop is busy
+# serving calls, each of their hand-backs waited out the whole interval, so under a saturating load (bench/overhead.py
+# at 16 connections) a flush ran past its 1 s stuck bound and was spooled: 38,903 records in one run, none at 0.5 ms.
+# A waiting event loop gets the GIL back sooner too; the price is more switches while two threads run Python.
+SWITCH_INTERVAL = 0.0005
+
 
 def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> FastAPI:
     """`freeze_gc`: a server process (not a test) sets it; once started, everything alive is moved out of the
     cyclic collector's sight (`gc.freeze`), so that a full collection scans only what requests made since, not
     the ~150,000 objects of the imported modules (otherwise one costs 60-300 ms: a stall every open stream
     feels), and the youngest generation is collected every 50,000 net allocations rather than 700
-    (`GC_THRESHOLDS`; see docs/performance.md)."""
+    (`GC_THRESHOLDS`; see docs/performance.md); threads hand the GIL back after 0.5 ms (`SWITCH_INTERVAL`)."""
     settings = settings or load_settings()
     catalog = build_catalog(settings)
     # a model host keeps no database secrets; a gateway seals workers' serving keys with this
@@ -168,6 +176,7 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
             gc.collect()  # start-up's garbage goes now rather than staying frozen
             gc.freeze()
             gc.set_threshold(*GC_THRESHOLDS)
+            sys.setswitchinterval(SWITCH_INTERVAL)
         try:
             yield
         finally:

@@ -9,7 +9,9 @@ writer never waits long behind retention.
 from __future__ import annotations
 
 import logging
+import sqlite3
 import time
+from itertools import chain
 from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -24,6 +26,8 @@ from .repo import DELETE_BATCH, aware, delete_in_batches
 
 log = logging.getLogger(__name__)
 PARTITION = "request_log_p"
+# rows per SQLite statement (19 parameters each): within the 999 parameters SQLite allowed before 3.32
+PAGE = 128 if sqlite3.sqlite_version_info >= (3, 32) else 32
 
 
 def _day(d: datetime) -> datetime:
@@ -78,7 +82,7 @@ class RequestLogRepo:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
         self.pg = self.engine.dialect.name == "postgresql"
-        self._insert_sql: str | None = None
+        self._inserts: dict[int, str] = {}  # rows a statement → its SQL
         # `at` as the driver takes it: SQLite the text SQLAlchemy's DATETIME stores (formatted here, see
         # _SQLiteTime), asyncpg a datetime
         dialect = self.engine.dialect
@@ -88,35 +92,55 @@ class RequestLogRepo:
     # ---------------------------------------------------------------- writes (the write-behind's sinks)
 
     async def insert_many(self, records: list[Any]) -> None:
-        """One executemany of plain tuples through the driver, skipping SQLAlchemy's per-row parameter processing;
-        a row already there (a replayed batch) is skipped by its key. A record is a list in `ROW` order (what the
-        writer encodes) or a dict by column name (older spools, tests). Measured per row on SQLite
-        (docs/performance.md, "Request log and metrics"): driver tuples instead of SQLAlchemy's parameters saved
-        14.3 of 48.8 µs; lists instead of dicts and the cached time format another 4 of ~12 µs of Python."""
+        """Writes a batch, skipping a row already there (a replayed batch) by its key. A record is a list in `ROW`
+        order (what the writer encodes) or a dict by column name (older spools, tests). Rows go to the driver as
+        plain tuples, not through SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a row saved), with
+        `at` formatted once per second on SQLite (docs/performance.md, "Request log and metrics").
+
+        On SQLite the rows go as multi-row statements of up to `PAGE` rows. The stdlib driver releases the GIL
+        around every statement step, and an executemany steps once per row: with the event loop busy serving
+        calls, each step then waits up to the interpreter's 5 ms switch interval to get the GIL back, so a
+        1,000-row batch took seconds, ran past the write-behind's stuck bound and was spooled and replayed. One
+        step per page waits 1/PAGE as often. asyncpg's executemany pipelines in C on the loop: one statement."""
         if not records:
             return
-        sql = self._insert_sql or self._build_insert()
         bind_at = self._bind_at
         rows = [(bind_at(r[0]), *r[1:]) if type(r) is not dict else (bind_at(r["at"]), *_FROM_DICT(r))
                 for r in records]
         async with self.engine.begin() as conn:
             await bound_waits(conn)
-            await conn.exec_driver_sql(sql, rows)
+            if self.pg:
+                await conn.exec_driver_sql(self._insert(1), rows)
+                return
+            full = len(rows) - len(rows) % PAGE
+            if full:
+                await conn.exec_driver_sql(self._insert(PAGE), [
+                    tuple(chain.from_iterable(rows[i:i + PAGE])) for i in range(0, full, PAGE)])
+            i, size = full, PAGE // 2
+            while i < len(rows) and size:  # the rest in halving pages: a few statement shapes, each prepared once
+                if len(rows) - i >= size:
+                    await conn.exec_driver_sql(self._insert(size), tuple(chain.from_iterable(rows[i:i + size])))
+                    i += size
+                size //= 2
 
-    def _build_insert(self) -> str:
-        style = self.engine.dialect.paramstyle
-        n = len(ROW)
-        if style == "qmark":
-            marks = ", ".join("?" * n)
-        elif style == "numeric_dollar":
-            marks = ", ".join(f"${i}" for i in range(1, n + 1))
-        elif style == "format":
-            marks = ", ".join(["%s"] * n)
-        else:  # pragma: no cover - the two supported drivers are above
-            raise RuntimeError(f"request log: no insert for paramstyle {style}")
-        self._insert_sql = (f"INSERT INTO request_log ({', '.join(ROW)}) VALUES ({marks}) "
-                            f"ON CONFLICT (id, at) DO NOTHING")
-        return self._insert_sql
+    def _insert(self, rows: int) -> str:
+        """`INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING` for `rows` rows in the driver's parameter style."""
+        sql = self._inserts.get(rows)
+        if sql is None:
+            style, n = self.engine.dialect.paramstyle, len(ROW)
+            if style == "qmark":
+                one = "(" + ", ".join("?" * n) + ")"
+                values = ", ".join([one] * rows)
+            elif style == "numeric_dollar":
+                values = ", ".join("(" + ", ".join(f"${r * n + i}" for i in range(1, n + 1)) + ")"
+                                   for r in range(rows))
+            elif style == "format":
+                values = ", ".join(["(" + ", ".join(["%s"] * n) + ")"] * rows)
+            else:  # pragma: no cover - the two supported drivers are above
+                raise RuntimeError(f"request log: no insert for paramstyle {style}")
+            sql = self._inserts[rows] = (f"INSERT INTO request_log ({', '.join(ROW)}) VALUES {values} "
+                                         f"ON CONFLICT (id, at) DO NOTHING")
+        return sql
 
     async def insert_bodies(self, records: list[dict[str, Any]]) -> None:
         rows = [{**r, "at": _when(r["at"])} for r in records]
