@@ -16,6 +16,7 @@ import glob
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -60,6 +61,25 @@ def _instructions(out_dir: str, pid: int) -> int:
     return int(found.group(1))
 
 
+def _count(pid: int, out_dir: str, work: Any) -> int:
+    """Instructions the gateway executes while `work()` runs (its counters zeroed before, dumped after)."""
+    subprocess.run(["callgrind_control", "-z", str(pid)], check=True, capture_output=True)
+    work()
+    subprocess.run(["callgrind_control", "-d", str(pid)], check=True, capture_output=True)
+    return _instructions(out_dir, pid)
+
+
+def _drained(base: str, timeout: float = 60.0) -> dict[str, int]:
+    """Waits until the gateway's write-behind has nothing queued or spooled (`/readyz`); returns how many records
+    it has spooled so far (a write that ran past its bound: spooled and replayed, more work than a plain write)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = httpx.get(base + "/readyz", timeout=30).json().get("write_behind") or {}
+        if (stats.get("queued", 0) == 0 and stats.get("spool_records", 0) == 0) or time.monotonic() > deadline:
+            return {"spooled": int(stats.get("spooled", 0))}
+        time.sleep(0.2)
+
+
 def _pg_database(base: str) -> tuple[str, Any]:
     """A fresh database on the server of `base` for one run (bench/writer.py makes it), and how to drop it."""
     import asyncio
@@ -74,7 +94,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--calls", type=int, default=400, help="measured calls per mode")
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
+    ap.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured before each cycle")
+    ap.add_argument("--cycles", type=int, default=3,
+                    help="idle, JSON and streamed windows measured this many times in turn (min and median printed)")
     ap.add_argument("--metrics", choices=["on", "off"], default="on", help="Prometheus metrics in the gateway")
     ap.add_argument("--request-log", choices=["on", "off"], default="on",
                     help="the request log (one row per call, written in batches by the write-behind)")
@@ -114,25 +136,34 @@ def main() -> int:
     base = f"http://127.0.0.1:{gw_port}"
     try:
         _wait(base + "/healthz", gateway, args.start_timeout)
-        # what the gateway spends with nothing to do (background flushes, pollers), per second of wall time:
-        # under valgrind calls are slow, so time-based work would otherwise inflate the per-call figure
-        subprocess.run(["callgrind_control", "-z", str(gateway.pid)], check=True, capture_output=True)
-        time.sleep(args.idle)
-        subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)
-        idle = _instructions(data, gateway.pid) / args.idle
-        print(f"metrics {args.metrics}, request log {args.request_log}, "
-              f"{'PostgreSQL' if args.postgres else 'SQLite'}; idle: {idle:,.0f} instructions/s")
-        print(f"{'mode':<8} {'calls':>6} {'instructions/call':>18} {'less idle':>10}")
-        for mode, model, stream in (("json", "bench", False), ("stream", "bench-sse", True)):
+        for model, stream in (("bench", False), ("bench-sse", True)):
             _calls(base, model, stream, args.warmup)
-            subprocess.run(["callgrind_control", "-z", str(gateway.pid)], check=True, capture_output=True)
-            started = time.monotonic()
-            _calls(base, model, stream, args.calls)
-            subprocess.run(["callgrind_control", "-d", str(gateway.pid)], check=True, capture_output=True)
-            spent = time.monotonic() - started
-            total = _instructions(data, gateway.pid)
-            print(f"{mode:<8} {args.calls:>6} {total / args.calls:>18,.0f} {(total - idle * spent) / args.calls:>10,.0f}",
-                  flush=True)
+        _drained(base)
+        print(f"metrics {args.metrics}, request log {args.request_log}, "
+              f"{'PostgreSQL' if args.postgres else 'SQLite'}; {args.calls} calls a mode, {args.cycles} cycles")
+        print(f"{'cycle':>5} {'idle/s':>12} {'json/call':>11} {'less idle':>10} {'stream/call':>12} {'less idle':>10}"
+              f" {'spooled':>8}", flush=True)
+        rows = []
+        for cycle in range(1, args.cycles + 1):
+            # what the gateway spends with nothing to do (pollers, the write-behind's tick), per second of wall
+            # time: under valgrind calls are slow, so time-based work would otherwise inflate the per-call figure
+            idle = _count(gateway.pid, data, lambda: time.sleep(args.idle)) / args.idle
+            row: list[float] = [idle]
+            for model, stream in (("bench", False), ("bench-sse", True)):
+                started = time.monotonic()
+                # the window ends once the write-behind has written these calls' rows: their cost is the calls'
+                total = _count(gateway.pid, data, lambda: (_calls(base, model, stream, args.calls), _drained(base)))
+                spent = time.monotonic() - started
+                row += [total / args.calls, (total - idle * spent) / args.calls]
+            spooled = _drained(base)["spooled"]
+            rows.append(row)
+            print(f"{cycle:>5} {row[0]:>12,.0f} {row[1]:>11,.0f} {row[2]:>10,.0f} {row[3]:>12,.0f} {row[4]:>10,.0f}"
+                  f" {spooled:>8}", flush=True)
+        cols = list(zip(*rows))
+        print(f"{'min':>5} {min(cols[0]):>12,.0f} " + " ".join(
+            f"{min(c):>{w},.0f}" for c, w in zip(cols[1:], (11, 10, 12, 10))))
+        print(f"{'med':>5} {statistics.median(cols[0]):>12,.0f} " + " ".join(
+            f"{statistics.median(c):>{w},.0f}" for c, w in zip(cols[1:], (11, 10, 12, 10))))
     finally:
         for p in (gateway, stub):
             p.terminate()

@@ -19,7 +19,8 @@ off"), and prints the median of the per-round CPU-per-request ratios of the defa
 once and measured in turns. `--repeats R` measures every target R times, interleaved (direct, each gateway, then
 again), and prints min / median requests/s, the median p50/p99 and what each gateway adds to the direct p50, and the
 median of the per-round modelyard/litellm ratios: on a shared 2-core machine absolute numbers move ±40% between
-runs, ratios taken side by side in one round much less. `cpu us/req` sums the gateway's processes (its workers).
+runs, ratios taken side by side in one round much less. `cpu us/req` sums the gateway's processes (its workers),
+from before the load to when its write-behind has written the load's usage and request-log rows (`/readyz`).
 
 `--profile` samples each Modelyard with py-spy (`pip install py-spy`; `--gil`: only threads running Python) during its first measurement of every mode and
 connection count, and prints where its CPU went: the share of samples by area (our code by package, the HTTP
@@ -44,6 +45,7 @@ from pathlib import Path
 import re
 
 import aiohttp
+import httpx
 
 HERE = Path(__file__).parent
 KEY = "myd_bench-admin-key-0123456789abcdef"
@@ -243,6 +245,27 @@ def cpu_seconds(pid: int | None) -> float:
     return total
 
 
+def written(t: Target, probes: int = 1, timeout: float = 60.0) -> int:
+    """Waits until a Modelyard's write-behind has written what the last load queued (`/readyz`: nothing queued or
+    spooled, `probes` answers in a row, each on a new connection, so `--workers N` is likely asked in every worker),
+    and returns the records it has spooled so far (the database lagged past the stuck bound: written late, on
+    replay). The CPU window of a measurement ends here, so it holds its own calls' rows and no other's: the writer
+    flushes on a 1 s tick, and a window that ended at the last call left up to a second of writes to the next one."""
+    root = t.url.rsplit("/v1", 1)[0]
+    deadline, clean, spooled = time.monotonic() + timeout, 0, 0
+    time.sleep(0.2)
+    while clean < probes and time.monotonic() < deadline:
+        try:
+            w = httpx.get(root + "/readyz", timeout=10).json().get("write_behind") or {}
+        except (httpx.HTTPError, ValueError):
+            w = {}
+        spooled = max(spooled, int(w.get("spooled", 0)))
+        clean = clean + 1 if w and not w.get("queued") and not w.get("spool_records") else 0
+        if clean < probes:
+            time.sleep(0.2)
+    return spooled
+
+
 def start_litellm(binary: str, stub_port: int, tmp: str, workers: int = 1,
                   name: str = "litellm") -> tuple[subprocess.Popen, Target]:
     port = free_port()
@@ -365,12 +388,16 @@ def main() -> int:
                             spy = profile_start(t.pid, out, args.duration + 1)
                             if spy is not None:
                                 profiles.append((out, f"{t.name} {mode} {c} conns"))
+                        ours = t.name.startswith("modelyard")
+                        if ours:
+                            written(t, probes=2 * max(worker_counts))  # nothing of the last load left to write
                         cpu = cpu_seconds(t.pid)
                         r = measure(t)
-                        cpu = cpu_seconds(t.pid) - cpu  # warm-up included, in both the time and the count
+                        spooled = written(t, probes=2 * max(worker_counts)) if ours else 0
+                        cpu = cpu_seconds(t.pid) - cpu  # warm-up and the rows' writes included
                         if spy is not None:
                             spy.wait(timeout=60)
-                        rounds[t.name].append({**r, "cpu": cpu / r["n"] * 1e6 if r["n"] else 0.0,
+                        rounds[t.name].append({**r, "cpu": cpu / r["n"] * 1e6 if r["n"] else 0.0, "spooled": spooled,
                                                "+p50": r["p50"] - base["p50"], "+p99": r["p99"] - base["p99"]})
                 med = statistics.median
                 for name, rs in rounds.items():
@@ -390,7 +417,8 @@ def main() -> int:
                         extra = [a["cpu"] / b["cpu"] - 1 for a, b in zip(on, off) if b["cpu"]]
                         print(f"{mode:<6} {c:>5} modelyard{suffix} cpu/req with metrics and the request log on vs "
                               f"off: min {min(extra) * 100:+.1f}%, median {med(extra) * 100:+.1f}% "
-                              f"({med(a['cpu'] for a in on):.0f} vs {med(b['cpu'] for b in off):.0f} us)", flush=True)
+                              f"({med(a['cpu'] for a in on):.0f} vs {med(b['cpu'] for b in off):.0f} us; records "
+                              f"spooled so far: {on[-1]['spooled']} on, {off[-1]['spooled']} off)", flush=True)
                     ours, theirs = (("modelyard", "litellm") if worker_counts == [1]
                                     else (f"modelyard-w{n}", f"litellm-w{n}"))
                     if rounds.get(theirs):

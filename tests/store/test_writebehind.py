@@ -249,6 +249,7 @@ def test_a_database_locked_mid_run_loses_nothing_and_the_backlog_drains(gateway:
     finally:
         lock.release()
     assert during["spool_records"] > 0 and during["oldest_unwritten_seconds"] > 0
+    assert during["spooled"] >= during["spool_records"]  # a running count: what was replayed stays counted
     load.wait_for(load.seen + 500)
     # the load ends here: on a slow machine the writer may only catch up once it does (keeping up with a flat-out
     # load on the same cores is bench/writer.py's business, not this test's)
@@ -257,6 +258,9 @@ def test_a_database_locked_mid_run_loses_nothing_and_the_backlog_drains(gateway:
     metrics = httpx.get(gw.url + "/metrics", headers=gw.headers()).text
     assert "modelyard_write_behind_spool_records " in metrics and "modelyard_write_behind_oldest_unwritten_seconds " in metrics
     assert 'modelyard_write_behind_queued{kind="usage"}' in metrics
+    spooled = [float(line.split()[-1]) for line in metrics.splitlines()
+               if line.startswith("modelyard_write_behind_spooled_total ")]
+    assert spooled and spooled[0] >= during["spool_records"]
     assert gw.stop(signal.SIGTERM) == 0  # a clean drain exits 0 (uvicorn re-raises the signal; serve absorbs it)
     seen = load.result()
     assert _usage(database_url, org_id)["ok"] == seen["ok"]

@@ -184,6 +184,7 @@ class WriteBehind:
         self._wake = asyncio.Event()
         self.largest_backlog = 0  # most records seen unwritten at once (memory + spool), for the bench and the logs
         self.written = 0
+        self.spooled = 0  # records moved from memory to the spool since start (each one written late, replayed)
         self.rejected = 0
         # told of each batch written (kind, rows, seconds), of rejected rows (kind, rows) and, each tick, of
         # `stats()`: the app's metrics (telemetry.Metrics) when they are on
@@ -228,7 +229,7 @@ class WriteBehind:
         return {"queued": self.depth(), "queued_by_kind": {k: len(q.entries) for k, q in self._queues.items()},
                 "spool_records": spooled, "spool_bytes": self.spool.bytes if self.spool is not None else 0,
                 "oldest_unwritten_seconds": round(max(0.0, now - min(heads)), 3) if heads else 0.0,
-                "failing": self._failing, "written": self.written, "rejected": self.rejected,
+                "failing": self._failing, "written": self.written, "spooled": self.spooled, "rejected": self.rejected,
                 "largest_backlog": self.largest_backlog}
 
     # ---------------------------------------------------------------- lifecycle
@@ -424,8 +425,13 @@ class WriteBehind:
             except Exception:
                 log.exception("could not spool %d records; they stay in memory", sum(len(es) for _, es in taken))
                 return
+            moved = 0
             for q, es in taken:
                 q.drop_through(es[-1].seq)
+                moved += len(es)
+            self.spooled += moved
+            if self.observer is not None:
+                self.observer.spooled(moved)
             self.stats()  # updates the largest backlog seen
 
     async def _replay(self) -> None:

@@ -149,6 +149,8 @@ class Metrics:
         self.wb_written = counter("modelyard_write_behind_written", "Records written to the database.", registry=r)
         self.wb_rejected = counter("modelyard_write_behind_rejected", "Records the database refused (dropped from "
                                    "the queue, kept in spool/rejected.jsonl).", registry=r)
+        self.wb_spooled = counter("modelyard_write_behind_spooled", "Records moved from memory to the spool files "
+                                  "(the database lagged or failed; each is written later, on replay).", registry=r)
         self.wb_flush = histogram("modelyard_write_behind_flush_seconds", "One batch write to the database, by kind.",
                                   ["kind"], registry=r, buckets=genai.BACKGROUND)
 
@@ -240,6 +242,9 @@ class Metrics:
 
     def rejected(self, kind: str, rows: int) -> None:
         self.wb_rejected.inc(rows)
+
+    def spooled(self, rows: int) -> None:
+        self.wb_spooled.inc(rows)
 
     def writer_stats(self, stats: dict[str, Any]) -> None:
         """Publish the writer's backlog (each tick, and at a scrape)."""
