@@ -69,17 +69,6 @@ def _count(pid: int, out_dir: str, work: Any) -> int:
     return _instructions(out_dir, pid)
 
 
-def _drained(base: str, timeout: float = 60.0) -> dict[str, int]:
-    """Waits until the gateway's write-behind has nothing queued or spooled (`/readyz`); returns how many records
-    it has spooled so far (a write that ran past its bound: spooled and replayed, more work than a plain write)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        stats = httpx.get(base + "/readyz", timeout=30).json().get("write_behind") or {}
-        if (stats.get("queued", 0) == 0 and stats.get("spool_records", 0) == 0) or time.monotonic() > deadline:
-            return {"spooled": int(stats.get("spooled", 0))}
-        time.sleep(0.2)
-
-
 def _pg_database(base: str) -> tuple[str, Any]:
     """A fresh database on the server of `base` for one run (bench/writer.py makes it), and how to drop it."""
     import asyncio
@@ -111,7 +100,7 @@ def main() -> int:
     if not shutil.which("valgrind") or not Path(nginx).exists():
         raise SystemExit("needs valgrind and nginx (apt-get install valgrind nginx-light)")
     sys.path.insert(0, str(HERE))
-    from overhead import free_port
+    from overhead import free_port, written
     from stub_upstream import nginx_conf
 
     data = tempfile.mkdtemp(prefix="modelyard-callcost-")
@@ -138,7 +127,7 @@ def main() -> int:
         _wait(base + "/healthz", gateway, args.start_timeout)
         for model, stream in (("bench", False), ("bench-sse", True)):
             _calls(base, model, stream, args.warmup)
-        _drained(base)
+        written(base)
         print(f"metrics {args.metrics}, request log {args.request_log}, "
               f"{'PostgreSQL' if args.postgres else 'SQLite'}; {args.calls} calls a mode, {args.cycles} cycles")
         print(f"{'cycle':>5} {'idle/s':>12} {'json/call':>11} {'less idle':>10} {'stream/call':>12} {'less idle':>10}"
@@ -152,10 +141,10 @@ def main() -> int:
             for model, stream in (("bench", False), ("bench-sse", True)):
                 started = time.monotonic()
                 # the window ends once the write-behind has written these calls' rows: their cost is the calls'
-                total = _count(gateway.pid, data, lambda: (_calls(base, model, stream, args.calls), _drained(base)))
+                total = _count(gateway.pid, data, lambda: (_calls(base, model, stream, args.calls), written(base)))
                 spent = time.monotonic() - started
                 row += [total / args.calls, (total - idle * spent) / args.calls]
-            spooled = _drained(base)["spooled"]
+            spooled = written(base)
             rows.append(row)
             print(f"{cycle:>5} {row[0]:>12,.0f} {row[1]:>11,.0f} {row[2]:>10,.0f} {row[3]:>12,.0f} {row[4]:>10,.0f}"
                   f" {spooled:>8}", flush=True)

@@ -245,13 +245,12 @@ def cpu_seconds(pid: int | None) -> float:
     return total
 
 
-def written(t: Target, probes: int = 1, timeout: float = 60.0) -> int:
-    """Waits until a Modelyard's write-behind has written what the last load queued (`/readyz`: nothing queued or
+def written(root: str, probes: int = 1, timeout: float = 60.0) -> int:
+    """Waits until the write-behind of the Modelyard at `root` has written what the last load queued (`/readyz`: nothing queued or
     spooled, `probes` answers in a row, each on a new connection, so `--workers N` is likely asked in every worker),
     and returns the records it has spooled so far (the database lagged past the stuck bound: written late, on
     replay). The CPU window of a measurement ends here, so it holds its own calls' rows and no other's: the writer
     flushes on a 1 s tick, and a window that ended at the last call left up to a second of writes to the next one."""
-    root = t.url.rsplit("/v1", 1)[0]
     deadline, clean, spooled = time.monotonic() + timeout, 0, 0
     time.sleep(0.2)
     while clean < probes and time.monotonic() < deadline:
@@ -389,11 +388,12 @@ def main() -> int:
                             if spy is not None:
                                 profiles.append((out, f"{t.name} {mode} {c} conns"))
                         ours = t.name.startswith("modelyard")
+                        root = t.url.rsplit("/v1", 1)[0]
                         if ours:
-                            written(t, probes=2 * max(worker_counts))  # nothing of the last load left to write
+                            written(root, probes=2 * max(worker_counts))  # nothing of the last load left to write
                         cpu = cpu_seconds(t.pid)
                         r = measure(t)
-                        spooled = written(t, probes=2 * max(worker_counts)) if ours else 0
+                        spooled = written(root, probes=2 * max(worker_counts)) if ours else 0
                         cpu = cpu_seconds(t.pid) - cpu  # warm-up and the rows' writes included
                         if spy is not None:
                             spy.wait(timeout=60)

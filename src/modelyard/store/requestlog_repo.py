@@ -128,16 +128,10 @@ class RequestLogRepo:
         sql = self._inserts.get(rows)
         if sql is None:
             style, n = self.engine.dialect.paramstyle, len(ROW)
-            if style == "qmark":
-                one = "(" + ", ".join("?" * n) + ")"
-                values = ", ".join([one] * rows)
-            elif style == "numeric_dollar":
-                values = ", ".join("(" + ", ".join(f"${r * n + i}" for i in range(1, n + 1)) + ")"
-                                   for r in range(rows))
-            elif style == "format":
-                values = ", ".join(["(" + ", ".join(["%s"] * n) + ")"] * rows)
-            else:  # pragma: no cover - the two supported drivers are above
+            marks = {"qmark": lambda i: "?", "numeric_dollar": lambda i: f"${i}", "format": lambda i: "%s"}.get(style)
+            if marks is None:  # pragma: no cover - the two supported drivers use the styles above
                 raise RuntimeError(f"request log: no insert for paramstyle {style}")
+            values = ", ".join("(" + ", ".join(marks(r * n + i) for i in range(1, n + 1)) + ")" for r in range(rows))
             sql = self._inserts[rows] = (f"INSERT INTO request_log ({', '.join(ROW)}) VALUES {values} "
                                          f"ON CONFLICT (id, at) DO NOTHING")
         return sql

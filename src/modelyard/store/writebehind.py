@@ -459,8 +459,7 @@ class WriteBehind:
                     if q is None:
                         raise RuntimeError(f"spool file {path.name} holds '{kind}' records and no writer takes them")
                     for start in range(0, len(rows), q.sink.batch):
-                        if self._write_started is not None:
-                            self._write_started = time.monotonic()
+                        self._write_started = time.monotonic()  # replay runs inside a drain: timed per batch too
                         await self._write(q.sink, rows[start:start + q.sink.batch])
                 size = await asyncio.to_thread(_remove, path)
                 self.written += len(records)
