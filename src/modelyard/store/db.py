@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,21 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.close()
 
 
+def _bind_none_directly() -> None:
+    """Give the stdlib `sqlite3` driver an adapter for None, so binding a NULL costs a dict lookup.
+
+    The driver binds int, float, str and bytes as they are. Every other parameter, None included, goes through its
+    adapter protocol: a registry lookup, then `PrepareProtocol.__adapt__` and `None.__conform__`, and each of those
+    misses formats an AttributeError and throws it away. Counted under callgrind that is ~3,300 instructions per
+    NULL. A usage row and a request-log row carry four or more NULLs each (region, job, trace id, error code...),
+    so that was ~26,000 instructions a call, 2% of a proxied one. Registered for NoneType, the lookup hits and
+    `{}.get(None)` (a C call) hands None back, which the driver binds as NULL, as before. The registry is the
+    sqlite3 module's, process-wide; NoneType is not a base type, so int, float and str still bind directly."""
+    key = (type(None), sqlite3.PrepareProtocol)
+    if key not in sqlite3.adapters:
+        sqlite3.register_adapter(type(None), {}.get)
+
+
 class Store:
     """Owns the engine; repositories take it as their one dependency."""
 
@@ -37,6 +53,7 @@ class Store:
         self.secrets = secrets  # seals what repositories store readable (store/secrets.py); None: they refuse
         self.is_sqlite = url.startswith("sqlite")
         if self.is_sqlite:
+            _bind_none_directly()
             path = url.split(":///", 1)[1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
