@@ -214,3 +214,59 @@ def test_a_batch_of_any_size_lands_once_in_multi_row_statements(database_url):
         await store.aclose()
 
     asyncio.run(go())
+
+
+def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_url, tmp_path):
+    """The gate queues one record per call: its usage record carries the request-log fields, and the writer writes
+    both rows in one transaction. Spooled and replayed twice, each lands once, under the same id; a call without
+    log fields (the log off) gets a usage row only; and the scope is not kept, only what the row needs from it."""
+    from modelyard.pipeline.requestlog import RequestLog
+    from modelyard.pipeline.units import Units
+    from modelyard.pipeline.usage import UsageRecorder
+    from modelyard.store.tables import usage_records
+    from modelyard.store.writebehind import WriteBehind
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        writer = WriteBehind(tmp_path / "spool")
+        usage, log = UsageRecorder(store, writer), RequestLog(store, writer)
+        usage.attach(log)
+        scope = {"path": "/v1/chat/completions", "state": {"request_id": "req_c0"},
+                 "headers": [(b"host", b"gw"), (b"traceparent", b"00-" + b"c" * 32 + b"-" + b"d" * 16 + b"-01")]}
+        ids = []
+        for i, ok in enumerate((True, False)):
+            fields = log.fields("dep-a", {**scope, "state": {"request_id": f"req_c{i}"}}, ok, 200 if ok else 502,
+                                7 if ok else None, None if ok else "upstream_error")
+            assert not any(isinstance(f, dict) for f in fields)  # values, not the scope
+            ids.append(usage.record(org_id="org_a", token_id="tok_1", model_id="m", task="chat",
+                                    units=Units(input_tokens=11, output_tokens=4) if ok else None, price_micros=9 if ok else 0,
+                                    status="ok" if ok else "failed", latency_ms=20, region=None, flagged=False,
+                                    log=fields))
+        ids.append(usage.record(org_id="org_a", token_id=None, model_id="m", task="chat", units=None,
+                                price_micros=0, status="ok", latency_ms=1, region=None, flagged=False))
+        assert writer.depth("request_log") == 0 and writer.depth("usage") == 3
+        await writer._spool_all()
+        spool = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("spool-*.jsonl"))
+        assert spool.count(b'"log"') == 2  # the two log rows travel inside their usage records
+        await writer.flush()
+        assert await _count(store, usage_records) == 3 and await _count(store, request_log) == 2
+        # the same spooled records replayed again (a write that committed, then a crash before the spool was cut)
+        (tmp_path / "spool" / "spool-replay-0.jsonl").write_bytes(spool)
+        again = WriteBehind(tmp_path / "spool")
+        usage2, log2 = UsageRecorder(store, again), RequestLog(store, again, enabled=False)
+        usage2.attach(log2)  # the log is off now; rows spooled while it was on are still written, once
+        await again.start()
+        await again.aclose()
+        assert not list((tmp_path / "spool").glob("spool-*.jsonl"))  # replayed, not left behind
+        assert await _count(store, usage_records) == 3 and await _count(store, request_log) == 2
+        (ok_entry,), (failed_entry,) = [await log.repo.get(f"req_c{i}", "org_a") for i in (0, 1)]
+        assert ok_entry["id"] == ids[0] and failed_entry["id"] == ids[1]
+        assert (ok_entry["status"], ok_entry["http_status"], ok_entry["ttft_ms"], ok_entry["input_tokens"],
+                ok_entry["output_tokens"], ok_entry["price_micros"], ok_entry["deployment"], ok_entry["route"],
+                ok_entry["trace_id"]) == ("ok", 200, 7, 11, 4, 9, "dep-a", "/v1/chat/completions", "c" * 32)
+        assert (failed_entry["status"], failed_entry["http_status"], failed_entry["input_tokens"],
+                failed_entry["error_code"]) == ("failed", 502, 0, "upstream_error")
+        await store.aclose()
+
+    asyncio.run(go())

@@ -135,6 +135,8 @@ class Gate:
         self.usage = UsageRecorder(store, self.writer, interval=every, batch=settings.write_behind_batch)
         self.requests = RequestLog(store, self.writer, interval=every, batch=settings.write_behind_batch,
                                    enabled=settings.request_log_enabled)
+        # attached even with the log off: a spooled record that carries a row (from while it was on) still writes it
+        self.usage.attach(self.requests)
         self.filter = ContentFilter(store, settings.content_filter_model, settings.content_filter_default,
                                     writer=self.writer, interval=every)
 
@@ -231,14 +233,12 @@ class Gate:
         now = time.monotonic()
         latency = int((now - t.started) * 1000)
         p = t.principal
-        use_id = self.usage.record(org_id=p.org_id, token_id=p.token_id, model_id=t.model_id, task=t.task.value,
-                                   units=units if ok else None, price_micros=price, status="ok" if ok else "failed",
-                                   latency_ms=latency, region=region, flagged=t.flagged)
-        t.log_id = use_id
-        self.requests.record(use_id, p.org_id, p.token_id, t.model_id, t.task.value, deployment, t.scope, ok,
-                             200 if ok else status, latency,
-                             int((t.first_at - t.started) * 1000) if t.first_at is not None else None,
-                             units, price, code)
+        fields = self.requests.fields(deployment, t.scope, ok, 200 if ok else status,
+                                      int((t.first_at - t.started) * 1000) if t.first_at is not None else None, code)
+        t.log_id = self.usage.record(org_id=p.org_id, token_id=p.token_id, model_id=t.model_id, task=t.task.value,
+                                     units=units if ok else None, price_micros=price,
+                                     status="ok" if ok else "failed", latency_ms=latency, region=region,
+                                     flagged=t.flagged, log=fields)
 
     def _count(self, model_id: str, task: Task, units: Units, price: int, deployment: Any) -> None:
         backend = getattr(getattr(deployment, "config", None), "backend", None) or "unknown"
@@ -280,17 +280,16 @@ class Gate:
         admitted = float(hold.get("admitted_at") or time.time())
         latency = _millis(time.time() - admitted)
         if record:
-            use_id = self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"),
-                                       model_id=hold["model_id"], task=hold["task"], units=units if ok else None,
-                                       price_micros=price, status="ok" if ok else "failed", latency_ms=latency,
-                                       region=getattr(getattr(deployment, "config", None), "region", None),
-                                       flagged=bool(hold.get("flagged")),
-                                       tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
-                                       use_id=hold_usage_id(hold))
-            self.requests.record(use_id, hold["org_id"], hold.get("token_id"), hold["model_id"], hold["task"],
-                                 deployment, None, ok, 200 if ok else 500, latency, None, units, price,
-                                 None if ok else "job_failed", job_id=hold.get("job_id"),
-                                 request_id=hold.get("request_id"), route=hold.get("route"))
+            fields = self.requests.fields(deployment, None, ok, 200 if ok else 500, None,
+                                          None if ok else "job_failed", job_id=hold.get("job_id"),
+                                          request_id=hold.get("request_id"), route=hold.get("route"))
+            self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
+                              task=hold["task"], units=units if ok else None, price_micros=price,
+                              status="ok" if ok else "failed", latency_ms=latency,
+                              region=getattr(getattr(deployment, "config", None), "region", None),
+                              flagged=bool(hold.get("flagged")),
+                              tags=(hold.get("job_id"), hold.get("run_id"), hold.get("run_node")),
+                              use_id=hold_usage_id(hold), log=fields)
         await self.flush()  # a job runner is off the request path: make the refund visible now
 
     async def flush(self) -> None:

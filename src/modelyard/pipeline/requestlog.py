@@ -1,7 +1,9 @@
 """The request log: one row per call (timing, model, deployment, status, tokens, cost, key, request and trace id),
 queued at settlement and written in batches by the write-behind; bodies for orgs that keep them; retention.
 
-On the request path `record` only builds a tuple and queues it (the row and the trace id are made by the writer).
+A call's row rides on its usage record: on the request path `fields` only takes what the row has beyond the
+usage record (deployment, status, request and trace ids...) as plain values, and the usage record carries them;
+the writer makes the row (`row_of`) and writes it in the usage rows' transaction.
 Bodies are queued the same way; when the org asked for redaction the writer runs every string in them through the
 built-in PII model before they are stored (a body the model cannot redact is stored as neither request nor
 response, marked `failed`: never unredacted).
@@ -30,14 +32,21 @@ KIND, BODIES = "request_log", "request_bodies"
 MAX_STRINGS = 256  # per PII request (what its `input` accepts)
 
 
-def trace_id(headers: Any) -> str | None:
-    """The trace id of a W3C `traceparent` header (version-traceid-parentid-flags), if the client sent one."""
+def _traceparent(headers: Any) -> bytes | None:
+    """The raw `traceparent` header of a request, if the client sent one (parsed by the writer: `trace_id`)."""
     for name, value in headers or ():
         if name == b"traceparent":
-            parts = value.split(b"-")
-            if len(parts) >= 4 and len(parts[1]) == 32 and parts[1].isalnum():
-                return parts[1].decode().lower()
-            return None
+            return value
+    return None
+
+
+def trace_id(traceparent: bytes | None) -> str | None:
+    """The trace id of a W3C `traceparent` header value (version-traceid-parentid-flags)."""
+    if traceparent is None:
+        return None
+    parts = traceparent.split(b"-")
+    if len(parts) >= 4 and len(parts[1]) == 32 and parts[1].isalnum():
+        return parts[1].decode().lower()
     return None
 
 
@@ -80,45 +89,66 @@ class RequestLog:
                  enabled: bool = True) -> None:
         self.repo = RequestLogRepo(store)
         if not enabled:  # `request_log_enabled: false`: nothing is queued, so nothing is written
-            self.record = self.body = _nothing  # type: ignore[method-assign]
+            self.record = self.body = self.fields = _nothing  # type: ignore[method-assign]
         self.writer = writer
         self.router: Any = None
         self.catalog: Any = None
         writer.register(Sink(KIND, self.repo.insert_many, encode=self._row, interval=interval, batch=batch))
         writer.register(Sink(BODIES, self._write_bodies, encode=self._body, interval=interval, batch=100))
 
+    def fields(self, deployment: Any, scope: Any, ok: bool, http_status: int, ttft_ms: int | None,
+               error_code: str | None, job_id: str | None = None, request_id: str | None = None,
+               route: str | None = None) -> tuple[Any, ...] | None:
+        """What a call's request-log row has beyond its usage record (None with the request log off). The gate hands
+        it to `UsageRecorder.record(log=…)`: one queued record per call, the row made by `row_of` in the writer.
+
+        What the row needs from the ASGI scope (request id, path, traceparent) is taken here, and the scope is not
+        queued: a record lives up to a flush interval, and one that held its call's scope kept ~7 KB alive per
+        call (never awaits: the request path calls this)."""
+        trace = None
+        if scope is not None:
+            state = scope.get("state")
+            request_id = request_id or (state.get("request_id") if state else None)
+            route = route or scope.get("path")
+            trace = _traceparent(scope.get("headers"))
+        return (getattr(deployment, "name", deployment), http_status, ttft_ms, error_code, job_id, request_id, route,
+                trace)
+
+    @staticmethod
+    def row_of(log_id: str, at: float, org_id: str, token_id: str | None, model_id: str, task: str,
+               units: Units | None, price: int, status: str, latency_ms: int, fields: Any) -> list[Any]:
+        """A call's row as a JSON-able list in `ROW` order, from its usage record's values and its `fields` (run by
+        the writer, off the request path)."""
+        deployment, http_status, ttft_ms, error_code, job_id, request_id, route, trace = fields
+        counted = units is not None and status == "ok"
+        return [at, log_id, org_id, token_id, model_id, task, deployment, (route or "")[:300] or None, status,
+                http_status, latency_ms, ttft_ms, units.input_tokens if counted else 0,  # type: ignore[union-attr]
+                units.output_tokens if counted else 0, price, request_id, trace_id(trace),  # type: ignore[union-attr]
+                (error_code or None) and error_code[:80], job_id]
+
     def record(self, log_id: str, org_id: str, token_id: str | None, model_id: str, task: str, deployment: Any,
                scope: Any, ok: bool, http_status: int, latency_ms: int, ttft_ms: int | None, units: Units | None,
                price_micros: int, error_code: str | None, job_id: str | None = None,
                request_id: str | None = None, route: str | None = None) -> None:
-        """One call ended (never awaits: the request path calls this)."""
-        self.writer.put(KIND, (log_id, time.time(), org_id, token_id, model_id, task,
-                               getattr(deployment, "name", deployment), scope, ok, http_status, latency_ms, ttft_ms,
-                               units, price_micros, error_code, job_id, request_id, route))
+        """A row on its own (never awaits): for a call with no usage record; the gate's calls go through
+        `fields` and their usage record instead."""
+        fields = self.fields(deployment, scope, ok, http_status, ttft_ms, error_code, job_id, request_id, route)
+        if fields is not None:
+            self.writer.put(KIND, (log_id, time.time(), org_id, token_id, model_id, task, units, price_micros,
+                                   "ok" if ok else "failed", latency_ms, fields))
 
     def body(self, log_id: str, org_id: str, scope: Any, request: Any, response: Any, mode: str) -> None:
         """The org keeps bodies (`mode` "raw" or "redact"); made JSON-able and redacted by the writer."""
-        self.writer.put(BODIES, (log_id, time.time(), org_id, scope, request, response, mode))
+        state = scope.get("state") if scope is not None else None
+        self.writer.put(BODIES, (log_id, time.time(), org_id, state.get("request_id") if state else None, request,
+                                 response, mode))
 
-    @staticmethod
-    def _row(raw: tuple[Any, ...]) -> list[Any]:
-        """The row as a JSON-able list in `ROW` order (what the spool keeps and the insert binds as it is)."""
-        (log_id, at, org_id, token_id, model_id, task, deployment, scope, ok, http_status, latency_ms, ttft_ms,
-         units, price, error_code, job_id, request_id, route) = raw
-        if scope is not None:
-            request_id = request_id or (scope.get("state") or {}).get("request_id")
-            route = route or scope.get("path")
-        counted = units is not None and ok
-        return [at, log_id, org_id, token_id, model_id, task, deployment, (route or "")[:300] or None,
-                "ok" if ok else "failed", http_status, latency_ms, ttft_ms,
-                units.input_tokens if counted else 0, units.output_tokens if counted else 0, price, request_id,
-                trace_id(scope.get("headers")) if scope is not None else None,
-                (error_code or None) and error_code[:80], job_id]
+    def _row(self, raw: tuple[Any, ...]) -> list[Any]:
+        return self.row_of(*raw)
 
     @staticmethod
     def _body(raw: tuple[Any, ...]) -> dict[str, Any]:
-        log_id, at, org_id, scope, request, response, mode = raw
-        rid = (scope.get("state") or {}).get("request_id") if scope is not None else None
+        log_id, at, org_id, rid, request, response, mode = raw
         return {"log_id": log_id, "at": at, "org_id": org_id, "request_id": rid, "request": plain(request),
                 "response": plain(response), "redacted": "pending" if mode == "redact" else "no"}
 

@@ -30,31 +30,48 @@ class UsageRecorder:
         self.repo = UsageRepo(store)
         self.writer = writer
         self._ids = IdSequence("use")
-        writer.register(Sink(KIND, self.repo.insert_many, encode=self._row, interval=interval, batch=batch))
+        self._log: Any = None  # the request log, once attached: a call's log row rides on its usage record
+        writer.register(Sink(KIND, self._write, encode=self._row, interval=interval, batch=batch))
+
+    def attach(self, request_log: Any) -> None:
+        """Carry the request log's rows on the usage records (`record(log=…)`): one queued record per call, encoded
+        together and written in the same transaction. Two records a call, each with its own queue entry, encoding
+        and transaction, cost ~4% of a proxied call's CPU more than one did (docs/performance.md)."""
+        self._log = request_log
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool,
-               tags: tuple[str | None, str | None, str | None] | None = None, use_id: str | None = None) -> str:
+               tags: tuple[str | None, str | None, str | None] | None = None, use_id: str | None = None,
+               log: tuple[Any, ...] | None = None) -> str:
         """`tags`: (job id, agent run id, run node) for a call that was part of a job or an agent run; `use_id`
-        names the row where a repeat must land on the same one (a job's settlement). Returns the row's id (the
-        request log's row for the same call shares it)."""
+        names the row where a repeat must land on the same one (a job's settlement); `log`: the call's own
+        request-log fields (`RequestLog.fields`), written as its request-log row with the same id. Returns the
+        row's id."""
         # raw values only: the row (units as JSON, the day) is built by the writer, off the request path
         use_id = use_id or self._ids()
         self.writer.put(KIND, (use_id, org_id, token_id, model_id, task, units, price_micros, status,
-                               latency_ms, region, flagged, time.time(), tags))
+                               latency_ms, region, flagged, time.time(), tags, log))
         return use_id
 
-    @staticmethod
-    def _row(raw: tuple[Any, ...]) -> dict[str, Any]:
-        """The record as JSON-able data (what the spool keeps); `UsageRepo.insert_many` turns it into a row."""
+    def _row(self, raw: tuple[Any, ...]) -> dict[str, Any]:
+        """The record as JSON-able data (what the spool keeps); `UsageRepo.insert_many` turns it into a row, and
+        `log`, when the call has one, is its request-log row (a list in the request log's column order)."""
         use_id, org_id, token_id, model_id, task, units, price, status, latency_ms, region, flagged, at = raw[:12]
         job_id, run_id, run_node = (raw[12] if len(raw) > 12 else None) or (None, None, None)
         fields = {k: getattr(units, k) for k in units.__slots__ if getattr(units, k)} if units is not None else {}
-        return {"id": use_id, "org_id": org_id, "token_id": token_id, "model_id": model_id, "task": task,
-                "units": fields, "input_tokens": units.input_tokens if units else 0,
-                "output_tokens": units.output_tokens if units else 0, "price_micros": price, "status": status,
-                "latency_ms": latency_ms, "region": region, "flagged": flagged, "at": at, "job_id": job_id,
-                "run_id": run_id, "run_node": run_node}
+        row = {"id": use_id, "org_id": org_id, "token_id": token_id, "model_id": model_id, "task": task,
+               "units": fields, "input_tokens": units.input_tokens if units else 0,
+               "output_tokens": units.output_tokens if units else 0, "price_micros": price, "status": status,
+               "latency_ms": latency_ms, "region": region, "flagged": flagged, "at": at, "job_id": job_id,
+               "run_id": run_id, "run_node": run_node}
+        log = raw[13] if len(raw) > 13 else None
+        if log is not None and self._log is not None:
+            row["log"] = self._log.row_of(use_id, at, org_id, token_id, model_id, task, units, price, status,
+                                          latency_ms, log)
+        return row
+
+    async def _write(self, records: list[dict[str, Any]]) -> None:
+        await self.repo.insert_many(records, also=self._log.repo.write if self._log is not None else None)
 
     @property
     def pending(self) -> int:
