@@ -15,6 +15,10 @@ per-process files once a second).
 `--observability-off` adds `modelyard-obsoff` likewise, with metrics and the request log both off (issue 16's "on vs
 off"), and prints the median of the per-round CPU-per-request ratios of the default gateway against it.
 
+`--postgres URL` gives each Modelyard a fresh database of its own on that PostgreSQL server (dropped at the end)
+instead of SQLite in its data dir: the database's index and WAL work then runs in the database server's processes,
+which `cpu us/req` does not count, as in a deployment that runs PostgreSQL.
+
 `--workers 1,2` runs one Modelyard (`serve --workers N`) and one LiteLLM (`--num_workers N`) per count, all started
 once and measured in turns. `--repeats R` measures every target R times, interleaved (direct, each gateway, then
 again), and prints min / median requests/s, the median p50/p99 and what each gateway adds to the direct p50, and the
@@ -41,6 +45,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import re
 
@@ -265,6 +270,15 @@ def written(root: str, probes: int = 1, timeout: float = 60.0) -> int:
     return spooled
 
 
+def _pg_database(base: str) -> tuple[str, Any]:
+    """A fresh database on the server of `base` (bench/writer.py makes it), and how to drop it."""
+    sys.path.insert(0, str(HERE))
+    from writer import _pg_database as make
+
+    url, drop = asyncio.run(make(base))
+    return url, lambda: asyncio.run(drop())
+
+
 def start_litellm(binary: str, stub_port: int, tmp: str, workers: int = 1,
                   name: str = "litellm") -> tuple[subprocess.Popen, Target]:
     port = free_port()
@@ -299,6 +313,9 @@ def main() -> int:
     ap.add_argument("--workers", default="1", help="comma-separated gateway process counts (Modelyard and LiteLLM)")
     ap.add_argument("--repeats", type=int, default=1, help="measure every target this many times, interleaved")
     ap.add_argument("--profile", action="store_true", help="py-spy each Modelyard during its first measurement")
+    ap.add_argument("--postgres", default=None, metavar="URL",
+                    help="each Modelyard's database on this PostgreSQL server (a fresh database per gateway, dropped "
+                         "after; e.g. postgresql://postgres@127.0.0.1/test) instead of SQLite in its data dir")
     args = ap.parse_args()
     worker_counts = [int(x) for x in args.workers.split(",")]
     if args.pin:
@@ -333,6 +350,7 @@ def main() -> int:
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
     log = open(os.environ.get("MODELYARD_BENCH_LOG", os.devnull), "w")
     targets: list[Target] = []
+    drops: list[Any] = []  # --postgres: each gateway's database, dropped at the end
     for n in worker_counts:
         variants = [("modelyard", True, True)]
         if args.metrics_off:
@@ -341,10 +359,15 @@ def main() -> int:
             variants.append(("modelyard-obsoff", False, False))
         for label, metrics, request_log in variants:
             port = free_port()
+            database: dict[str, str] = {}
+            if args.postgres:
+                url, drop = _pg_database(args.postgres)
+                drops.append(drop)
+                database["MODELYARD_DATABASE_URL"] = url
             gateway = subprocess.Popen(
                 [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
                  "--data-dir", tempfile.mkdtemp(prefix="modelyard-bench-gw-"), "--workers", str(n)],
-                env={**env, "MODELYARD_METRICS_ENABLED": "true" if metrics else "false",
+                env={**env, **database, "MODELYARD_METRICS_ENABLED": "true" if metrics else "false",
                      "MODELYARD_REQUEST_LOG_ENABLED": "true" if request_log else "false"},
                 stdout=log, stderr=log, preexec_fn=pinned("gateway"))
             procs.append(gateway)
@@ -436,6 +459,8 @@ def main() -> int:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
+        for drop in drops:
+            drop()
     return 0
 
 
