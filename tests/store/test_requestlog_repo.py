@@ -230,8 +230,9 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
         store = Store(normalize_database_url(database_url))
         await store.migrate()
         writer = WriteBehind(tmp_path / "spool")
-        usage, log = UsageRecorder(store, writer), RequestLog(store, writer)
+        usage, log = UsageRecorder(store, writer, batch=1_000), RequestLog(store, writer)
         usage.attach(log)
+        assert writer._queues["usage"].sink.batch == 500  # a transaction still holds at most 1,000 rows
         scope = {"path": "/v1/chat/completions", "state": {"request_id": "req_c0"},
                  "headers": [(b"host", b"gw"), (b"traceparent", b"00-" + b"c" * 32 + b"-" + b"d" * 16 + b"-01")]}
         ids = []
@@ -254,8 +255,9 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
         # the same spooled records replayed again (a write that committed, then a crash before the spool was cut)
         (tmp_path / "spool" / "spool-replay-0.jsonl").write_bytes(spool)
         again = WriteBehind(tmp_path / "spool")
-        usage2, log2 = UsageRecorder(store, again), RequestLog(store, again, enabled=False)
+        usage2, log2 = UsageRecorder(store, again, batch=1_000), RequestLog(store, again, enabled=False)
         usage2.attach(log2)  # the log is off now; rows spooled while it was on are still written, once
+        assert again._queues["usage"].sink.batch == 1_000
         await again.start()
         await again.aclose()
         assert not list((tmp_path / "spool").glob("spool-*.jsonl"))  # replayed, not left behind

@@ -88,6 +88,7 @@ class RequestLog:
     def __init__(self, store: Store, writer: WriteBehind, *, interval: float = 1.0, batch: int = 10_000,
                  enabled: bool = True) -> None:
         self.repo = RequestLogRepo(store)
+        self.enabled = enabled
         if not enabled:  # `request_log_enabled: false`: nothing is queued, so nothing is written
             self.record = self.body = self.fields = _nothing  # type: ignore[method-assign]
         self.writer = writer

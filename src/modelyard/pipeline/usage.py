@@ -31,13 +31,18 @@ class UsageRecorder:
         self.writer = writer
         self._ids = IdSequence("use")
         self._log: Any = None  # the request log, once attached: a call's log row rides on its usage record
-        writer.register(Sink(KIND, self._write, encode=self._row, interval=interval, batch=batch))
+        self._sink = Sink(KIND, self._write, encode=self._row, interval=interval, batch=batch)
+        writer.register(self._sink)
 
     def attach(self, request_log: Any) -> None:
         """Carry the request log's rows on the usage records (`record(log=…)`): one queued record per call, encoded
-        together and written in the same transaction. Two records a call, each with its own queue entry, encoding
-        and transaction, cost ~4% of a proxied call's CPU more than one did (docs/performance.md)."""
+        together and written in the same transaction, rather than a record of each with its own queue entry,
+        encoding and transaction. With the log on, a batch takes half as many records, so a transaction still
+        holds at most `batch` rows of the two tables together: what one batch write may take before the
+        write-behind calls it stuck and spools stays what it was."""
         self._log = request_log
+        if getattr(request_log, "enabled", False):
+            self._sink.batch = max(1, self._sink.batch // 2)
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool,
