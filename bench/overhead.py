@@ -13,7 +13,9 @@ microsecond they spend is taken from the gateway under test. Otherwise a Python 
 say what metrics cost a call (with `--workers 2`, each worker also copies them into prometheus-client's
 per-process files once a second).
 `--observability-off` adds `modelyard-obsoff` likewise, with metrics and the request log both off (issue 16's "on vs
-off"), and prints the median of the per-round CPU-per-request ratios of the default gateway against it.
+off"), and prints the median of the per-round CPU-per-request ratios of the default gateway against it. With both
+switches, it also prints what each costs alone: the request log (`nomet` against `obsoff`) and metrics (the default
+against `nomet`).
 
 `--postgres URL` gives each Modelyard a fresh database of its own on that PostgreSQL server (dropped at the end)
 instead of SQLite in its data dir: the database's index and WAL work then runs in the database server's processes,
@@ -442,6 +444,13 @@ def main() -> int:
                               f"off: min {min(extra) * 100:+.1f}%, median {med(extra) * 100:+.1f}% "
                               f"({med(a['cpu'] for a in on):.0f} vs {med(b['cpu'] for b in off):.0f} us; records "
                               f"spooled so far: {on[-1]['spooled']} on, {off[-1]['spooled']} off)", flush=True)
+                    nomet = rounds.get("modelyard-nomet" + suffix)
+                    if on and off and nomet:  # both switches given: what each costs on its own
+                        log_alone = [a["cpu"] / b["cpu"] - 1 for a, b in zip(nomet, off) if b["cpu"]]
+                        met_alone = [a["cpu"] / b["cpu"] - 1 for a, b in zip(on, nomet) if b["cpu"]]
+                        print(f"{mode:<6} {c:>5} modelyard{suffix} cpu/req, median of rounds: the request log alone "
+                              f"{med(log_alone) * 100:+.1f}% (metrics off both), metrics alone "
+                              f"{med(met_alone) * 100:+.1f}% (request log on both)", flush=True)
                     ours, theirs = (("modelyard", "litellm") if worker_counts == [1]
                                     else (f"modelyard-w{n}", f"litellm-w{n}"))
                     if rounds.get(theirs):
