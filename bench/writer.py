@@ -1,10 +1,12 @@
 """How fast the write-behind writes: a queued backlog of usage rows drained into the database, a spool replayed, and
-calls at a steady rate — each a usage row (with its minute/hour/day rollups) and a request-log row, as the gate
-queues them — on SQLite and on PostgreSQL (issue 18's "usage and logs at rate": 2,000 calls/s for 5 minutes).
+calls at a steady rate — each a usage record carrying its request-log row, as the gate queues them, written as a
+usage row (with its minute/hour/day rollups) and a request-log row in one transaction per batch — on SQLite and on
+PostgreSQL (issue 18's "usage and logs at rate": 2,000 calls/s for 5 minutes).
 
 The steady table: calls made, rows written of each kind and the calls the day rollups counted (all three must equal
 the calls: nothing dropped), the deepest the in-memory queue got (bounded: the writer keeps up), the median and
-largest time one batch took to write, by kind, and the process's CPU per call spent queueing and writing.
+largest time one batch (both rows of its calls) took to write, and the process's CPU per call spent queueing and
+writing.
 
 Run: `python bench/writer.py [--rows 50000] [--rate 2000] [--seconds 300] [--postgres postgresql://127.0.0.1/test]`.
 The PostgreSQL run uses a fresh database it creates and drops.
