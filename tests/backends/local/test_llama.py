@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+from typing import Any
 
 import httpx
 import openai
@@ -327,3 +328,36 @@ def test_stop_sequence_and_n_on_the_batched_path(client):
     resp = client.chat.completions.create(model="batched", messages=[{"role": "user", "content": PROMPTS[0]}],
                                           temperature=0, max_tokens=20, n=3)
     assert len({c.message.content for c in resp.choices}) == 1
+
+
+def test_a_streams_first_chunk_comes_with_the_models_first_output(local):
+    """The router takes a stream's first chunk as its first token (the time-to-first-token metric and the request
+    log's ttft_ms). The role chunk used to be yielded before the prompt was even read, so a local model's time to
+    first token read ~0. Now the first chunk comes once the model has decoded: on the batched engine, a decode step
+    has run by the time it arrives (on both paths, the chunk is the role one)."""
+    from modelyard.protocols.openai.schema import ChatRequest
+
+    backend = local.app.state.ctx.router.backends["batched/llama_cpp"]
+
+    async def first() -> tuple[Any, int, int]:
+        loaded = await backend.model()
+        before = loaded.engine.steps
+        stream = backend.chat_stream(ChatRequest(model="batched", messages=ASK, max_tokens=4), "batched")
+        chunk = await stream.__anext__()
+        after = loaded.engine.steps
+        await stream.aclose()
+        return chunk, before, after
+
+    loop = local.thread.loop
+    chunk, before, after = asyncio.run_coroutine_threadsafe(first(), loop).result(120)
+    assert chunk["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert after > before
+    unbatched = local.app.state.ctx.router.backends["unbatched/llama_cpp"]
+
+    async def first_unbatched() -> Any:
+        stream = unbatched.chat_stream(ChatRequest(model="unbatched", messages=ASK, max_tokens=4), "unbatched")
+        chunk = await stream.__anext__()
+        await stream.aclose()
+        return chunk
+
+    assert asyncio.run_coroutine_threadsafe(first_unbatched(), loop).result(120)["choices"][0]["delta"]["role"] == "assistant"

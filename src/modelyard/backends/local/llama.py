@@ -308,11 +308,17 @@ class LlamaCppBackend(LocalRuntime):
             completion_tokens = 0
             buffer_all = plan.tool_mode != "none"  # a tool call is only known once the whole answer is in
             for index in range(req.n or 1):
-                yield oa.chat_chunk(id=cid, model=model, created=created, index=index,
-                                    delta={"role": "assistant", "content": ""})
+                # the role chunk goes out with the model's first output, not before the prompt is read: the router
+                # takes a stream's first chunk as its first token (time to first token, in the metrics and the
+                # request log), and a failure while reading the prompt still gets a plain HTTP error
+                role: dict[str, Any] | None = oa.chat_chunk(id=cid, model=model, created=created, index=index,
+                                                            delta={"role": "assistant", "content": ""})
                 text, finish, tokens, matched = "", "stop", 0, None
 
                 async for piece, fin, count, hit in self._stream(loaded, plan, index):
+                    if role is not None:
+                        yield role
+                        role = None
                     tokens = count
                     matched = hit or matched
                     if fin:
@@ -322,6 +328,8 @@ class LlamaCppBackend(LocalRuntime):
                         if not buffer_all:
                             yield oa.chat_chunk(id=cid, model=model, created=created, index=index,
                                                 delta={"content": piece})
+                if role is not None:  # the model produced nothing at all
+                    yield role
                 completion_tokens += tokens
                 if buffer_all:
                     message, finish = _message_from(text, finish, plan)
