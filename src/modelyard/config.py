@@ -280,8 +280,7 @@ class Settings(BaseSettings):
     # database fails or hangs, records go to append-only files in `spool_dir` (default <data_dir>/spool)
     spool_dir: Path | None = None
     write_behind_max_queue: int = Field(default=50_000, ge=1)
-    write_behind_batch: int = Field(default=10_000, ge=1, description="usage rows per transaction (with the request "
-                                    "log on, a call's usage and request-log rows count as two)")
+    write_behind_batch: int = Field(default=10_000, ge=1, description="usage rows per transaction")
     # the request log (docs/request-log.md): rows (and kept bodies) older than this many days are dropped, whole
     # day partitions on PostgreSQL, in batches on SQLite; 0 keeps them forever. Upkeep runs this often.
     # off: no request-log rows are written at all (the console's /logs stays empty; usage and billing are unchanged)

@@ -217,8 +217,8 @@ def test_a_batch_of_any_size_lands_once_in_multi_row_statements(database_url):
 
 
 def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_url, tmp_path):
-    """The gate queues one record per call: its usage record carries the request-log fields, and the writer writes
-    both rows in one transaction. Spooled and replayed twice, each lands once, under the same id; a call without
+    """The gate queues one record per call: its usage record carries the request-log fields; the writer makes both
+    rows and writes the log rows once their usage rows are committed, in the same flush. Spooled and replayed twice, each lands once, under the same id; a call without
     log fields (the log off) gets a usage row only; and the scope is not kept, only what the row needs from it."""
     from modelyard.pipeline.requestlog import RequestLog
     from modelyard.pipeline.units import Units
@@ -232,7 +232,6 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
         writer = WriteBehind(tmp_path / "spool")
         usage, log = UsageRecorder(store, writer, batch=1_000), RequestLog(store, writer)
         usage.attach(log)
-        assert writer._queues["usage"].sink.batch == 500  # a transaction still holds at most 1,000 rows
         scope = {"path": "/v1/chat/completions", "state": {"request_id": "req_c0"},
                  "headers": [(b"host", b"gw"), (b"traceparent", b"00-" + b"c" * 32 + b"-" + b"d" * 16 + b"-01")]}
         ids = []
@@ -257,7 +256,6 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
         again = WriteBehind(tmp_path / "spool")
         usage2, log2 = UsageRecorder(store, again, batch=1_000), RequestLog(store, again, enabled=False)
         usage2.attach(log2)  # the log is off now; rows spooled while it was on are still written, once
-        assert again._queues["usage"].sink.batch == 1_000
         await again.start()
         await again.aclose()
         assert not list((tmp_path / "spool").glob("spool-*.jsonl"))  # replayed, not left behind
@@ -269,6 +267,32 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
                 ok_entry["trace_id"]) == ("ok", 200, 7, 11, 4, 9, "dep-a", "/v1/chat/completions", "c" * 32)
         assert (failed_entry["status"], failed_entry["http_status"], failed_entry["input_tokens"],
                 failed_entry["error_code"]) == ("failed", 502, 0, "upstream_error")
+        await store.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_log_row_is_written_in_the_same_periodic_drain_as_its_usage_row(database_url, tmp_path):
+    """The writer's tick writes what is due. A log row handed over once its usage row is committed is due as its
+    call was, so the same drain writes it: it does not sit in memory for another tick."""
+    from modelyard.pipeline.requestlog import RequestLog
+    from modelyard.pipeline.usage import UsageRecorder
+    from modelyard.store.tables import usage_records
+    from modelyard.store.writebehind import WriteBehind
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        writer = WriteBehind(tmp_path / "spool")
+        usage, log = UsageRecorder(store, writer, interval=0.2), RequestLog(store, writer, interval=0.2)
+        usage.attach(log)
+        usage.record(org_id="org_a", token_id=None, model_id="m", task="chat", units=None, price_micros=0,
+                     status="ok", latency_ms=1, region=None, flagged=False,
+                     log=log.fields("dep", None, True, 200, None, None, request_id="req_tick"))
+        await asyncio.sleep(0.25)  # the record is now due
+        await writer._drain(due_only=True)
+        assert await _count(store, usage_records) == 1 and await _count(store, request_log) == 1
+        assert writer.depth() == 0
         await store.aclose()
 
     asyncio.run(go())

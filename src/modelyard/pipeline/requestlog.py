@@ -3,7 +3,8 @@ queued at settlement and written in batches by the write-behind; bodies for orgs
 
 A call's row rides on its usage record: on the request path `fields` only takes what the row has beyond the
 usage record (deployment, status, request and trace ids...) as plain values, and the usage record carries them;
-the writer makes the row (`row_of`) and writes it in the usage rows' transaction.
+the writer makes the row (`row_of`) with the usage row and, once the usage batch is committed, queues it to be
+written in a transaction of its own (`queue_rows`).
 Bodies are queued the same way; when the org asked for redaction the writer runs every string in them through the
 built-in PII model before they are stored (a body the model cannot redact is stored as neither request nor
 response, marked `failed`: never unredacted).
@@ -101,7 +102,8 @@ class RequestLog:
                error_code: str | None, job_id: str | None = None, request_id: str | None = None,
                route: str | None = None) -> tuple[Any, ...] | None:
         """What a call's request-log row has beyond its usage record (None with the request log off). The gate hands
-        it to `UsageRecorder.record(log=…)`: one queued record per call, the row made by `row_of` in the writer.
+        it to `UsageRecorder.record(log=…)`: one queued record per call on the request path, the row made by
+        `row_of` in the writer.
 
         What the row needs from the ASGI scope (request id, path, traceparent) is taken here, and the scope is not
         queued: a record lives up to a flush interval, and one that held its call's scope kept ~7 KB alive per
@@ -144,8 +146,15 @@ class RequestLog:
         self.writer.put(BODIES, (log_id, time.time(), org_id, state.get("request_id") if state else None, request,
                                  response, mode))
 
-    def _row(self, raw: tuple[Any, ...]) -> list[Any]:
-        return self.row_of(*raw)
+    def queue_rows(self, rows: list[list[Any]]) -> None:
+        """Rows made already (`row_of`: the usage writer hands over those of a batch it has committed), queued to be
+        written in their own transaction; on the writer's loop, not the request path."""
+        put = self.writer.put
+        for row in rows:
+            put(KIND, row, row[0] if type(row[0]) is float else None)  # due when its call ended: this same drain
+
+    def _row(self, raw: Any) -> list[Any]:
+        return raw if type(raw) is list else self.row_of(*raw)
 
     @staticmethod
     def _body(raw: tuple[Any, ...]) -> dict[str, Any]:

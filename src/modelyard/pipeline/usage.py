@@ -31,18 +31,16 @@ class UsageRecorder:
         self.writer = writer
         self._ids = IdSequence("use")
         self._log: Any = None  # the request log, once attached: a call's log row rides on its usage record
-        self._sink = Sink(KIND, self._write, encode=self._row, interval=interval, batch=batch)
-        writer.register(self._sink)
+        writer.register(Sink(KIND, self._write, encode=self._row, interval=interval, batch=batch))
 
     def attach(self, request_log: Any) -> None:
-        """Carry the request log's rows on the usage records (`record(log=…)`): one queued record per call, encoded
-        together and written in the same transaction, rather than a record of each with its own queue entry,
-        encoding and transaction. With the log on, a batch takes half as many records, so a transaction still
-        holds at most `batch` rows of the two tables together: what one batch write may take before the
-        write-behind calls it stuck and spools stays what it was."""
+        """Carry the request log's rows on the usage records (`record(log=…)`): one queued record per call on the
+        request path, encoded in one pass, rather than a record of each. Once a batch's usage rows are committed,
+        its log rows go to the request log's own queue, already encoded, and are written in their own
+        transaction in the same drain: two shorter transactions, as before, not one twice as long (with two
+        workers on one SQLite file under a saturating load, the longer ones waited on each other past the
+        write-behind's stuck bound and were spooled)."""
         self._log = request_log
-        if getattr(request_log, "enabled", False):
-            self._sink.batch = max(1, self._sink.batch // 2)
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool,
@@ -76,7 +74,11 @@ class UsageRecorder:
         return row
 
     async def _write(self, records: list[dict[str, Any]]) -> None:
-        await self.repo.insert_many(records, also=self._log.repo.write if self._log is not None else None)
+        await self.repo.insert_many(records)
+        if self._log is not None:  # a spooled record keeps its row even if the log is off now: it was on then
+            rows = [r["log"] for r in records if r.get("log") is not None]
+            if rows:
+                self._log.queue_rows(rows)
 
     @property
     def pending(self) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any, Iterable
 
 from sqlalchemy import Table, case, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -199,10 +199,6 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
     return set((await conn.execute(q.returning(table.c.id), rows)).scalars().all())
 
 
-# writes a batch of companion rows (the request log's) inside the usage rows' transaction
-Also = Callable[[AsyncConnection, list[Any]], Awaitable[None]]
-
-
 def _when(at: Any) -> datetime:
     return at if isinstance(at, datetime) else datetime.fromtimestamp(float(at), timezone.utc)
 
@@ -211,25 +207,20 @@ class UsageRepo:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
 
-    async def insert_many(self, records: list[dict[str, Any]], also: Also | None = None) -> None:
+    async def insert_many(self, records: list[dict[str, Any]]) -> None:
         """Write usage records (as `UsageRecorder` encodes them: `at` in unix seconds) and add the ones that are new
-        to the rollups, in one transaction (a replayed batch adds nothing twice). A record's `log`, when it has
-        one, is its call's request-log row: `also(conn, rows)` writes those in the same transaction."""
-        rows, logs = [], []
+        to the rollups, in one transaction (a replayed batch adds nothing twice). A record's `log` (its call's
+        request-log row) is not the usage table's: `UsageRecorder` hands those to the request log."""
+        rows = []
         for r in records:
             when = _when(r["at"])
             row = {k: v for k, v in r.items() if k != "at" and k != "log"}
             row["created_at"], row["day"] = when, when.strftime("%Y-%m-%d")
             rows.append(row)
-            log_row = r.get("log")
-            if log_row is not None:
-                logs.append(log_row)
         if rows:
             async with self.engine.begin() as conn:
                 added = await insert_new(conn, usage_records, rows, returning=True)
                 await rollups.upsert(conn, rows if len(added) == len(rows) else [r for r in rows if r["id"] in added])
-                if logs and also is not None:
-                    await also(conn, logs)
 
     async def totals(self, org_id: str, start: str, end: str, by: tuple[str, ...]) -> list[dict[str, Any]]:
         """Sums over [start, end] (UTC days, inclusive), grouped by the named columns (day, model_id, task,

@@ -205,11 +205,12 @@ class WriteBehind:
         is False on an explicit flush and at shutdown, when everything must go."""
         self._collectors.append(fn)
 
-    def put(self, kind: str, payload: Any) -> None:
-        """Queue one record (never awaits; the request path calls this)."""
+    def put(self, kind: str, payload: Any, at: float | None = None) -> None:
+        """Queue one record (never awaits; the request path calls this). `at`: when it was made, if earlier than
+        now (a record derived from one already written: due as that one was)."""
         self._seq += 1
         q = self._queues[kind]
-        q.entries.append(_Entry(self._seq, time.time(), payload))
+        q.entries.append(_Entry(self._seq, time.time() if at is None else at, payload))
         if len(q.entries) > self.max_queue:
             self._wake.set()
 
