@@ -101,7 +101,7 @@ class RequestLogRepo:
     async def write(self, conn: Any, records: list[Any]) -> None:
         """Writes a batch in the caller's transaction, skipping a row already there (a replayed batch) by its key.
         A record is a list in `ROW` order (what the writer encodes) or a dict by column name (older spools,
-        tests). The gate's calls come here inside the usage rows' transaction (`UsageRecorder.attach`). Rows go
+        tests). The gate's calls come here once their usage rows are committed (`UsageRecorder.attach`). Rows go
         to the driver as plain tuples, not through SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a
         row saved), with `at` formatted once per second on SQLite (docs/performance.md, "Request log and
         metrics").
