@@ -4,6 +4,7 @@ batches on SQLite; bodies go with them; replayed rows are written once."""
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func, select
@@ -164,13 +165,13 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
             for key in (f"use_{i}", f"use_{10 + i}"):
                 assert datetime.fromisoformat(got[key]["at"]) == want, (key, got[key]["at"], want)
                 assert got[key]["request_id"] == f"req_{key[4:]}" and got[key]["price_micros"] == 3
-        # what the writer encodes is what the insert takes: a call recorded, encoded and written
+        # what the writer makes is what the insert takes: a call's fields taken, its row made, queued and written
         log = RequestLog(store, WriteBehind(None))
-        log.record("use_rec", "org_a", "tok_1", "m", "chat", None,
-                   {"path": "/v1/chat/completions", "state": {"request_id": "req_rec"},
-                    "headers": [(b"traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]},
-                   True, 200, 5, None, None, 0, None)
-        encoded = [log._row(p) for p in log.writer.queued("request_log")]
+        fields = log.fields(None, {"path": "/v1/chat/completions", "state": {"request_id": "req_rec"},
+                                   "headers": [(b"traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]},
+                            True, 200, None, None)
+        log.queue_rows([log.row_of("use_rec", time.time(), "org_a", "tok_1", "m", "chat", None, 0, "ok", 5, fields)])
+        encoded = log.writer.queued("request_log")
         assert len(encoded[0]) == len(ROW)
         await repo.insert_many(encoded)
         (entry,) = await repo.get("req_rec", "org_a")

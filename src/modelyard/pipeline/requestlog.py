@@ -89,13 +89,13 @@ class RequestLog:
     def __init__(self, store: Store, writer: WriteBehind, *, interval: float = 1.0, batch: int = 10_000,
                  enabled: bool = True) -> None:
         self.repo = RequestLogRepo(store)
-        self.enabled = enabled
         if not enabled:  # `request_log_enabled: false`: nothing is queued, so nothing is written
-            self.record = self.body = self.fields = _nothing  # type: ignore[method-assign]
+            self.body = self.fields = _nothing  # type: ignore[method-assign]
         self.writer = writer
         self.router: Any = None
         self.catalog: Any = None
-        writer.register(Sink(KIND, self.repo.insert_many, encode=self._row, interval=interval, batch=batch))
+        # what reaches this queue is made already (`queue_rows`; older spools hold rows too): nothing to encode
+        writer.register(Sink(KIND, self.repo.insert_many, interval=interval, batch=batch))
         writer.register(Sink(BODIES, self._write_bodies, encode=self._body, interval=interval, batch=100))
 
     def fields(self, deployment: Any, scope: Any, ok: bool, http_status: int, ttft_ms: int | None,
@@ -129,17 +129,6 @@ class RequestLog:
                 units.output_tokens if counted else 0, price, request_id, trace_id(trace),  # type: ignore[union-attr]
                 (error_code or None) and error_code[:80], job_id]
 
-    def record(self, log_id: str, org_id: str, token_id: str | None, model_id: str, task: str, deployment: Any,
-               scope: Any, ok: bool, http_status: int, latency_ms: int, ttft_ms: int | None, units: Units | None,
-               price_micros: int, error_code: str | None, job_id: str | None = None,
-               request_id: str | None = None, route: str | None = None) -> None:
-        """A row on its own (never awaits): for a call with no usage record; the gate's calls go through
-        `fields` and their usage record instead."""
-        fields = self.fields(deployment, scope, ok, http_status, ttft_ms, error_code, job_id, request_id, route)
-        if fields is not None:
-            self.writer.put(KIND, (log_id, time.time(), org_id, token_id, model_id, task, units, price_micros,
-                                   "ok" if ok else "failed", latency_ms, fields))
-
     def body(self, log_id: str, org_id: str, scope: Any, request: Any, response: Any, mode: str) -> None:
         """The org keeps bodies (`mode` "raw" or "redact"); made JSON-able and redacted by the writer."""
         state = scope.get("state") if scope is not None else None
@@ -152,9 +141,6 @@ class RequestLog:
         put = self.writer.put
         for row in rows:
             put(KIND, row, row[0] if type(row[0]) is float else None)  # due when its call ended: this same drain
-
-    def _row(self, raw: Any) -> list[Any]:
-        return raw if type(raw) is list else self.row_of(*raw)
 
     @staticmethod
     def _body(raw: tuple[Any, ...]) -> dict[str, Any]:

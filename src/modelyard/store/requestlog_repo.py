@@ -92,19 +92,11 @@ class RequestLogRepo:
     # ---------------------------------------------------------------- writes (the write-behind's sinks)
 
     async def insert_many(self, records: list[Any]) -> None:
-        """Writes a batch in a transaction of its own (`write`)."""
-        if records:
-            async with self.engine.begin() as conn:
-                await bound_waits(conn)
-                await self.write(conn, records)
-
-    async def write(self, conn: Any, records: list[Any]) -> None:
-        """Writes a batch in the caller's transaction, skipping a row already there (a replayed batch) by its key.
-        A record is a list in `ROW` order (what the writer encodes) or a dict by column name (older spools,
-        tests). The gate's calls come here once their usage rows are committed (`UsageRecorder.attach`). Rows go
-        to the driver as plain tuples, not through SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a
-        row saved), with `at` formatted once per second on SQLite (docs/performance.md, "Request log and
-        metrics").
+        """Writes a batch, skipping a row already there (a replayed batch) by its key. A record is a list in `ROW`
+        order (`RequestLog.row_of`) or a dict by column name (older spools, tests); the gate's calls come here once
+        their usage rows are committed (`UsageRecorder.attach`). Rows go to the driver as plain tuples, not through
+        SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a row saved), with `at` formatted once per
+        second on SQLite (docs/performance.md, "Request log and metrics").
 
         On SQLite the rows go as multi-row statements of up to `PAGE` rows. The stdlib driver releases the GIL
         around every statement step, and an executemany steps once per row: with the event loop busy serving
@@ -116,19 +108,21 @@ class RequestLogRepo:
         bind_at = self._bind_at
         rows = [(bind_at(r[0]), *r[1:]) if type(r) is not dict else (bind_at(r["at"]), *_FROM_DICT(r))
                 for r in records]
-        if self.pg:
-            await conn.exec_driver_sql(self._insert(1), rows)
-            return
-        full = len(rows) - len(rows) % PAGE
-        if full:
-            await conn.exec_driver_sql(self._insert(PAGE), [
-                tuple(chain.from_iterable(rows[i:i + PAGE])) for i in range(0, full, PAGE)])
-        i, size = full, PAGE // 2
-        while i < len(rows) and size:  # the rest in halving pages: a few statement shapes, each prepared once
-            if len(rows) - i >= size:
-                await conn.exec_driver_sql(self._insert(size), tuple(chain.from_iterable(rows[i:i + size])))
-                i += size
-            size //= 2
+        async with self.engine.begin() as conn:
+            await bound_waits(conn)
+            if self.pg:
+                await conn.exec_driver_sql(self._insert(1), rows)
+                return
+            full = len(rows) - len(rows) % PAGE
+            if full:
+                await conn.exec_driver_sql(self._insert(PAGE), [
+                    tuple(chain.from_iterable(rows[i:i + PAGE])) for i in range(0, full, PAGE)])
+            i, size = full, PAGE // 2
+            while i < len(rows) and size:  # the rest in halving pages: a few statement shapes, each prepared once
+                if len(rows) - i >= size:
+                    await conn.exec_driver_sql(self._insert(size), tuple(chain.from_iterable(rows[i:i + size])))
+                    i += size
+                size //= 2
 
     def _insert(self, rows: int) -> str:
         """`INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING` for `rows` rows in the driver's parameter style."""
