@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+from bisect import bisect_left
 import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
@@ -78,7 +79,10 @@ class Router:
                 self.stats[d.key] = self._stats(d)
 
     def _stats(self, d: Deployment) -> DeploymentStats:
-        return DeploymentStats(m=self.metrics.deployment(d) if self.metrics is not None else None)
+        stats = DeploymentStats()
+        if self.metrics is not None:  # its in-flight and outcome series read these counts (telemetry.children)
+            stats.m = self.metrics.deployment(d, stats)
+        return stats
 
     def deployments(self, model: Model) -> list[Deployment]:
         """Where `model` runs now: its configured deployments, then those of live workers hosting it."""
@@ -141,8 +145,6 @@ class Router:
         if stats.cooldown_until and time.monotonic() >= stats.cooldown_until:
             stats.probing = True
         stats.in_flight += 1
-        if stats.m is not None:
-            stats.m.in_flight.inc()
         return stats, time.monotonic()
 
     def _succeeded(self, d: Deployment, task: Task, stats: DeploymentStats, started: float,
@@ -153,11 +155,10 @@ class Router:
         stats.latency_total += ended - started
         self.latency.record(d.model_id, task, started, first, ended)
         m = stats.m
-        if m is not None:
-            m.in_flight.dec()
-            m.success.inc()
-            m.latency.observe(ended - started)
-            m.upstream_ok.observe(ended - started)
+        if m is not None:  # in flight and successes: read from `stats`; the latency summary is this histogram's
+            took, b = ended - started, m.upstream_ok
+            b.sum += took
+            b.counts[bisect_left(b.bounds, took)] += 1
         stats.consecutive_failures = 0
         stats.cooldown_until = 0.0
         stats.probing = False
@@ -165,15 +166,12 @@ class Router:
     def _failed(self, d: Deployment, stats: DeploymentStats, exc: BaseException, started: float) -> None:
         stats.in_flight -= 1
         m = stats.m
-        if m is not None:
-            m.in_flight.dec()
         if not isinstance(exc, RETRYABLE):  # the request's fault (or a cancel), not the deployment's
             stats.probing = False
             return
         stats.failures += 1
         stats.consecutive_failures += 1
-        if m is not None:
-            m.failure.inc()
+        if m is not None:  # failures: read from `stats`
             m.upstream_failed.observe(time.monotonic() - started)
         if stats.probing or stats.consecutive_failures >= self.cooldown_failures:
             stats.cooldown_until = time.monotonic() + self.cooldown_seconds

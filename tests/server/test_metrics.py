@@ -76,6 +76,11 @@ def test_counts_timings_and_tokens_match_the_calls(msrv: Running) -> None:
     assert _delta(before, after, "modelyard_upstream_duration_seconds_count", model="stub-gpt",
                   outcome="success") == 5
     assert _delta(before, after, "modelyard_deployment_requests_total", model="stub-gpt", outcome="success") == 5
+    # read from the router's own counts and the upstream histogram: the same numbers, not counted twice
+    assert value(after, "modelyard_deployment_in_flight", model="stub-gpt") == 0
+    assert _delta(before, after, "modelyard_deployment_latency_seconds_count", model="stub-gpt") == 5
+    assert _delta(before, after, "modelyard_deployment_latency_seconds_sum", model="stub-gpt") == pytest.approx(
+        _delta(before, after, "modelyard_upstream_duration_seconds_sum", model="stub-gpt", outcome="success"))
     # the buckets are the GenAI conventions'
     buckets = {ls["le"] for n, ls, _ in samples(after) if n == "modelyard_time_to_first_token_seconds_bucket"}
     assert {"0.001", "0.005", "7.5", "10.0", "+Inf"} <= buckets

@@ -528,7 +528,7 @@ class CallPath:
             raise
         publish_headers(client, ticket.headers)
         if m is not None:
-            m.in_flight.inc()
+            m.in_flight.value += 1
         if client is not None:
             ticket.scope = client.scope  # the request log reads the request id, path and traceparent off it
         return Call(ticket, task, req, client, self, m, t0, span)

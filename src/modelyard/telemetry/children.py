@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InsufficientBalance, ModelyardError, RateLimited
 from ..types import Task
 from .genai import operation
+from .values import View
 
 if TYPE_CHECKING:
     from .metrics import Metrics
@@ -70,11 +72,18 @@ class CallChildren:
         return found
 
     def succeeded(self, total: float, overhead: float, provider: str | None) -> None:
-        self.ok.inc()
-        self.in_flight.dec()
-        if self.duration is not None:
-            self.duration.observe(total)
-        self.overhead.observe(overhead if overhead > 0 else 0.0)
+        # inline updates, not Value/Buckets methods: see values.Buckets
+        self.ok.value += 1
+        self.in_flight.value -= 1
+        b = self.duration
+        if b is not None:
+            b.sum += total
+            b.counts[bisect_left(b.bounds, total)] += 1
+        if overhead < 0:
+            overhead = 0.0
+        b = self.overhead
+        b.sum += overhead
+        b.counts[bisect_left(b.bounds, overhead)] += 1
         if self._m.gen_duration is not None:
             self.genai(provider or UNKNOWN).duration.observe(total)
 
@@ -133,11 +142,11 @@ class UsageChildren:
     def record(self, task: Task, input_tokens: int, output_tokens: int, price_micros: int, provider: str) -> None:
         if self.input is not None:
             if input_tokens:
-                self.input.inc(input_tokens)
+                self.input.value += input_tokens
             if output_tokens:
-                self.output.inc(output_tokens)  # type: ignore[union-attr]
+                self.output.value += output_tokens  # type: ignore[union-attr]
         if price_micros:
-            self.cost.inc(price_micros / 1_000_000)
+            self.cost.value += price_micros / 1_000_000
         usage = self._m.gen_tokens
         if usage is not None and (input_tokens or output_tokens):
             pair = self._genai.get((task, provider))
@@ -151,18 +160,23 @@ class UsageChildren:
 
 
 class DeploymentChildren:
-    """One deployment's series: in flight, outcomes, latency, upstream duration, retries and cooldowns."""
+    """One deployment's series: in flight, outcomes, latency, upstream duration, retries and cooldowns.
+
+    The router counts each deployment's calls in flight, successes and failures for its own choices
+    (`routing.DeploymentStats`); those three series read its numbers at the scrape rather than being counted again
+    per call. The latency summary is the count and sum of the upstream histogram's successes (the same duration),
+    so a success is observed once."""
 
     __slots__ = ("in_flight", "success", "failure", "latency", "upstream_ok", "upstream_failed", "retries",
                  "cooldowns")
 
-    def __init__(self, m: Metrics, model: str, name: str, backend: str, region: str) -> None:
+    def __init__(self, m: Metrics, model: str, name: str, backend: str, region: str, stats: Any) -> None:
         labels = (model, name, backend, region)
-        self.in_flight = m.deployment_in_flight.labels(*labels)
-        self.success = m.deployment_requests.labels(*labels, "success")
-        self.failure = m.deployment_requests.labels(*labels, "failure")
-        self.latency = m.deployment_latency.labels(*labels)
+        self.in_flight = m.deployment_in_flight.share(labels, View(stats, "in_flight"))
+        self.success = m.deployment_requests.share((*labels, "success"), View(stats, "successes"))
+        self.failure = m.deployment_requests.share((*labels, "failure"), View(stats, "failures"))
         self.upstream_ok = m.upstream.labels(model, name, backend, "success")
+        self.latency = m.deployment_latency.share(labels, self.upstream_ok)
         self.upstream_failed = m.upstream.labels(model, name, backend, "failure")
         self.retries = m.retries.labels(model, name)
         self.cooldowns = m.cooldowns.labels(model, name)

@@ -215,11 +215,12 @@ class Metrics:
                 found = self._usage[label] = UsageChildren(self, label)
         return found
 
-    def deployment(self, d: Any) -> DeploymentChildren:
+    def deployment(self, d: Any, stats: Any) -> DeploymentChildren:
+        """`d`'s series; `stats` (the router's `DeploymentStats` for it) keeps its in-flight and outcome counts."""
         found = self._deployments.get(d.key)
         if found is None:
             found = self._deployments[d.key] = DeploymentChildren(self, d.model_id, d.name, d.config.backend,
-                                                                  d.config.region or "")
+                                                                  d.config.region or "", stats)
         return found
 
     def fell_back(self, model_id: str, fallback_id: str) -> None:

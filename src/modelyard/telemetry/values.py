@@ -36,9 +36,27 @@ class Value:
         self.value = value
 
 
+class View:
+    """A counter or gauge whose number another object keeps already (the router's in-flight and outcome counts
+    per deployment): read at the scrape, so the call path does not count the same thing twice."""
+
+    __slots__ = ("_source", "_attr")
+
+    def __init__(self, source: Any, attr: str) -> None:
+        self._source, self._attr = source, attr
+
+    @property
+    def value(self) -> float:
+        return float(getattr(self._source, self._attr))
+
+
 class Buckets:
     """A histogram's counts per bucket (not cumulative: made so at the scrape) and its sum; or a summary's count
-    and sum, with no bounds."""
+    and sum, with no bounds (or a histogram's, shared: a summary's count and sum are its totals).
+
+    The call path adds to these inline (`b.sum += x; b.counts[bisect_left(b.bounds, x)] += 1`, see `observe`)
+    rather than through a method: a call updates a dozen series, and a Python call each was most of what metrics
+    cost it (bench/metrics_overhead.py)."""
 
     __slots__ = ("bounds", "counts", "sum")
 
@@ -62,6 +80,14 @@ class Family:
         self.bounds = tuple(float(b) for b in buckets) if buckets is not None else ()
         self.children: dict[tuple[str, ...], Any] = {}
         self._plain = self.labels() if not self.labelnames else None
+
+    def share(self, values: Sequence[str], child: Any) -> Any:
+        """Make `child` (a `View`, or another family's `Buckets`) this family's series for `values`."""
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self.labelnames):
+            raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key}")
+        self.children[key] = child
+        return child
 
     def labels(self, *values: str) -> Any:
         key = tuple(str(v) for v in values)
