@@ -59,7 +59,7 @@ def _call(usage: UsageRecorder, requests: RequestLog, i: int) -> None:
     units = Units(input_tokens=20, output_tokens=10)
     usage.record(org_id="org_bench", token_id=f"tok_{i % 50}", model_id="echo", task="chat", units=units,
                  price_micros=i % 7, status="ok", latency_ms=3, region=None, flagged=False,
-                 log=requests.fields("echo", SCOPE, True, 200, None, None))
+                 log=requests.fields("echo", SCOPE, 200, None, None))
 
 
 def _record(usage: UsageRecorder, i: int) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from modelyard.config import normalize_database_url
 from modelyard.pipeline.requestlog import Retention
 from modelyard.store.db import Store
+from modelyard.store.billing_repo import UsageRepo
 from modelyard.store.log_tables import request_bodies, request_log
 from modelyard.store.requestlog_repo import DELETE_BATCH, RequestLogRepo
 
@@ -25,6 +26,21 @@ def _row(i: int, at: datetime) -> dict:
             "task": "chat", "deployment": "d", "route": "/v1/chat/completions", "status": "ok", "http_status": 200,
             "latency_ms": 5, "ttft_ms": None, "input_tokens": 1, "output_tokens": 2, "price_micros": 3,
             "request_id": f"req_{i}", "trace_id": None, "error_code": None, "job_id": None}
+
+
+def _usage(r: dict) -> dict:
+    """The usage record of a call whose log row is `r` (the log row shares its id and reads the rest from it)."""
+    return {"id": r["id"], "org_id": r["org_id"], "token_id": r["token_id"], "model_id": r["model_id"],
+            "task": r["task"], "units": {}, "input_tokens": r["input_tokens"], "output_tokens": r["output_tokens"],
+            "price_micros": r["price_micros"], "status": r["status"], "latency_ms": r["latency_ms"], "region": None,
+            "flagged": False, "at": r["at"], "job_id": r["job_id"], "run_id": None, "run_node": None}
+
+
+async def _insert(store: Store, repo: RequestLogRepo, rows: list[dict], log_rows: list | None = None) -> None:
+    """Calls as the writer lands them: their usage rows, then their log rows (`log_rows`: as the writer hands them
+    over, when not the dicts themselves)."""
+    await UsageRepo(store).insert_many([_usage(r) for r in rows])
+    await repo.insert_many(rows if log_rows is None else log_rows)
 
 
 async def _count(store: Store, table) -> int:
@@ -45,7 +61,7 @@ def test_retention_drops_what_is_older_than_the_setting(database_url):
         old = [_row(i, START - timedelta(days=1, seconds=i % 3600)) for i in range(DELETE_BATCH + 700)]
         fresh = [_row(100_000 + i, START + timedelta(days=2, seconds=i)) for i in range(10)]
         ancient = [_row(200_000, datetime(2025, 6, 1, tzinfo=timezone.utc))]  # before any partition: the default
-        await repo.insert_many(old + fresh + ancient)
+        await _insert(store, repo, old + fresh + ancient)
         await repo.insert_many(fresh)  # replayed from the spool: written once
         await repo.insert_bodies([{"log_id": "use_1", "request_id": "req_1", "org_id": "org_a",
                                    "at": old[1]["at"], "request": {"a": 1}, "response": None, "redacted": "no"}])
@@ -76,7 +92,7 @@ def test_listing_pages_and_filters(database_url):
         repo = RequestLogRepo(store)
         rows = [_row(i, START + timedelta(seconds=i // 2)) for i in range(9)]  # pairs share a timestamp
         rows[4] = {**rows[4], "status": "failed", "http_status": 429, "model_id": "other"}
-        await repo.insert_many(rows)
+        await _insert(store, repo, rows)
         seen, after = [], None
         while True:
             page = await repo.list("org_a", after=after, limit=2)
@@ -109,7 +125,7 @@ def test_an_org_that_keeps_its_log_for_less_loses_only_its_own_older_rows(databa
             for age in (1, 3, 5):
                 r = _row(len(rows), START - timedelta(days=age))
                 rows.append({**r, "org_id": org, "id": f"use_{org}_{age}"})
-        await repo.insert_many(rows)
+        await _insert(store, repo, rows)
         await repo.insert_bodies([{"log_id": f"use_{org}_3", "request_id": None, "org_id": org,
                                    "at": (START - timedelta(days=3)).timestamp(), "request": {"a": 1},
                                    "response": None, "redacted": "no"} for org in ("org_short", "org_a")])
@@ -133,7 +149,7 @@ def test_a_row_reads_back_as_it_was_written(database_url):
         await Retention(repo, days=0, clock=lambda: at.timestamp()).run_once()  # today's partition
         row = {**_row(7, at), "token_id": "tok_1", "ttft_ms": 4, "trace_id": "ab" * 16, "error_code": "x",
                "job_id": "job_1", "route": None, "deployment": None}
-        await repo.insert_many([row])
+        await _insert(store, repo, [row])
         got = (await repo.list("org_a"))[0]
         assert got.pop("object") == "request_log.entry"
         assert datetime.fromisoformat(got.pop("at")) == at
@@ -158,22 +174,28 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
         as_list = [[t if i != 2 else datetime.fromtimestamp(t, timezone.utc), *(_row(i, START)[k] for k in ROW[1:])]
                    for i, t in enumerate(times)]
         as_dict = [{**_row(10 + i, START), "at": t} for i, t in enumerate(times)]
-        await repo.insert_many(as_list + as_dict)
+        # a spool written before migration 0015 holds lists that also copied the usage row's fields
+        from modelyard.store.requestlog_repo import WIDE
+        as_wide = [[t, *(_row(20 + i, START)[k] for k in WIDE[1:])] for i, t in enumerate(times)]
+        calls = [_row(i, START) for i in (0, 1, 2, 10, 11, 12, 20, 21, 22)]
+        await _insert(store, repo, calls, as_list + as_dict + as_wide)
         got = {e["id"]: e for e in await repo.list("org_a", limit=10)}
         for i, t in enumerate(times):
             want = datetime.fromtimestamp(t, timezone.utc)
-            for key in (f"use_{i}", f"use_{10 + i}"):
+            for key in (f"use_{i}", f"use_{10 + i}", f"use_{20 + i}"):
                 assert datetime.fromisoformat(got[key]["at"]) == want, (key, got[key]["at"], want)
                 assert got[key]["request_id"] == f"req_{key[4:]}" and got[key]["price_micros"] == 3
+                assert (got[key]["deployment"], got[key]["http_status"], got[key]["model_id"]) == ("d", 200, "m")
         # what the writer makes is what the insert takes: a call's fields taken, its row made, queued and written
         log = RequestLog(store, WriteBehind(None))
         fields = log.fields(None, {"path": "/v1/chat/completions", "state": {"request_id": "req_rec"},
                                    "headers": [(b"traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]},
-                            True, 200, None, None)
-        log.queue_rows([log.row_of("use_rec", time.time(), "org_a", "tok_1", "m", "chat", None, 0, "ok", 5, fields)])
+                            200, None, None)
+        now = time.time()
+        log.queue_rows([log.row_of("use_rec", now, "org_a", fields)])
         encoded = log.writer.queued("request_log")
         assert len(encoded[0]) == len(ROW)
-        await repo.insert_many(encoded)
+        await _insert(store, repo, [{**_row(0, START), "id": "use_rec", "at": now}], encoded)
         (entry,) = await repo.get("req_rec", "org_a")
         assert entry["trace_id"] == "a" * 32 and entry["route"] == "/v1/chat/completions" and entry["status"] == "ok"
         await store.aclose()
@@ -193,25 +215,26 @@ def test_a_batch_of_any_size_lands_once_in_multi_row_statements(database_url):
         repo = RequestLogRepo(store)
         n = 0
         for size in (1, 2, 3, PAGE - 1, PAGE, PAGE + 1, 2 * PAGE + PAGE // 2 + 7):
-            batch = []
+            calls = []
             for i in range(n, n + size):
                 row = _row(i, START + timedelta(seconds=i))
-                row["latency_ms"], row["input_tokens"] = i, i * 7
-                batch.append([row[k] for k in ROW])
-            await repo.insert_many(batch)
+                row["latency_ms"], row["input_tokens"], row["http_status"] = i, i * 7, 200 + i % 300
+                calls.append(row)
+            await _insert(store, repo, calls, [[r[k] for k in ROW] for r in calls])
             n += size
             assert await _count(store, request_log) == n, size
         got = {e["id"]: e for e in await repo.list("org_a", limit=n + 10)}
         assert len(got) == n
         for i in range(n):
             e = got[f"use_{i}"]
-            assert (e["latency_ms"], e["input_tokens"], e["request_id"]) == (i, i * 7, f"req_{i}")
+            assert (e["latency_ms"], e["input_tokens"], e["request_id"], e["http_status"]) == (i, i * 7, f"req_{i}",
+                                                                                         200 + i % 300)
             assert datetime.fromisoformat(e["at"]) == START + timedelta(seconds=i)
         # a replay of the last rows plus new ones: the old are skipped by their key, the new written
-        replay = [[r[k] for k in ROW] for r in (_row(i, START + timedelta(seconds=i)) for i in range(n - 40, n + 60))]
-        await repo.insert_many(replay)
+        replay = [_row(i, START + timedelta(seconds=i)) for i in range(n - 40, n + 60)]
+        await _insert(store, repo, replay, [[r[k] for k in ROW] for r in replay])
         assert await _count(store, request_log) == n + 60
-        assert (await repo.get(f"req_{n - 1}", "org_a"))[0]["latency_ms"] == n - 1  # the first write is kept
+        assert (await repo.get(f"req_{n - 1}", "org_a"))[0]["http_status"] == 200 + (n - 1) % 300  # the first write
         await store.aclose()
 
     asyncio.run(go())
@@ -237,7 +260,7 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
                  "headers": [(b"host", b"gw"), (b"traceparent", b"00-" + b"c" * 32 + b"-" + b"d" * 16 + b"-01")]}
         ids = []
         for i, ok in enumerate((True, False)):
-            fields = log.fields("dep-a", {**scope, "state": {"request_id": f"req_c{i}"}}, ok, 200 if ok else 502,
+            fields = log.fields("dep-a", {**scope, "state": {"request_id": f"req_c{i}"}}, 200 if ok else 502,
                                 7 if ok else None, None if ok else "upstream_error")
             assert not any(isinstance(f, dict) for f in fields)  # values, not the scope
             ids.append(usage.record(org_id="org_a", token_id="tok_1", model_id="m", task="chat",
@@ -289,11 +312,57 @@ def test_a_log_row_is_written_in_the_same_periodic_drain_as_its_usage_row(databa
         usage.attach(log)
         usage.record(org_id="org_a", token_id=None, model_id="m", task="chat", units=None, price_micros=0,
                      status="ok", latency_ms=1, region=None, flagged=False,
-                     log=log.fields("dep", None, True, 200, None, None, request_id="req_tick"))
+                     log=log.fields("dep", None, 200, None, None, request_id="req_tick"))
         await asyncio.sleep(0.25)  # the record is now due
         await writer._drain(due_only=True)
         assert await _count(store, usage_records) == 1 and await _count(store, request_log) == 1
         assert writer.depth() == 0
+        await store.aclose()
+
+    asyncio.run(go())
+
+
+def test_the_migration_keeps_each_rows_own_fields_and_reads_the_rest_from_usage_and_downgrades_back(database_url):
+    """Migration 0015 drops the request log's copies of the usage row's fields: a row logged before it lists the
+    same afterwards (its own columns kept, the rest joined from its usage row); a downgrade fills them back."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from modelyard.store.db import alembic_config
+
+    def migrate(to: str, down: bool = False):
+        def run(connection) -> None:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = connection
+            (command.downgrade if down else command.upgrade)(cfg, to)
+        return run
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        async with store.engine.begin() as conn:
+            await conn.run_sync(migrate("0014"))
+        rows = [{**_row(i, START + timedelta(seconds=i)), "token_id": "tok_1", "latency_ms": 10 + i, "ttft_ms": i,
+                 "http_status": 200 if i % 2 else 502, "status": "ok" if i % 2 else "failed", "job_id": f"job_{i}",
+                 "error_code": None if i % 2 else "upstream_error", "trace_id": "ab" * 16} for i in range(4)]
+        await UsageRepo(store).insert_many([_usage(r) for r in rows])
+        wide = ", ".join(_row(0, START))  # the 0011 columns, by name
+        async with store.engine.begin() as conn:
+            await conn.execute(text(f"INSERT INTO request_log ({wide}) VALUES ({', '.join(':' + k for k in _row(0, START))})"),
+                               [{**r, "at": datetime.fromtimestamp(r["at"], timezone.utc)} for r in rows])
+        await store.migrate()
+        repo = RequestLogRepo(store)
+        listed = {e["id"]: e for e in await repo.list("org_a", limit=10)}
+        for r in rows:
+            got = dict(listed[r["id"]])
+            got.pop("object")
+            assert datetime.fromisoformat(got.pop("at")) == datetime.fromtimestamp(r["at"], timezone.utc)
+            assert got == {k: v for k, v in r.items() if k != "at"}
+        assert [e["id"] for e in await repo.list("org_a", status="failed")] == ["use_2", "use_0"]
+        async with store.engine.begin() as conn:
+            await conn.run_sync(migrate("0014", down=True))
+            back = (await conn.execute(text("SELECT id, model_id, latency_ms, job_id, status FROM request_log "
+                                            "ORDER BY id"))).all()
+        assert [tuple(b) for b in back] == [(r["id"], "m", r["latency_ms"], r["job_id"], r["status"]) for r in rows]
         await store.aclose()
 
     asyncio.run(go())

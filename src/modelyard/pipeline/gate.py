@@ -233,7 +233,7 @@ class Gate:
         now = time.monotonic()
         latency = int((now - t.started) * 1000)
         p = t.principal
-        fields = self.requests.fields(deployment, t.scope, ok, 200 if ok else status,
+        fields = self.requests.fields(deployment, t.scope, 200 if ok else status,
                                       int((t.first_at - t.started) * 1000) if t.first_at is not None else None, code)
         t.log_id = self.usage.record(org_id=p.org_id, token_id=p.token_id, model_id=t.model_id, task=t.task.value,
                                      units=units if ok else None, price_micros=price,
@@ -280,8 +280,7 @@ class Gate:
         admitted = float(hold.get("admitted_at") or time.time())
         latency = _millis(time.time() - admitted)
         if record:
-            fields = self.requests.fields(deployment, None, ok, 200 if ok else 500, None,
-                                          None if ok else "job_failed", job_id=hold.get("job_id"),
+            fields = self.requests.fields(deployment, None, 200 if ok else 500, None, None if ok else "job_failed",
                                           request_id=hold.get("request_id"), route=hold.get("route"))
             self.usage.record(org_id=hold["org_id"], token_id=hold.get("token_id"), model_id=hold["model_id"],
                               task=hold["task"], units=units if ok else None, price_micros=price,

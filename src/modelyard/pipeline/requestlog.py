@@ -33,14 +33,6 @@ KIND, BODIES = "request_log", "request_bodies"
 MAX_STRINGS = 256  # per PII request (what its `input` accepts)
 
 
-def _traceparent(headers: Any) -> bytes | None:
-    """The raw `traceparent` header of a request, if the client sent one (parsed by the writer: `trace_id`)."""
-    for name, value in headers or ():
-        if name == b"traceparent":
-            return value
-    return None
-
-
 def trace_id(traceparent: bytes | None) -> str | None:
     """The trace id of a W3C `traceparent` header value (version-traceid-parentid-flags)."""
     if traceparent is None:
@@ -98,9 +90,8 @@ class RequestLog:
         writer.register(Sink(KIND, self.repo.insert_many, interval=interval, batch=batch))
         writer.register(Sink(BODIES, self._write_bodies, encode=self._body, interval=interval, batch=100))
 
-    def fields(self, deployment: Any, scope: Any, ok: bool, http_status: int, ttft_ms: int | None,
-               error_code: str | None, job_id: str | None = None, request_id: str | None = None,
-               route: str | None = None) -> tuple[Any, ...] | None:
+    def fields(self, deployment: Any, scope: Any, http_status: int, ttft_ms: int | None, error_code: str | None,
+               request_id: str | None = None, route: str | None = None) -> tuple[Any, ...] | None:
         """What a call's request-log row has beyond its usage record (None with the request log off). The gate hands
         it to `UsageRecorder.record(log=…)`: one queued record per call on the request path, the row made by
         `row_of` in the writer.
@@ -113,21 +104,19 @@ class RequestLog:
             state = scope.get("state")
             request_id = request_id or (state.get("request_id") if state else None)
             route = route or scope.get("path")
-            trace = _traceparent(scope.get("headers"))
-        return (getattr(deployment, "name", deployment), http_status, ttft_ms, error_code, job_id, request_id, route,
-                trace)
+            for name, value in scope.get("headers") or ():
+                if name == b"traceparent":
+                    trace = value
+                    break
+        return getattr(deployment, "name", deployment), http_status, ttft_ms, error_code, request_id, route, trace
 
     @staticmethod
-    def row_of(log_id: str, at: float, org_id: str, token_id: str | None, model_id: str, task: str,
-               units: Units | None, price: int, status: str, latency_ms: int, fields: Any) -> list[Any]:
-        """A call's row as a JSON-able list in `ROW` order, from its usage record's values and its `fields` (run by
-        the writer, off the request path)."""
-        deployment, http_status, ttft_ms, error_code, job_id, request_id, route, trace = fields
-        counted = units is not None and status == "ok"
-        return [at, log_id, org_id, token_id, model_id, task, deployment, (route or "")[:300] or None, status,
-                http_status, latency_ms, ttft_ms, units.input_tokens if counted else 0,  # type: ignore[union-attr]
-                units.output_tokens if counted else 0, price, request_id, trace_id(trace),  # type: ignore[union-attr]
-                (error_code or None) and error_code[:80], job_id]
+    def row_of(log_id: str, at: float, org_id: str, fields: Any) -> list[Any]:
+        """A call's row as a JSON-able list in `ROW` order: its usage row's id, time and org, and its `fields` (run
+        by the writer, off the request path). The rest of what an entry shows is the usage row's."""
+        deployment, http_status, ttft_ms, error_code, request_id, route, trace = fields
+        return [at, log_id, org_id, deployment, route[:300] if route else None, http_status, ttft_ms, request_id,
+                trace_id(trace), error_code[:80] if error_code else None]
 
     def body(self, log_id: str, org_id: str, scope: Any, request: Any, response: Any, mode: str) -> None:
         """The org keeps bodies (`mode` "raw" or "redact"); made JSON-able and redacted by the writer."""

@@ -69,8 +69,7 @@ class UsageRecorder:
                "run_id": run_id, "run_node": run_node}
         log = raw[13] if len(raw) > 13 else None
         if log is not None and self._log is not None:
-            row["log"] = self._log.row_of(use_id, at, org_id, token_id, model_id, task, units, price, status,
-                                          latency_ms, log)
+            row["log"] = self._log.row_of(use_id, at, org_id, log)
         return row
 
     async def _write(self, records: list[dict[str, Any]]) -> None:

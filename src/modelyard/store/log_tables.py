@@ -30,30 +30,23 @@ usage_rollups = Table(
     Column("latency_ms", BigInteger, nullable=False, default=0),  # a sum: divide by requests for the mean
 )
 
-# One row per call (the console's /logs). On PostgreSQL the table is partitioned by day on `at` (created ahead
-# by the maintenance task, dropped whole by retention), so the primary key has to include `at`.
+# One row per call (the console's /logs): what the log adds to the call's usage row, whose id it shares (its key,
+# model, task, status, latency, tokens, price and job are read from there: migration 0015). On PostgreSQL the table
+# is partitioned by day on `at` (created ahead by the maintenance task, dropped whole by retention), so the primary
+# key has to include `at`.
 request_log = Table(
     "request_log",
     metadata,
-    Column("id", String(40), primary_key=True),
+    Column("id", String(40), primary_key=True),  # the usage row's id
     Column("at", DateTime(timezone=True), primary_key=True),
     Column("org_id", String(40), nullable=False),
-    Column("token_id", String(40), nullable=True),
-    Column("model_id", String(200), nullable=False),
-    Column("task", String(40), nullable=False),
     Column("deployment", String(200), nullable=True),
     Column("route", String(300), nullable=True),  # the path the client called (its dialect), or job:<id>
-    Column("status", String(20), nullable=False),  # ok | failed
     Column("http_status", Integer, nullable=False),
-    Column("latency_ms", Integer, nullable=False),
     Column("ttft_ms", Integer, nullable=True),  # streams: until the first chunk was ready
-    Column("input_tokens", BigInteger, nullable=False, default=0),
-    Column("output_tokens", BigInteger, nullable=False, default=0),
-    Column("price_micros", BigInteger, nullable=False, default=0),
     Column("request_id", String(128), nullable=True),  # the X-Request-Id the response carried
     Column("trace_id", String(32), nullable=True),  # from a W3C traceparent header
     Column("error_code", String(80), nullable=True),
-    Column("job_id", String(40), nullable=True),
     Index("ix_request_log_org_id_at", "org_id", "at"),
     Index("ix_request_log_request_id", "request_id"),
 )

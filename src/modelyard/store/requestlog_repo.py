@@ -22,6 +22,7 @@ from .billing_repo import bound_waits, insert_new
 from .db import Store
 from .paging import newest_first
 from .log_tables import request_bodies, request_log
+from .tables import usage_records
 from .repo import DELETE_BATCH, aware, delete_in_batches
 
 log = logging.getLogger(__name__)
@@ -45,13 +46,35 @@ def public(row: Any) -> dict[str, Any]:
     return m
 
 
-# The order of a row as the writer hands it over (`RequestLog` encodes each call as a list in this order: JSON-able
-# for the spool, and one tuple away from the driver's parameters) and as the insert names the columns.
-ROW = ("at", "id", "org_id", "token_id", "model_id", "task", "deployment", "route", "status", "http_status",
-       "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "price_micros", "request_id", "trace_id",
-       "error_code", "job_id")
+# The order of a row as the writer hands it over (`RequestLog.row_of` makes each call's as a list in this order:
+# JSON-able for the spool, and one tuple away from the driver's parameters) and as the insert names the columns.
+ROW = ("at", "id", "org_id", "deployment", "route", "http_status", "ttft_ms", "request_id", "trace_id", "error_code")
 assert sorted(ROW) == sorted(c.name for c in request_log.columns), "ROW must name every request_log column once"
 _FROM_DICT = itemgetter(*ROW[1:])
+# A spool written before migration 0015 holds rows that also copied the usage row's fields, in this order: only
+# the log's own are kept (the usage row has the rest)
+WIDE = ("at", "id", "org_id", "token_id", "model_id", "task", "deployment", "route", "status", "http_status",
+        "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "price_micros", "request_id", "trace_id",
+        "error_code", "job_id")
+_FROM_WIDE = itemgetter(*(WIDE.index(name) for name in ROW[1:]))
+# what a listed entry shows from the call's usage row, joined by id
+FROM_USAGE = ("token_id", "model_id", "task", "status", "latency_ms", "input_tokens", "output_tokens", "price_micros",
+              "job_id")
+# an entry's fields in the order the API has always shown them
+SHOWN = ("id", "at", "org_id", "token_id", "model_id", "task", "deployment", "route", "status", "http_status",
+         "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "price_micros", "request_id", "trace_id",
+         "error_code", "job_id")
+
+
+def _columns() -> list[Any]:
+    own = request_log.c
+    return [own[name] if name in own else usage_records.c[name] for name in SHOWN]
+
+
+def _entries() -> Any:
+    """Request-log rows with their usage rows' fields (an outer join: a row whose usage row is gone still lists)."""
+    return select(*_columns()).select_from(
+        request_log.outerjoin(usage_records, usage_records.c.id == request_log.c.id))
 
 
 class _SQLiteTime:
@@ -78,6 +101,13 @@ class _SQLiteTime:
         return f"{self._prefix}.{micros:06d}"
 
 
+def _older(record: Any, bind_at: Any) -> tuple[Any, ...]:
+    """A row as older spools hold it: a dict by column name, or a list in `WIDE` order."""
+    if type(record) is dict:
+        return (bind_at(record["at"]), *_FROM_DICT(record))
+    return (bind_at(record[0]), *_FROM_WIDE(record))
+
+
 class RequestLogRepo:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
@@ -93,8 +123,8 @@ class RequestLogRepo:
 
     async def insert_many(self, records: list[Any]) -> None:
         """Writes a batch, skipping a row already there (a replayed batch) by its key. A record is a list in `ROW`
-        order (`RequestLog.row_of`) or a dict by column name (older spools, tests); the gate's calls come here once
-        their usage rows are committed (`UsageRecorder.attach`). Rows go to the driver as plain tuples, not through
+        order (`RequestLog.row_of`), or as older spools hold it: a dict by column name, or a list in `WIDE` order;
+        the gate's calls come here once their usage rows are committed (`UsageRecorder.attach`). Rows go to the driver as plain tuples, not through
         SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a row saved), with `at` formatted once per
         second on SQLite (docs/performance.md, "Request log and metrics").
 
@@ -106,8 +136,8 @@ class RequestLogRepo:
         if not records:
             return
         bind_at = self._bind_at
-        rows = [(bind_at(r[0]), *r[1:]) if type(r) is not dict else (bind_at(r["at"]), *_FROM_DICT(r))
-                for r in records]
+        n = len(ROW)
+        rows = [(bind_at(r[0]), *r[1:]) if type(r) is list and len(r) == n else _older(r, bind_at) for r in records]
         async with self.engine.begin() as conn:
             await bound_waits(conn)
             if self.pg:
@@ -149,15 +179,14 @@ class RequestLogRepo:
                    start: datetime | None = None, end: datetime | None = None,
                    after: tuple[datetime, str] | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """Newest first; `after` is the (at, id) of the last entry of the previous page."""
-        c = request_log.c
-        q = select(request_log)
+        c, u = request_log.c, usage_records.c
+        q = _entries()
         if org_id is not None:
             q = q.where(c.org_id == org_id)
         if model:
-            q = q.where(c.model_id == model)
+            q = q.where(u.model_id == model)
         if status:
-            q = q.where(c.status == status) if status in ("ok", "failed") else q.where(
-                c.http_status == int(status))
+            q = q.where(u.status == status) if status in ("ok", "failed") else q.where(c.http_status == int(status))
         if start is not None:
             q = q.where(c.at >= start)
         if end is not None:
@@ -168,7 +197,7 @@ class RequestLogRepo:
 
     async def get(self, request_id: str, org_id: str | None) -> list[dict[str, Any]]:
         """Every call a request made (usually one), each with its bodies when they were kept."""
-        q = select(request_log).where(request_log.c.request_id == request_id)
+        q = _entries().where(request_log.c.request_id == request_id)
         if org_id is not None:
             q = q.where(request_log.c.org_id == org_id)
         async with self.engine.connect() as conn:
