@@ -92,11 +92,11 @@ class RequestLog:
 
     def fields(self, deployment: Any, scope: Any, http_status: int, ttft_ms: int | None, error_code: str | None,
                request_id: str | None = None, route: str | None = None) -> tuple[Any, ...] | None:
-        """What a call's request-log row has beyond its usage record (None with the request log off). The gate hands
-        it to `UsageRecorder.record(log=…)`: one queued record per call on the request path, the row made by
-        `row_of` in the writer.
+        """What a call's request-log row has beyond its usage record, as stored (`ROW` after the id, time and org;
+        None with the request log off). The gate hands it to `UsageRecorder.record(log=…)`: one queued record per
+        call on the request path, the row made by `row_of` in the writer.
 
-        What the row needs from the ASGI scope (request id, path, traceparent) is taken here, and the scope is not
+        What the row needs from the ASGI scope (request id, path, trace id) is taken here, and the scope is not
         queued: a record lives up to a flush interval, and one that held its call's scope kept ~7 KB alive per
         call (never awaits: the request path calls this)."""
         trace = None
@@ -106,17 +106,16 @@ class RequestLog:
             route = route or scope.get("path")
             for name, value in scope.get("headers") or ():
                 if name == b"traceparent":
-                    trace = value
+                    trace = trace_id(value)
                     break
-        return getattr(deployment, "name", deployment), http_status, ttft_ms, error_code, request_id, route, trace
+        return (getattr(deployment, "name", deployment), route[:300] if route else None, http_status, ttft_ms,
+                request_id, trace, error_code[:80] if error_code else None)
 
     @staticmethod
     def row_of(log_id: str, at: float, org_id: str, fields: Any) -> list[Any]:
-        """A call's row as a JSON-able list in `ROW` order: its usage row's id, time and org, and its `fields` (run
+        """A call's row as a JSON-able list in `ROW` order: its usage row's id, time and org, then its `fields` (run
         by the writer, off the request path). The rest of what an entry shows is the usage row's."""
-        deployment, http_status, ttft_ms, error_code, request_id, route, trace = fields
-        return [at, log_id, org_id, deployment, route[:300] if route else None, http_status, ttft_ms, request_id,
-                trace_id(trace), error_code[:80] if error_code else None]
+        return [at, log_id, org_id, *fields]
 
     def body(self, log_id: str, org_id: str, scope: Any, request: Any, response: Any, mode: str) -> None:
         """The org keeps bodies (`mode` "raw" or "redact"); made JSON-able and redacted by the writer."""
