@@ -93,6 +93,11 @@ def main() -> int:
                     help="the gateway's database on this PostgreSQL server (a fresh database, dropped after; e.g. "
                          "postgresql://postgres@127.0.0.1/test) instead of SQLite in the data dir: the database's "
                          "own work then runs in its server, outside the counted process")
+    ap.add_argument("--quiet", type=float, default=0.0, metavar="SECONDS",
+                    help="stretch the gateway's periodic work to this interval (the write-behind's tick and flushes, "
+                         "job polls and heartbeats): under callgrind a call takes ~0.1 s, so the idle pollers' "
+                         "work per wall second otherwise rivals a call's own and its variance swamps an A/B; the "
+                         "write-behind then writes a few seconds of calls per batch instead of one")
     ap.add_argument("--start-timeout", type=float, default=300.0,
                     help="seconds to wait for the gateway to start under valgrind (longer on a busy machine)")
     args = ap.parse_args()
@@ -118,6 +123,10 @@ def main() -> int:
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning", "PYTHONMALLOC": "malloc",
            "MODELYARD_METRICS_ENABLED": "true" if args.metrics == "on" else "false",
            "MODELYARD_REQUEST_LOG_ENABLED": "true" if args.request_log == "on" else "false"}
+    if args.quiet:
+        for name in ("USAGE_FLUSH_SECONDS", "RESPONSES_FLUSH_SECONDS", "JOB_POLL_SECONDS", "JOB_HEARTBEAT_SECONDS",
+                     "HEARTBEAT_SECONDS", "WORKER_HEARTBEAT_SECONDS"):
+            env["MODELYARD_" + name] = str(args.quiet)
     gateway = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={data}/callgrind.out.%p",
                                 sys.executable, "-m", "modelyard.cli", "serve", "--port", str(gw_port),
                                 "--config", str(cfg), "--data-dir", data],

@@ -440,8 +440,10 @@ def main() -> int:
                     on, off = rounds.get("modelyard" + suffix), rounds.get("modelyard-obsoff" + suffix)
                     if on and off:
                         extra = [a["cpu"] / b["cpu"] - 1 for a, b in zip(on, off) if b["cpu"]]
+                        q1, _, q3 = (statistics.quantiles(extra, n=4) if len(extra) > 1 else (extra[0],) * 3)
                         print(f"{mode:<6} {c:>5} modelyard{suffix} cpu/req with metrics and the request log on vs "
-                              f"off: min {min(extra) * 100:+.1f}%, median {med(extra) * 100:+.1f}% "
+                              f"off: min {min(extra) * 100:+.1f}%, quartiles {q1 * 100:+.1f}% / {q3 * 100:+.1f}%, "
+                              f"max {max(extra) * 100:+.1f}%, median {med(extra) * 100:+.1f}% "
                               f"({med(a['cpu'] for a in on):.0f} vs {med(b['cpu'] for b in off):.0f} us; records "
                               f"spooled so far: {on[-1]['spooled']} on, {off[-1]['spooled']} off)", flush=True)
                     nomet = rounds.get("modelyard-nomet" + suffix)

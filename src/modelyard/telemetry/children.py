@@ -115,14 +115,18 @@ class CallChildren:
         child.inc()
 
     def first_token(self, seconds: float, provider: str) -> None:
-        if self.ttft is not None:
-            self.ttft.observe(seconds)
+        b = self.ttft
+        if b is not None:
+            b.sum += seconds
+            b.counts[bisect_left(b.bounds, seconds)] += 1
         if self._m.gen_ttft is not None:
             self.genai(provider).ttft.observe(seconds)
 
     def per_output_token(self, seconds: float, provider: str) -> None:
-        if self.tpot is not None:
-            self.tpot.observe(seconds)
+        b = self.tpot
+        if b is not None:
+            b.sum += seconds
+            b.counts[bisect_left(b.bounds, seconds)] += 1
         if self._m.gen_tpot is not None:
             self.genai(provider).tpot.observe(seconds)
 
