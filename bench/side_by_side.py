@@ -1,0 +1,155 @@
+"""What metrics and the request log cost a call, with both gateways loaded at the same time.
+
+`overhead.py --observability-off` measures the gateway with metrics and the request log on, then the one with both
+off, one after the other in each round. On a noisy shared VM one round's ratio then moves by ±20% (the host's load
+changes between the two windows), and even 25 rounds leave the median several points wide. Here the two run side
+by side: both pinned to the same core, each driven by its own `wrk` at the same time, so whatever the host does
+to that core it does to both in the same seconds. Each round's CPU per request (user + system, the gateway's
+process, until its write-behind has written the round's rows) of the one against the other is one ratio; the
+median and quartiles over the rounds are printed, and the rounds alternate which `wrk` starts first.
+
+Run: `python bench/side_by_side.py [--rounds 15] [--duration 5] [--concurrency 16] [--stream] [--postgres URL]`
+(needs nginx and wrk: `apt-get install nginx-light wrk`; Linux, two or more cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+
+from overhead import (KEY, PIN, Target, _pg_database, chat_body, chat_url, cpu_seconds, free_port,  # noqa: E402
+                      load_wrk, pinned, wait_port, written)
+
+
+def _answering(t: Target, stream: bool, timeout: float = 120.0) -> None:
+    """Wait until the gateway answers a chat call (an open port comes before its start-up has finished: on
+    PostgreSQL the first calls can meet a database still being migrated)."""
+    deadline, last = time.monotonic() + timeout, ""
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.post(chat_url(t, stream), content=chat_body(t, stream), timeout=30,
+                           headers={**t.headers, "Content-Type": "application/json"})
+            if r.status_code == 200:
+                return
+            last = f"HTTP {r.status_code}: {r.text[:200]}"
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise SystemExit(f"{t.name} did not answer a chat call: {last}")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rounds", type=int, default=15)
+    ap.add_argument("--duration", type=float, default=5.0, help="seconds of load per round")
+    ap.add_argument("--concurrency", type=int, default=16, help="connections to each gateway")
+    ap.add_argument("--stream", action="store_true", help="streamed chat instead of JSON")
+    ap.add_argument("--postgres", default=None, metavar="URL", help="a fresh database each on this server")
+    args = ap.parse_args()
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    wrk = shutil.which("wrk")
+    if not wrk or not Path(nginx).exists():
+        raise SystemExit("needs nginx and wrk (apt-get install nginx-light wrk)")
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        raise SystemExit("needs two or more cores: one for the gateways, the rest for the stub and wrk")
+    PIN["gateway"], PIN["tools"] = {cores[0]}, set(cores[1:])
+    from stub_upstream import nginx_conf
+
+    data = tempfile.mkdtemp(prefix="modelyard-sbs-")
+    stub_port = free_port()
+    procs = [subprocess.Popen([nginx, "-c", str(nginx_conf(stub_port, Path(data))), "-p", data],
+                              preexec_fn=pinned("tools"))]
+    cfg = Path(data) / "bench.yaml"
+    cfg.write_text("builtin_models: false\nmodels:\n" + "".join(
+        f"  - id: {name}\n    deployments:\n      - backend: openai\n"
+        f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
+        f"        max_concurrency: 256\n" for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
+    env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
+    targets, drops = [], []
+    for name, on in (("on", True), ("off", False)):
+        port, database = free_port(), {}
+        if args.postgres:
+            url, drop = _pg_database(args.postgres)
+            drops.append(drop)
+            database["MODELYARD_DATABASE_URL"] = url
+        flag = "true" if on else "false"
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
+             "--data-dir", tempfile.mkdtemp(prefix="modelyard-sbs-gw-")],
+            env={**env, **database, "MODELYARD_METRICS_ENABLED": flag, "MODELYARD_REQUEST_LOG_ENABLED": flag},
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned("gateway"))
+        procs.append(gateway)
+        # a stream goes to the model whose upstream always streams (the stub's /sse/ prefix), as in overhead.py
+        targets.append(Target(name, f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {KEY}"},
+                              b"bench-sse" if args.stream else b"bench", gateway.pid))
+    try:
+        wait_port(stub_port)
+        for t in targets:
+            wait_port(int(t.url.rsplit(":", 1)[1].split("/")[0]))
+            _answering(t, args.stream)
+        print(f"{'JSON' if not args.stream else 'stream'}, {args.concurrency} connections each, "
+              f"{'PostgreSQL' if args.postgres else 'SQLite'}, both gateways on core {cores[0]}")
+        print(f"{'round':>5} {'on rps':>8} {'off rps':>8} {'on us/req':>10} {'off us/req':>11} {'on vs off':>10}")
+        ratios, on_cpu, off_cpu = [], [], []
+        for r in range(args.rounds):
+            order = targets if r % 2 == 0 else targets[::-1]
+            before = {t.name: cpu_seconds(t.pid) for t in targets}
+            results: dict[str, dict[str, float]] = {}
+
+            failures: list[str] = []
+
+            def drive(t: Target) -> None:
+                try:
+                    results[t.name] = load_wrk(wrk, t, args.concurrency, args.duration, args.stream, data)
+                except BaseException as exc:  # noqa: BLE001 - reported below, from the main thread
+                    failures.append(f"{t.name}: {exc}")
+
+            threads = [threading.Thread(target=drive, args=(t,)) for t in order]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            if failures:
+                raise SystemExit("; ".join(failures))
+            for t in targets:
+                written(t.url.rsplit("/v1", 1)[0])
+            cpu = {t.name: (cpu_seconds(t.pid) - before[t.name]) / results[t.name]["n"] * 1e6 for t in targets}
+            ratio = cpu["on"] / cpu["off"] - 1
+            ratios.append(ratio)
+            on_cpu.append(cpu["on"])
+            off_cpu.append(cpu["off"])
+            print(f"{r + 1:>5} {results['on']['rps']:>8.0f} {results['off']['rps']:>8.0f} {cpu['on']:>10.0f} "
+                  f"{cpu['off']:>11.0f} {ratio * 100:>+9.1f}%", flush=True)
+        q1, med, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
+        print(f"on vs off, CPU per request: median {statistics.median(ratios) * 100:+.1f}%, quartiles "
+              f"{q1 * 100:+.1f}% / {q3 * 100:+.1f}%, min {min(ratios) * 100:+.1f}%, max {max(ratios) * 100:+.1f}% "
+              f"(medians {statistics.median(on_cpu):.0f} vs {statistics.median(off_cpu):.0f} us)")
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        for drop in drops:
+            drop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
