@@ -272,6 +272,29 @@ def written(root: str, probes: int = 1, timeout: float = 60.0) -> int:
     return spooled
 
 
+def bench_config(stub_port: int, folder: Path) -> Path:
+    """The gateways' config: `bench` on the stub's JSON route, `bench-sse` on its streaming one."""
+    cfg = folder / "bench.yaml"
+    cfg.write_text("builtin_models: false\nmodels:\n" + "".join(
+        f"  - id: {name}\n    deployments:\n      - backend: openai\n"
+        f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
+        f"        max_concurrency: 256\n" for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
+    return cfg
+
+
+def stop(procs: list[subprocess.Popen], drops: list[Any]) -> None:
+    """End the stub and the gateways (killed if they take over 15 s), then drop their PostgreSQL databases."""
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+    for drop in drops:
+        drop()
+
+
 def _pg_database(base: str) -> tuple[str, Any]:
     """A fresh database on the server of `base` (bench/writer.py makes it), and how to drop it."""
     sys.path.insert(0, str(HERE))
@@ -344,11 +367,7 @@ def main() -> int:
         procs = [subprocess.Popen([sys.executable, str(HERE / "stub_upstream.py"), str(stub_port)],
                                   preexec_fn=pinned("tools"))]
     print(f"stub: {'nginx' if use_nginx else 'python (uvicorn)'}; load client: {'wrk' if wrk else 'aiohttp'}")
-    cfg = Path(data) / "bench.yaml"
-    cfg.write_text("builtin_models: false\nmodels:\n" + "".join(
-        f"  - id: {name}\n    deployments:\n      - backend: openai\n"
-        f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
-        f"        max_concurrency: 256\n" for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
+    cfg = bench_config(stub_port, Path(data))
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
     log = open(os.environ.get("MODELYARD_BENCH_LOG", os.devnull), "w")
     targets: list[Target] = []
@@ -463,15 +482,7 @@ def main() -> int:
         for t in targets:
             print(f"peak RSS {t.name}: {peak_rss_mb(t.pid):.0f} MB")  # type: ignore[arg-type]
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for drop in drops:
-            drop()
+        stop(procs, drops)
     return 0
 
 

@@ -30,8 +30,8 @@ import httpx
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from overhead import (KEY, PIN, Target, _pg_database, chat_body, chat_url, cpu_seconds, free_port,  # noqa: E402
-                      load_wrk, pinned, wait_port, written)
+from overhead import (KEY, PIN, Target, _pg_database, bench_config, chat_body, chat_url, cpu_seconds,  # noqa: E402
+                      free_port, load_wrk, pinned, stop, wait_port, written)
 
 
 def _answering(t: Target, stream: bool, timeout: float = 120.0) -> None:
@@ -73,11 +73,7 @@ def main() -> int:
     stub_port = free_port()
     procs = [subprocess.Popen([nginx, "-c", str(nginx_conf(stub_port, Path(data))), "-p", data],
                               preexec_fn=pinned("tools"))]
-    cfg = Path(data) / "bench.yaml"
-    cfg.write_text("builtin_models: false\nmodels:\n" + "".join(
-        f"  - id: {name}\n    deployments:\n      - backend: openai\n"
-        f"        base_url: http://127.0.0.1:{stub_port}{base}\n        model: bench-model\n"
-        f"        max_concurrency: 256\n" for name, base in (("bench", "/v1"), ("bench-sse", "/sse/v1"))))
+    cfg = bench_config(stub_port, Path(data))
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
     targets, drops = [], []
     for name, on in (("on", True), ("off", False)):
@@ -139,15 +135,7 @@ def main() -> int:
               f"{q1 * 100:+.1f}% / {q3 * 100:+.1f}%, min {min(ratios) * 100:+.1f}%, max {max(ratios) * 100:+.1f}% "
               f"(medians {statistics.median(on_cpu):.0f} vs {statistics.median(off_cpu):.0f} us)")
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        for drop in drops:
-            drop()
+        stop(procs, drops)
     return 0
 
 
