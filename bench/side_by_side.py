@@ -8,7 +8,10 @@ to that core it does to both in the same seconds. Each round's CPU per request (
 process, until its write-behind has written the round's rows) of the one against the other is one ratio; the
 median and quartiles over the rounds are printed, and the rounds alternate which `wrk` starts first.
 
-Run: `python bench/side_by_side.py [--rounds 15] [--duration 5] [--concurrency 16] [--stream] [--postgres URL]`
+`--switch log` or `--switch metrics` compares what one switch costs alone.
+
+Run: `python bench/side_by_side.py [--rounds 15] [--duration 5] [--concurrency 16] [--stream] [--postgres URL]
+[--switch both|log|metrics]`
 (needs nginx and wrk: `apt-get install nginx-light wrk`; Linux, two or more cores).
 """
 
@@ -32,6 +35,10 @@ sys.path.insert(0, str(HERE))
 
 from overhead import (KEY, PIN, Target, _pg_database, bench_config, chat_body, chat_url, cpu_seconds,  # noqa: E402
                       free_port, load_wrk, pinned, stop, wait_port, written)
+
+
+SWITCHES = {"both": "metrics and the request log", "log": "the request log (metrics off in both)",
+            "metrics": "metrics (the request log on in both)"}
 
 
 def _answering(t: Target, stream: bool, timeout: float = 120.0) -> None:
@@ -58,6 +65,9 @@ def main() -> int:
     ap.add_argument("--concurrency", type=int, default=16, help="connections to each gateway")
     ap.add_argument("--stream", action="store_true", help="streamed chat instead of JSON")
     ap.add_argument("--postgres", default=None, metavar="URL", help="a fresh database each on this server")
+    ap.add_argument("--switch", choices=["both", "log", "metrics"], default="both",
+                    help="what differs between the two: metrics and the request log (on vs both off), the request "
+                         "log alone (metrics off in both), or metrics alone (the request log on in both)")
     args = ap.parse_args()
     nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     wrk = shutil.which("wrk")
@@ -76,17 +86,20 @@ def main() -> int:
     cfg = bench_config(stub_port, Path(data))
     env = {**os.environ, "MODELYARD_ADMIN_KEY": KEY, "MODELYARD_LOG_LEVEL": "warning"}
     targets, drops = [], []
-    for name, on in (("on", True), ("off", False)):
+    # (metrics, request log) of the gateway with the switch on, and of the one with it off
+    flags = {"both": ((True, True), (False, False)), "log": ((False, True), (False, False)),
+             "metrics": ((True, True), (False, True))}[args.switch]
+    for name, (metrics, request_log) in zip(("on", "off"), flags):
         port, database = free_port(), {}
         if args.postgres:
             url, drop = _pg_database(args.postgres)
             drops.append(drop)
             database["MODELYARD_DATABASE_URL"] = url
-        flag = "true" if on else "false"
         gateway = subprocess.Popen(
             [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
              "--data-dir", tempfile.mkdtemp(prefix="modelyard-sbs-gw-")],
-            env={**env, **database, "MODELYARD_METRICS_ENABLED": flag, "MODELYARD_REQUEST_LOG_ENABLED": flag},
+            env={**env, **database, "MODELYARD_METRICS_ENABLED": str(metrics).lower(),
+                 "MODELYARD_REQUEST_LOG_ENABLED": str(request_log).lower()},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned("gateway"))
         procs.append(gateway)
         # a stream goes to the model whose upstream always streams (the stub's /sse/ prefix), as in overhead.py
@@ -98,7 +111,8 @@ def main() -> int:
             wait_port(int(t.url.rsplit(":", 1)[1].split("/")[0]))
             _answering(t, args.stream)
         print(f"{'JSON' if not args.stream else 'stream'}, {args.concurrency} connections each, "
-              f"{'PostgreSQL' if args.postgres else 'SQLite'}, both gateways on core {cores[0]}")
+              f"{'PostgreSQL' if args.postgres else 'SQLite'}, both gateways on core {cores[0]}; on vs off: "
+              f"{SWITCHES[args.switch]}")
         print(f"{'round':>5} {'on rps':>8} {'off rps':>8} {'on us/req':>10} {'off us/req':>11} {'on vs off':>10}")
         ratios, on_cpu, off_cpu = [], [], []
         for r in range(args.rounds):
