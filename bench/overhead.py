@@ -282,6 +282,24 @@ def bench_config(stub_port: int, folder: Path) -> Path:
     return cfg
 
 
+def start_gateway(cfg: Path, port: int, env: dict[str, str], *, metrics: bool, request_log: bool,
+                  workers: int = 1, postgres: str | None = None, drops: list[Any], log: Any = None
+                  ) -> subprocess.Popen:
+    """A Modelyard on `port`, pinned to the gateway's core, with metrics and the request log on or off; with
+    `postgres`, on a fresh database of its own there (its drop appended to `drops`)."""
+    database: dict[str, str] = {}
+    if postgres:
+        url, drop = _pg_database(postgres)
+        drops.append(drop)
+        database["MODELYARD_DATABASE_URL"] = url
+    return subprocess.Popen(
+        [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
+         "--data-dir", tempfile.mkdtemp(prefix="modelyard-bench-gw-"), "--workers", str(workers)],
+        env={**env, **database, "MODELYARD_METRICS_ENABLED": str(metrics).lower(),
+             "MODELYARD_REQUEST_LOG_ENABLED": str(request_log).lower()},
+        stdout=log or subprocess.DEVNULL, stderr=log or subprocess.DEVNULL, preexec_fn=pinned("gateway"))
+
+
 def stop(procs: list[subprocess.Popen], drops: list[Any]) -> None:
     """End the stub and the gateways (killed if they take over 15 s), then drop their PostgreSQL databases."""
     for p in procs:
@@ -380,17 +398,8 @@ def main() -> int:
             variants.append(("modelyard-obsoff", False, False))
         for label, metrics, request_log in variants:
             port = free_port()
-            database: dict[str, str] = {}
-            if args.postgres:
-                url, drop = _pg_database(args.postgres)
-                drops.append(drop)
-                database["MODELYARD_DATABASE_URL"] = url
-            gateway = subprocess.Popen(
-                [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
-                 "--data-dir", tempfile.mkdtemp(prefix="modelyard-bench-gw-"), "--workers", str(n)],
-                env={**env, **database, "MODELYARD_METRICS_ENABLED": "true" if metrics else "false",
-                     "MODELYARD_REQUEST_LOG_ENABLED": "true" if request_log else "false"},
-                stdout=log, stderr=log, preexec_fn=pinned("gateway"))
+            gateway = start_gateway(cfg, port, env, metrics=metrics, request_log=request_log, workers=n,
+                                    postgres=args.postgres, drops=drops, log=log)
             procs.append(gateway)
             name = label + ("" if worker_counts == [1] else f"-w{n}")
             targets.append(Target(name, f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {KEY}"},

@@ -33,8 +33,8 @@ import httpx
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 
-from overhead import (KEY, PIN, Target, _pg_database, bench_config, chat_body, chat_url, cpu_seconds,  # noqa: E402
-                      free_port, load_wrk, pinned, stop, wait_port, written)
+from overhead import (KEY, PIN, Target, bench_config, chat_body, chat_url, cpu_seconds, free_port,  # noqa: E402
+                      load_wrk, pinned, start_gateway, stop, wait_port, written)
 
 
 SWITCHES = {"both": "metrics and the request log", "log": "the request log (metrics off in both)",
@@ -90,17 +90,9 @@ def main() -> int:
     flags = {"both": ((True, True), (False, False)), "log": ((False, True), (False, False)),
              "metrics": ((True, True), (False, True))}[args.switch]
     for name, (metrics, request_log) in zip(("on", "off"), flags):
-        port, database = free_port(), {}
-        if args.postgres:
-            url, drop = _pg_database(args.postgres)
-            drops.append(drop)
-            database["MODELYARD_DATABASE_URL"] = url
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "modelyard.cli", "serve", "--port", str(port), "--config", str(cfg),
-             "--data-dir", tempfile.mkdtemp(prefix="modelyard-sbs-gw-")],
-            env={**env, **database, "MODELYARD_METRICS_ENABLED": str(metrics).lower(),
-                 "MODELYARD_REQUEST_LOG_ENABLED": str(request_log).lower()},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned("gateway"))
+        port = free_port()
+        gateway = start_gateway(cfg, port, env, metrics=metrics, request_log=request_log, postgres=args.postgres,
+                                drops=drops)
         procs.append(gateway)
         # a stream goes to the model whose upstream always streams (the stub's /sse/ prefix), as in overhead.py
         targets.append(Target(name, f"http://127.0.0.1:{port}/v1", {"Authorization": f"Bearer {KEY}"},
