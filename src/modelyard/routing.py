@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import random
-from bisect import bisect_left
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 

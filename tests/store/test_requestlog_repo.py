@@ -242,8 +242,9 @@ def test_a_batch_of_any_size_lands_once_in_multi_row_statements(database_url):
 
 def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_url, tmp_path):
     """The gate queues one record per call: its usage record carries the request-log fields; the writer makes both
-    rows and writes the log rows once their usage rows are committed, in the same flush. Spooled and replayed twice, each lands once, under the same id; a call without
-    log fields (the log off) gets a usage row only; and the scope is not kept, only what the row needs from it."""
+    rows and writes the log rows once their usage rows are committed, in the same flush. Spooled and replayed
+    twice, each lands once, under the same id; a call without log fields (the log off) gets a usage row only; and
+    the scope is not kept, only what the row needs from it."""
     from modelyard.pipeline.requestlog import RequestLog
     from modelyard.pipeline.units import Units
     from modelyard.pipeline.usage import UsageRecorder
@@ -345,10 +346,10 @@ def test_the_migration_keeps_each_rows_own_fields_and_reads_the_rest_from_usage_
                  "http_status": 200 if i % 2 else 502, "status": "ok" if i % 2 else "failed", "job_id": f"job_{i}",
                  "error_code": None if i % 2 else "upstream_error", "trace_id": "ab" * 16} for i in range(4)]
         await UsageRepo(store).insert_many([_usage(r) for r in rows])
-        wide = ", ".join(_row(0, START))  # the 0011 columns, by name
+        names = list(_row(0, START))  # the 0011 columns
+        insert = f"INSERT INTO request_log ({', '.join(names)}) VALUES ({', '.join(':' + k for k in names)})"
         async with store.engine.begin() as conn:
-            await conn.execute(text(f"INSERT INTO request_log ({wide}) VALUES ({', '.join(':' + k for k in _row(0, START))})"),
-                               [{**r, "at": datetime.fromtimestamp(r["at"], timezone.utc)} for r in rows])
+            await conn.execute(text(insert), [{**r, "at": datetime.fromtimestamp(r["at"], timezone.utc)} for r in rows])
         await store.migrate()
         repo = RequestLogRepo(store)
         listed = {e["id"]: e for e in await repo.list("org_a", limit=10)}

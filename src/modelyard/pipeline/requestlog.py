@@ -26,7 +26,6 @@ from ..store import rollups
 from ..store.requestlog_repo import RequestLogRepo
 from ..store.writebehind import Sink, WriteBehind
 from ..types import RawJSON, RawSSE, Task
-from .units import Units
 
 log = logging.getLogger(__name__)
 KIND, BODIES = "request_log", "request_bodies"

@@ -51,29 +51,20 @@ def public(row: Any) -> dict[str, Any]:
 ROW = ("at", "id", "org_id", "deployment", "route", "http_status", "ttft_ms", "request_id", "trace_id", "error_code")
 assert sorted(ROW) == sorted(c.name for c in request_log.columns), "ROW must name every request_log column once"
 _FROM_DICT = itemgetter(*ROW[1:])
-# A spool written before migration 0015 holds rows that also copied the usage row's fields, in this order: only
-# the log's own are kept (the usage row has the rest)
-WIDE = ("at", "id", "org_id", "token_id", "model_id", "task", "deployment", "route", "status", "http_status",
-        "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "price_micros", "request_id", "trace_id",
-        "error_code", "job_id")
-_FROM_WIDE = itemgetter(*(WIDE.index(name) for name in ROW[1:]))
-# what a listed entry shows from the call's usage row, joined by id
-FROM_USAGE = ("token_id", "model_id", "task", "status", "latency_ms", "input_tokens", "output_tokens", "price_micros",
-              "job_id")
-# an entry's fields in the order the API has always shown them
+# An entry's fields in the order the API has always shown them: the table's columns before migration 0015, those
+# it no longer has read from the call's usage row
 SHOWN = ("id", "at", "org_id", "token_id", "model_id", "task", "deployment", "route", "status", "http_status",
          "latency_ms", "ttft_ms", "input_tokens", "output_tokens", "price_micros", "request_id", "trace_id",
          "error_code", "job_id")
-
-
-def _columns() -> list[Any]:
-    own = request_log.c
-    return [own[name] if name in own else usage_records.c[name] for name in SHOWN]
+# A spool written before migration 0015 holds rows in those columns' order, time first: only the log's own are kept
+WIDE = ("at", "id", *SHOWN[2:])
+_FROM_WIDE = itemgetter(*(WIDE.index(name) for name in ROW[1:]))
+_SHOWN_COLUMNS = [request_log.c[name] if name in request_log.c else usage_records.c[name] for name in SHOWN]
 
 
 def _entries() -> Any:
     """Request-log rows with their usage rows' fields (an outer join: a row whose usage row is gone still lists)."""
-    return select(*_columns()).select_from(
+    return select(*_SHOWN_COLUMNS).select_from(
         request_log.outerjoin(usage_records, usage_records.c.id == request_log.c.id))
 
 
@@ -124,9 +115,9 @@ class RequestLogRepo:
     async def insert_many(self, records: list[Any]) -> None:
         """Writes a batch, skipping a row already there (a replayed batch) by its key. A record is a list in `ROW`
         order (`RequestLog.row_of`), or as older spools hold it: a dict by column name, or a list in `WIDE` order;
-        the gate's calls come here once their usage rows are committed (`UsageRecorder.attach`). Rows go to the driver as plain tuples, not through
-        SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a row saved), with `at` formatted once per
-        second on SQLite (docs/performance.md, "Request log and metrics").
+        the gate's calls come here once their usage rows are committed (`UsageRecorder.attach`). Rows go to the
+        driver as plain tuples, not through SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a row
+        saved), with `at` formatted once per second on SQLite (docs/performance.md, "Request log and metrics").
 
         On SQLite the rows go as multi-row statements of up to `PAGE` rows. The stdlib driver releases the GIL
         around every statement step, and an executemany steps once per row: with the event loop busy serving

@@ -56,7 +56,7 @@ class Buckets:
 
     The call path adds to these inline (`b.sum += x; b.counts[bisect_left(b.bounds, x)] += 1`, see `observe`)
     rather than through a method: a call updates a dozen series, and a Python call each was most of what metrics
-    cost it (bench/metrics_overhead.py)."""
+    cost it (docs/performance.md, "One copy of each fact")."""
 
     __slots__ = ("bounds", "counts", "sum")
 
@@ -81,20 +81,22 @@ class Family:
         self.children: dict[tuple[str, ...], Any] = {}
         self._plain = self.labels() if not self.labelnames else None
 
-    def share(self, values: Sequence[str], child: Any) -> Any:
-        """Make `child` (a `View`, or another family's `Buckets`) this family's series for `values`."""
+    def _key(self, values: Sequence[str]) -> tuple[str, ...]:
         key = tuple(str(v) for v in values)
         if len(key) != len(self.labelnames):
             raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key}")
-        self.children[key] = child
+        return key
+
+    def share(self, values: Sequence[str], child: Any) -> Any:
+        """Make `child` (a `View`, or another family's `Buckets`) this family's series for `values`."""
+        self.children[self._key(values)] = child
         return child
 
     def labels(self, *values: str) -> Any:
         key = tuple(str(v) for v in values)
         found = self.children.get(key)
         if found is None:
-            if len(key) != len(self.labelnames):
-                raise ValueError(f"{self.name} takes labels {self.labelnames}, got {key}")
+            key = self._key(values)
             found = self.children[key] = Buckets(self.bounds) if self.kind in ("histogram", "summary") else Value()
         return found
 

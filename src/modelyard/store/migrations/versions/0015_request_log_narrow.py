@@ -3,8 +3,8 @@
 A call's usage row (`usage_records`) already holds its key, model, task, status, latency, tokens, price and job; the
 request log held a second copy of each. Its rows now hold the call's id (the usage row's), time and org, and what
 only the log knows: deployment, route, HTTP status, time to first token, request and trace ids, error code. Reads
-join the usage row by id. Half the columns to bind and store per call: on SQLite a log row cost ~40% less to write
-(docs/performance.md, "One record per call, and what each switch costs").
+join the usage row by id. Half the columns to bind and store per call: on SQLite writing a log row took ~20% fewer
+instructions (docs/performance.md, "One copy of each fact").
 
 Revision ID: 0015
 Revises: 0014
