@@ -194,7 +194,7 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
         now = time.time()
         log.queue_rows([log.row_of("use_rec", now, "org_a", fields)])
         encoded = log.writer.queued("request_log")
-        assert len(encoded[0]) == len(ROW)
+        assert len(encoded) == 1 and len(encoded[0][0]) == len(ROW)  # a usage batch's rows: one queued record
         await _insert(store, repo, [{**_row(0, START), "id": "use_rec", "at": now}], encoded)
         (entry,) = await repo.get("req_rec", "org_a")
         assert entry["trace_id"] == "a" * 32 and entry["route"] == "/v1/chat/completions" and entry["status"] == "ok"
@@ -364,6 +364,36 @@ def test_the_migration_keeps_each_rows_own_fields_and_reads_the_rest_from_usage_
             back = (await conn.execute(text("SELECT id, model_id, latency_ms, job_id, status FROM request_log "
                                             "ORDER BY id"))).all()
         assert [tuple(b) for b in back] == [(r["id"], "m", r["latency_ms"], r["job_id"], r["status"]) for r in rows]
+        await store.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_row_the_database_refuses_keeps_no_other_row_of_its_batch_out(database_url):
+    """A usage batch's log rows go as one record (one JSON statement on PostgreSQL, multi-row statements on
+    SQLite). A row its table refuses (here a NULL org) fails the statement; the batch is halved until that row stands
+    alone, every other row lands, and the refusal is raised for the write-behind to keep the record in
+    rejected.jsonl."""
+    import pytest
+    from sqlalchemy.exc import IntegrityError
+
+    from modelyard.store.requestlog_repo import ROW
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        repo = RequestLogRepo(store)
+        calls = [_row(i, START + timedelta(seconds=i)) for i in range(9)]
+        await UsageRepo(store).insert_many([_usage(r) for r in calls])
+        batch = [[r[name] for name in ROW] for r in calls]
+        batch[4][ROW.index("org_id")] = None
+        with pytest.raises(IntegrityError):
+            await repo.insert_many([batch])
+        got = sorted(e["id"] for e in await repo.list(None, limit=20))
+        assert got == sorted(r["id"] for i, r in enumerate(calls) if i != 4)
+        with pytest.raises(IntegrityError):  # the write-behind tries the record alone: the same, nothing twice
+            await repo.insert_many([batch])
+        assert await _count(store, request_log) == 8
         await store.aclose()
 
     asyncio.run(go())

@@ -16,7 +16,9 @@ from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import orjson
 from sqlalchemy import column, delete, select, table, text, tuple_
+from sqlalchemy.exc import DataError, IntegrityError
 
 from .billing_repo import bound_waits, insert_new
 from .db import Store
@@ -68,11 +70,12 @@ def _entries() -> Any:
         request_log.outerjoin(usage_records, usage_records.c.id == request_log.c.id))
 
 
-class _SQLiteTime:
-    """`at` (epoch seconds) as SQLAlchemy's SQLite DATETIME stores it ('YYYY-MM-DD HH:MM:SS.ffffff', UTC), which
-    every read parses back and every bound filter compares as text. The date and time are formatted once per
-    second: a batch's rows share their seconds, and this is a quarter of what a datetime and SQLAlchemy's own bind
-    processor cost a row (1.1 against 4.0 µs)."""
+class _TimeText:
+    """`at` (epoch seconds) as UTC text, 'YYYY-MM-DD HH:MM:SS.ffffff': what SQLAlchemy's SQLite DATETIME stores
+    (every read parses it back and every bound filter compares it as text), and what the PostgreSQL insert casts
+    to its timestamptz. The date and time are formatted once per second: a batch's rows share their seconds, and
+    this is a quarter of what a datetime and SQLAlchemy's own bind processor cost a row (1.1 against 4.0 µs).
+    `slow` formats a datetime (an older spool's `at`, or a time this cannot take exactly)."""
 
     __slots__ = ("_sec", "_prefix", "_slow")
 
@@ -92,6 +95,20 @@ class _SQLiteTime:
         return f"{self._prefix}.{micros:06d}"
 
 
+def _utc_text(d: datetime) -> str:
+    """A datetime as UTC text (a naive one is taken as UTC, as every time here is)."""
+    return (d.astimezone(timezone.utc) if d.tzinfo is not None else d).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+# PostgreSQL takes a batch as one JSON parameter (an array of rows, each an array in `ROW` order) and unpacks it
+# itself: the gateway makes one string with orjson instead of binding ten parameters a row through asyncpg, which
+# cost it ~20,000 instructions a row (docs/performance.md, "One copy of each fact").
+_PG_INSERT = (f"INSERT INTO request_log ({', '.join(ROW)}) "
+              "SELECT (v->>0)::timestamp AT TIME ZONE 'UTC', v->>1, v->>2, v->>3, v->>4, (v->>5)::int, (v->>6)::int, "
+              "v->>7, v->>8, v->>9 FROM json_array_elements($1::json) AS t(v) ON CONFLICT (id, at) DO NOTHING")
+assert _PG_INSERT.count("v->>") == len(ROW)
+
+
 def _older(record: Any, bind_at: Any) -> tuple[Any, ...]:
     """A row as older spools hold it: a dict by column name, or a list in `WIDE` order."""
     if type(record) is dict:
@@ -103,36 +120,67 @@ class RequestLogRepo:
     def __init__(self, store: Store) -> None:
         self.engine = store.engine
         self.pg = self.engine.dialect.name == "postgresql"
-        self._inserts: dict[int, str] = {}  # rows a statement → its SQL
-        # `at` as the driver takes it: SQLite the text SQLAlchemy's DATETIME stores (formatted here, see
-        # _SQLiteTime), asyncpg a datetime
+        self._inserts: dict[int, str] = {}  # rows a statement → its SQL (SQLite)
+        # `at` as UTC text (see _TimeText): on SQLite through SQLAlchemy's DATETIME bind processor where this cannot
+        # take it exactly, so a row stores what SQLAlchemy would have stored
         dialect = self.engine.dialect
         bind = request_log.c.at.type.dialect_impl(dialect).bind_processor(dialect)
-        self._bind_at: Any = _SQLiteTime(bind) if bind is not None else _when
+        self._bind_at: Any = _TimeText(_utc_text if self.pg or bind is None else bind)
 
     # ---------------------------------------------------------------- writes (the write-behind's sinks)
 
     async def insert_many(self, records: list[Any]) -> None:
-        """Writes a batch, skipping a row already there (a replayed batch) by its key. A record is a list in `ROW`
-        order (`RequestLog.row_of`), or as older spools hold it: a dict by column name, or a list in `WIDE` order;
-        the gate's calls come here once their usage rows are committed (`UsageRecorder.attach`). Rows go to the
-        driver as plain tuples, not through SQLAlchemy's per-row parameter processing (14.3 of 48.8 µs a row
-        saved), with `at` formatted once per second on SQLite (docs/performance.md, "Request log and metrics").
+        """Writes a batch, skipping a row already there (a replayed batch) by its key. A record is a list of rows
+        (the gate's calls, queued as one record once their usage batch is committed: `RequestLog.queue_rows`) or
+        one row; a row is a list in `ROW` order (`RequestLog.row_of`), or as older spools hold it: a dict by column
+        name, or a list in `WIDE` order. Rows go to the driver as plain values, not through SQLAlchemy's per-row
+        parameter processing, with `at` formatted once per second (docs/performance.md, "Request log and
+        metrics").
 
         On SQLite the rows go as multi-row statements of up to `PAGE` rows. The stdlib driver releases the GIL
         around every statement step, and an executemany steps once per row: with the event loop busy serving
         calls, each step then waits up to the interpreter's 5 ms switch interval to get the GIL back, so a
         1,000-row batch took seconds, ran past the write-behind's stuck bound and was spooled and replayed. One
-        step per page waits 1/PAGE as often. asyncpg's executemany pipelines in C on the loop: one statement."""
+        step per page waits 1/PAGE as often. On PostgreSQL the batch is one statement with one JSON parameter
+        (`_PG_INSERT`).
+
+        A row the database refuses (a value its column cannot hold) must not keep the rest of its batch out: the
+        batch is halved until the bad rows stand alone, every other row is written, and the first refusal is
+        raised, so the write-behind keeps the record in rejected.jsonl (its good rows are skipped by their key if
+        it is ever replayed)."""
         if not records:
             return
         bind_at = self._bind_at
         n = len(ROW)
-        rows = [(bind_at(r[0]), *r[1:]) if type(r) is list and len(r) == n else _older(r, bind_at) for r in records]
+        rows: list[tuple[Any, ...]] = []
+        for r in records:
+            if type(r) is list and r and type(r[0]) is list:  # a usage batch's rows, queued as one record
+                rows += [(bind_at(x[0]), *x[1:]) if len(x) == n else _older(x, bind_at) for x in r]
+            else:
+                rows.append((bind_at(r[0]), *r[1:]) if type(r) is list and len(r) == n else _older(r, bind_at))
+        await self._insert_rows(rows)
+
+    async def _insert_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        try:
+            await self._write(rows)
+        except (IntegrityError, DataError):
+            if len(rows) == 1:
+                raise
+            refused: BaseException | None = None
+            half = len(rows) // 2
+            for part in (rows[:half], rows[half:]):
+                try:
+                    await self._insert_rows(part)
+                except (IntegrityError, DataError) as exc:
+                    refused = refused or exc
+            if refused is not None:
+                raise refused
+
+    async def _write(self, rows: list[tuple[Any, ...]]) -> None:
         async with self.engine.begin() as conn:
             await bound_waits(conn)
             if self.pg:
-                await conn.exec_driver_sql(self._insert(1), rows)
+                await conn.exec_driver_sql(_PG_INSERT, (orjson.dumps(rows).decode(),))
                 return
             full = len(rows) - len(rows) % PAGE
             if full:
@@ -146,14 +194,10 @@ class RequestLogRepo:
                 size //= 2
 
     def _insert(self, rows: int) -> str:
-        """`INSERT … VALUES (…), (…) ON CONFLICT DO NOTHING` for `rows` rows in the driver's parameter style."""
+        """SQLite's `INSERT … VALUES (?, …), (?, …) ON CONFLICT DO NOTHING` for `rows` rows."""
         sql = self._inserts.get(rows)
         if sql is None:
-            style, n = self.engine.dialect.paramstyle, len(ROW)
-            marks = {"qmark": lambda i: "?", "numeric_dollar": lambda i: f"${i}", "format": lambda i: "%s"}.get(style)
-            if marks is None:  # pragma: no cover - the two supported drivers use the styles above
-                raise RuntimeError(f"request log: no insert for paramstyle {style}")
-            values = ", ".join("(" + ", ".join(marks(r * n + i) for i in range(1, n + 1)) + ")" for r in range(rows))
+            values = ", ".join(["(" + ", ".join("?" * len(ROW)) + ")"] * rows)
             sql = self._inserts[rows] = (f"INSERT INTO request_log ({', '.join(ROW)}) VALUES {values} "
                                          f"ON CONFLICT (id, at) DO NOTHING")
         return sql
