@@ -431,20 +431,23 @@ class CallPath:
         self.metrics = metrics
         self.tracing = tracing  # None: off; on, auth and the gate are child spans of the request's
         self._served: dict[str, dict[bytes, bytes]] = {}  # deployment key -> its served-by headers, encoded once
-        self._faces: dict[str, str] = {}  # request path -> the face it belongs to (bounded: see `_face`)
+        # (request path or the caller's word, model id, task) -> the call's metric children (bounded: `_children`)
+        self._metered: dict[tuple[str | None, str, Task], CallChildren] = {}
 
-    def _face(self, client: Client | None, default: str | None) -> str:
-        """The dialect label: the face the request came in through, or the caller's word for work no request
-        carries (`batches`, `agents`; a job runner's `jobs`)."""
-        if client is None:
-            return default or "jobs"
-        path = client.scope.get("path") or ""
-        face = self._faces.get(path)
-        if face is None:
-            face = face_of(path)
-            if len(self._faces) < 4096:  # paths with ids in them (/fal/…/requests/…) must not grow it forever
-                self._faces[path] = face
-        return face
+    def _children(self, client: Client | None, dialect: str | None, model_id: str, task: Task) -> CallChildren:
+        """A call's metric children, kept by what the call came with: the request's path (or, for work no request
+        carries, the caller's word), the model id and the task (`admit` looks them up by that key first). Its
+        dialect label (the face the path belongs to, or the caller's word: `batches`, `agents`, a job runner's
+        `jobs`) and its model label (a name the catalog does not know is `unknown`) are worked out here, once."""
+        where = (client.scope.get("path") or "") if client is not None else dialect
+        key = (where, model_id, task)
+        found = self._metered.get(key)
+        if found is None:
+            face = face_of(where) if client is not None else (where or "jobs")  # type: ignore[arg-type]
+            found = self.metrics.call(face, model_id, task)  # type: ignore[union-attr]
+            if len(self._metered) < 4096:  # paths with ids in them (/fal/…/requests/…) must not grow it forever
+                self._metered[key] = found
+        return found
 
     def served_by(self, deployment: Deployment) -> dict[bytes, bytes]:
         found = self._served.get(deployment.key)
@@ -499,7 +502,10 @@ class CallPath:
         node)."""
         t0 = perf_counter()
         gate = self.gate
-        m = self.metrics.call(self._face(client, dialect), model.id, task) if self.metrics is not None else None
+        m = None
+        if self.metrics is not None:  # found in one lookup after a path's first call; `_children` makes them
+            m = self._metered.get(((client.scope.get("path") or "") if client is not None else dialect, model.id, task)
+                                  ) or self._children(client, dialect, model.id, task)
         text = named = None
         tracing = self.tracing
         span = None
@@ -529,6 +535,7 @@ class CallPath:
         publish_headers(client, ticket.headers)
         if m is not None:
             m.in_flight.value += 1
+            ticket.metered = m.usage  # its settlement counts tokens and cost there, with no lookup
         if client is not None:
             ticket.scope = client.scope  # the request log reads the request id, path and traceparent off it
         return Call(ticket, task, req, client, self, m, t0, span)

@@ -58,6 +58,7 @@ class Ticket:
     scope: Any = None  # the ASGI scope of the request it serves: the request log reads its id, path and trace
     first_at: float | None = None  # a stream's first chunk (monotonic): the request log's time to first token
     log_id: str | None = None  # its usage and request-log rows' id, once it ended
+    metered: Any = None  # with metrics on, its model's token and cost series (telemetry.children.UsageChildren)
 
     def settle(self, units: Units | None = None, deployment: Any = None) -> None:
         """The call succeeded: charge the real price of `units` (the estimate when None), release the rest."""
@@ -228,8 +229,8 @@ class Gate:
         if t.taken is not None:
             self.limits.correct(t.taken, (units.input_tokens + units.output_tokens) if ok and units else 0)
         region = getattr(getattr(deployment, "config", None), "region", None)
-        if ok and units is not None and self.metrics is not None:
-            self._count(t.model_id, t.task, units, price, deployment)
+        if ok and units is not None and t.metered is not None:
+            t.metered.record(t.task, units.input_tokens, units.output_tokens, price, deployment)
         now = time.monotonic()
         latency = int((now - t.started) * 1000)
         p = t.principal
@@ -241,8 +242,8 @@ class Gate:
                                      flagged=t.flagged, log=fields)
 
     def _count(self, model_id: str, task: Task, units: Units, price: int, deployment: Any) -> None:
-        backend = getattr(getattr(deployment, "config", None), "backend", None) or "unknown"
-        self.metrics.usage(model_id).record(task, units.input_tokens, units.output_tokens, price, backend)
+        """A job's settled tokens and cost (a call's ticket carries its model's series: `Ticket.metered`)."""
+        self.metrics.usage(model_id).record(task, units.input_tokens, units.output_tokens, price, deployment)
 
     # A release queued here and lost to a SIGKILL within one flush interval leaves its `reserve` ledger row with no
     # settlement. No reconciler refunds those automatically (decided for issue 11): a job's hold (`Ticket.hold`)

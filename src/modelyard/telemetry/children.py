@@ -49,7 +49,7 @@ class CallChildren:
     """What one (face, model, task)'s calls touch from admission to their end."""
 
     __slots__ = ("_m", "_labels", "model", "task", "in_flight", "ok", "duration", "overhead", "ttft", "tpot",
-                 "_failures", "_refusals", "_genai")
+                 "usage", "_failures", "_refusals", "_genai")
 
     def __init__(self, m: Metrics, face: str, model: str, task: Task) -> None:
         self._m = m
@@ -61,6 +61,7 @@ class CallChildren:
         self.duration = m.duration.labels(*self._labels) if m.duration is not None else None
         self.ttft = m.ttft.labels(face, model) if m.ttft is not None else None
         self.tpot = m.tpot.labels(face, model) if m.tpot is not None else None
+        self.usage = m.usage(model)  # the model's tokens and cost, counted when a call settles (`Ticket.metered`)
         self._failures: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._refusals: dict[str, Any] = {}
         self._genai: dict[str, _GenAI] = {}
@@ -143,7 +144,9 @@ class UsageChildren:
         self.cost = m.cost.labels(model)
         self._genai: dict[tuple[Task, str], tuple[Any, Any]] = {}
 
-    def record(self, task: Task, input_tokens: int, output_tokens: int, price_micros: int, provider: str) -> None:
+    def record(self, task: Task, input_tokens: int, output_tokens: int, price_micros: int, deployment: Any) -> None:
+        """One settled call's or job's tokens and list price; `deployment` (what served it, or None) gives the
+        GenAI series' provider."""
         if self.input is not None:
             if input_tokens:
                 self.input.value += input_tokens
@@ -153,6 +156,7 @@ class UsageChildren:
             self.cost.value += price_micros / 1_000_000
         usage = self._m.gen_tokens
         if usage is not None and (input_tokens or output_tokens):
+            provider = getattr(getattr(deployment, "config", None), "backend", None) or UNKNOWN
             pair = self._genai.get((task, provider))
             if pair is None:
                 labels = (operation(task), self.model, provider)
