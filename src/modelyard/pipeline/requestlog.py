@@ -125,9 +125,9 @@ class RequestLog:
     def queue_rows(self, rows: list[list[Any]]) -> None:
         """Rows made already (`row_of`: the usage writer hands over those of a batch it has committed), queued as
         one record to be written in a transaction of their own; on the writer's loop, not the request path. One
-        record a batch, not one a row: the queue's entry, its encoding and its removal were a quarter of what the
-        log cost a call in Python (docs/performance.md). `RequestLogRepo.insert_many` takes such a batch, as it
-        takes the single rows older spools hold."""
+        record a batch, not one a row: a queue entry, its encoding and its removal were paid per row before
+        (docs/performance.md, "One record a batch"). `RequestLogRepo.insert_many` takes such a batch, as it takes
+        the single rows older spools hold."""
         if rows:
             first = rows[0][0]
             self.writer.put(KIND, rows, first if type(first) is float else None)  # due when its calls ended: now
