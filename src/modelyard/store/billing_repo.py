@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rollups
 from .db import Store
-from .repo import aware, new_id, page_sizes, utcnow
+from .repo import aware, new_id, utcnow
 from .tables import content_filter_events, content_filter_policies, usage_records, wallet_ledger, wallets
 
 
@@ -195,15 +195,8 @@ async def insert_new(conn: AsyncConnection, table: Table, rows: list[dict[str, A
     if not returning:
         await conn.execute(q, rows)
         return set()
-    # ON CONFLICT DO NOTHING RETURNING answers only the rows it inserted. SQLAlchemy sends it as multi-row statements
-    # whose text holds their row count ("insertmanyvalues"): a usage batch of a size not seen before was a new
-    # statement to parse at every flush (~32k instructions a call on SQLite, docs/performance.md). In pages of a
-    # few fixed sizes each text is parsed once per connection.
-    q = q.returning(table.c.id)
-    added: set[str] = set()
-    for start, size in page_sizes(len(rows)):
-        added.update((await conn.execute(q, rows[start:start + size])).scalars().all())
-    return added
+    # ON CONFLICT DO NOTHING RETURNING answers only the rows it inserted (SQLAlchemy batches the executemany)
+    return set((await conn.execute(q.returning(table.c.id), rows)).scalars().all())
 
 
 def _when(at: Any) -> datetime:

@@ -26,22 +26,6 @@ def utcnow() -> datetime:
 DELETE_BATCH = 5_000
 
 
-def page_sizes(n: int, page: int = 128) -> list[tuple[int, int]]:
-    """(start, size) pages covering `n` rows: full pages of `page` (a power of two), then the rest in halving sizes
-    (64, 32, … 1). A multi-row statement's text holds its row count, and a database parses each new text anew (for
-    SQLite's multi-row INSERTs, about a million instructions at ~70 rows); batches of any size sent in these pages
-    use a few texts, each parsed once per connection and then taken from its statement cache."""
-    full = n - n % page
-    pages = [(start, page) for start in range(0, full, page)]
-    start, size = full, page // 2
-    while start < n and size:
-        if n - start >= size:
-            pages.append((start, size))
-            start += size
-        size //= 2
-    return pages
-
-
 async def delete_in_batches(engine: Any, source: Any, *where: Any, batch: int | None = None) -> int:
     """Delete the rows of `source` (a table, or a PostgreSQL partition) matching `where`, `batch` rows a
     transaction, picked by their physical row id (`ctid` on PostgreSQL, `rowid` on SQLite): retention never holds a

@@ -25,7 +25,7 @@ from .db import Store
 from .paging import newest_first
 from .log_tables import request_bodies, request_log
 from .tables import usage_records
-from .repo import DELETE_BATCH, aware, delete_in_batches, page_sizes
+from .repo import DELETE_BATCH, aware, delete_in_batches
 
 log = logging.getLogger(__name__)
 PARTITION = "request_log_p"
@@ -182,13 +182,16 @@ class RequestLogRepo:
             if self.pg:
                 await conn.exec_driver_sql(_PG_INSERT, (orjson.dumps(rows).decode(),))
                 return
-            pages = page_sizes(len(rows), PAGE)  # a few statement shapes, each prepared once per connection
-            full = [tuple(chain.from_iterable(rows[start:start + size])) for start, size in pages if size == PAGE]
+            full = len(rows) - len(rows) % PAGE
             if full:
-                await conn.exec_driver_sql(self._insert(PAGE), full)
-            for start, size in pages:
-                if size != PAGE:
-                    await conn.exec_driver_sql(self._insert(size), tuple(chain.from_iterable(rows[start:start + size])))
+                await conn.exec_driver_sql(self._insert(PAGE), [
+                    tuple(chain.from_iterable(rows[i:i + PAGE])) for i in range(0, full, PAGE)])
+            i, size = full, PAGE // 2
+            while i < len(rows) and size:  # the rest in halving pages: a few statement shapes, each prepared once
+                if len(rows) - i >= size:
+                    await conn.exec_driver_sql(self._insert(size), tuple(chain.from_iterable(rows[i:i + size])))
+                    i += size
+                size //= 2
 
     def _insert(self, rows: int) -> str:
         """SQLite's `INSERT … VALUES (?, …), (?, …) ON CONFLICT DO NOTHING` for `rows` rows."""
