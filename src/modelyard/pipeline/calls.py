@@ -434,19 +434,16 @@ class CallPath:
         # (request path or the caller's word, model id, task) -> the call's metric children (bounded: `_children`)
         self._metered: dict[tuple[str | None, str, Task], CallChildren] = {}
 
-    def _children(self, client: Client | None, dialect: str | None, model_id: str, task: Task) -> CallChildren:
-        """A call's metric children, kept by what the call came with: the request's path (or, for work no request
-        carries, the caller's word), the model id and the task (`admit` looks them up by that key first). Its
-        dialect label (the face the path belongs to, or the caller's word: `batches`, `agents`, a job runner's
-        `jobs`) and its model label (a name the catalog does not know is `unknown`) are worked out here, once."""
-        where = (client.scope.get("path") or "") if client is not None else dialect
-        key = (where, model_id, task)
-        found = self._metered.get(key)
-        if found is None:
-            face = face_of(where) if client is not None else (where or "jobs")  # type: ignore[arg-type]
-            found = self.metrics.call(face, model_id, task)  # type: ignore[union-attr]
-            if len(self._metered) < 4096:  # paths with ids in them (/fal/…/requests/…) must not grow it forever
-                self._metered[key] = found
+    def _children(self, key: tuple[str | None, str, Task], from_request: bool) -> CallChildren:
+        """A call's metric children the first time its key is seen (`admit` looks them up by it): the request's
+        path (or, for work no request carries, the caller's word), the model id and the task. Its dialect label (the
+        face the path belongs to, or the caller's word: `batches`, `agents`, a job runner's `jobs`) and its model
+        label (a name the catalog does not know is `unknown`) are worked out here, once."""
+        where, model_id, task = key
+        face = face_of(where) if from_request else (where or "jobs")  # type: ignore[arg-type]
+        found = self.metrics.call(face, model_id, task)  # type: ignore[union-attr]
+        if len(self._metered) < 4096:  # paths with ids in them (/fal/…/requests/…) must not grow it forever
+            self._metered[key] = found
         return found
 
     def served_by(self, deployment: Deployment) -> dict[bytes, bytes]:
@@ -503,9 +500,9 @@ class CallPath:
         t0 = perf_counter()
         gate = self.gate
         m = None
-        if self.metrics is not None:  # found in one lookup after a path's first call; `_children` makes them
-            m = self._metered.get(((client.scope.get("path") or "") if client is not None else dialect, model.id, task)
-                                  ) or self._children(client, dialect, model.id, task)
+        if self.metrics is not None:  # one lookup after a key's first call; `_children` makes them
+            key = ((client.scope.get("path") or "") if client is not None else dialect, model.id, task)
+            m = self._metered.get(key) or self._children(key, client is not None)
         text = named = None
         tracing = self.tracing
         span = None

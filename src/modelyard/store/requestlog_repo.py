@@ -102,7 +102,7 @@ def _utc_text(d: datetime) -> str:
 
 # PostgreSQL takes a batch as one JSON parameter (an array of rows, each an array in `ROW` order) and unpacks it
 # itself: the gateway makes one string with orjson instead of binding ten parameters a row through asyncpg, which
-# cost it ~20,000 instructions a row (docs/performance.md, "One copy of each fact").
+# cost it ~20,000 instructions a row (docs/performance.md, "One record a batch, one JSON statement on PostgreSQL").
 _PG_INSERT = (f"INSERT INTO request_log ({', '.join(ROW)}) "
               "SELECT (v->>0)::timestamp AT TIME ZONE 'UTC', v->>1, v->>2, v->>3, v->>4, (v->>5)::int, (v->>6)::int, "
               "v->>7, v->>8, v->>9 FROM json_array_elements($1::json) AS t(v) ON CONFLICT (id, at) DO NOTHING")
