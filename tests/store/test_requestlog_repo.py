@@ -1,5 +1,6 @@
-"""Request-log retention with a clock the test moves: whole day partitions dropped on PostgreSQL, rows deleted in
-batches on SQLite; bodies go with them; replayed rows are written once."""
+"""The request log: written with the usage rows (migration 0016), read back as written; retention with a clock the
+test moves (whole day partitions dropped on PostgreSQL, log fields cleared in batches on SQLite; bodies go with
+them); replayed and older spooled rows are written once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 
+import orjson
 from sqlalchemy import func, select
 
 from modelyard.config import normalize_database_url
@@ -162,6 +164,7 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
     """The writer hands rows over as lists in ROW order (what the spool keeps); older spools hold dicts. Both land
     the same, and `at` comes back to the microsecond, including a time whose microseconds round up to a second."""
     from modelyard.pipeline.requestlog import RequestLog
+    from modelyard.pipeline.usage import UsageRecorder
     from modelyard.store.requestlog_repo import ROW
     from modelyard.store.writebehind import WriteBehind
 
@@ -177,7 +180,10 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
         # a spool written before migration 0015 holds lists that also copied the usage row's fields
         from modelyard.store.requestlog_repo import WIDE
         as_wide = [[t, *(_row(20 + i, START)[k] for k in WIDE[1:])] for i, t in enumerate(times)]
-        calls = [_row(i, START) for i in (0, 1, 2, 10, 11, 12, 20, 21, 22)]
+        # each call's usage row at its log row's time, as the writer makes them (a log row shares its usage row's
+        # id and time: on SQLite the time shown is the usage row's)
+        calls = [{**_row(k + i, START), "at": t} for k in (0, 10, 20)
+                 for i, t in enumerate(times)]
         await _insert(store, repo, calls, as_list + as_dict + as_wide)
         got = {e["id"]: e for e in await repo.list("org_a", limit=10)}
         for i, t in enumerate(times):
@@ -186,28 +192,43 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
                 assert datetime.fromisoformat(got[key]["at"]) == want, (key, got[key]["at"], want)
                 assert got[key]["request_id"] == f"req_{key[4:]}" and got[key]["price_micros"] == 3
                 assert (got[key]["deployment"], got[key]["http_status"], got[key]["model_id"]) == ("d", 200, "m")
-        # what the writer makes is what the insert takes: a call's fields taken, its row made, queued and written
+        # what the writer makes is what the insert takes: a call's fields taken, its row made and queued with its
+        # usage record, and written with it
         log = RequestLog(store, WriteBehind(None))
+        usage = UsageRecorder(store, log.writer)
+        usage.attach(log)
         fields = log.fields(None, {"path": "/v1/chat/completions", "state": {"request_id": "req_rec"},
                                    "headers": [(b"traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]},
                             200, None, None)
-        now = time.time()
-        log.queue_rows([log.row_of("use_rec", now, "org_a", fields)])
-        encoded = log.writer.queued("request_log")
-        assert len(encoded) == 1 and len(encoded[0][0]) == len(ROW)  # a usage batch's rows: one queued record
-        await _insert(store, repo, [{**_row(0, START), "id": "use_rec", "at": now}], encoded)
+        usage.record(org_id="org_a", token_id=None, model_id="m", task="chat", units=None, price_micros=0,
+                     status="ok", latency_ms=1, region=None, flagged=False, log=fields)
+        (queued,) = log.writer.queued("usage")
+        encoded = usage._row(queued)  # what the spool keeps: the usage row's own log columns
+        assert encoded["request_id"] == "req_rec" and len(orjson.loads(encoded["log_fields"])) == 6
+        await log.writer.flush()
         (entry,) = await repo.get("req_rec", "org_a")
         assert entry["trace_id"] == "a" * 32 and entry["route"] == "/v1/chat/completions" and entry["status"] == "ok"
+        # an older version's spooled usage record holds its log row as a `log` list in ROW order: the same lands
+        older = {k: v for k, v in encoded.items() if k not in ("log_fields", "request_id")}
+        older.update(id="use_older", log=[now := time.time(), "use_older", "org_a", "dep-old", "/v1/embeddings", 201,
+                                          None, "req_older", None, "e"])
+        older["at"] = now
+        await UsageRepo(store).insert_many([older])
+        (old_entry,) = await repo.get("req_older", "org_a")
+        assert (old_entry["deployment"], old_entry["route"], old_entry["http_status"], old_entry["error_code"]) == (
+            "dep-old", "/v1/embeddings", 201, "e")
         await store.aclose()
 
     asyncio.run(go())
 
 
-def test_a_batch_of_any_size_lands_once_in_multi_row_statements(database_url):
-    """SQLite takes a batch as statements of PAGE rows and then halving pages (one GIL release per statement, not
-    per row): every size from 1 to past two pages lands whole, each row as it was sent, and a replayed batch that
-    overlaps what is there (the spool after a write that did commit) adds only what is new."""
-    from modelyard.store.requestlog_repo import PAGE, ROW
+def test_a_spooled_batch_of_any_size_lands_once(database_url):
+    """Log rows an older version spooled on their own land whatever the batch size (one JSON statement on
+    PostgreSQL, each row onto its usage row on SQLite), each as it was sent, and a replayed batch that overlaps what
+    is there (the spool after a write that did commit) adds only what is new: the first write stays."""
+    from modelyard.store.requestlog_repo import ROW
+
+    PAGE = 128
 
     async def go() -> None:
         store = Store(normalize_database_url(database_url))
@@ -273,9 +294,15 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
         assert writer.depth("request_log") == 0 and writer.depth("usage") == 3
         await writer._spool_all()
         spool = b"".join(p.read_bytes() for p in (tmp_path / "spool").glob("spool-*.jsonl"))
-        assert spool.count(b'"log"') == 2  # the two log rows travel inside their usage records
+        assert spool.count(b'"log_fields"') == 2  # the two log rows travel inside their usage records
         await writer.flush()
         assert await _count(store, usage_records) == 3 and await _count(store, request_log) == 2
+        # one row a call: on SQLite the log fields stay on the usage rows (the view reads them); on PostgreSQL the
+        # trigger moved them into the partitioned table
+        async with store.engine.connect() as conn:
+            kept = (await conn.execute(select(func.count()).select_from(usage_records).where(
+                usage_records.c.log_fields.is_not(None)))).scalar_one()
+        assert kept == (0 if log.repo.pg else 2)
         # the same spooled records replayed again (a write that committed, then a crash before the spool was cut)
         (tmp_path / "spool" / "spool-replay-0.jsonl").write_bytes(spool)
         again = WriteBehind(tmp_path / "spool")
@@ -370,10 +397,10 @@ def test_the_migration_keeps_each_rows_own_fields_and_reads_the_rest_from_usage_
 
 
 def test_a_row_the_database_refuses_keeps_no_other_row_of_its_batch_out(database_url):
-    """A usage batch's log rows go as one record (one JSON statement on PostgreSQL, multi-row statements on
-    SQLite). A row its table refuses (here a NULL org) fails the statement; the batch is halved until that row stands
-    alone, every other row lands, and the refusal is raised for the write-behind to keep the record in
-    rejected.jsonl."""
+    """A spooled batch of log rows goes as one record (one JSON statement on PostgreSQL). A row its table refuses
+    (here a NULL org) fails the statement; the batch is halved until that row stands alone, every other row lands,
+    and the refusal is raised for the write-behind to keep the record in rejected.jsonl. On SQLite a row lands on
+    its own org's usage row only: the NULL org's matches none and lands nowhere, and the rest land."""
     import pytest
     from sqlalchemy.exc import IntegrityError
 
@@ -387,13 +414,49 @@ def test_a_row_the_database_refuses_keeps_no_other_row_of_its_batch_out(database
         await UsageRepo(store).insert_many([_usage(r) for r in calls])
         batch = [[r[name] for name in ROW] for r in calls]
         batch[4][ROW.index("org_id")] = None
-        with pytest.raises(IntegrityError):
+        if repo.pg:
+            with pytest.raises(IntegrityError):
+                await repo.insert_many([batch])
+        else:
             await repo.insert_many([batch])
         got = sorted(e["id"] for e in await repo.list(None, limit=20))
         assert got == sorted(r["id"] for i, r in enumerate(calls) if i != 4)
-        with pytest.raises(IntegrityError):  # the write-behind tries the record alone: the same, nothing twice
+        if repo.pg:
+            with pytest.raises(IntegrityError):  # the write-behind tries the record alone: the same, nothing twice
+                await repo.insert_many([batch])
+        else:
             await repo.insert_many([batch])
         assert await _count(store, request_log) == 8
+        await store.aclose()
+
+    asyncio.run(go())
+
+
+def test_a_nul_in_a_path_is_dropped_from_the_route_and_costs_the_call_nothing(database_url, tmp_path):
+    """PostgreSQL keeps no NUL in text, and a call's log fields are written with its usage row (on PostgreSQL its
+    trigger moves them into the log): a path with `%00` in it must cost the call neither its usage row nor its
+    log entry."""
+    from modelyard.pipeline.requestlog import RequestLog
+    from modelyard.pipeline.usage import UsageRecorder
+    from modelyard.store.tables import usage_records
+    from modelyard.store.writebehind import WriteBehind
+
+    async def go() -> None:
+        store = Store(normalize_database_url(database_url))
+        await store.migrate()
+        await Retention(RequestLogRepo(store), days=0).run_once()  # today's partition
+        writer = WriteBehind(tmp_path / "spool")
+        usage, log = UsageRecorder(store, writer), RequestLog(store, writer)
+        usage.attach(log)
+        fields = log.fields("dep", {"path": "/fal/app\x00x/requests", "state": {"request_id": "req_nul"},
+                                    "headers": []}, 200, None, None)
+        usage.record(org_id="org_a", token_id=None, model_id="m", task="chat", units=None, price_micros=0,
+                     status="ok", latency_ms=1, region=None, flagged=False, log=fields)
+        await writer.flush()
+        assert writer.rejected == 0 and writer.depth() == 0
+        assert await _count(store, usage_records) == 1
+        (entry,) = await log.repo.get("req_nul", "org_a")
+        assert entry["route"] == "/fal/appx/requests"
         await store.aclose()
 
     asyncio.run(go())

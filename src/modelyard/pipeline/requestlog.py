@@ -2,9 +2,10 @@
 queued at settlement and written in batches by the write-behind; bodies for orgs that keep them; retention.
 
 A call's row rides on its usage record: on the request path `fields` only takes what the row has beyond the
-usage record (deployment, status, request and trace ids...) as plain values, and the usage record carries them;
-the writer makes the row (`row_of`) with the usage row and, once the usage batch is committed, queues it to be
-written in a transaction of its own (`queue_rows`).
+usage record (deployment, status, request and trace ids...) as plain values, the usage record carries them, and
+the usage insert writes them into the call's usage row (migration 0016): SQLite's `request_log` is a view over
+those rows, and PostgreSQL's trigger moves them into its day-partitioned table. The request log's own queue
+(`KIND`) only replays rows that older versions spooled on their own.
 Bodies are queued the same way; when the org asked for redaction the writer runs every string in them through the
 built-in PII model before they are stored (a body the model cannot redact is stored as neither request nor
 response, marked `failed`: never unredacted).
@@ -85,7 +86,7 @@ class RequestLog:
         self.writer = writer
         self.router: Any = None
         self.catalog: Any = None
-        # what reaches this queue is made already (`queue_rows`; older spools hold rows too): nothing to encode
+        # log rows spooled on their own by older versions (a call's row now rides on its usage record): replayed
         writer.register(Sink(KIND, self.repo.insert_many, interval=interval, batch=batch))
         writer.register(Sink(BODIES, self._write_bodies, encode=self._body, interval=interval, batch=100))
 
@@ -107,13 +108,16 @@ class RequestLog:
                 if name == b"traceparent":
                     trace = trace_id(value)
                     break
-        return (getattr(deployment, "name", deployment), route[:300] if route else None, http_status, ttft_ms,
-                request_id, trace, error_code[:80] if error_code else None)
+        if route:  # a NUL (a path's %00) is no text PostgreSQL keeps: it would cost the call its usage row
+            route = route[:300] if "\x00" not in route else route.replace("\x00", "")[:300]
+        return (getattr(deployment, "name", deployment), route or None, http_status, ttft_ms, request_id, trace,
+                error_code[:80] if error_code else None)
 
     @staticmethod
     def row_of(log_id: str, at: float, org_id: str, fields: Any) -> list[Any]:
         """A call's row as a JSON-able list in `ROW` order: its usage row's id, time and org, then its `fields` (run
-        by the writer, off the request path). The rest of what an entry shows is the usage row's."""
+        by the writer, off the request path; what the spool keeps in the usage record). The rest of what an entry
+        shows is the usage row's."""
         return [at, log_id, org_id, *fields]
 
     def body(self, log_id: str, org_id: str, scope: Any, request: Any, response: Any, mode: str) -> None:
@@ -121,16 +125,6 @@ class RequestLog:
         state = scope.get("state") if scope is not None else None
         self.writer.put(BODIES, (log_id, time.time(), org_id, state.get("request_id") if state else None, request,
                                  response, mode))
-
-    def queue_rows(self, rows: list[list[Any]]) -> None:
-        """Rows made already (`row_of`: the usage writer hands over those of a batch it has committed), queued as
-        one record to be written in a transaction of their own; on the writer's loop, not the request path. One
-        record a batch, not one a row: a queue entry, its encoding and its removal were paid per row before
-        (docs/performance.md, "One record a batch"). `RequestLogRepo.insert_many` takes such a batch, as it takes
-        the single rows older spools hold."""
-        if rows:
-            first = rows[0][0]
-            self.writer.put(KIND, rows, first if type(first) is float else None)  # due when its calls ended: now
 
     @staticmethod
     def _body(raw: tuple[Any, ...]) -> dict[str, Any]:

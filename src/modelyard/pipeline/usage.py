@@ -7,6 +7,8 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 from ..errors import InvalidRequest
 from ..store.billing_repo import UsageRepo
 from ..store.db import Store
@@ -35,11 +37,9 @@ class UsageRecorder:
 
     def attach(self, request_log: Any) -> None:
         """Carry the request log's rows on the usage records (`record(log=…)`): one queued record per call on the
-        request path, encoded in one pass, rather than a record of each. Once a batch's usage rows are committed,
-        its log rows go to the request log's own queue, already encoded, and are written in their own
-        transaction in the same drain: two shorter transactions, as before, not one twice as long (with two
-        workers on one SQLite file under a saturating load, the longer ones waited on each other past the
-        write-behind's stuck bound and were spooled)."""
+        request path, and one row: the usage insert writes the call's log fields into its usage row
+        (`UsageRepo.insert_many`, migration 0016), where SQLite's `request_log` view reads them and PostgreSQL's
+        trigger moves them into the partitioned log table."""
         self._log = request_log
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
@@ -57,8 +57,10 @@ class UsageRecorder:
         return use_id
 
     def _row(self, raw: tuple[Any, ...]) -> dict[str, Any]:
-        """The record as JSON-able data (what the spool keeps); `UsageRepo.insert_many` turns it into a row, and
-        `log`, when the call has one, is its request-log row (a list in the request log's column order)."""
+        """The record as JSON-able data (what the spool keeps); `UsageRepo.insert_many` turns it into a row. A call
+        with a request-log row has its request id and the rest of its log fields, as the JSON array the usage row
+        stores (`log_fields`, migration 0016), in the record (older versions' records hold a `log` list instead,
+        which `UsageRepo.insert_many` turns into the same)."""
         use_id, org_id, token_id, model_id, task, units, price, status, latency_ms, region, flagged, at = raw[:12]
         job_id, run_id, run_node = (raw[12] if len(raw) > 12 else None) or (None, None, None)
         fields = {k: getattr(units, k) for k in units.__slots__ if getattr(units, k)} if units is not None else {}
@@ -68,16 +70,14 @@ class UsageRecorder:
                "latency_ms": latency_ms, "region": region, "flagged": flagged, "at": at, "job_id": job_id,
                "run_id": run_id, "run_node": run_node}
         log = raw[13] if len(raw) > 13 else None
-        if log is not None and self._log is not None:
-            row["log"] = self._log.row_of(use_id, at, org_id, log)
+        if log is not None:  # `RequestLog.fields`: deployment, route, HTTP status, ttft, request id, trace, error
+            row["request_id"] = log[4]
+            row["log_fields"] = orjson.dumps((log[0], log[1], log[2], log[3], log[5], log[6])).decode()
         return row
 
     async def _write(self, records: list[dict[str, Any]]) -> None:
+        # a spooled record keeps its log row even if the log is off now: it was on then
         await self.repo.insert_many(records)
-        if self._log is not None:  # a spooled record keeps its row even if the log is off now: it was on then
-            rows = [r["log"] for r in records if r.get("log") is not None]
-            if rows:
-                self._log.queue_rows(rows)
 
     @property
     def pending(self) -> int:

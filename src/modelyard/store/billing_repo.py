@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+import orjson
 from sqlalchemy import Table, case, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -209,14 +210,31 @@ class UsageRepo:
 
     async def insert_many(self, records: list[dict[str, Any]]) -> None:
         """Write usage records (as `UsageRecorder` encodes them: `at` in unix seconds) and add the ones that are new
-        to the rollups, in one transaction (a replayed batch adds nothing twice). A record's `log` (its call's
-        request-log row) is not the usage table's: `UsageRecorder` hands those to the request log."""
+        to the rollups, in one transaction (a replayed batch adds nothing twice).
+
+        A call's request-log fields go into the same row: its `request_id` and the rest of its fields as one JSON
+        array (`log_fields`, migration 0016), as `UsageRecorder` encodes them (an older version's record holds them
+        as `log`, its log row as a list in `requestlog_repo.ROW` order). On SQLite they
+        stay there (the `request_log` view reads them); on PostgreSQL the table's trigger moves them into the
+        partitioned request log. Binding them with the usage row is what the log costs a call: no second row,
+        statement or transaction (docs/performance.md, "The request log rides on the usage row")."""
         rows = []
+        logged = False
         for r in records:
             when = _when(r["at"])
             row = {k: v for k, v in r.items() if k != "at" and k != "log"}
             row["created_at"], row["day"] = when, when.strftime("%Y-%m-%d")
+            log = r.get("log")
+            if log is not None:  # an older version's record: its log row as a list in requestlog_repo.ROW order
+                row["request_id"] = log[7]
+                row["log_fields"] = orjson.dumps((log[3], log[4], log[5], log[6], log[8], log[9])).decode()
+            if "log_fields" in row:
+                logged = True
             rows.append(row)
+        if logged:  # one statement shape for the batch: the calls without a log row bind NULLs
+            for row in rows:
+                if "log_fields" not in row:
+                    row["request_id"] = row["log_fields"] = None
         if rows:
             async with self.engine.begin() as conn:
                 added = await insert_new(conn, usage_records, rows, returning=True)

@@ -33,7 +33,8 @@ usage_rollups = Table(
 # One row per call (the console's /logs): what the log adds to the call's usage row, whose id it shares (its key,
 # model, task, status, latency, tokens, price and job are read from there: migration 0015). On PostgreSQL the table
 # is partitioned by day on `at` (created ahead by the maintenance task, dropped whole by retention), so the primary
-# key has to include `at`.
+# key has to include `at`. Since 0016 the usage insert carries these fields (`usage_records.log_fields`): on
+# PostgreSQL a trigger writes this table's row; on SQLite this is a view over the usage rows, with these columns.
 request_log = Table(
     "request_log",
     metadata,

@@ -1,17 +1,18 @@
-"""The request log's tables: rows written in batches, read with filters and a cursor, and dropped when old.
+"""The request log's tables: rows read with filters and a cursor, and dropped when old.
 
-Retention differs by database on purpose. PostgreSQL keeps one partition per UTC day (`request_log_pYYYYMMDD`,
-made a few days ahead) and drops a whole partition once its day has passed the retention: no row-by-row delete,
-no bloat, no long lock. SQLite has no partitions: old rows go in batches of `DELETE_BATCH` per transaction, so a
-writer never waits long behind retention.
+A call's log fields are written with its usage row (`UsageRepo.insert_many`, migration 0016). On PostgreSQL the
+usage table's trigger moves them into `request_log`, one partition per UTC day (`request_log_pYYYYMMDD`, made a few
+days ahead); retention drops a whole partition once its day has passed: no row-by-row delete, no bloat, no long
+lock. On SQLite they stay on the usage row and `request_log` is a view over the rows that have them; retention
+clears a row's log fields (the usage row is billing's and stays) in batches of `DELETE_BATCH` per transaction, org
+by org along the view's own index, so a writer never waits long behind it. `insert_many` lands rows that older
+versions spooled on their own.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import time
-from itertools import chain
 from operator import itemgetter
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -29,8 +30,12 @@ from .repo import DELETE_BATCH, aware, delete_in_batches
 
 log = logging.getLogger(__name__)
 PARTITION = "request_log_p"
-# rows per SQLite statement (19 parameters each): within the 999 parameters SQLite allowed before 3.32
-PAGE = 128 if sqlite3.sqlite_version_info >= (3, 32) else 32
+# SQLite: a spooled log row lands on its usage row (the same org's, not one that has its fields already)
+_SQLITE_LAND = ("UPDATE usage_records SET request_id = ?, log_fields = ? "
+                "WHERE id = ? AND org_id = ? AND log_fields IS NULL")
+# SQLite: one batch of an org's log fields older than a time, cleared (the partial index finds them)
+_SQLITE_CLEAR = ("UPDATE usage_records SET request_id = NULL, log_fields = NULL WHERE rowid IN (SELECT rowid FROM "
+                 "usage_records WHERE org_id = ? AND log_fields IS NOT NULL AND created_at < ? LIMIT ?)")
 
 
 def _day(d: datetime) -> datetime:
@@ -130,19 +135,12 @@ class RequestLogRepo:
     # ---------------------------------------------------------------- writes (the write-behind's sinks)
 
     async def insert_many(self, records: list[Any]) -> None:
-        """Writes a batch, skipping a row already there (a replayed batch) by its key. A record is a list of rows
-        (the gate's calls, queued as one record once their usage batch is committed: `RequestLog.queue_rows`) or
-        one row; a row is a list in `ROW` order (`RequestLog.row_of`), or as older spools hold it: a dict by column
-        name, or a list in `WIDE` order. Rows go to the driver as plain values, not through SQLAlchemy's per-row
-        parameter processing, with `at` formatted once per second (docs/performance.md, "Request log and
-        metrics").
+        """Lands request-log rows that older versions spooled on their own, skipping one already there (a replayed
+        batch). A record is a list of rows (a usage batch's, queued as one record) or one row; a row is a list in
+        `ROW` order, or as older spools hold it: a dict by column name, or a list in `WIDE` order.
 
-        On SQLite the rows go as multi-row statements of up to `PAGE` rows. The stdlib driver releases the GIL
-        around every statement step, and an executemany steps once per row: with the event loop busy serving
-        calls, each step then waits up to the interpreter's 5 ms switch interval to get the GIL back, so a
-        1,000-row batch took seconds, ran past the write-behind's stuck bound and was spooled and replayed. One
-        step per page waits 1/PAGE as often. On PostgreSQL the batch is one statement with one JSON parameter
-        (`_PG_INSERT`).
+        PostgreSQL takes the batch as one statement with one JSON parameter (`_PG_INSERT`). On SQLite each row goes
+        onto its usage row (`_SQLITE_LAND`), which its usage batch wrote before the log row was queued.
 
         A row the database refuses (a value its column cannot hold) must not keep the rest of its batch out: the
         batch is halved until the bad rows stand alone, every other row is written, and the first refusal is
@@ -182,25 +180,9 @@ class RequestLogRepo:
             if self.pg:
                 await conn.exec_driver_sql(_PG_INSERT, (orjson.dumps(rows).decode(),))
                 return
-            full = len(rows) - len(rows) % PAGE
-            if full:
-                await conn.exec_driver_sql(self._insert(PAGE), [
-                    tuple(chain.from_iterable(rows[i:i + PAGE])) for i in range(0, full, PAGE)])
-            i, size = full, PAGE // 2
-            while i < len(rows) and size:  # the rest in halving pages: a few statement shapes, each prepared once
-                if len(rows) - i >= size:
-                    await conn.exec_driver_sql(self._insert(size), tuple(chain.from_iterable(rows[i:i + size])))
-                    i += size
-                size //= 2
-
-    def _insert(self, rows: int) -> str:
-        """SQLite's `INSERT … VALUES (?, …), (?, …) ON CONFLICT DO NOTHING` for `rows` rows."""
-        sql = self._inserts.get(rows)
-        if sql is None:
-            values = ", ".join(["(" + ", ".join("?" * len(ROW)) + ")"] * rows)
-            sql = self._inserts[rows] = (f"INSERT INTO request_log ({', '.join(ROW)}) VALUES {values} "
-                                         f"ON CONFLICT (id, at) DO NOTHING")
-        return sql
+            # ROW: at, id, org_id, deployment, route, http_status, ttft_ms, request_id, trace_id, error_code
+            await conn.exec_driver_sql(_SQLITE_LAND, [
+                (r[7], orjson.dumps((r[3], r[4], r[5], r[6], r[8], r[9])).decode(), r[1], r[2]) for r in rows])
 
     async def insert_bodies(self, records: list[dict[str, Any]]) -> None:
         rows = [{**r, "at": _when(r["at"])} for r in records]
@@ -293,18 +275,40 @@ class RequestLogRepo:
                     async with self.engine.begin() as conn:
                         await conn.execute(text(f"DROP TABLE IF EXISTS {name}"))
                     dropped += 1
-        # SQLite's whole table, or rows PostgreSQL kept in its default partition: deleted in batches
-        source = table("request_log_default", column("at")) if self.pg else request_log
-        rows = await delete_in_batches(self.engine, source, source.c.at < cutoff)
+        if self.pg:  # rows PostgreSQL kept in its default partition: deleted in batches
+            source = table("request_log_default", column("at"))
+            rows = await delete_in_batches(self.engine, source, source.c.at < cutoff)
+        else:  # SQLite: every org's log fields on usage rows older than the cutoff, cleared
+            async with self.engine.connect() as conn:
+                orgs = (await conn.exec_driver_sql(
+                    "SELECT DISTINCT org_id FROM usage_records WHERE log_fields IS NOT NULL")).scalars().all()
+            rows = 0
+            for org_id in orgs:
+                rows += await self._clear(org_id, cutoff)
         bodies = await delete_in_batches(self.engine, request_bodies, request_bodies.c.at < cutoff)
         return {"partitions": dropped, "rows": rows, "bodies": bodies}
+
+    async def _clear(self, org_id: str, cutoff: datetime) -> int:
+        """SQLite: an org's log fields on usage rows from before `cutoff`, cleared `DELETE_BATCH` rows a
+        transaction; how many."""
+        total = 0
+        bound = self._bind_at(cutoff)
+        while True:
+            async with self.engine.begin() as conn:
+                n = int((await conn.exec_driver_sql(_SQLITE_CLEAR, (org_id, bound, DELETE_BATCH))).rowcount or 0)
+            total += n
+            if n < DELETE_BATCH:
+                return total
 
     async def drop_org_before(self, org_id: str, cutoff: datetime) -> dict[str, int]:
         """An org's own, shorter retention: its rows and bodies logged before `cutoff`, deleted in batches."""
         out = {}
+        if not self.pg:
+            out["rows"] = await self._clear(org_id, cutoff)
         # by key, not `delete_in_batches`' physical row id: on PostgreSQL these rows span day partitions, and a
         # ctid is only unique within one
-        for t, key in ((request_log, ("id", "at")), (request_bodies, ("log_id",))):
+        tables = [(request_log, ("id", "at"))] if self.pg else []
+        for t, key in [*tables, (request_bodies, ("log_id",))]:
             total = 0
             while True:
                 cols = [t.c[k] for k in key]

@@ -224,6 +224,12 @@ usage_records = Table(
     Column("job_id", String(40), nullable=True),
     Column("run_id", String(40), nullable=True),
     Column("run_node", String(100), nullable=True),
+    # the call's request-log fields (0016): its X-Request-Id, and the rest as a JSON array [deployment, route,
+    # http_status, ttft_ms, trace_id, error_code]. On SQLite they stay here, `request_log` is a view over the rows
+    # that have them, and two partial indexes (0016, SQLite only) serve it; on PostgreSQL a trigger moves them into
+    # the partitioned request_log table as the row is inserted, and they are NULL here.
+    Column("request_id", String(128), nullable=True),
+    Column("log_fields", Text, nullable=True),
     Index("ix_usage_records_org_id_day", "org_id", "day"),
     Index("ix_usage_records_run_id", "run_id"),
 )
