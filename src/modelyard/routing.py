@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import random
 import time
-from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
@@ -156,9 +155,7 @@ class Router:
         self.latency.record(d.model_id, task, started, first, ended)
         m = stats.m
         if m is not None:  # in flight and successes: read from `stats`; the latency summary is this histogram's
-            took, b = ended - started, m.upstream_ok
-            b.sum += took
-            b.counts[bisect_left(b.bounds, took)] += 1
+            m.observed.append((m.upstream_ok, ended - started))  # added up by Metrics.fold
         stats.consecutive_failures = 0
         stats.cooldown_until = 0.0
         stats.probing = False

@@ -84,6 +84,12 @@ def test_counts_timings_and_tokens_match_the_calls(msrv: Running) -> None:
     # the buckets are the GenAI conventions'
     buckets = {ls["le"] for n, ls, _ in samples(after) if n == "modelyard_time_to_first_token_seconds_bucket"}
     assert {"0.001", "0.005", "7.5", "10.0", "+Inf"} <= buckets
+    # a call's numbers are added up off its request path (Metrics.fold): every ended call is in the first scrape
+    # after it, and a second scrape adds nothing
+    again = scrape(msrv)
+    for name in ("modelyard_requests_total", "modelyard_request_duration_seconds_sum",
+                 "modelyard_time_to_first_token_seconds_count", "modelyard_upstream_duration_seconds_count"):
+        assert value(again, name, model="stub-gpt") == value(after, name, model="stub-gpt"), name
 
 
 def test_other_faces_get_their_dialect_label(msrv: Running) -> None:

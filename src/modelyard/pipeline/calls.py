@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, Mappi
 
 from ..catalog import Deployment, Model
 from ..errors import InternalError, ModelyardError, ShuttingDown
-from ..telemetry.children import refusal_reason
+from ..telemetry.children import UNKNOWN, refusal_reason
 from ..telemetry.genai import face_of
 from ..tracing import Tracing
 from ..types import Task
@@ -164,7 +164,10 @@ class Call:
         m = self._m
         if m is not None:
             self._m = None
-            m.failed(perf_counter() - self._t0, exc, deployment.config.backend if deployment is not None else None)
+            provider = deployment.config.backend if deployment is not None else None
+            if self._first:  # a stream that had its first chunk: its time to first token counts, as a success's
+                m.first_token(self._first - self._t0, provider or UNKNOWN)
+            m.failed(perf_counter() - self._t0, exc, provider)
 
     def _served(self, deployment: Deployment) -> None:
         if self.client is not None:
@@ -203,10 +206,10 @@ class Call:
         self.ticket.settle(units, deployment)
         self._served(deployment)
         m = self._m
-        if m is not None:
+        if m is not None:  # counted by Metrics.fold, off the request path
             self._m = None
             total = perf_counter() - self._t0
-            m.succeeded(total, total - upstream, deployment.config.backend)
+            m.ended.append((m, total, total - upstream, deployment.config.backend, None, None))
         if self.span is not None:
             self._path.tracing.call_served(self.span, deployment, result, units)  # type: ignore[union-attr]
         if self.ticket.principal.bodies:
@@ -225,10 +228,9 @@ class Call:
             self._failed(exc)
             raise
         self.ticket.first_at = time.monotonic()
-        if self._m is not None:
+        if self._m is not None:  # its time to first token is counted when it ends (`_streamed`, `_failed`)
             self._first = now = perf_counter()
             self._upstream = now - began
-            self._m.first_token(now - self._t0, deployment.config.backend)
         self.streaming = True
         self._served(deployment)
         return first, stream, deployment
@@ -321,11 +323,13 @@ class Call:
         now = perf_counter()
         backend = deployment.config.backend
         if left:
+            m.first_token(self._first - self._t0, backend)
             m.failed(now - self._t0, GeneratorExit(), backend)
             return
-        m.succeeded(now - self._t0, self._first - self._t0 - self._upstream, backend)
-        if used is not None and used.output_tokens > 1:  # None: a model host's gate, which prices nothing
-            m.per_output_token((now - self._first) / (used.output_tokens - 1), backend)
+        # None: a model host's gate, which prices nothing
+        tpot = (now - self._first) / (used.output_tokens - 1) if used is not None and used.output_tokens > 1 else None
+        first = self._first - self._t0
+        m.ended.append((m, now - self._t0, first - self._upstream, backend, tpot, first))
 
     def hold(self) -> dict[str, Any]:
         """The reservation as JSON, stored with a job and settled by whichever runner finishes it."""

@@ -230,7 +230,8 @@ class Gate:
             self.limits.correct(t.taken, (units.input_tokens + units.output_tokens) if ok and units else 0)
         region = getattr(getattr(deployment, "config", None), "region", None)
         if ok and units is not None and t.metered is not None:
-            t.metered.record(t.task, units.input_tokens, units.output_tokens, price, deployment)
+            m = t.metered  # counted by Metrics.fold, off the request path
+            m.settled.append((m, t.task, units.input_tokens, units.output_tokens, price, deployment))
         now = time.monotonic()
         latency = int((now - t.started) * 1000)
         p = t.principal

@@ -148,6 +148,8 @@ def create_app(settings: Settings | None = None, *, freeze_gc: bool = False) -> 
         tasks = [asyncio.create_task(_flush_forever(ctx)), asyncio.create_task(_unload_idle_forever(ctx))]
         if metrics is not None and multiprocess():  # `serve --workers N`: values reach the shared files
             tasks.append(asyncio.create_task(metrics.sync_forever()))
+        if metrics is not None and gate.writer is None:  # a model host: no write-behind tick folds its metrics
+            tasks.append(asyncio.create_task(metrics.fold_forever()))
         agent = None
         if settings.worker is not None:
             agent = WorkerAgent(settings.worker, serving_key, _announced(catalog), ctx.router)

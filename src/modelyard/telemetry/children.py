@@ -46,13 +46,20 @@ class _GenAI:
 
 
 class CallChildren:
-    """What one (face, model, task)'s calls touch from admission to their end."""
+    """What one (face, model, task)'s calls touch from admission to their end.
+
+    A call that succeeds is counted later, not on its request path: it appends one tuple to `ended` (the app's
+    `Metrics.ended`: these children, its duration, overhead, provider and, for a stream, its time per output
+    token and to its first token), and `Metrics.fold` adds the tuples up on the write-behind's tick and before
+    every scrape (docs/performance.md, "Metrics counted in a batch"). Failures and refusals are counted at once:
+    they are rare, and an error's labels are worked out then."""
 
     __slots__ = ("_m", "_labels", "model", "task", "in_flight", "ok", "duration", "overhead", "ttft", "tpot",
-                 "usage", "_failures", "_refusals", "_genai")
+                 "usage", "ended", "_failures", "_refusals", "_genai")
 
     def __init__(self, m: Metrics, face: str, model: str, task: Task) -> None:
         self._m = m
+        self.ended = m.ended
         self._labels = (face, model, task.value)
         self.model, self.task = model, task
         self.in_flight = m.in_flight.labels(*self._labels)
@@ -72,7 +79,10 @@ class CallChildren:
             found = self._genai[provider] = _GenAI(self._m, (operation(self.task), self.model, provider))
         return found
 
-    def succeeded(self, total: float, overhead: float, provider: str | None) -> None:
+    def succeeded(self, total: float, overhead: float, provider: str | None, tpot: float | None = None,
+                  ttft: float | None = None) -> None:
+        """A call that succeeded (run by `Metrics.fold` for the tuples calls appended to `ended`); a stream's time
+        per output token after the first (`tpot`) and to its first token (`ttft`)."""
         # inline updates, not Value/Buckets methods: see values.Buckets
         self.ok.value += 1
         self.in_flight.value -= 1
@@ -87,6 +97,10 @@ class CallChildren:
         b.counts[bisect_left(b.bounds, overhead)] += 1
         if self._m.gen_duration is not None:
             self.genai(provider or UNKNOWN).duration.observe(total)
+        if ttft is not None:
+            self.first_token(ttft, provider or UNKNOWN)
+        if tpot is not None:
+            self.per_output_token(tpot, provider or UNKNOWN)
 
     def held(self) -> None:
         """A job's admission: accepted (its work runs later, on a runner), not timed as a call."""
@@ -133,12 +147,14 @@ class CallChildren:
 
 
 class UsageChildren:
-    """What one model's settled calls add: tokens by type and cost."""
+    """What one model's settled calls add: tokens by type and cost. A call's settlement appends a tuple to
+    `settled` (these children, then `record`'s arguments), added up by `Metrics.fold`."""
 
-    __slots__ = ("_m", "model", "input", "output", "cost", "_genai")
+    __slots__ = ("_m", "model", "input", "output", "cost", "settled", "_genai")
 
     def __init__(self, m: Metrics, model: str) -> None:
         self._m, self.model = m, model
+        self.settled = m.settled
         self.input = m.tokens.labels(model, "input") if m.tokens is not None else None
         self.output = m.tokens.labels(model, "output") if m.tokens is not None else None
         self.cost = m.cost.labels(model)
@@ -176,10 +192,11 @@ class DeploymentChildren:
     so a success is observed once."""
 
     __slots__ = ("in_flight", "success", "failure", "latency", "upstream_ok", "upstream_failed", "retries",
-                 "cooldowns")
+                 "cooldowns", "observed")
 
     def __init__(self, m: Metrics, model: str, name: str, backend: str, region: str, stats: Any) -> None:
         labels = (model, name, backend, region)
+        self.observed = m.observed  # (histogram, value) of each successful attempt, added up by `Metrics.fold`
         self.in_flight = m.deployment_in_flight.share(labels, View(stats, "in_flight"))
         self.success = m.deployment_requests.share((*labels, "success"), View(stats, "successes"))
         self.failure = m.deployment_requests.share((*labels, "failure"), View(stats, "failures"))

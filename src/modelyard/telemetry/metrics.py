@@ -13,6 +13,7 @@ import asyncio
 import os
 import shutil
 from pathlib import Path
+from bisect import bisect_left
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary, generate_latest, values
@@ -50,6 +51,12 @@ class Metrics:
             raise ValueError(f"metrics_names must be one of {', '.join(NAMES)}")
         self.catalog = catalog
         self.registry = r = CollectorRegistry()
+        # What calls ended with, not yet added up (`fold`): a call appends a tuple and moves on; the tick of the
+        # write-behind, a scrape (the collector registered first, below) and `sync` add them up in a tight loop
+        self.ended: list[tuple[Any, ...]] = []  # (CallChildren, total, overhead, provider, tpot, ttft)
+        self.settled: list[tuple[Any, ...]] = []  # (UsageChildren, task, input, output, price, deployment)
+        self.observed: list[tuple[Any, float]] = []  # (Buckets, value)
+        r.register(_Fold(self))
         own, otel = names in ("modelyard", "both"), names in ("otel", "both")
         call = ["dialect", "model", "task"]
         shared = multiprocess()  # values in prometheus-client's per-process files; else plain numbers (values.py)
@@ -247,8 +254,36 @@ class Metrics:
     def spooled(self, rows: int) -> None:
         self.wb_spooled.inc(rows)
 
+    def fold(self) -> None:
+        """Add up what calls appended since the last fold (`ended`, `settled`, `observed`). Never awaits: a call
+        appending meanwhile is impossible (one event loop), and each list is emptied in place."""
+        ended, settled, observed = self.ended, self.settled, self.observed
+        if ended:
+            items = ended[:]
+            ended.clear()
+            for children, total, overhead, provider, tpot, ttft in items:
+                children.succeeded(total, overhead, provider, tpot, ttft)
+        if settled:
+            items = settled[:]
+            settled.clear()
+            for usage, task, input_tokens, output_tokens, price, deployment in items:
+                usage.record(task, input_tokens, output_tokens, price, deployment)
+        if observed:
+            items = observed[:]
+            observed.clear()
+            for b, value in items:
+                b.sum += value
+                b.counts[bisect_left(b.bounds, value)] += 1
+
+    async def fold_forever(self, every: float = 1.0) -> None:
+        """Where no write-behind ticks (a model host): fold once a second, so the lists stay short."""
+        while True:
+            await asyncio.sleep(every)
+            self.fold()
+
     def writer_stats(self, stats: dict[str, Any]) -> None:
-        """Publish the writer's backlog (each tick, and at a scrape)."""
+        """Publish the writer's backlog (each tick, and at a scrape); fold what calls appended."""
+        self.fold()
         for kind, n in stats["queued_by_kind"].items():
             self.wb_queued.labels(kind).set(n)
         self.wb_spool_records.set(stats["spool_records"])
@@ -263,6 +298,7 @@ class Metrics:
         (each file is this process's alone). Counters and histograms go through the values prometheus-client's
         own `inc` and `observe` add to (`_value`; `_buckets`, one per bound, not cumulative, and `_sum`; a
         summary's `_count` and `_sum`); gauges through `set`, which also stamps the live-most-recent ones."""
+        self.fold()
         for family, mirror, seen in self._mirrors:
             kind = family.kind
             for key, child in list(family.children.items()):
@@ -302,3 +338,18 @@ class Metrics:
         if multiprocess():
             self.sync()  # the last calls' counts stay in this process's files (counters outlive it)
             mark_process_dead(os.getpid(), os.environ[MULTIPROC_ENV])
+
+
+class _Fold:
+    """Registered first on the app's registry: every collection (a scrape, `generate_latest`) folds before the
+    families are read, so what calls appended is in the numbers."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> list[Any]:
+        self._metrics.fold()
+        return []
