@@ -196,7 +196,6 @@ def test_rows_written_as_lists_read_back_like_dicts_with_the_same_time(database_
         # usage record, and written with it
         log = RequestLog(store, WriteBehind(None))
         usage = UsageRecorder(store, log.writer)
-        usage.attach(log)
         fields = log.fields(None, {"path": "/v1/chat/completions", "state": {"request_id": "req_rec"},
                                    "headers": [(b"traceparent", b"00-" + b"a" * 32 + b"-" + b"b" * 16 + b"-01")]},
                             200, None, None)
@@ -277,7 +276,6 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
         await store.migrate()
         writer = WriteBehind(tmp_path / "spool")
         usage, log = UsageRecorder(store, writer, batch=1_000), RequestLog(store, writer)
-        usage.attach(log)
         scope = {"path": "/v1/chat/completions", "state": {"request_id": "req_c0"},
                  "headers": [(b"host", b"gw"), (b"traceparent", b"00-" + b"c" * 32 + b"-" + b"d" * 16 + b"-01")]}
         ids = []
@@ -306,8 +304,10 @@ def test_a_calls_log_row_rides_on_its_usage_record_through_the_spool(database_ur
         # the same spooled records replayed again (a write that committed, then a crash before the spool was cut)
         (tmp_path / "spool" / "spool-replay-0.jsonl").write_bytes(spool)
         again = WriteBehind(tmp_path / "spool")
-        usage2, log2 = UsageRecorder(store, again, batch=1_000), RequestLog(store, again, enabled=False)
-        usage2.attach(log2)  # the log is off now; rows spooled while it was on are still written, once
+        # a new process's writers (they register their sinks); the log is off now, and rows spooled while it was on
+        # are still written, once
+        UsageRecorder(store, again, batch=1_000)
+        RequestLog(store, again, enabled=False)
         await again.start()
         await again.aclose()
         assert not list((tmp_path / "spool").glob("spool-*.jsonl"))  # replayed, not left behind
@@ -337,7 +337,6 @@ def test_a_log_row_is_written_in_the_same_periodic_drain_as_its_usage_row(databa
         await store.migrate()
         writer = WriteBehind(tmp_path / "spool")
         usage, log = UsageRecorder(store, writer, interval=0.2), RequestLog(store, writer, interval=0.2)
-        usage.attach(log)
         usage.record(org_id="org_a", token_id=None, model_id="m", task="chat", units=None, price_micros=0,
                      status="ok", latency_ms=1, region=None, flagged=False,
                      log=log.fields("dep", None, 200, None, None, request_id="req_tick"))
@@ -447,7 +446,6 @@ def test_a_nul_in_a_path_is_dropped_from_the_route_and_costs_the_call_nothing(da
         await Retention(RequestLogRepo(store), days=0).run_once()  # today's partition
         writer = WriteBehind(tmp_path / "spool")
         usage, log = UsageRecorder(store, writer), RequestLog(store, writer)
-        usage.attach(log)
         fields = log.fields("dep", {"path": "/fal/app\x00x/requests", "state": {"request_id": "req_nul"},
                                     "headers": []}, 200, None, None)
         usage.record(org_id="org_a", token_id=None, model_id="m", task="chat", units=None, price_micros=0,

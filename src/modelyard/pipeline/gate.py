@@ -136,8 +136,6 @@ class Gate:
         self.usage = UsageRecorder(store, self.writer, interval=every, batch=settings.write_behind_batch)
         self.requests = RequestLog(store, self.writer, interval=every, batch=settings.write_behind_batch,
                                    enabled=settings.request_log_enabled)
-        # attached even with the log off: a spooled record that carries a row (from while it was on) still writes it
-        self.usage.attach(self.requests)
         self.filter = ContentFilter(store, settings.content_filter_model, settings.content_filter_default,
                                     writer=self.writer, interval=every)
 

@@ -94,7 +94,7 @@ class RequestLog:
                request_id: str | None = None, route: str | None = None) -> tuple[Any, ...] | None:
         """What a call's request-log row has beyond its usage record, as stored (`ROW` after the id, time and org;
         None with the request log off). The gate hands it to `UsageRecorder.record(log=…)`: one queued record per
-        call on the request path, the row made by `row_of` in the writer.
+        call on the request path, and one row: the usage insert writes these with the call's usage row.
 
         What the row needs from the ASGI scope (request id, path, trace id) is taken here, and the scope is not
         queued: a record lives up to a flush interval, and one that held its call's scope kept ~7 KB alive per
@@ -112,13 +112,6 @@ class RequestLog:
             route = route[:300] if "\x00" not in route else route.replace("\x00", "")[:300]
         return (getattr(deployment, "name", deployment), route or None, http_status, ttft_ms, request_id, trace,
                 error_code[:80] if error_code else None)
-
-    @staticmethod
-    def row_of(log_id: str, at: float, org_id: str, fields: Any) -> list[Any]:
-        """A call's row as a JSON-able list in `ROW` order: its usage row's id, time and org, then its `fields` (run
-        by the writer, off the request path; what the spool keeps in the usage record). The rest of what an entry
-        shows is the usage row's."""
-        return [at, log_id, org_id, *fields]
 
     def body(self, log_id: str, org_id: str, scope: Any, request: Any, response: Any, mode: str) -> None:
         """The org keeps bodies (`mode` "raw" or "redact"); made JSON-able and redacted by the writer."""

@@ -32,15 +32,7 @@ class UsageRecorder:
         self.repo = UsageRepo(store)
         self.writer = writer
         self._ids = IdSequence("use")
-        self._log: Any = None  # the request log, once attached: a call's log row rides on its usage record
         writer.register(Sink(KIND, self._write, encode=self._row, interval=interval, batch=batch))
-
-    def attach(self, request_log: Any) -> None:
-        """Carry the request log's rows on the usage records (`record(log=…)`): one queued record per call on the
-        request path, and one row: the usage insert writes the call's log fields into its usage row
-        (`UsageRepo.insert_many`, migration 0016), where SQLite's `request_log` view reads them and PostgreSQL's
-        trigger moves them into the partitioned log table."""
-        self._log = request_log
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool,

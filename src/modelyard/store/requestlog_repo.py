@@ -53,8 +53,8 @@ def public(row: Any) -> dict[str, Any]:
     return m
 
 
-# The order of a row as the writer hands it over (`RequestLog.row_of` makes each call's as a list in this order:
-# JSON-able for the spool, and one tuple away from the driver's parameters) and as the insert names the columns.
+# The order of a log row as older versions handed it over and spooled it (a list; also a usage record's `log`
+# before migration 0016) and as the PostgreSQL insert names the columns.
 ROW = ("at", "id", "org_id", "deployment", "route", "http_status", "ttft_ms", "request_id", "trace_id", "error_code")
 assert sorted(ROW) == sorted(c.name for c in request_log.columns), "ROW must name every request_log column once"
 _FROM_DICT = itemgetter(*ROW[1:])
