@@ -51,8 +51,8 @@ class CallChildren:
     A call that succeeds is counted later, not on its request path: it appends one tuple to `ended` (the app's
     `Metrics.ended`: these children, its duration, overhead, provider and, for a stream, its time per output
     token and to its first token), and `Metrics.fold` adds the tuples up on the write-behind's tick and before
-    every scrape (docs/performance.md, "Metrics counted in a batch"). Failures and refusals are counted at once:
-    they are rare, and an error's labels are worked out then."""
+    every scrape (docs/performance.md, "The request log rides on the usage row; metrics counted in a batch").
+    Failures and refusals are counted at once: they are rare, and an error's labels are worked out then."""
 
     __slots__ = ("_m", "_labels", "model", "task", "in_flight", "ok", "duration", "overhead", "ttft", "tpot",
                  "usage", "ended", "_failures", "_refusals", "_genai")
@@ -79,28 +79,16 @@ class CallChildren:
             found = self._genai[provider] = _GenAI(self._m, (operation(self.task), self.model, provider))
         return found
 
-    def succeeded(self, total: float, overhead: float, provider: str | None, tpot: float | None = None,
-                  ttft: float | None = None) -> None:
-        """A call that succeeded (run by `Metrics.fold` for the tuples calls appended to `ended`); a stream's time
-        per output token after the first (`tpot`) and to its first token (`ttft`)."""
-        # inline updates, not Value/Buckets methods: see values.Buckets
-        self.ok.value += 1
-        self.in_flight.value -= 1
-        b = self.duration
-        if b is not None:
-            b.sum += total
-            b.counts[bisect_left(b.bounds, total)] += 1
-        if overhead < 0:
-            overhead = 0.0
-        b = self.overhead
-        b.sum += overhead
-        b.counts[bisect_left(b.bounds, overhead)] += 1
+    def genai_succeeded(self, total: float, provider: str | None, ttft: float | None, tpot: float | None) -> None:
+        """A successful call's GenAI-convention series (`metrics_names` otel or both; `Metrics.fold` adds up ours
+        inline)."""
+        g = self.genai(provider or UNKNOWN)
         if self._m.gen_duration is not None:
-            self.genai(provider or UNKNOWN).duration.observe(total)
-        if ttft is not None:
-            self.first_token(ttft, provider or UNKNOWN)
-        if tpot is not None:
-            self.per_output_token(tpot, provider or UNKNOWN)
+            g.duration.observe(total)
+        if ttft is not None and self._m.gen_ttft is not None:
+            g.ttft.observe(ttft)
+        if tpot is not None and self._m.gen_tpot is not None:
+            g.tpot.observe(tpot)
 
     def held(self) -> None:
         """A job's admission: accepted (its work runs later, on a runner), not timed as a call."""
@@ -137,13 +125,6 @@ class CallChildren:
         if self._m.gen_ttft is not None:
             self.genai(provider).ttft.observe(seconds)
 
-    def per_output_token(self, seconds: float, provider: str) -> None:
-        b = self.tpot
-        if b is not None:
-            b.sum += seconds
-            b.counts[bisect_left(b.bounds, seconds)] += 1
-        if self._m.gen_tpot is not None:
-            self.genai(provider).tpot.observe(seconds)
 
 
 class UsageChildren:

@@ -258,16 +258,50 @@ class Metrics:
         """Add up what calls appended since the last fold (`ended`, `settled`, `observed`). Never awaits: a call
         appending meanwhile is impossible (one event loop), and each list is emptied in place."""
         ended, settled, observed = self.ended, self.settled, self.observed
+        # inline additions, not a method call per call and series (see values.Buckets)
         if ended:
             items = ended[:]
             ended.clear()
-            for children, total, overhead, provider, tpot, ttft in items:
-                children.succeeded(total, overhead, provider, tpot, ttft)
+            genai = self.gen_duration is not None
+            for c, total, overhead, provider, tpot, ttft in items:
+                c.ok.value += 1
+                c.in_flight.value -= 1
+                b = c.duration
+                if b is not None:
+                    b.sum += total
+                    b.counts[bisect_left(b.bounds, total)] += 1
+                if overhead < 0.0:
+                    overhead = 0.0
+                b = c.overhead
+                b.sum += overhead
+                b.counts[bisect_left(b.bounds, overhead)] += 1
+                if ttft is not None:
+                    b = c.ttft
+                    if b is not None:
+                        b.sum += ttft
+                        b.counts[bisect_left(b.bounds, ttft)] += 1
+                if tpot is not None:
+                    b = c.tpot
+                    if b is not None:
+                        b.sum += tpot
+                        b.counts[bisect_left(b.bounds, tpot)] += 1
+                if genai:
+                    c.genai_succeeded(total, provider, ttft, tpot)
         if settled:
             items = settled[:]
             settled.clear()
-            for usage, task, input_tokens, output_tokens, price, deployment in items:
-                usage.record(task, input_tokens, output_tokens, price, deployment)
+            genai = self.gen_tokens is not None
+            for u, task, input_tokens, output_tokens, price, deployment in items:
+                if genai:
+                    u.record(task, input_tokens, output_tokens, price, deployment)
+                    continue
+                if u.input is not None:
+                    if input_tokens:
+                        u.input.value += input_tokens
+                    if output_tokens:
+                        u.output.value += output_tokens
+                if price:
+                    u.cost.value += price / 1_000_000
         if observed:
             items = observed[:]
             observed.clear()
