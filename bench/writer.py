@@ -1,11 +1,12 @@
 """How fast the write-behind writes: a queued backlog of usage rows drained into the database, a spool replayed, and
 calls at a steady rate — each a usage record carrying its request-log row's fields, as the gate queues them,
-written as a usage row (with its minute/hour/day rollups) and then, once that batch is committed, a request-log
-row — on SQLite and on PostgreSQL (issue 18's "usage and logs at rate": 2,000 calls/s for 5 minutes).
+written as a usage row (with its minute/hour/day rollups) that holds its log fields (migration 0016: SQLite's
+request_log view reads them, PostgreSQL's trigger moves them into the log table) — on SQLite and on PostgreSQL (issue 18's "usage and logs at rate": 2,000 calls/s for 5 minutes).
 
 The steady table: calls made, rows written of each kind and the calls the day rollups counted (all three must equal
 the calls: nothing dropped), the deepest the in-memory queue got (bounded: the writer keeps up), the median and
-largest time one batch took to write, by kind, and the process's CPU per call spent queueing and writing.
+largest time one batch took to write, by kind (the log's own kind only replays older versions' spools: 0 here), and
+the process's CPU per call spent queueing and writing.
 
 Run: `python bench/writer.py [--rows 50000] [--rate 2000] [--seconds 300] [--postgres postgresql://127.0.0.1/test]`.
 The PostgreSQL run uses a fresh database it creates and drops.
@@ -54,8 +55,8 @@ class _Seen:
 
 
 def _call(usage: UsageRecorder, requests: RequestLog, i: int) -> None:
-    """What the gate queues when a call ends: its usage record, carrying its request-log row's own fields (the
-    recorder must be attached to the log: `usage.attach(requests)`)."""
+    """What the gate queues when a call ends: its usage record, carrying its request-log row's own fields (written
+    with the usage row: migration 0016)."""
     units = Units(input_tokens=20, output_tokens=10)
     usage.record(org_id="org_bench", token_id=f"tok_{i % 50}", model_id="echo", task="chat", units=units,
                  price_micros=i % 7, status="ok", latency_ms=3, region=None, flagged=False,
@@ -126,7 +127,6 @@ async def _one(url: str, spool: Path, rows: int, rate: int, seconds: float) -> d
         writer.observer = seen = _Seen()
         usage = UsageRecorder(store, writer, interval=1.0)
         requests = RequestLog(store, writer, interval=1.0)
-        usage.attach(requests)
         await writer.start()
         before = await _counts(store)
         n, deepest, start = 0, 0, time.perf_counter()
