@@ -317,15 +317,14 @@ class Call:
     def _streamed(self, used: Units | None, deployment: Deployment, left: bool) -> None:
         """A stream's end, counted: its overhead is the gateway's time before its first chunk; time per output
         token is what the upstream took for each token after the first."""
+        if left:
+            self._failed(GeneratorExit(), deployment)
+            return
         m = self._m
         assert m is not None
         self._m = None
         now = perf_counter()
         backend = deployment.config.backend
-        if left:
-            m.first_token(self._first - self._t0, backend)
-            m.failed(now - self._t0, GeneratorExit(), backend)
-            return
         # None: a model host's gate, which prices nothing
         tpot = (now - self._first) / (used.output_tokens - 1) if used is not None and used.output_tokens > 1 else None
         first = self._first - self._t0

@@ -7,11 +7,10 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
-import orjson
-
 from ..errors import InvalidRequest
 from ..store.billing_repo import UsageRepo
 from ..store.db import Store
+from ..store.log_tables import log_fields
 from ..store.repo import IdSequence
 from ..store.writebehind import Sink, WriteBehind
 from .units import Units
@@ -32,7 +31,8 @@ class UsageRecorder:
         self.repo = UsageRepo(store)
         self.writer = writer
         self._ids = IdSequence("use")
-        writer.register(Sink(KIND, self._write, encode=self._row, interval=interval, batch=batch))
+        # a spooled record keeps its log fields even if the log is off now: it was on then
+        writer.register(Sink(KIND, self.repo.insert_many, encode=self._row, interval=interval, batch=batch))
 
     def record(self, *, org_id: str, token_id: str | None, model_id: str, task: str, units: Units | None,
                price_micros: int, status: str, latency_ms: int, region: str | None, flagged: bool,
@@ -64,12 +64,8 @@ class UsageRecorder:
         log = raw[13] if len(raw) > 13 else None
         if log is not None:  # `RequestLog.fields`: deployment, route, HTTP status, ttft, request id, trace, error
             row["request_id"] = log[4]
-            row["log_fields"] = orjson.dumps((log[0], log[1], log[2], log[3], log[5], log[6])).decode()
+            row["log_fields"] = log_fields(log[0], log[1], log[2], log[3], log[5], log[6])
         return row
-
-    async def _write(self, records: list[dict[str, Any]]) -> None:
-        # a spooled record keeps its log row even if the log is off now: it was on then
-        await self.repo.insert_many(records)
 
     @property
     def pending(self) -> int:

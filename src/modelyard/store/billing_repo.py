@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-import orjson
 from sqlalchemy import Table, case, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from . import rollups
 from .db import Store
+from .log_tables import log_columns
 from .repo import aware, new_id, utcnow
 from .tables import content_filter_events, content_filter_policies, usage_records, wallet_ledger, wallets
 
@@ -226,8 +226,7 @@ class UsageRepo:
             row["created_at"], row["day"] = when, when.strftime("%Y-%m-%d")
             log = r.get("log")
             if log is not None:  # an older version's record: its log row as a list in requestlog_repo.ROW order
-                row["request_id"] = log[7]
-                row["log_fields"] = orjson.dumps((log[3], log[4], log[5], log[6], log[8], log[9])).decode()
+                row["request_id"], row["log_fields"] = log_columns(log)
             if "log_fields" in row:
                 logged = True
             rows.append(row)

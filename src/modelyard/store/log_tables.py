@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any, Sequence
+
+import orjson
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, String, Table
 
 from .tables import metadata
@@ -35,6 +38,20 @@ usage_rollups = Table(
 # is partitioned by day on `at` (created ahead by the maintenance task, dropped whole by retention), so the primary
 # key has to include `at`. Since 0016 the usage insert carries these fields (`usage_records.log_fields`): on
 # PostgreSQL a trigger writes this table's row; on SQLite this is a view over the usage rows, with these columns.
+
+
+def log_fields(deployment: Any, route: Any, http_status: Any, ttft_ms: Any, trace_id: Any, error_code: Any) -> str:
+    """A call's `usage_records.log_fields` (migration 0016): the JSON array SQLite's `request_log` view reads and
+    PostgreSQL's trigger unpacks, in this order."""
+    return orjson.dumps((deployment, route, http_status, ttft_ms, trace_id, error_code)).decode()
+
+
+def log_columns(row: Sequence[Any]) -> tuple[Any, str]:
+    """(request_id, log_fields) of a log row in `requestlog_repo.ROW` order (at, id, org_id, deployment, route,
+    http_status, ttft_ms, request_id, trace_id, error_code): what older versions spooled."""
+    return row[7], log_fields(row[3], row[4], row[5], row[6], row[8], row[9])
+
+
 request_log = Table(
     "request_log",
     metadata,

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from .billing_repo import bound_waits, insert_new
 from .db import Store
 from .paging import newest_first
-from .log_tables import request_bodies, request_log
+from .log_tables import log_columns, request_bodies, request_log
 from .tables import usage_records
 from .repo import DELETE_BATCH, aware, delete_in_batches
 
@@ -180,9 +180,7 @@ class RequestLogRepo:
             if self.pg:
                 await conn.exec_driver_sql(_PG_INSERT, (orjson.dumps(rows).decode(),))
                 return
-            # ROW: at, id, org_id, deployment, route, http_status, ttft_ms, request_id, trace_id, error_code
-            await conn.exec_driver_sql(_SQLITE_LAND, [
-                (r[7], orjson.dumps((r[3], r[4], r[5], r[6], r[8], r[9])).decode(), r[1], r[2]) for r in rows])
+            await conn.exec_driver_sql(_SQLITE_LAND, [(*log_columns(r), r[1], r[2]) for r in rows])
 
     async def insert_bodies(self, records: list[dict[str, Any]]) -> None:
         rows = [{**r, "at": _when(r["at"])} for r in records]
